@@ -1,0 +1,75 @@
+"""A per-person, causal neutral face: FEDN sees geometry minus this baseline, so identity and resting face cancel.
+
+`NeutralBaseline` is fed one frame at a time (live, inside `models.online.OnlineSpotter`); `baseline_normalize`
+runs the very same object over a whole video (training, offline evaluation), so both see identical inputs.
+
+Rule: on a new track (first face frame, or after a frame without a face) the baseline restarts. For the first
+`warmup_frames` face frames it is their running mean (a person usually starts near neutral); after that a slow
+EMA (time constant `ema_seconds`) follows drift (lighting, posture), but is frozen while the face is expressive,
+i.e. while any blendshape differs from its baseline by more than `freeze_delta` -- so a 3 s smile is not absorbed
+into "neutral". The freeze looks at geometry only (not at a model's intensity), so training needs no model
+outputs to reproduce it exactly. Pure numpy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BLENDSHAPE_DIM = 52  # stream.features: geometry = [52 blendshapes, 478 x 2 aligned landmarks]
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    fps: float = 30.0
+    warmup_frames: int = 15        # 0.5 s of running mean before the EMA takes over
+    ema_seconds: float = 10.0      # EMA time constant; slow so that expressions barely move it
+    freeze_delta: float = 0.15     # blendshape deviation (0..1 scale) above which the baseline is frozen
+    blendshape_dim: int = BLENDSHAPE_DIM
+
+
+class NeutralBaseline:
+    def __init__(self, cfg: BaselineConfig = BaselineConfig()):
+        self.cfg = cfg
+        self.alpha = 1.0 / max(1.0, cfg.ema_seconds * cfg.fps)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the person: the next face frame starts a new baseline."""
+        self.mean: np.ndarray | None = None
+        self.count = 0
+
+    def update(self, geometry: np.ndarray, face_present: bool) -> np.ndarray:
+        """Feed one frame; returns geometry - baseline (float32, zeros without a face). No face resets."""
+        x = np.asarray(geometry, dtype=np.float64).reshape(-1)
+        if not face_present:
+            self.reset()
+            return np.zeros(x.shape, dtype=np.float32)
+        if self.mean is None:
+            self.mean = x.copy()
+            self.count = 1
+        elif self.count < self.cfg.warmup_frames:
+            self.count += 1
+            self.mean += (x - self.mean) / self.count
+        else:
+            k = self.cfg.blendshape_dim
+            expressive = float(np.max(np.abs(x[:k] - self.mean[:k]), initial=0.0)) > self.cfg.freeze_delta
+            if not expressive:
+                self.mean += self.alpha * (x - self.mean)
+            self.count += 1
+        return (x - self.mean).astype(np.float32)
+
+
+def baseline_normalize(geometry: np.ndarray, face_present: np.ndarray,
+                       cfg: BaselineConfig = BaselineConfig()) -> np.ndarray:
+    """(T, F) geometry of a whole video -> (T, F) deltas, causally, exactly as the live spotter computes them."""
+    geometry = np.asarray(geometry)
+    face_present = np.asarray(face_present, dtype=bool).reshape(-1)
+    if geometry.ndim != 2 or len(geometry) != len(face_present):
+        raise ValueError(f"geometry must be (T, F) with T = len(face_present); got {geometry.shape} and "
+                         f"{face_present.shape}")
+    base = NeutralBaseline(cfg)
+    out = np.zeros(geometry.shape, dtype=np.float32)
+    for t in range(len(geometry)):
+        out[t] = base.update(geometry[t], bool(face_present[t]))
+    return out

@@ -1,0 +1,380 @@
+"""The causal spotter: frames in, updates out, for live streams and (through `spot_video`) whole videos alike.
+
+GIM runs frame by frame. Frame t's 17-frame flow window needs frames t-8 .. t+8, so I(t) is known 8 frames after
+t arrives (earlier at the end of a face track, where the window is zero-padded like `stream.features.flow_windows`
+pads a video's ends). The curve drives a small state machine per stream:
+
+  idle --I > low--> open --(I >= onset_threshold, once)--> OnsetUpdate
+  open --I <= low--> closing: wait for the outer margin (0.2 x length) -> proposals on that piece of the curve
+  closing --I > low--> open again (the piece grows); face lost / frame gap / flush / too long -> proposals now
+
+`low` is the lowest proposal threshold (0.2), so the pieces contain every run the reference's multi-threshold
+grouping would find, with its margins. A piece with no surviving proposal cancels its OnsetUpdate.
+
+FEDN runs window by window (W frames, every `fedn_stride`) on geometry minus the person's neutral baseline; its
+intervals are NMS'd across windows. A GIM proposal waits until FEDN has covered it (+ `fedn_wait` frames), takes
+the emotion of the best-overlapping FEDN interval, and is emitted; FEDN intervals that no GIM proposal claims
+become proposals of their own (source "fedn") when confident enough. `fedn_fn=None` is GIM only.
+
+Memory is bounded: rings of flow (17 + batch), curve (one longest piece + margins), FEDN input (W frames) and a
+few recent intervals. Everything is numpy around the two callables, so the engine, an eager model or a test
+double can be plugged in.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from calibration.baseline import BaselineConfig, NeutralBaseline
+from models.proposals import (FEDNDecodeConfig, GIMProposalConfig, fedn_proposals, gim_proposals, iou_1d,
+                              nms_1d)
+from models.spotting import CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate, Proposal, Update
+
+GimFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # (B,17,R,2) -> (intensity (B,), apex_probs (B,2))
+FednFn = Callable[[np.ndarray], Any]                             # (1,W,F) -> (cls_logits (1,N,C), intervals (1,N,2), ..)
+
+
+@dataclass(frozen=True)
+class SpotterConfig:
+    fps: float = 30.0                 # the stream's frame rate: durations in seconds become frames with it
+    gim_radius: int = 8               # GIM window = frames t-8 .. t+8 (17)
+    n_rois: int = 12                  # ROIs per frame in roi_flow
+    gim_batch: int = 1                # run GIM when this many frames are ready (1 = lowest latency)
+    onset_threshold: float = 0.5      # OnsetUpdate when I(t) reaches this within an open piece
+    max_segment_seconds: float = 10.0  # a piece longer than this is processed at once (reference macro max 8 s)
+    proposals: GIMProposalConfig = field(default_factory=GIMProposalConfig)
+    geometry_dim: int = 1008          # FEDN input width (stream.features.GEOMETRY_DIM)
+    fedn_window: int = 128            # = FEDNConfig.window of the model behind fedn_fn
+    fedn_stride: int = 16             # frames between FEDN windows (0.53 s at 30 fps)
+    fedn_min_face: float = 0.5        # skip a FEDN window with fewer face frames than this fraction
+    fedn_wait: int = 16               # a GIM proposal waits until FEDN has covered its offset + this many frames
+    fedn_decode: FEDNDecodeConfig = field(default_factory=FEDNDecodeConfig)
+    match_iou: float = 0.3            # GIM proposal takes the emotion of a FEDN interval overlapping this much
+    fedn_only_threshold: float = 0.6  # a FEDN interval no GIM proposal claims becomes one above this score
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+
+
+@dataclass
+class _Pending:
+    """GIM proposals of one finished curve piece, waiting for FEDN's emotion."""
+    start: int
+    track: int
+    proposals: list[Proposal]
+
+
+class OnlineSpotter:
+    def __init__(self, gim_fn: GimFn, fedn_fn: FednFn | None = None, cfg: SpotterConfig = SpotterConfig()):
+        self.gim_fn, self.fedn_fn, self.cfg = gim_fn, fedn_fn, cfg
+        self.low = min(cfg.proposals.thresholds)
+        self.max_segment = max(1, int(round(cfg.max_segment_seconds * cfg.fps)))
+        self._next_track = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new stream (flush() does this at its end)."""
+        cfg = self.cfg
+        self._last: int | None = None            # last frame index pushed
+        # GIM input: flow of the current face track
+        self._track_start: int | None = None     # first frame of the current face track (None: no face)
+        self._flow: deque[np.ndarray] = deque()  # at most 2 * radius + gim_batch frames (trimmed in _run_gim)
+        self._flow_first = 0                     # frame index of self._flow[0]
+        self._next_gim = 0                       # next frame whose intensity is due
+        # the intensity curve and its state machine
+        history = int(1.5 * self.max_segment) + 4 * cfg.gim_radius + 8
+        self._curve: deque[tuple[int, float, float, float]] = deque(maxlen=history)  # frame, I, A_macro, A_micro
+        self._state = "idle"
+        self._seg_start = self._seg_end = self._wait_until = 0
+        self._track_id = -1                      # id of the piece's OnsetUpdate, -1 while not announced
+        # FEDN
+        self.baseline = NeutralBaseline(cfg.baseline)
+        self._fedn_x: deque[np.ndarray] = deque(maxlen=cfg.fedn_window)
+        self._fedn_face: deque[bool] = deque(maxlen=cfg.fedn_window)
+        self._fedn_origin = 0                    # frame index where the current run of FEDN windows started
+        self._fedn_done = -1                     # last frame covered by a FEDN window
+        self._pool: list[Proposal] = []          # FEDN intervals still open to later windows
+        self._resolved: deque[Proposal] = deque(maxlen=64)   # settled FEDN intervals
+        self._emitted: deque[Proposal] = deque(maxlen=64)    # recent GIM proposals sent out
+        self._pending: list[_Pending] = []
+
+    # ------------------------------------------------------------------------------------------------ input
+
+    def push(self, frame_index: int, face_present: bool, geometry: np.ndarray, roi_flow: np.ndarray) -> list[Update]:
+        """Feed one frame (stream.features.FrameFeatures fields); returns the updates it made known."""
+        cfg = self.cfg
+        t = int(frame_index)
+        if self._last is not None and t <= self._last:
+            raise ValueError(f"frame indices must increase: got {t} after {self._last}")
+        geometry = np.asarray(geometry, dtype=np.float32).reshape(-1)
+        roi_flow = np.asarray(roi_flow, dtype=np.float32)
+        if geometry.shape != (cfg.geometry_dim,) or roi_flow.shape != (cfg.n_rois, 2):
+            raise ValueError(f"frame {t}: expected geometry ({cfg.geometry_dim},) and roi_flow ({cfg.n_rois}, 2), "
+                             f"got {geometry.shape} and {roi_flow.shape}")
+        face_present = bool(face_present)
+        out: list[Update] = []
+        gap = self._last is not None and t != self._last + 1
+        if self._track_start is not None and (gap or not face_present):
+            out += self._end_track()
+        if gap:  # a reconnect: windows must not span it
+            out += self._fedn_tail()
+            self.baseline.reset()
+            self._fedn_x.clear()
+            self._fedn_face.clear()
+        if not self._fedn_x:
+            self._fedn_origin = t
+        self._last = t
+
+        # GIM
+        if face_present:
+            if self._track_start is None:
+                self._track_start = self._next_gim = self._flow_first = t
+                self._flow.clear()
+            self._flow.append(roi_flow)  # _run_gim trims it to the frames future windows need
+            ready = t - cfg.gim_radius - self._next_gim + 1
+            if ready >= cfg.gim_batch:
+                out += self._run_gim(t - cfg.gim_radius)
+        else:
+            out += self._curve_point(t, 0.0, (0.0, 0.0))
+
+        # FEDN
+        self._fedn_x.append(self.baseline.update(geometry, face_present))
+        self._fedn_face.append(face_present)
+        n = t - self._fedn_origin + 1
+        if self.fedn_fn is not None and n >= cfg.fedn_window and (n - cfg.fedn_window) % cfg.fedn_stride == 0:
+            out += self._run_fedn(t - cfg.fedn_window + 1, cfg.fedn_window)
+        elif self.fedn_fn is None:
+            self._fedn_done = t
+        out += self._settle()
+        return out
+
+    def flush(self) -> list[Update]:
+        """End of stream: compute what is still pending, close every open piece, emit the rest; then reset."""
+        out: list[Update] = []
+        if self._track_start is not None:
+            out += self._end_track()
+        out += self._fedn_tail()
+        out += self._settle(final=True)
+        self.reset()
+        return out
+
+    # ------------------------------------------------------------------------------------------------ GIM
+
+    def _run_gim(self, last: int) -> list[Update]:
+        """Intensity of frames self._next_gim .. last (inclusive) of the current track."""
+        cfg = self.cfg
+        r = cfg.gim_radius
+        frames = list(range(self._next_gim, last + 1))
+        if not frames:
+            return []
+        flow = np.stack(self._flow)                              # frames self._flow_first ..
+        first, end = self._flow_first, self._flow_first + len(flow)  # end exclusive
+        windows = np.zeros((len(frames), 2 * r + 1, cfg.n_rois, 2), dtype=np.float32)
+        for b, c in enumerate(frames):
+            lo, hi = max(c - r, first), min(c + r + 1, end)
+            windows[b, lo - (c - r):hi - (c - r)] = flow[lo - first:hi - first]
+        intensity, apex = self.gim_fn(windows)
+        intensity = np.asarray(intensity, dtype=np.float64).reshape(-1)
+        apex = np.asarray(apex, dtype=np.float64)
+        if intensity.shape != (len(frames),) or apex.shape != (len(frames), 2):
+            raise ValueError(f"gim_fn returned intensity {intensity.shape} and apex_probs {apex.shape} for "
+                             f"{len(frames)} windows; expected ({len(frames)},) and ({len(frames)}, 2)")
+        self._next_gim = last + 1
+        # drop flow no future window needs (frames before next_gim - r); the deque's maxlen bounds it anyway
+        while self._flow and self._flow_first < self._next_gim - r:
+            self._flow.popleft()
+            self._flow_first += 1
+        out: list[Update] = []
+        for b, c in enumerate(frames):
+            out += self._curve_point(c, float(intensity[b]), (float(apex[b, 0]), float(apex[b, 1])))
+        return out
+
+    def _end_track(self) -> list[Update]:
+        """Face lost or frame gap: finish the track's pending frames (zero-padded windows) and its open piece."""
+        out = self._run_gim(self._last) if self._last is not None else []
+        if self._state != "idle":
+            end = self._seg_end if self._state == "closing" else self._curve[-1][0]
+            out += self._finish_piece(end)
+        self._track_start = None
+        self._flow.clear()
+        return out
+
+    def _curve_point(self, frame: int, value: float, apex: tuple[float, float]) -> list[Update]:
+        """Append I(frame) to the curve and step the piece state machine."""
+        self._curve.append((frame, value, apex[0], apex[1]))
+        out: list[Update] = [IntensityUpdate(frame, value, apex)]
+        if value > self.low:
+            if self._state == "idle":
+                self._state, self._seg_start, self._track_id = "open", frame, -1
+            self._state = "open"
+            if self._track_id < 0 and value >= self.cfg.onset_threshold:
+                self._track_id = self._next_track
+                self._next_track += 1
+                out.append(OnsetUpdate(self._seg_start, value, self._track_id))
+            if frame - self._seg_start + 1 >= self.max_segment:
+                out += self._finish_piece(frame)
+        elif self._state == "open":
+            self._seg_end = frame - 1
+            n = self._seg_end - self._seg_start + 1
+            self._wait_until = self._seg_end + max(1, int(round(self.cfg.proposals.outer_ratio * n)))
+            self._state = "closing"
+        if self._state == "closing" and frame >= self._wait_until:
+            out += self._finish_piece(self._seg_end)
+        return out
+
+    def _finish_piece(self, end: int) -> list[Update]:
+        """Proposals on the curve piece [seg_start, end] plus its outer margins; queue them for FEDN's emotion."""
+        cfg = self.cfg
+        n = end - self._seg_start + 1
+        m = max(1, int(round(cfg.proposals.outer_ratio * n)))
+        rows = [row for row in self._curve if self._seg_start - m <= row[0] <= end + m]
+        # the left margin stops at a frame gap (a reconnect); the piece and its right margin never span one
+        first = next(i for i, row in enumerate(rows) if row[0] == self._seg_start)
+        while first > 0 and rows[first - 1][0] == rows[first][0] - 1:
+            first -= 1
+        curve = np.array(rows[first:], dtype=np.float64).reshape(-1, 4)
+        props = gim_proposals(curve[:, 1], curve[:, 2:4], cfg.fps, cfg.proposals, first_frame=int(curve[0, 0]))
+        self._pending.append(_Pending(self._seg_start, self._track_id, props))
+        self._state, self._track_id = "idle", -1
+        return []
+
+    # ------------------------------------------------------------------------------------------------ FEDN
+
+    def _run_fedn(self, start: int, valid: int) -> list[Update]:
+        """Run FEDN on the last `valid` frames of the ring, starting at frame `start` (zero-padded to W)."""
+        cfg = self.cfg
+        W = cfg.fedn_window
+        x = np.zeros((1, W, cfg.geometry_dim), dtype=np.float32)
+        x[0, :valid] = np.stack(list(self._fedn_x)[-valid:])
+        face = np.array(list(self._fedn_face)[-valid:], dtype=bool)
+        self._fedn_done = start + valid - 1
+        if face.mean() < cfg.fedn_min_face:
+            return []
+        raw = self.fedn_fn(x)
+        cls_logits, intervals = np.asarray(raw[0]), np.asarray(raw[1])
+        if cls_logits.ndim != 3 or intervals.shape != (1, cls_logits.shape[1], 2):
+            raise ValueError(f"fedn_fn returned cls_logits {cls_logits.shape} and intervals {intervals.shape}; "
+                             f"expected (1, N, C) and (1, N, 2)")
+        dets = fedn_proposals(cls_logits[0], intervals[0], start, W, cfg.fps, cfg.fedn_decode, valid_frames=valid)
+        # across windows: an interval settled earlier suppresses new ones on it; NMS among the open ones
+        settled = np.array([(p.onset, p.offset) for p in self._resolved], dtype=np.float64).reshape(-1, 2)
+        for d in dets:
+            if len(settled) == 0 or iou_1d([(d.onset, d.offset)], settled).max() <= cfg.fedn_decode.nms_iou:
+                self._pool.append(d)
+        if self._pool:
+            iv = np.array([(p.onset, p.offset) for p in self._pool], dtype=np.float64)
+            keep = nms_1d(iv, np.array([p.score for p in self._pool]), cfg.fedn_decode.nms_iou)
+            self._pool = [self._pool[i] for i in sorted(keep)]
+        return []
+
+    def _fedn_tail(self) -> list[Update]:
+        """Frames after the last FEDN window (end of stream, reconnect): one last, end-aligned window."""
+        if self.fedn_fn is None or not self._fedn_x or self._last is None or self._fedn_done >= self._last:
+            return []
+        valid = min(len(self._fedn_x), self.cfg.fedn_window)
+        return self._run_fedn(self._last - valid + 1, valid)
+
+    # ------------------------------------------------------------------------------------------------ merge
+
+    def _settle(self, final: bool = False) -> list[Update]:
+        """Emit GIM proposals FEDN has covered, and FEDN intervals no later window or GIM piece can claim."""
+        cfg = self.cfg
+        out: list[Update] = []
+        still: list[_Pending] = []
+        for pend in self._pending:
+            last = max((p.offset for p in pend.proposals), default=-1)
+            if final or self.fedn_fn is None or self._fedn_done >= last + cfg.fedn_wait:
+                out += self._emit(pend)
+            else:
+                still.append(pend)
+        self._pending = still
+
+        if self.fedn_fn is None:
+            return out
+        open_from = [p.start for p in self._pending] + ([self._seg_start] if self._state != "idle" else [])
+        curve_last = self._curve[-1][0] if self._curve else -1
+        next_window = self._fedn_done - cfg.fedn_window + 1 + cfg.fedn_stride
+        keep: list[Proposal] = []
+        for d in self._pool:
+            settled = final or (next_window > d.onset and curve_last >= d.offset
+                                and all(s > d.offset for s in open_from))
+            if not settled:
+                keep.append(d)
+                continue
+            self._resolved.append(d)
+            claimed = any(iou_1d([(d.onset, d.offset)], [(p.onset, p.offset)])[0, 0] >= cfg.match_iou
+                          for p in self._emitted)
+            if not claimed and d.score >= cfg.fedn_only_threshold:
+                out.append(ExpressionUpdate(d, -1, {"fedn_score": d.score}))
+        self._pool = keep
+        return out
+
+    def _emit(self, pend: _Pending) -> list[Update]:
+        if not pend.proposals:
+            return [CancelUpdate(pend.start, pend.track)] if pend.track >= 0 else []
+        cfg = self.cfg
+        fedn = list(self._pool) + list(self._resolved)
+        out: list[Update] = []
+        for i, p in enumerate(pend.proposals):
+            extras: dict = {}
+            if fedn:
+                iou = iou_1d([(p.onset, p.offset)], [(d.onset, d.offset) for d in fedn])[0]
+                j = int(np.argmax(iou))
+                if iou[j] >= cfg.match_iou:
+                    d = fedn[j]
+                    p = dataclasses.replace(p, emotion=d.emotion, emotion_probs=d.emotion_probs, source="gim+fedn")
+                    extras = {"fedn_score": d.score, "fedn_iou": float(iou[j])}
+            self._emitted.append(p)
+            out.append(ExpressionUpdate(p, pend.track if i == 0 else -1, extras))
+        return out
+
+
+def spot_video(spotter: OnlineSpotter, features: dict) -> list[Proposal]:
+    """Run a whole video (the features dict of `fes-live extract` / load_features) through `spotter`, frame by
+    frame exactly as live, and return its proposals by onset. The spotter is reset first and after."""
+    need = ("geometry", "roi_flow", "face_present", "frame_index")
+    missing = [k for k in need if k not in features]
+    if missing:
+        raise ValueError(f"features lack {missing}; expected the arrays of `fes-live extract`")
+    fps = float(features.get("fps", spotter.cfg.fps))
+    if abs(fps - spotter.cfg.fps) > 0.5:
+        raise ValueError(f"video is {fps:g} fps but the spotter is configured for {spotter.cfg.fps:g}; build it "
+                         f"with SpotterConfig(fps={fps:g}, ...)")
+    geometry, flow = features["geometry"], features["roi_flow"]
+    face, index = np.asarray(features["face_present"], dtype=bool), np.asarray(features["frame_index"])
+    spotter.reset()
+    found: list[Proposal] = []
+    updates: list[Update] = []
+    for t in range(len(index)):
+        updates += spotter.push(int(index[t]), bool(face[t]), geometry[t], flow[t])
+    updates += spotter.flush()
+    found = [u.proposal for u in updates if isinstance(u, ExpressionUpdate)]
+    return sorted(found, key=lambda p: (p.onset, p.offset))
+
+
+def eager_gim_fn(model) -> GimFn:
+    """Wrap an eager `models.gim.GIM` as a numpy gim_fn (eval mode, no grad)."""
+    import torch
+
+    model.eval()
+
+    def fn(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            out = model(torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)))
+        return out.intensity.numpy(), torch.sigmoid(out.apex_logits).numpy()
+    return fn
+
+
+def eager_fedn_fn(model) -> FednFn:
+    """Wrap an eager `models.fedn.FEDN` as a numpy fedn_fn (eval mode, no grad)."""
+    import torch
+
+    model.eval()
+
+    def fn(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            out = model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+        return out.cls_logits.numpy(), out.intervals.numpy()
+    return fn

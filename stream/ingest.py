@@ -1,0 +1,237 @@
+"""`fes-live ingest`: the ingest role, one process per source.
+
+source -> FaceTracker -> FeatureExtractor -> `features` messages to the detector (PUSH, bounded queue, never
+blocking: a frame that does not fit is dropped and counted, and the count travels with the next frame). The stream
+is announced (`control` started / ended / error) on the same socket, so the detector sees it in order with the
+frames. Previews (downscaled JPEG + landmarks + box, throttled) go to the viewer's preview endpoint.
+
+`--features X.npz` replays recorded features (from `fes-live extract`) at their frame rate instead of running the
+face pipeline: the benchmark's load generator, through the same socket and codec.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+
+import cv2
+import numpy as np
+import zmq
+
+from stream import wire
+from stream.config import from_dict, load_config, to_dict
+from stream.pipeline_config import Endpoints, IngestConfig
+
+log = logging.getLogger(__name__)
+
+
+class Sender:
+    """The ingest's sockets: features + control to the detector, previews to the viewer."""
+
+    def __init__(self, cfg: IngestConfig, ctx: zmq.Context | None = None):
+        self.cfg = cfg
+        ep = cfg.endpoints.resolved()
+        self.ctx = ctx or zmq.Context.instance()
+        self.push = self.ctx.socket(zmq.PUSH)
+        self.push.setsockopt(zmq.SNDHWM, cfg.send_hwm)
+        self.push.setsockopt(zmq.LINGER, int(cfg.end_timeout_s * 1000))
+        self.push.connect(ep.features)
+        self.preview = None
+        if cfg.preview:
+            self.preview = self.ctx.socket(zmq.PUB)
+            self.preview.setsockopt(zmq.SNDHWM, 4)
+            self.preview.setsockopt(zmq.LINGER, 0)
+            self.preview.connect(ep.preview)
+        self.sent = 0
+        self.dropped = 0
+        self._last_preview = 0.0
+
+    def features(self, stream_id: str, feats, face_state: str) -> bool:
+        ok = wire.send(self.push, wire.features_message(stream_id, feats, face_state, {"dropped": self.dropped}))
+        if ok:
+            self.sent += 1
+        else:
+            self.dropped += 1
+            if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
+                log.warning("%s: detector queue full, %d frame(s) dropped so far", stream_id, self.dropped)
+        return ok
+
+    def control(self, stream_id: str, status: str, **meta) -> bool:
+        """Control messages wait (up to end_timeout_s) for room: they must not be dropped like frames."""
+        ok = wire.send(self.push, wire.control_message(stream_id, status, **meta), timeout_s=self.cfg.end_timeout_s)
+        if not ok:
+            log.error("%s: could not tell the detector '%s' within %.1f s", stream_id, status, self.cfg.end_timeout_s)
+        return ok
+
+    def maybe_preview(self, frame, faces) -> None:
+        """At most preview_fps JPEG previews per second, downscaled to preview_width."""
+        if self.preview is None or time.monotonic() - self._last_preview < 1.0 / max(self.cfg.preview_fps, 1e-3):
+            return
+        self._last_preview = time.monotonic()
+        self.preview_now(frame, faces)
+
+    def preview_now(self, frame, faces) -> None:
+        h, w = frame.image.shape[:2]
+        s = min(1.0, self.cfg.preview_width / w)
+        img = cv2.resize(frame.image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA) if s < 1 else frame.image
+        ok, jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.preview_quality])
+        if not ok:
+            return
+        face = faces.primary if faces is not None else None
+        lm = face.landmarks[:, :2] * s if face is not None else np.zeros((0, 2), np.float32)
+        box = tuple(float(v) * s for v in face.box) if face is not None else None
+        state = faces.state.value if faces is not None else "none"
+        p = wire.Preview(frame.stream_id, frame.index, frame.pts_s, frame.wall_s, state, jpeg.reshape(-1),
+                         lm.astype(np.float32), box, img.shape[1], img.shape[0])
+        wire.send(self.preview, wire.preview_message(p))
+
+    def close(self) -> None:
+        self.push.close()  # lingers up to end_timeout_s so queued frames and 'ended' reach the detector
+        if self.preview is not None:
+            self.preview.close()
+
+
+def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> int:
+    """The role: 0 when the source ended (or we were asked to stop), 1 on a source error (the supervisor restarts)."""
+    from stream.face import FaceConfig, FaceTracker
+    from stream.features import FeatureConfig, FeatureExtractor
+    from stream.record import ClipRecorder
+    from stream.sources import SourceConfig, SourceError, open_source
+
+    stop_event = stop_event or threading.Event()
+    sender = Sender(cfg)
+    try:
+        source = open_source(cfg.source, from_dict(SourceConfig, {"realtime": not cfg.fast}), cfg.stream_id or None)
+    except SourceError as e:
+        sid = cfg.stream_id or "unknown"
+        log.error("%s", e)
+        sender.control(sid, "error", message=str(e), source=cfg.source)
+        sender.close()
+        return 1
+    sid = source.stream_id
+    tracker = FaceTracker(from_dict(FaceConfig, {"face_model": cfg.face_model, "max_faces": cfg.max_faces}))
+    extractor = FeatureExtractor(from_dict(FeatureConfig, {"keep_crop": cfg.send_crops}))
+    clips = ClipRecorder(cfg, sid, source.fps) if cfg.record_dir else None
+    sender.control(sid, "started", source=source.describe(), fps=float(source.fps or 0.0))
+    log.info("%s: %s -> %s", sid, source.describe(), cfg.endpoints.resolved().features)
+    index, code, message = -1, 0, "end of source"
+    try:
+        for frame in source:
+            if stop_event.is_set():
+                message = "stopped"
+                break
+            faces = tracker.update(frame)
+            feats = extractor.update(frame, faces)
+            sender.features(sid, feats, faces.state.value)
+            sender.maybe_preview(frame, faces)
+            if clips is not None:
+                clips.add(frame)
+            index = frame.index
+    except SourceError as e:
+        code, message = 1, str(e)
+        log.error("%s: %s", sid, e)
+    finally:
+        status = "error" if code else "ended"
+        sender.control(sid, status, message=message, frame_index=max(index, -1), frames=index + 1,
+                       dropped=sender.dropped)
+        if clips is not None:
+            clips.close()
+        source.close()
+        tracker.close()
+        sender.close()
+    log.info("%s: %s after %d frames (%d dropped)", sid, message, index + 1, sender.dropped)
+    return code
+
+
+def replay_features(cfg: IngestConfig, path: str, fps: float = 0.0, stop_event: threading.Event | None = None,
+                    loops: int = 1) -> dict:
+    """Send recorded features at `fps` (0: the file's) as a live ingest would; capture time = send time."""
+    from stream.features import FrameFeatures, load_features
+
+    stop_event = stop_event or threading.Event()
+    data = load_features(path)
+    fps = fps or float(data["fps"]) or 30.0
+    sid = cfg.stream_id or "replay"
+    sender = Sender(cfg)
+    sender.control(sid, "started", source=f"features:{path}", fps=fps)
+    t0, n, T = time.monotonic(), 0, len(data["frame_index"])
+    present = data["face_present"]
+    try:
+        for loop in range(loops):
+            for t in range(T):
+                if stop_event.is_set():
+                    break
+                wait = t0 + n / fps - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                state = "tracked" if present[t] else "none"
+                f = FrameFeatures(n, n / fps, time.time(), bool(present[t]), data["geometry"][t],
+                                  data["roi_flow"][t], None)
+                sender.features(sid, f, state)
+                n += 1
+    finally:
+        sender.control(sid, "ended", message="end of features", frame_index=n - 1, frames=n, dropped=sender.dropped)
+        sender.close()
+    return {"stream_id": sid, "frames": n, "dropped": sender.dropped, "seconds": time.monotonic() - t0}
+
+
+def _replay_role(cfg_and_path, stop_event) -> int:
+    cfg, path, fps, loops = cfg_and_path
+    replay_features(cfg, path, fps, stop_event, loops)
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", default=None, help="webcam index, rtsp:// or http(s):// URL, video file or folder")
+    p.add_argument("--features", default=None, metavar="NPZ",
+                   help="instead of --source: replay features written by `fes-live extract` (load testing)")
+    p.add_argument("--stream-id", default="", help="id of this stream (default: derived from the source)")
+    p.add_argument("--features-endpoint", default=None, help="detector's features endpoint (default: ipc, local)")
+    p.add_argument("--preview-endpoint", default=None, help="viewer's preview endpoint (default: ipc, local)")
+    p.add_argument("--no-preview", action="store_true", help="do not publish preview frames")
+    p.add_argument("--fast", action="store_true", help="files: as fast as possible, not at their own frame rate")
+    p.add_argument("--crops", action="store_true", help="send 224x224 face crops (image-backbone engines)")
+    p.add_argument("--face-model", default=None, help="MediaPipe face_landmarker .task file")
+    p.add_argument("--max-faces", type=int, default=1)
+    p.add_argument("--record", default="", metavar="DIR", help="write a short clip around each expression to DIR/clips")
+    p.add_argument("--events-endpoint", default=None, help="detector's event endpoint (for --record clips)")
+    p.add_argument("--config", default=None, help="JSON file with IngestConfig fields (flags override it)")
+
+
+def config_from_args(args: argparse.Namespace) -> IngestConfig:
+    base = load_config(IngestConfig, args.config)
+    ep = to_dict(base.endpoints)
+    for key, value in (("features", args.features_endpoint), ("preview", args.preview_endpoint),
+                       ("events", args.events_endpoint)):
+        if value:
+            ep[key] = value
+    over = {"endpoints": ep, "stream_id": args.stream_id or base.stream_id, "max_faces": args.max_faces}
+    if args.source is not None:
+        over["source"] = args.source
+    for key, flag in (("fast", args.fast), ("send_crops", args.crops)):
+        if flag:
+            over[key] = True
+    if args.no_preview:
+        over["preview"] = False
+    if args.face_model:
+        over["face_model"] = args.face_model
+    if args.record:
+        over["record_dir"] = args.record
+    return from_dict(IngestConfig, {**to_dict(base), **over})
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if args.features:
+        stats = replay_features(cfg, args.features, stop_event=stop)
+        log.info("replayed %s", stats)
+        return 0
+    if args.source is None and args.config is None:
+        log.error("give --source (or --features)")
+        return 2
+    return run_ingest(cfg, stop)

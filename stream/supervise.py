@@ -1,0 +1,142 @@
+"""Run roles as child processes and restart the ones that crash, with a rate limit.
+
+Each role is a top-level function `role(cfg, stop_event) -> int` started with multiprocessing's spawn context (a
+fresh interpreter: no forked ZeroMQ contexts or MediaPipe threads). Children ignore Ctrl-C: the parent decides
+the shutdown order (ingests first, then the detector, so pending events are flushed) and signals it through each
+child's stop event. A child that exits 0 is done (a file source ended); any other exit is a crash and restarts it,
+at most `max_restarts` times within `window_s` seconds, with a growing delay; after that it is given up.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_MP = mp.get_context("spawn")
+
+# on_change(child name, "restarted" | "gave_up", exit code, restarts so far)
+OnChange = Callable[[str, str, "int | None", int], None]
+
+
+def _child_main(target: Callable, cfg: Any, stop_event, name: str, log_level: int) -> None:
+    """Entry of every child process: signals -> stop event, logging, the role's exit code."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
+    logging.basicConfig(level=log_level, format=f"%(asctime)s {name} %(name)s %(levelname)s %(message)s")
+    try:
+        code = target(cfg, stop_event)
+    except Exception:
+        logging.getLogger(name).exception("role %s crashed", name)
+        code = 1
+    raise SystemExit(int(code or 0))
+
+
+@dataclass
+class Child:
+    name: str
+    target: Callable
+    cfg: Any
+    process: Any = None
+    stop_event: Any = None
+    restarts: deque = field(default_factory=deque)  # times of recent restarts
+    restart_at: float | None = None  # a pending restart waits until then
+    done: bool = False  # exited 0, or given up
+    gave_up: bool = False
+    last_exitcode: int | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+
+class Supervisor:
+    def __init__(self, max_restarts: int = 5, window_s: float = 60.0, on_change: OnChange | None = None):
+        self.max_restarts, self.window_s = max_restarts, window_s
+        self.on_change = on_change
+        self.children: dict[str, Child] = {}
+
+    def start(self, name: str, target: Callable, cfg: Any) -> Child:
+        child = self.children.get(name) or Child(name, target, cfg)
+        self.children[name] = child
+        child.stop_event = _MP.Event()
+        child.process = _MP.Process(target=_child_main, name=name, daemon=False,
+                                    args=(target, cfg, child.stop_event, name, logging.getLogger().level))
+        child.process.start()
+        child.restart_at = None
+        log.info("started %s (pid %d)", name, child.process.pid)
+        return child
+
+    def poll(self) -> None:
+        """Reap exited children; restart crashed ones (rate-limited) and report it through `on_change`."""
+        now = time.monotonic()
+        for child in self.children.values():
+            if child.done:
+                continue
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    self.start(child.name, child.target, child.cfg)
+                    self._notify(child, "restarted", child.last_exitcode)
+                continue
+            if child.alive:
+                continue
+            code = child.process.exitcode
+            child.last_exitcode = code
+            if code == 0 or child.stop_event.is_set():
+                log.info("%s exited (code %s)", child.name, code)
+                child.done = True
+                continue
+            while child.restarts and now - child.restarts[0] > self.window_s:
+                child.restarts.popleft()
+            if len(child.restarts) >= self.max_restarts:
+                log.error("%s crashed (code %s) %d times within %.0f s: giving up", child.name, code,
+                          len(child.restarts) + 1, self.window_s)
+                child.done = child.gave_up = True
+                self._notify(child, "gave_up", code)
+                continue
+            child.restarts.append(now)
+            delay = 0.5 * len(child.restarts)
+            log.warning("%s crashed (code %s); restarting in %.1f s", child.name, code, delay)
+            child.restart_at = now + delay
+
+    def _notify(self, child: Child, status: str, code: int | None) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change(child.name, status, code, len(child.restarts))
+            except Exception:  # a failed note must not take the supervisor down
+                log.exception("on_change for %s failed", child.name)
+
+    def running(self, names: list[str] | None = None) -> list[str]:
+        """Children (of `names`) that are alive or about to be restarted."""
+        return [c.name for c in self.children.values() if (names is None or c.name in names)
+                and not c.done and (c.alive or c.restart_at is not None)]
+
+    def stop(self, names: list[str], timeout_s: float = 10.0) -> None:
+        """Ask `names` to stop, wait up to `timeout_s`, then terminate and finally kill what is left."""
+        for name in names:
+            child = self.children[name]
+            child.restart_at = None
+            if child.stop_event is not None:
+                child.stop_event.set()
+        deadline = time.monotonic() + timeout_s
+        for name in names:
+            proc = self.children[name].process
+            if proc is not None:
+                proc.join(max(0.0, deadline - time.monotonic()))
+        for name in names:
+            child = self.children[name]
+            proc = child.process
+            if proc is not None and proc.is_alive():
+                log.warning("%s did not stop within %.0f s: terminating", name, timeout_s)
+                proc.terminate()
+                proc.join(3.0)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join(3.0)
+            child.done = True

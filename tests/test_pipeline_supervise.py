@@ -1,0 +1,60 @@
+"""The supervisor with real child processes: restart after a crash, rate limit, clean stop."""
+import os
+import time
+from pathlib import Path
+
+from stream.supervise import Supervisor
+
+
+def crash_once(marker: str, stop_event) -> int:
+    """First run: crash hard. Later runs: work until asked to stop."""
+    p = Path(marker)
+    runs = int(p.read_text()) if p.exists() else 0
+    p.write_text(str(runs + 1))
+    if runs == 0:
+        os._exit(3)
+    stop_event.wait(30)
+    return 0
+
+
+def always_crash(marker: str, stop_event) -> int:
+    raise RuntimeError("boom")
+
+
+def finish(marker: str, stop_event) -> int:
+    Path(marker).write_text("done")
+    return 0
+
+
+def wait_until(cond, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_restart_rate_limit_and_stop(tmp_path):
+    notes = []
+    sup = Supervisor(max_restarts=2, window_s=60, on_change=lambda *a: notes.append(a))
+    sup.start("flaky", crash_once, str(tmp_path / "flaky"))
+    sup.start("bad", always_crash, str(tmp_path / "bad"))
+    sup.start("ok", finish, str(tmp_path / "ok"))
+
+    def settled():
+        sup.poll()
+        return sup.children["bad"].gave_up and (tmp_path / "flaky").exists() \
+            and (tmp_path / "flaky").read_text() == "2" and sup.children["flaky"].alive
+    assert wait_until(settled), notes
+    assert ("flaky", "restarted", 3, 1) in notes
+    assert [n for n in notes if n[0] == "bad"] == [("bad", "restarted", 1, 1), ("bad", "restarted", 1, 2),
+                                                   ("bad", "gave_up", 1, 2)]
+    assert sup.children["ok"].done and not sup.children["ok"].gave_up
+    assert (tmp_path / "ok").read_text() == "done"
+    assert sup.running() == ["flaky"]
+    t0 = time.monotonic()
+    sup.stop(["flaky"], timeout_s=10)
+    assert time.monotonic() - t0 < 5
+    assert sup.children["flaky"].process.exitcode == 0
+    assert sup.running() == []

@@ -1,0 +1,217 @@
+"""The viewer in real headless Chromium (Debian's package) over WebRTC on loopback.
+
+Run strictly loopback-only with `unshare -n sh -c 'ip link set lo up && exec .venv/bin/pytest -q tests/test_viewer_*.py'`
+(see ../shared/notes/webrtc_testing.md); in the default namespace everything is still bound to 127.0.0.1.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import zmq
+
+from stream import wire
+from stream.view import BAND_H, draw_band
+from conftest import VIDEO, need
+from test_viewer_server import _get, free_port, wait_http
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CLIP = VIDEO / "pyfeat_single_face.mp4"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+         "--allow-loopback-in-peer-connection",  # else Chromium gathers no 127.0.0.1 candidate: ICE hangs
+         "--disable-features=WebRtcHideLocalIpsWithMdns",  # else candidates hide behind mDNS names
+         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+
+
+def launch(playwright, extra: list[str] = ()):
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[*FLAGS, *extra])
+
+
+@pytest.fixture(scope="module")
+def pw():
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed (.ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        yield p
+
+
+def endpoints(tmp: Path) -> dict:
+    return {"preview": f"ipc://{tmp}/preview", "features": f"ipc://{tmp}/features",
+            "events": f"tcp://127.0.0.1:{free_port()}", "replay": f"tcp://127.0.0.1:{free_port()}"}
+
+
+class Viewer:
+    """`fes-live view` as a subprocess, loopback-only ICE, on a free port."""
+
+    def __init__(self, tmp: Path, ep: dict):
+        self.port = free_port()
+        cfg = tmp / "view.json"
+        cfg.write_text(json.dumps({"port": self.port, "loopback_only": True, "endpoints": ep}))
+        self.log = open(tmp / "view.log", "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "view", "--config", str(cfg)], cwd=REPO,
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "PYTHONPATH": str(REPO)})
+        self.url = f"http://127.0.0.1:{self.port}/"
+        wait_http(self.url, self.proc)
+
+    def status(self) -> dict:
+        return json.loads(_get(self.url + "api/status")[1])
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def wait_for(page, js: str, what: str, timeout_s: float = 20.0):
+    """page.wait_for_function with the page's probe in the failure message instead of a bare timeout."""
+    try:
+        return page.wait_for_function(js, timeout=timeout_s * 1000)
+    except Exception:
+        probe = page.evaluate("JSON.stringify(window.__probe || null)")
+        raise AssertionError(f"timed out waiting for {what}; probe: {str(probe)[:1500]}") from None
+
+
+def write_y4m(src: Path, dst: Path, band: bool = False) -> tuple[int, int, int]:
+    """The clip as a raw I420 YUV4MPEG2 file, what Chromium's file-backed fake camera reads. With `band`, each
+    frame gets the viewer's frame band (its number) appended below it, so the page can time camera -> display."""
+    cap = cv2.VideoCapture(str(src))
+    frames = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        frames.append(img)
+    cap.release()
+    h, w = frames[0].shape[:2]
+    with open(dst, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h + (BAND_H if band else 0)} F30:1 Ip A1:1 C420jpeg\n".encode())
+        for i, img in enumerate(frames):
+            if band:
+                img = np.vstack([img, draw_band(w, i)])
+            f.write(b"FRAME\n")
+            f.write(cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420).tobytes())
+    return w, h, len(frames)
+
+
+# Page-side timing of the camera path: the clip's own band (frame number) is read from the local camera preview
+# (rVFC captureTime = when the fake camera produced it) and again from the annotated video that comes back from
+# the server (rVFC expectedDisplayTime). Same page, same clock: glass-to-glass of the whole browser-camera path.
+CAMERA_G2G_JS = """
+(() => {
+  const g = window.__g2g = {captured: {}, lat: [], selfOk: 0, echoOk: 0, echoBad: 0};
+  const cv = document.createElement('canvas'), ctx = cv.getContext('2d', {willReadFrequently: true});
+  const FRAC = %(band)d / (360 + %(band)d), BITS = 16, OUT_W = 640, OUT_H = 360;  // band / clip height
+  function read(v, x0, yMid, w) {            // 16 blocks across [x0, x0 + w) sampled on row yMid
+    cv.width = v.videoWidth; cv.height = v.videoHeight; ctx.drawImage(v, 0, 0);
+    const row = ctx.getImageData(0, Math.round(yMid), cv.width, 1).data;
+    let word = 0;
+    for (let i = 0; i < BITS; i++) {
+      const x = Math.round(x0 + (i + 0.5) * w / BITS), lum = (row[4*x] + row[4*x+1] + row[4*x+2]) / 3;
+      word = (word << 1) | (lum > 127 ? 1 : 0);
+    }
+    const t = word >> 4, check = (t >> 8) ^ ((t >> 4) & 15) ^ (t & 15);
+    return (word & 15) === check ? t : null;
+  }
+  const self = document.getElementById('self'), video = document.getElementById('video');
+  function onSelf(now, m) {
+    const h = self.videoHeight, n = read(self, 0, h * (1 - FRAC / 2), self.videoWidth);
+    if (n !== null) { g.selfOk++; g.captured[n] = performance.timeOrigin + (m.captureTime || m.expectedDisplayTime); }
+    self.requestVideoFrameCallback(onSelf);
+  }
+  function onEcho(now, m) {
+    const cw = self.videoWidth, ch = self.videoHeight;
+    if (cw && ch) {   // where the server letterboxed the camera picture (band included) in its 640x360 output
+      const s = Math.min(OUT_W / cw, OUT_H / ch), nw = cw * s, nh = ch * s, x0 = (OUT_W - nw) / 2, y0 = (OUT_H - nh) / 2;
+      const n = read(video, x0, y0 + nh * (1 - FRAC / 2), nw), shown = performance.timeOrigin + m.expectedDisplayTime;
+      if (n !== null && g.captured[n] !== undefined && shown - g.captured[n] < 2000) {
+        g.echoOk++; g.lat.push(shown - g.captured[n]);
+      } else g.echoBad++;
+    }
+    video.requestVideoFrameCallback(onEcho);
+  }
+  self.requestVideoFrameCallback(onSelf);
+  video.requestVideoFrameCallback(onEcho);
+})();
+""" % {"band": BAND_H}
+
+
+def latency_summary(ms: list[float]) -> str:
+    q = statistics.quantiles(ms, n=10)
+    return f"median {statistics.median(ms):.0f} ms, p90 {q[-1]:.0f} ms, max {max(ms):.0f} ms over {len(ms)} frames"
+
+
+def test_browser_camera_goes_through_face_tracking_to_the_detector_socket(pw, tmp_path, face_model, capsys):
+    """getUserMedia (a real face clip as the fake camera) -> aiortc -> FaceTracker + FeatureExtractor -> features
+    messages on the detector's socket; the annotated stream comes back to the page."""
+    need(CLIP)
+    clip = tmp_path / "face.y4m"
+    w, h, n = write_y4m(CLIP, clip, band=True)
+    assert (w, h, n) == (640, 360, 72)
+    ep = endpoints(tmp_path)
+    ctx = zmq.Context()
+    detector_in = ctx.socket(zmq.PULL)  # where the detector would listen: we read what the viewer sends it
+    detector_in.bind(ep["features"])
+    viewer = Viewer(tmp_path, ep)
+    browser = launch(pw, [f"--use-file-for-fake-video-capture={clip}"])
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        page.goto(viewer.url + "?camera=1")
+        wait_for(page, "window.__probe.camera && window.__probe.iceState === 'connected'", "ICE with the camera")
+        assert "face.y4m" in page.evaluate("window.__probe.camera.label")
+        page.evaluate(CAMERA_G2G_JS)
+        wait_for(page, "window.__probe.lastFrame && window.__probe.lastFrame.stream === 'browser-1' "
+                       "&& window.__probe.lastFrame.face === 'tracked'", "the annotated camera stream", 40)
+
+        found, messages, t_end = 0, [], time.monotonic() + 20
+        while time.monotonic() < t_end and found < 30:
+            if detector_in.poll(500):
+                msg = wire.decode(detector_in.recv_multipart(copy=False))
+                messages.append(msg.header)
+                if msg.header.kind == "features":
+                    feats = wire.to_features(msg)
+                    found += feats.face_present and bool(np.abs(feats.geometry).sum() > 0)
+        assert messages[0].kind == "control" and messages[0].meta["status"] == "started", messages[:2]
+        assert {m.stream_id for m in messages} == {"browser-1"}
+        assert found >= 30, f"only {found} frames with a face among {len(messages)} messages"
+        cams = viewer.status()["cameras"]["browser-1"]
+        assert cams.get("face_found", 0) + cams.get("face_tracked", 0) >= 30, cams
+
+        time.sleep(2)
+        probe = page.evaluate("({lat: window.__probe.latencies, bandOk: window.__probe.bandOk, "
+                              "bandBad: window.__probe.bandBad, errors: window.__probe.errors, "
+                              "g2g: {...window.__g2g, captured: null}})")
+        assert not probe["errors"], probe["errors"]
+        lat = probe["lat"][-60:]
+        assert len(lat) >= 20 and statistics.median(lat) < 1000, probe
+        g2g = probe["g2g"]["lat"][-60:]
+        assert len(g2g) >= 20 and statistics.median(g2g) < 1000, probe["g2g"]
+        shot = tmp_path / "viewer_camera.png"
+        page.screenshot(path=str(shot))
+        with capsys.disabled():
+            print(f"\n[viewer] browser camera glass-to-glass (camera capture -> upload -> face tracking -> "
+                  f"annotated video shown): {latency_summary(g2g)}")
+            print(f"[viewer] browser camera: server receive -> face tracking -> display: {latency_summary(lat)}; "
+                  f"band decoded {probe['bandOk']}/{probe['bandOk'] + probe['bandBad']}; screenshot {shot}")
+    finally:
+        browser.close()
+        viewer.close()
+        detector_in.close(0)
+        ctx.term()
