@@ -9,10 +9,9 @@ The paper leaves window, segment length, widths and anchors out; our choices are
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
-
-import math
 
 import torch
 import torch.nn as nn

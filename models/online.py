@@ -51,6 +51,8 @@ class SpotterConfig:
     fedn_window: int = 128            # = FEDNConfig.window of the model behind fedn_fn
     fedn_stride: int = 16             # frames between FEDN windows (0.53 s at 30 fps)
     fedn_min_face: float = 0.5        # skip a FEDN window with fewer face frames than this fraction
+    fedn_edge: int = 4                # drop intervals within this many frames of a window's inner edges:
+                                      # they are cut off there, and the neighbouring window sees them whole
     fedn_wait: int = 16               # a GIM proposal waits until FEDN has covered its offset + this many frames
     fedn_decode: FEDNDecodeConfig = field(default_factory=FEDNDecodeConfig)
     match_iou: float = 0.3            # GIM proposal takes the emotion of a FEDN interval overlapping this much
@@ -144,11 +146,15 @@ class OnlineSpotter:
         self._fedn_face.append(face_present)
         n = t - self._fedn_origin + 1
         if self.fedn_fn is not None and n >= cfg.fedn_window and (n - cfg.fedn_window) % cfg.fedn_stride == 0:
-            out += self._run_fedn(t - cfg.fedn_window + 1, cfg.fedn_window)
+            out += self._run_fedn(t - cfg.fedn_window + 1, cfg.fedn_window, tail=False)
         elif self.fedn_fn is None:
             self._fedn_done = t
         out += self._settle()
         return out
+
+    def push_features(self, features: Any) -> list[Update]:
+        """`push` for a `stream.features.FrameFeatures` (or anything with those four fields)."""
+        return self.push(features.frame_index, features.face_present, features.geometry, features.roi_flow)
 
     def flush(self) -> list[Update]:
         """End of stream: compute what is still pending, close every open piece, emit the rest; then reset."""
@@ -242,8 +248,11 @@ class OnlineSpotter:
 
     # ------------------------------------------------------------------------------------------------ FEDN
 
-    def _run_fedn(self, start: int, valid: int) -> list[Update]:
-        """Run FEDN on the last `valid` frames of the ring, starting at frame `start` (zero-padded to W)."""
+    def _run_fedn(self, start: int, valid: int, tail: bool) -> list[Update]:
+        """Run FEDN on the last `valid` frames of the ring, starting at frame `start` (zero-padded to W).
+
+        `tail` marks the last window of a run (end of stream, reconnect): its end edge is a real end.
+        """
         cfg = self.cfg
         W = cfg.fedn_window
         x = np.zeros((1, W, cfg.geometry_dim), dtype=np.float32)
@@ -258,6 +267,9 @@ class OnlineSpotter:
             raise ValueError(f"fedn_fn returned cls_logits {cls_logits.shape} and intervals {intervals.shape}; "
                              f"expected (1, N, C) and (1, N, 2)")
         dets = fedn_proposals(cls_logits[0], intervals[0], start, W, cfg.fps, cfg.fedn_decode, valid_frames=valid)
+        lo = start + cfg.fedn_edge if start > self._fedn_origin else start
+        hi = start + valid - 1 - (0 if tail else cfg.fedn_edge)
+        dets = [d for d in dets if d.onset >= lo and d.offset <= hi]
         # across windows: an interval settled earlier suppresses new ones on it; NMS among the open ones
         settled = np.array([(p.onset, p.offset) for p in self._resolved], dtype=np.float64).reshape(-1, 2)
         for d in dets:
@@ -274,7 +286,7 @@ class OnlineSpotter:
         if self.fedn_fn is None or not self._fedn_x or self._last is None or self._fedn_done >= self._last:
             return []
         valid = min(len(self._fedn_x), self.cfg.fedn_window)
-        return self._run_fedn(self._last - valid + 1, valid)
+        return self._run_fedn(self._last - valid + 1, valid, tail=True)
 
     # ------------------------------------------------------------------------------------------------ merge
 

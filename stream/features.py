@@ -193,8 +193,7 @@ class FeatureExtractor:
                                    (shape / CROP_SIZE - 0.5).reshape(-1).astype(np.float32)])
         scale = self.cfg.flow_size / CROP_SIZE
         a = face.align.astype(np.float64) * scale
-        gray = cv2.cvtColor(cv2.warpAffine(frame.image, a, (self.cfg.flow_size, self.cfg.flow_size),
-                                           flags=cv2.INTER_LINEAR), cv2.COLOR_BGR2GRAY)
+        gray = _gray(cv2.warpAffine(frame.image, a, (self.cfg.flow_size, self.cfg.flow_size), flags=cv2.INTER_LINEAR))
         roi = np.zeros((len(ROI_NAMES), 2), np.float32)
         if self._prev_gray is not None and self._prev_track == face.track_id:
             flow = self._flow(self._prev_gray, gray)
@@ -216,6 +215,12 @@ class FeatureExtractor:
         box = np.array([nose[:, 0].min() - r, nose[:, 1].min() - r, nose[:, 0].max() + r, nose[:, 1].max() + r])
         return roi_flow_from_field(np.ascontiguousarray(flow, dtype=np.float32), centers,
                                    np.rint(box).astype(np.int64), r, self.cfg.roi_keep, self.cfg.nose_keep)
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return image
+    return cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
 
 
 def flow_windows(roi_flow: np.ndarray, centers: np.ndarray, radius: int = 8) -> np.ndarray:

@@ -63,6 +63,7 @@ class Source:
     """Iterator of `Frame`; subclasses provide `_read() -> (image, pts_s) | None` (None: end of stream)."""
 
     fps: float = 0.0  # nominal frame rate (0 when unknown)
+    live: bool = False  # cameras and network streams set their own pace: never slowed down by `realtime`
 
     def __init__(self, uri: str, cfg: SourceConfig, stream_id: str):
         self.uri, self.cfg, self.stream_id = uri, cfg, stream_id
@@ -97,7 +98,7 @@ class Source:
         return out
 
     def _pace(self, pts: float) -> None:
-        if not self.cfg.realtime:
+        if not self.cfg.realtime or self.live:
             return
         now = time.monotonic()
         if self._play_start is None:
@@ -114,7 +115,7 @@ class Source:
         pass
 
     def describe(self) -> str:
-        return f"{type(self).__name__}({self.uri!r}, fps={self.fps:g})"
+        return f"{type(self).__name__}({redact(self.uri)!r}, fps={self.fps:g})"
 
     def __enter__(self) -> Source:
         return self
@@ -129,6 +130,7 @@ class CaptureSource(Source):
     def __init__(self, uri: str, cfg: SourceConfig, stream_id: str, kind: str):
         super().__init__(uri, cfg, stream_id)
         self.kind = kind  # "file", "webcam" or "network"
+        self.live = kind != "file"
         self._cap: cv2.VideoCapture | None = None
         self._cap = self._open()
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
@@ -153,7 +155,7 @@ class CaptureSource(Source):
         if not cap.isOpened():
             cap.release()
             what = {"webcam": "no camera at index", "network": "cannot connect to", "file": "cannot decode video"}
-            raise SourceError(f"{what[self.kind]} {self.uri}")
+            raise SourceError(f"{what[self.kind]} {redact(self.uri)}")
         return cap
 
     def _read(self) -> tuple[np.ndarray, float] | None:
@@ -189,11 +191,11 @@ class CaptureSource(Source):
             self._cap.release()
             self._cap = None
         delay = self.cfg.backoff_initial_s
-        log.warning("%s: stream dropped, reconnecting", self.uri)
+        log.warning("%s: stream dropped, reconnecting", redact(self.uri))
         while not self._closed:
             waited = time.monotonic() - dropped_at
             if self.cfg.give_up_after_s and waited >= self.cfg.give_up_after_s:
-                raise SourceError(f"{self.uri}: no frame for {waited:.1f} s, gave up reconnecting")
+                raise SourceError(f"{redact(self.uri)}: no frame for {waited:.1f} s, gave up reconnecting")
             time.sleep(delay)
             if self._closed:
                 return
@@ -201,13 +203,13 @@ class CaptureSource(Source):
                 self._cap = self._open()
             except SourceError as e:
                 delay = min(delay * 2, self.cfg.backoff_max_s)
-                log.info("%s: reconnect failed (%s); next try in %.1f s", self.uri, e, delay)
+                log.info("%s: reconnect failed (%s); next try in %.1f s", redact(self.uri), e, delay)
                 continue
             outage = time.monotonic() - dropped_at
             self.dropped_reconnects += 1
             if self.fps > 0:  # frames the outage cost, beyond the one that is about to arrive
                 self._index += max(0, int(outage * self.fps) - 1)
-            log.warning("%s: reconnected after %.1f s", self.uri, outage)
+            log.warning("%s: reconnected after %.1f s", redact(self.uri), outage)
             return
 
     def close(self) -> None:
@@ -260,7 +262,7 @@ def open_source(uri: str, cfg: SourceConfig = SourceConfig(), stream_id: str | N
     """Open `uri`: "0" (webcam index), rtsp:// or http(s):// URL, a video file or a folder of numbered images."""
     uri = str(uri)
     if stream_id is None:
-        stream_id = _default_stream_id(uri)
+        stream_id = default_stream_id(uri)
     if re.fullmatch(r"\d+", uri):
         return CaptureSource(uri, cfg, stream_id, "webcam")
     if uri.lower().startswith(NETWORK_SCHEMES):
@@ -275,10 +277,18 @@ def open_source(uri: str, cfg: SourceConfig = SourceConfig(), stream_id: str | N
     return CaptureSource(str(path), cfg, stream_id, "file")
 
 
-def _default_stream_id(uri: str) -> str:
+def redact(uri: str) -> str:
+    """The URI with any user:password@ replaced, for logs, errors and ids (camera URLs often carry credentials)."""
+    return re.sub(r"^([a-z]+://)[^/@]*@", r"\1***@", uri, flags=re.I)
+
+
+def default_stream_id(uri: str) -> str:
     """A short readable id: file stem, folder name, camera index or the URL's host/path."""
     if re.fullmatch(r"\d+", uri):
         return f"cam{uri}"
-    name = re.sub(r"^[a-z]+://", "", uri.rstrip("/"), flags=re.I)
+    name = re.sub(r"^[a-z]+://", "", redact(uri).rstrip("/"), flags=re.I).replace("***@", "")
     name = Path(name).stem if not uri.lower().startswith(NETWORK_SCHEMES) else name
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[-64:] or "stream"
+
+
+_default_stream_id = default_stream_id  # old private name, still used by stream/app.py

@@ -300,10 +300,12 @@ def _make_track_class():
             frame.pts = int((time.monotonic() - self.t0) * VIDEO_CLOCK)
             frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
             self.last_sent = time.monotonic()
+            fresh = s is not None and (s.stream_id, s.version) != self.seen
             if s is not None:
                 self.seen = (s.stream_id, s.version)
+            # c: capture time of a new picture (none for a repeat, whose capture was long ago); x: sent now
             self.peer.send({"t": "frame", "k": token, "s": s.stream_id if s else "",
-                            "i": p.frame_index if p else -1, "c": round(p.wall_s * 1000, 1) if p else None,
+                            "i": p.frame_index if p else -1, "c": round(p.wall_s * 1000, 1) if p and fresh else None,
                             "x": round(time.time() * 1000, 1), "f": p.face_state if p else "none"})
             return frame
 

@@ -30,6 +30,7 @@ def test_synth_casme2_and_native_layouts_agree(tmp_path):
     run_synth(tmp_path / "casme2", "--seconds", "8", "--videos", "2", "--layout", "casme2")
     native = load_native(tmp_path / "native")
     truth = native_truth(tmp_path / "native")
+    assert truth, "the generator made no expression"
     assert sorted((i.onset, i.apex, i.offset, i.kind_name) for i in native.intervals) == truth
     assert sum(len(v) for v in load_native_annotations(tmp_path / "native").values()) == len(truth)
 
@@ -44,7 +45,7 @@ def test_synth_samm_layout_with_downsampling(tmp_path):
     run_synth(tmp_path, "--seconds", "12", "--fps", "200", "--videos", "1", "--layout", "samm")
     sheet = next(tmp_path.glob("*.xlsx"))
     ds = load_samm(sheet, tmp_path)
-    assert ds.videos[0].n_frames == 2400 and ds.videos[0].fps == 200
+    assert ds.intervals and ds.videos[0].n_frames == 2400 and ds.videos[0].fps == 200
     assert all(0 <= i.onset <= i.apex <= i.offset < 2400 for i in ds.intervals)
     ds7 = load_samm(sheet, tmp_path, downsample=7)
     assert ds7.videos[0].n_frames == 343

@@ -139,6 +139,11 @@ def test_score_cli_with_native_files(tmp_path, capsys):
     (tmp_path / "pred.json").write_text(json.dumps({"clip1": [{"onset": 100, "offset": 160, "kind": 0, "score": 1}]}))
     assert main(["score", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred.json")]) == 0
     assert json.loads(capsys.readouterr().out)["megc"]["macro"]["tp"] == 1
+    (tmp_path / "report.json").write_text(json.dumps({"fold_details": {  # a fes-train report
+        "p1": {"predictions": {"clip1": [{"onset": 11, "apex": 15, "offset": 20, "kind": 1, "score": 0.8,
+                                          "emotion": -1, "source": "gim"}]}}}}))
+    assert main(["score", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "report.json")]) == 0
+    assert json.loads(capsys.readouterr().out)["megc"]["micro"]["tp"] == 1
 
 
 def test_bad_input_gives_clear_errors(tmp_path, capsys):

@@ -1,10 +1,11 @@
 """Per-frame features: the ROI flow kernel on hand-made flow fields, windows, geometry, and `fes-live extract`."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
-from conftest import VIDEO, need
+from conftest import DATA, VIDEO, need
 from stream import cli
 from stream.config import ConfigError, from_dict
 from stream.face import BLENDSHAPE_NAMES, CROP_SIZE, FaceConfig, FaceResult, FaceState, FaceTracker
@@ -113,6 +114,16 @@ def test_no_face_gives_zeros_and_resets_flow(clip_features):
     assert (f.frame_index, f.pts_s) == (5, 0.2)
 
 
+def test_grey_frames_work_end_to_end():
+    img = cv2.cvtColor(cv2.imread(str(need(DATA / "images" / "pyfeat_single_face.jpg"))), cv2.COLOR_BGR2GRAY)
+    frames = [Frame("t", i, i / 30, 0.0, i / 30, img) for i in range(3)]
+    with FaceTracker() as tracker:
+        extractor = FeatureExtractor()
+        feats = [extractor.update(f, tracker.update(f)) for f in frames]
+    assert all(f.face_present for f in feats) and feats[-1].roi_flow.shape == (12, 2)
+    assert feats[-1].crop.shape == (CROP_SIZE, CROP_SIZE, 3)
+
+
 def test_extract_cli_roundtrip(tmp_path, capsys):
     clip = need(VIDEO / "pyfeat_face_noface.mov")
     out = tmp_path / "feat.npz"
@@ -155,3 +166,21 @@ def test_preview_prints_states(capsys):
     assert states[0] == "none" and states.count("found") == 1
     assert "smileL=" in lines[-5]
     assert cli.main(["preview", "--source", "rtsp://127.0.0.1:1/none"]) == 1
+
+
+def test_extract_a_folder_of_dataset_frames(tmp_path):
+    """Datasets store frames as numbered JPEGs (CAS(ME)^3: unpadded, gapped); extract reads them in number order."""
+    clip = need(VIDEO / "pyfeat_single_face.mp4")
+    frames_dir = tmp_path / "color"
+    frames_dir.mkdir()
+    numbers = [5, 6, 7, 8, 9, 10, 11, 13, 14, 15]  # 12 is missing
+    with open_source(str(clip)) as src:
+        for n, frame in zip(numbers, src):
+            cv2.imwrite(str(frames_dir / f"{n}.jpg"), frame.image)
+    out = tmp_path / "f.npz"
+    assert cli.main(["extract", str(frames_dir), "-o", str(out), "--fps", "30", "--no-progress"]) == 0
+    d = load_features(out)
+    assert d["fps"] == 30.0 and d["face_present"].all()
+    assert np.array_equal(d["frame_index"], np.arange(10))
+    assert np.allclose(d["pts_s"] * 30, np.array(numbers) - 5)
+    assert "crops" not in d

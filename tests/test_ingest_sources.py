@@ -244,3 +244,15 @@ def test_rtsp_gives_up_when_the_server_stays_down(long_clip):
         src.close()
         server.kill()
         server.wait()
+
+
+def test_stream_ids_and_credentials_never_leak():
+    from stream.sources import default_stream_id, redact
+    assert default_stream_id("0") == "cam0"
+    assert default_stream_id("/data/clips/take_01.mp4") == "take_01"
+    url = "rtsp://admin:secret@10.0.0.2:554/cam/1"
+    assert "secret" not in default_stream_id(url) and "admin" not in default_stream_id(url)
+    assert redact(url) == "rtsp://***@10.0.0.2:554/cam/1"
+    with pytest.raises(SourceError) as err:
+        open_source("rtsp://admin:secret@127.0.0.1:1/live", SourceConfig(open_timeout_s=1.0))
+    assert "secret" not in str(err.value)

@@ -215,3 +215,81 @@ def test_browser_camera_goes_through_face_tracking_to_the_detector_socket(pw, tm
         viewer.close()
         detector_in.close(0)
         ctx.term()
+
+
+DEFAULT_ENGINE = REPO / "stream" / "engines" / "default"
+
+
+class Role:
+    """One `fes-live <role>` subprocess with its log in the test's tmp dir."""
+
+    def __init__(self, tmp: Path, name: str, args: list[str]):
+        self.name, self.log = name, open(tmp / f"{name}.log", "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "stream.cli", name, *args], cwd=REPO, stdout=self.log,
+                                     stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+def test_live_pipeline_in_the_browser(pw, tmp_path, face_model, capsys):
+    """Real detector + viewer + ingest processes on pyfeat_single_face.mp4: the video plays with the face drawn,
+    the smile arrives on the timeline (provisional onset, then the final expression), the plot fills, the stream
+    ends; glass-to-glass latency (ingest capture -> browser display) is measured per frame and printed."""
+    need(CLIP)
+    engine = Path(os.environ.get("FES_ENGINE", DEFAULT_ENGINE))
+    if not (engine / "manifest.json").is_file():
+        pytest.skip(f"no engine at {engine} (the models issue ships stream/engines/default)")
+    ep = endpoints(tmp_path)
+    roles: list[Role] = []
+    viewer = browser = None
+    try:
+        roles.append(Role(tmp_path, "detect", ["--engine", str(engine), "--features-endpoint", ep["features"],
+                                               "--events-endpoint", ep["events"], "--replay-endpoint", ep["replay"]]))
+        viewer = Viewer(tmp_path, ep)
+        browser = launch(pw)
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        page.goto(viewer.url)
+        wait_for(page, "window.__probe.iceState === 'connected' && window.__probe.dcState === 'open'", "ICE + DC")
+        wait_for(page, "document.getElementById('video').videoWidth > 0", "the video (placeholder) to play")
+        deadline = time.monotonic() + 60  # the detector loads its engine; its periodic stats reach the viewer
+        while not any(k.startswith("event:") for k in viewer.status()["counters"]):
+            assert time.monotonic() < deadline, f"no event from the detector: {(tmp_path / 'detect.log').read_text()[-2000:]}"
+            assert roles[0].proc.poll() is None, (tmp_path / "detect.log").read_text()[-3000:]
+            time.sleep(0.2)
+        roles.append(Role(tmp_path, "ingest", ["--source", str(CLIP), "--stream-id", "pyfeat",
+                                               "--features-endpoint", ep["features"],
+                                               "--preview-endpoint", ep["preview"]]))
+        wait_for(page, "window.__probe.lastFrame && window.__probe.lastFrame.stream === 'pyfeat'", "pyfeat video", 60)
+        t0 = page.evaluate("document.getElementById('video').currentTime")
+        time.sleep(1.0)
+        assert page.evaluate("document.getElementById('video').currentTime") - t0 > 0.5
+        wait_for(page, "document.getElementById('banner').textContent === 'stream ended'", "'stream ended'", 60)
+        wait_for(page, "window.__probe.timelineText && /macro|micro/.test(window.__probe.timelineText)",
+                 "the final expression on the timeline", 10)
+        probe = page.evaluate("({...window.__probe, latencies: window.__probe.latencies})")
+        shot = tmp_path / "viewer_screenshot.png"
+        page.screenshot(path=str(shot))
+        assert not probe["errors"], probe["errors"]
+        assert probe["byType"]["event"] > 5 and probe["plotDraws"] > 5
+        assert probe["byType"].get("frame", 0) > 20
+        onset = [e for e in probe["timelineText"].splitlines() if "onset" in e]
+        assert probe["timeline"] >= 1, probe["timelineText"]
+        lat = probe["latencies"]
+        assert len(lat) >= 15 and statistics.median(lat) < 500, lat
+        with capsys.disabled():
+            print(f"\n[viewer] glass-to-glass, ingest capture -> browser display: {latency_summary(lat)}")
+            print(f"[viewer] timeline: {probe['timelineText']!r} (onset lines: {len(onset)}); screenshot {shot}")
+    finally:
+        if browser is not None:
+            browser.close()
+        for role in reversed(roles):
+            role.close()
+        if viewer is not None:
+            viewer.close()

@@ -308,7 +308,8 @@ def write_report(report: dict[str, Any], gt: Mapping[str, list[Segment]], preds:
             ax.plot(recall, precision, label=f"{KIND_NAMES[kind]} ({n_gt} GT, {len(precision)} pred)")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="precision-recall at IoU 0.5")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(paths[1], dpi=100)
     plt.close(fig)
@@ -320,7 +321,8 @@ def write_report(report: dict[str, Any], gt: Mapping[str, list[Segment]], preds:
             ax.plot(m["iou_thresholds"], values, marker="o", label=f"{name} (mAP {m['map'][name]:.3f})")
     ax.set(xlabel="IoU threshold", ylabel="AP", ylim=(0, 1.02), title="AP versus IoU")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(paths[2], dpi=100)
     plt.close(fig)
@@ -437,8 +439,9 @@ def write_megc_predictions(preds: Mapping[str, Iterable[Any]], out_dir: str | Pa
 
 
 def read_predictions(path: str | Path) -> dict[str, list[Segment]]:
-    """Our prediction files: JSON `{video_id: [{onset, offset, kind, score}]}` / a list of rows with video_id, or
-    CSV with columns video_id, onset, offset, kind, score (0-based inclusive frames)."""
+    """Our prediction files: JSON `{video_id: [{onset, offset, kind, score}]}` / a list of rows with video_id /
+    a fes-train report.json (its folds' predictions), or CSV with columns video_id, onset, offset, kind, score
+    (0-based inclusive frames)."""
     path = Path(path)
     if not path.is_file():
         raise EvalError(f"prediction file not found: {path}")
@@ -448,7 +451,9 @@ def read_predictions(path: str | Path) -> dict[str, list[Segment]]:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise EvalError(f"{path}: not valid JSON ({e})") from None
-    if isinstance(data, dict) and "predictions" in data:
+    if isinstance(data, dict) and "fold_details" in data:  # a fes-train report: every fold's test predictions
+        data = {v: items for fold in data["fold_details"].values() for v, items in fold.get("predictions", {}).items()}
+    elif isinstance(data, dict) and "predictions" in data:
         data = data["predictions"]
     if isinstance(data, dict):
         out: dict[str, list[Segment]] = {}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from calibration.thresholds import merge_spotter
 from stream.engine import (FORMAT_VERSION, EngineError, _dynamic_shapes, build_model, compile_aoti, compile_tensorrt,
                            inference_module, load_engine, write_manifest)
 
@@ -105,7 +106,7 @@ def export(checkpoints: list[str | Path], out: str | Path, aoti: bool = False, t
         "thresholds": thresholds if thresholds is not None else dict(meta.get("thresholds", {})),
         "feature_type": {"gim": "roi-flow", **({"fedn": fedn_meta.get("feature", "geometry")} if fedn_meta else {})},
         "training_data": {name: ckpt["engine"].get("training_data", {}) for name, ckpt in by_model.items()},
-        "spotter": dict(meta.get("spotter", {})),
+        "spotter": merge_spotter(meta.get("spotter", {}), (thresholds or {}).get("spotter", {})),
         "files": {f"{name}.pt2": "" for name in models} | {f"{name}.pt": "" for name in models},
     }
     write_manifest(out, manifest)

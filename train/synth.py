@@ -57,6 +57,7 @@ class SynthConfig:
     head_rot_deg: float = 2.0
     head_scale: float = 0.02
     head_jitter: float = 0.004           # per-frame jitter, eye distances
+    head_moves_per_min: float = 2.0      # quick out-and-back head movements (0.4 - 1.5 s)
     light_drift: float = 0.08            # global gain drift, peak
     light_gradient: float = 0.05         # left-right gain gradient, peak
     noise_sigma: float = 2.0             # sensor noise, grey levels
@@ -67,7 +68,8 @@ class SynthConfig:
             raise ConfigError(f"SynthConfig: fps and seconds must be positive (got {self.fps}, {self.seconds})")
         if self.width < 64 or self.height < 64:
             raise ConfigError(f"SynthConfig: frame {self.width}x{self.height} is too small")
-        if min(self.macro_per_min, self.micro_per_min, self.blinks_per_min, self.talk_per_min) < 0:
+        if min(self.macro_per_min, self.micro_per_min, self.blinks_per_min, self.talk_per_min,
+               self.head_moves_per_min) < 0:
             raise ConfigError("SynthConfig: rates per minute must be >= 0")
 
 
@@ -92,7 +94,8 @@ class VideoRecord:
                 "source_face": self.source_face, "seed": self.seed, "video_index": self.index,
                 "width": self.width, "height": self.height,
                 "intervals": [e.as_dict() for e in tl.expressions],
-                "blinks": [list(b) for b in tl.blinks], "talking": [list(t) for t in tl.talking]}
+                "blinks": [list(b) for b in tl.blinks], "talking": [list(t) for t in tl.talking],
+                "head_moves": [list(m) for m in tl.head_moves]}
 
 
 def head_matrix(warper: FaceWarper, row: np.ndarray) -> np.ndarray:
@@ -212,6 +215,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--micro-per-min", type=float)
     p.add_argument("--blinks-per-min", type=float)
     p.add_argument("--talk-per-min", type=float)
+    p.add_argument("--head-moves-per-min", type=float)
     p.add_argument("--noise-sigma", type=float)
     p.add_argument("--size", help="frame size WxH (default 640x480)")
     p.add_argument("--contact-sheet", metavar="PNG", help="also write a contact sheet of the first face's expressions")
@@ -220,7 +224,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> SynthConfig:
     overrides = {k: getattr(args, k) for k in ("seconds", "fps", "macro_per_min", "micro_per_min",
-                                               "blinks_per_min", "talk_per_min", "noise_sigma")
+                                               "blinks_per_min", "talk_per_min", "head_moves_per_min", "noise_sigma")
                  if getattr(args, k) is not None}
     if args.size:
         try:

@@ -31,8 +31,8 @@ def _tile(warper: FaceWarper, image: np.ndarray, text: str) -> np.ndarray:
     m = np.float32([[TILE[0] / (2 * half_w), 0, 0], [0, TILE[0] / (2 * half_w), 0]])
     m[:, 2] = [TILE[0] / 2 - m[0, 0] * cx, TILE[1] / 2 - m[1, 1] * (cy + 0.1 * half_h)]
     tile = cv2.warpAffine(image, m, TILE, flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT101)
-    cv2.putText(tile, text, (6, TILE[1] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(tile, text, (6, TILE[1] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(tile, text, (4, TILE[1] - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(tile, text, (4, TILE[1] - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
     return tile
 
 
@@ -47,10 +47,10 @@ def contact_sheet(warper: FaceWarper, fps: float = 30.0) -> np.ndarray:
         prof, apex = expression_profile(n, rise, fall)
         picks = [("onset", int(round(rise * (n - 1) * 0.5))), ("apex", apex),
                  ("offset", int(round((n - 1) * (1 - fall * 0.5))))]
-        tiles = [_tile(warper, warper.base, f"source: {warper.face.name}"[:26])]
+        tiles = [_tile(warper, warper.base, f"source -> {emotion} {kind}")]
         for label, i in picks:
             img = warper.render(emotion_weights(emotion, amp) * prof[i], ident)
-            tiles.append(_tile(warper, img, f"{emotion} {kind} {label} f{i}"))
+            tiles.append(_tile(warper, img, f"{label} (frame {i}/{n - 1})"))
         rows.append(np.hstack(tiles))
     half = (len(rows) + 1) // 2
     gap = np.full((TILE[1], 12, 3), 255, np.uint8)

@@ -55,6 +55,7 @@ class Timeline:
     expressions: list[Expression]
     blinks: list[tuple[int, int]]
     talking: list[tuple[int, int]]
+    head_moves: list[tuple[int, int]]
 
 
 def _ease(x: np.ndarray) -> np.ndarray:
@@ -81,7 +82,8 @@ def frame_range(seconds: tuple[float, float], fps: float, kind: str) -> tuple[in
     return lo, hi
 
 
-def _sample_expressions(cfg: SynthConfig, n_frames: int, rng: np.random.Generator) -> list[tuple[Expression, float, float]]:
+def _sample_expressions(cfg: SynthConfig, n_frames: int,
+                        rng: np.random.Generator) -> list[tuple[Expression, float, float]]:
     fps = cfg.fps
     total_rate = cfg.macro_per_min + cfg.micro_per_min
     if total_rate <= 0:
@@ -159,8 +161,25 @@ def build_timeline(cfg: SynthConfig, rng: np.random.Generator) -> Timeline:
     talking = _talking(cfg, n, expressions, weights, rng)
     head = np.stack([_slow_wave(rng, n, fps, cfg.head_shift), _slow_wave(rng, n, fps, cfg.head_shift),
                      _slow_wave(rng, n, fps, cfg.head_rot_deg), _slow_wave(rng, n, fps, cfg.head_scale)], -1)
+    head_moves = _head_moves(cfg, n, head, rng)
     light = np.stack([_slow_wave(rng, n, fps, cfg.light_drift), _slow_wave(rng, n, fps, cfg.light_gradient)], -1)
-    return Timeline(n, weights, head, light, expressions, blinks, talking)
+    return Timeline(n, weights, head, light, expressions, blinks, talking, head_moves)
+
+
+def _head_moves(cfg: SynthConfig, n: int, head: np.ndarray,
+                rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Quick head movements (a nod, a turn of the head in the image plane, a lean) that go out and come back."""
+    moves = []
+    for _ in range(int(rng.poisson(cfg.head_moves_per_min * cfg.seconds / 60.0))):
+        length = max(3, int(round(rng.uniform(0.4, 1.5) * cfg.fps)))
+        start = int(rng.integers(0, max(1, n - length)))
+        bump = np.sin(np.pi * np.arange(length) / (length - 1)) ** 2
+        delta = rng.uniform(-1, 1, 4) * np.array([cfg.head_shift * 1.5, cfg.head_shift * 1.5,
+                                                   cfg.head_rot_deg * 2, cfg.head_scale])
+        end = min(start + length, n)
+        head[start:end] += (bump[: end - start, None] * delta).astype(np.float32)
+        moves.append((start, end - 1))
+    return sorted(moves)
 
 
 def _talking(cfg: SynthConfig, n: int, expressions: list[Expression], weights: np.ndarray,

@@ -83,7 +83,7 @@ def basis_displacements(landmarks: np.ndarray, axes: FaceAxes) -> np.ndarray:
     out = {name: np.zeros((n, 2), np.float32) for name in BASES}
     out["AU1"] = vec(_bump(uv, sf.INNER_BROWS, 0.16) * above_eyes, 0.0, -0.11)
     out["AU2"] = vec(_bump(uv, sf.OUTER_BROWS, 0.16) * above_eyes, 0.0, -0.11)
-    out["AU4"] = (vec(_bump(uv, sf.INNER_BROWS, 0.14) * brow_zone, -side * 0.07, 0.07)
+    out["AU4"] = (vec(_bump(uv, sf.INNER_BROWS, 0.14) * brow_zone, -side * 0.08, 0.09)
                   + vec(_bump(uv, brows, 0.14) * brow_zone, 0.0, 0.04))
     for name in ("AU1", "AU2", "AU4"):
         out[name][list(eyes)] = 0.0
@@ -93,15 +93,15 @@ def basis_displacements(landmarks: np.ndarray, axes: FaceAxes) -> np.ndarray:
     out["AU6"] = (vec(_bump(uv, sf.CHEEKS, 0.22) * _smoothstep(0.05, 0.2, v), 0.0, -0.06)
                   + vec(_bump(uv, lower_lids, 0.04) * _smoothstep(-0.02, 0.04, v), 0.0, -0.03))
     out["AU6"][list(upper_lids)] = 0.0
-    out["AU9"] = (vec(_bump(uv, sf.NOSE_WINGS, 0.10), -side * 0.01, -0.045)
+    out["AU9"] = (vec(_bump(uv, sf.NOSE_WINGS, 0.10), -side * 0.012, -0.06)
                   + vec(_bump(uv, sf.INNER_BROWS, 0.12) * brow_zone, 0.0, 0.03))
     out["AU9"][list(eyes)] = 0.0
     above_mouth = _smoothstep(mouth_v - 0.01, mouth_v - 0.05, v)
     w10 = np.maximum(np.isin(np.arange(n), upper_lip), _bump(uv, upper_lip, 0.08) * above_mouth)
-    out["AU10"] = vec(w10, 0.0, -0.07)
+    out["AU10"] = vec(w10, 0.0, -0.09)
     out["AU10"][list(lower_lip)] = 0.0
     out["AU12"] = vec(_bump(uv, sf.LIP_CORNERS, 0.15), side * 0.14, -0.16)
-    out["AU15"] = vec(_bump(uv, sf.LIP_CORNERS, 0.12), side * 0.02, 0.08)
+    out["AU15"] = vec(_bump(uv, sf.LIP_CORNERS, 0.12), side * 0.02, 0.11)
     out["AU24"] = (vec(_bump(uv, _mid(sf.LIPS_UPPER_OUTER), 0.05) * above_mouth, 0.0, 0.015)
                    + vec(_bump(uv, sf.LIP_CORNERS, 0.08), -side * 0.03, 0.0))
     out["AU24"][list(_mid(sf.LIPS_LOWER_OUTER))] += np.array([0.0, -0.02], np.float32)
@@ -262,20 +262,28 @@ class FaceWarper:
         return out
 
     def _shade_mouth(self, out: np.ndarray, weights: np.ndarray, head: np.ndarray) -> None:
-        """Darken the gap between the inner lips when the jaw opens (a warp only stretches the lip line)."""
+        """Darken the new gap between the inner lips when the jaw opens (a warp only stretches the lip line).
+
+        What was already open in the source (teeth of an open smile) moves with the upper lip and stays as is.
+        """
         pts = self.landmarks_at(weights, head)
         gap = float(np.linalg.norm(pts[14] - pts[13])) - float(np.linalg.norm(
             self.face.landmarks[14] - self.face.landmarks[13]))
         alpha = float(np.clip(gap / (0.10 * self.axes.iod), 0.0, 1.0)) * 0.75
         if alpha < 0.02:
             return
-        poly = pts[list(sf.LIPS_UPPER_INNER) + list(reversed(sf.LIPS_LOWER_INNER))]
+        ring = list(sf.LIPS_UPPER_INNER) + list(reversed(sf.LIPS_LOWER_INNER))
+        poly = pts[ring]
+        upper = list(sf.LIPS_UPPER_INNER)
+        was_open = self.face.landmarks[ring] @ head[:, :2].T + head[:, 2] + (pts[upper] - (
+            self.face.landmarks[upper] @ head[:, :2].T + head[:, 2])).mean(0)
         x0, y0 = np.maximum(np.floor(poly.min(0)).astype(int) - 2, 0)
         x1, y1 = np.minimum(np.ceil(poly.max(0)).astype(int) + 3, [out.shape[1], out.shape[0]])
         if x1 <= x0 or y1 <= y0:
             return
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
         cv2.fillPoly(mask, [np.round((poly - [x0, y0]) * 4).astype(np.int32)], 255, cv2.LINE_AA, shift=2)
+        cv2.fillPoly(mask, [np.round((was_open - [x0, y0]) * 4).astype(np.int32)], 0, cv2.LINE_AA, shift=2)
         m = cv2.GaussianBlur(mask, (5, 5), 0).astype(np.float32)[..., None] * (alpha / 255.0)
         patch = out[y0:y1, x0:x1].astype(np.float32)
         out[y0:y1, x0:x1] = (patch * (1 - m) + patch * 0.3 * m).astype(np.uint8)

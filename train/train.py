@@ -226,17 +226,22 @@ def fedn_runner(model: torch.nn.Module):
     return lambda x: FEDNOutput(*runner(x))
 
 
-def spotter_config(cfg: TrainConfig, fps: float, fedn_window: int | None = None, **changes):
-    """models.online.SpotterConfig of this run at `fps` (the baseline follows the same fps)."""
+def spotter_config(cfg: TrainConfig, fps: float, fedn_window: int | None = None, overrides: dict | None = None,
+                   **changes):
+    """models.online.SpotterConfig of this run at `fps` (the baseline follows the same fps); `overrides` are
+    merged one level deep (e.g. calibrated thresholds into `proposals`)."""
+    from calibration.thresholds import merge_spotter
     from models.online import SpotterConfig
-    data = {**cfg.spotter, "fps": fps, **changes}
+    data = merge_spotter(cfg.spotter, overrides or {})
+    data.update(fps=fps, **changes)
     data["baseline"] = {**data.get("baseline", {}), "fps": fps}
     if fedn_window:
         data["fedn_window"] = fedn_window
     return from_dict(SpotterConfig, data, where="spotter")
 
 
-def spot_videos(cfg: TrainConfig, videos: dict[str, VideoData], ids, gim, fedn, **changes) -> dict[str, list]:
+def spot_videos(cfg: TrainConfig, videos: dict[str, VideoData], ids, gim, fedn,
+                overrides: dict | None = None) -> dict[str, list]:
     """{video_id: [Proposal]} from the online spotter run over each whole video (the live code path).
 
     GIM runs in batches of 64 frames here: that changes only latency, not the curve (the windows are the same).
@@ -248,10 +253,34 @@ def spot_videos(cfg: TrainConfig, videos: dict[str, VideoData], ids, gim, fedn, 
     preds = {}
     for vid in ids:
         v = videos[vid]
-        sc = spotter_config(cfg, v.fps, fedn.cfg.window if fedn is not None else None, gim_batch=64, **changes)
+        sc = spotter_config(cfg, v.fps, fedn.cfg.window if fedn is not None else None, overrides, gim_batch=64)
         spotter = OnlineSpotter(gim_runner(gim), fedn_runner(fedn) if fedn is not None else None, sc)
         preds[vid] = spot_video(spotter, v.features_dict())
     return preds
+
+
+def calibrate_split(cfg: TrainConfig, split: "Split", videos: dict[str, VideoData], gim, fedn) -> dict:
+    """Thresholds from the split's validation videos (calibration.thresholds), never from its test videos."""
+    from calibration.thresholds import ZERO_THRESHOLDS, calibrate
+    preds = spot_videos(cfg, videos, split.val, gim, fedn, ZERO_THRESHOLDS)
+    result = calibrate({vid: videos[vid].intervals for vid in split.val}, preds)
+    result["calibrated_on"] = {"subjects": split.subjects["val"], "videos": list(split.val)}
+    return result
+
+
+def calibrate_fold(run: Path, fold: str = "holdout") -> dict:
+    """Re-derive a finished run's thresholds for one fold (python -m calibration.thresholds)."""
+    cfg = load_config(TrainConfig, run / "config.json")
+    dataset = load_dataset(cfg)
+    videos = load_videos(cfg, dataset)
+    split = next((s for s in make_splits(cfg, dataset) if s.name == fold), None)
+    if split is None:
+        raise ValueError(f"{run}: no fold {fold!r}")
+    from models.fedn import FEDN, FEDNConfig
+    from models.gim import GIM, GIMConfig
+    gim = load_best(run / fold / "gim_best.pt", GIM, GIMConfig)
+    fedn = load_best(run / fold / "fedn_best.pt", FEDN, FEDNConfig) if (run / fold / "fedn_best.pt").is_file() else None
+    return calibrate_split(cfg, split, videos, gim, fedn)
 
 
 def score(videos: dict[str, VideoData], preds: dict[str, list]) -> dict:
@@ -607,7 +636,9 @@ def main_cfg(cfg: TrainConfig) -> dict:
             pseudo = pseudo_intervals(cfg, gim, videos, split.train) if cfg.task == "gim+fedn-points" else None
             fedn, fedn_hist = train_fedn(cfg, split, videos, fold_dir, fps, gim, pseudo)
             histories[f"{split.name} FEDN"] = fedn_hist
-        preds = spot_videos(cfg, videos, split.test, gim, fedn)
+        thresholds = calibrate_split(cfg, split, videos, gim, fedn)
+        (fold_dir / "thresholds.json").write_text(json.dumps(thresholds, indent=2))
+        preds = spot_videos(cfg, videos, split.test, gim, fedn, thresholds["spotter"])
         gt = {vid: videos[vid].intervals for vid in split.test}
         fold_data[split.name] = (gt, preds)
         gim_ck = torch.load(fold_dir / "gim_best.pt", map_location="cpu", weights_only=True)
@@ -615,7 +646,7 @@ def main_cfg(cfg: TrainConfig) -> dict:
                    if fedn is not None else None)
         fold_results[split.name] = {"megc": score(videos, preds), "subjects": split.subjects,
                                     "gim_epoch": gim_ck["epoch"], "fedn_epoch": fedn_ck["epoch"] if fedn_ck else None,
-                                    "seconds": round(time.time() - t0, 1),
+                                    "seconds": round(time.time() - t0, 1), "thresholds": thresholds,
                                     "predictions": {vid: [dataclasses.asdict(p) for p in ps]
                                                     for vid, ps in preds.items()}}
         plot_history(out / f"curves_{split.name}.png",

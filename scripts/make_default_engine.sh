@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Reproduce the bundled default engine (stream/engines/default) and its report (reports/default_engine).
+#
+#   scripts/make_default_engine.sh            # everything: data, features, training, export, report
+#   STAGE=train scripts/make_default_engine.sh  # from training on (data and features already there)
+#   STOP_AFTER=data scripts/make_default_engine.sh  # only the data and features
+#
+# Data: synthetic 60 s videos (fes-synth) made from the real faces in ../shared/data/images. Six identities train
+# (one of them, pyfeat_45-m7-di-ph, is the validation subject that model selection and threshold calibration
+# use); the held-out identity 2008_002506 with its own seed (1000) is the test set and is used for nothing else.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin
+SHARED=${FES_SHARED_DIR:-../shared}
+IMAGES=$SHARED/data/images
+RUN=${RUN:-runs/default_engine}
+DATA=$RUN/synth
+STAGE=${STAGE:-data}
+STOP_AFTER=${STOP_AFTER:-}
+export FES_FACE_MODEL=${FES_FACE_MODEL:-$SHARED/models/face_landmarker_v2_with_blendshapes.task}
+export FES_NO_DOWNLOAD=1
+
+if [ "$STAGE" = data ]; then
+  rm -rf "$DATA"
+  # 12 training/validation videos, two per identity (round-robin), seed 0
+  $PY/fes-synth --config configs/synth_default.json --seed 0 --videos 12 --out "$DATA" \
+    --face "$IMAGES/pyfeat_0-f1-su-ph.jpg" --face "$IMAGES/pyfeat_0-f15-hao-ph.jpg" \
+    --face "$IMAGES/pyfeat_15-f13-anc-ph.jpg" --face "$IMAGES/pyfeat_45-m7-di-ph.jpg" \
+    --face "$IMAGES/pyfeat_single_face.jpg" --face "$IMAGES/2009_004587.jpg"
+  # the held-out identity and seed: test only
+  $PY/fes-synth --config configs/synth_default.json --seed 1000 --videos 2 --out "$DATA" \
+    --face "$IMAGES/2008_002506.jpg"
+  # features once per video (fes-train would do the same on its first run)
+  mkdir -p "$RUN/features"
+  for v in "$DATA"/*.mp4; do
+    id=$(basename "$v" .mp4)
+    [ -f "$RUN/features/$id.npz" ] || $PY/fes-live extract "$v" -o "$RUN/features/$id.npz" --no-progress
+  done
+  [ "$STOP_AFTER" = data ] && exit 0
+  STAGE=train
+fi
+
+if [ "$STAGE" = train ]; then
+  $PY/fes-train configs/default_engine.json --set "data=$DATA" --set "features=$RUN/features" --set "out=$RUN/train"
+  [ "$STOP_AFTER" = train ] && exit 0
+  STAGE=export
+fi
+
+if [ "$STAGE" = export ]; then
+  # thresholds calibrated on the validation subject only, then the engine, then its report on the test identity
+  $PY/python -m calibration.thresholds "$RUN/train" -o "$RUN/thresholds.json"
+  $PY/fes-export "$RUN/train/holdout/gim_best.pt" "$RUN/train/holdout/fedn_best.pt" \
+    --thresholds "$RUN/thresholds.json" -o stream/engines/default
+  $PY/python -m train.engine_report stream/engines/default --run "$RUN/train" -o reports/default_engine
+fi

@@ -1,0 +1,43 @@
+"""NeutralBaseline: warm-up mean, slow EMA, freeze on expressive frames, reset per track; batch == live."""
+import numpy as np
+import pytest
+
+from calibration.baseline import BaselineConfig, NeutralBaseline, baseline_normalize
+
+# alpha = 1 / (ema_seconds * fps) = 0.5; feature 0 plays the blendshape, 1-2 landmarks
+CFG = BaselineConfig(fps=2.0, warmup_frames=3, ema_seconds=1.0, freeze_delta=0.15, blendshape_dim=1)
+
+
+def test_hand_computed_sequence():
+    b = NeutralBaseline(CFG)
+    steps = [  # (geometry, face, expected delta)
+        ([0.0, 0.0, 0.0], True, [0.0, 0.0, 0.0]),     # first frame is the baseline
+        ([0.1, 2.0, 0.0], True, [0.05, 1.0, 0.0]),    # warm-up: running mean [0.05, 1, 0]
+        ([0.2, 4.0, 0.0], True, [0.1, 2.0, 0.0]),     # mean [0.1, 2, 0]
+        ([0.1, 4.0, 0.0], True, [0.0, 1.0, 0.0]),     # calm: EMA 0.5 -> [0.1, 3, 0]
+        ([0.9, 0.0, 0.0], True, [0.8, -3.0, 0.0]),    # expressive (0.8 > 0.15): frozen
+        ([0.1, 3.0, 0.0], True, [0.0, 0.0, 0.0]),     # calm again, baseline still [0.1, 3, 0]
+        ([5.0, 5.0, 5.0], False, [0.0, 0.0, 0.0]),    # no face: zeros, and the person is forgotten
+        ([1.0, 1.0, 1.0], True, [0.0, 0.0, 0.0]),     # new track starts a new baseline
+    ]
+    for geom, face, want in steps:
+        assert b.update(np.array(geom), face) == pytest.approx(np.array(want, np.float32), abs=1e-6)
+
+
+def test_batch_equals_live_and_is_causal():
+    rng = np.random.default_rng(1)
+    g = rng.normal(size=(50, 1008)).astype(np.float32)
+    face = np.ones(50, bool)
+    face[20:23] = False
+    out = baseline_normalize(g, face)
+    live = NeutralBaseline()
+    assert np.array_equal(out, np.stack([live.update(g[t], face[t]) for t in range(50)]))
+    g2 = g.copy()
+    g2[30:] += 10  # the future does not change the past
+    assert np.array_equal(baseline_normalize(g2, face)[:30], out[:30])
+    assert not out[20:23].any()
+
+
+def test_shape_error():
+    with pytest.raises(ValueError, match="T = len"):
+        baseline_normalize(np.zeros((5, 4)), np.ones(4, bool))

@@ -1,0 +1,198 @@
+"""OnlineSpotter: look-ahead, onset/cancel, face loss, FEDN merge, bounded memory, and online == whole-video."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from models.fedn import FEDN, FEDNConfig
+from models.gim import GIM, GIMConfig
+from models.online import OnlineSpotter, SpotterConfig, eager_fedn_fn, eager_gim_fn, spot_video
+from models.proposals import FEDNDecodeConfig, gim_proposals
+from models.spotting import MACRO, MICRO, CancelUpdate, ExpressionUpdate, IntensityUpdate
+from stream.features import flow_windows
+
+torch.set_num_threads(1)
+F_DIM = 1008
+
+
+def curve_gim(windows):
+    """Test double: I(t) is written into ROI 0's x flow of frame t, the apex probs into ROI 1 (centre = index 8)."""
+    c = windows[:, 8]
+    return np.clip(c[:, 0, 0], 0, 1), np.clip(c[:, 1, :], 0, 1)
+
+
+def video(curve, apex, face=None, marker=None):
+    """A features dict whose flow carries `curve` for curve_gim; `marker` frames get blendshape 0 = 1."""
+    T = len(curve)
+    flow = np.zeros((T, 12, 2), np.float32)
+    flow[:, 0, 0] = curve
+    flow[:, 1] = apex
+    geom = np.zeros((T, F_DIM), np.float32)
+    if marker is not None:
+        geom[marker, 0] = 1.0
+    face = np.ones(T, bool) if face is None else face
+    return {"geometry": geom, "roi_flow": flow, "face_present": face, "frame_index": np.arange(T), "fps": 30.0}
+
+
+def bumps(T=200):
+    curve = np.zeros(T)
+    apex = np.zeros((T, 2))
+    curve[40:42] = 0.3; curve[42:58] = 0.9; curve[58:60] = 0.3   # 20-frame macro
+    apex[30:70] = (0.9, 0.1)
+    curve[120:132] = 0.8                                          # 12-frame micro
+    apex[110:140] = (0.2, 0.9)
+    return curve.astype(np.float32), apex.astype(np.float32)  # as the flow carries them
+
+
+def push_all(spotter, feats):
+    ups = []
+    for t in range(len(feats["frame_index"])):
+        ups += spotter.push(t, feats["face_present"][t], feats["geometry"][t], feats["roi_flow"][t])
+    return ups + spotter.flush()
+
+
+def test_intensity_arrives_after_the_look_ahead():
+    curve, apex = bumps(60)
+    feats = video(curve, apex)
+    sp = OnlineSpotter(curve_gim, None, SpotterConfig())
+    seen = {}
+    for t in range(60):
+        for u in sp.push(t, True, feats["geometry"][t], feats["roi_flow"][t]):
+            if isinstance(u, IntensityUpdate):
+                seen[u.frame_index] = (t, u.intensity)
+    assert all(seen[c][0] == c + 8 for c in range(52))   # I(c) known when frame c+8 arrives
+    assert [seen[c][1] for c in range(52)] == pytest.approx(curve[:52])
+    tail = [u.frame_index for u in sp.flush() if isinstance(u, IntensityUpdate)]
+    assert tail == list(range(52, 60))                    # the zero-padded end of the video
+
+
+def test_online_equals_whole_video_grouping():
+    curve, apex = bumps()
+    feats = video(curve, apex)
+    offline = gim_proposals(curve, apex, 30.0)            # the reference: whole curve at once
+    assert [(p.onset, p.offset, p.kind) for p in offline] == [(120, 131, MICRO), (40, 59, MACRO)]
+    sp = OnlineSpotter(curve_gim, None, SpotterConfig())
+    got = spot_video(sp, feats)
+    assert got == sorted(offline, key=lambda p: p.onset)
+    batched = OnlineSpotter(curve_gim, None, SpotterConfig(gim_batch=7))
+    assert spot_video(batched, feats) == got
+
+
+def test_onset_then_expression_or_cancel():
+    curve, apex = bumps()
+    curve[160:164] = 0.7                                  # 4 frames: too short for either kind
+    apex[155:170] = (0.9, 0.9)
+    ups = push_all(OnlineSpotter(curve_gim, None, SpotterConfig()), video(curve, apex))
+    events = [u for u in ups if not isinstance(u, IntensityUpdate)]
+    kinds = [(type(u).__name__, getattr(u, "track", None)) for u in events]
+    assert kinds == [("OnsetUpdate", 0), ("ExpressionUpdate", 0), ("OnsetUpdate", 1), ("ExpressionUpdate", 1),
+                     ("OnsetUpdate", 2), ("CancelUpdate", 2)]
+    assert events[0].frame_index == 40 and events[4].frame_index == 160 and events[5].frame_index == 160
+    # the macro is final once its outer margin (4 frames) is seen: I(63) is known at frame 71
+    t_final = next(t for t in range(200) if any(isinstance(u, ExpressionUpdate) for u in
+                                                 _updates_until(curve, apex, t)))
+    assert t_final == 63 + 8
+
+
+def _updates_until(curve, apex, last):
+    feats = video(curve, apex)
+    sp = OnlineSpotter(curve_gim, None, SpotterConfig())
+    return [u for t in range(last + 1) for u in sp.push(t, True, feats["geometry"][t], feats["roi_flow"][t])]
+
+
+def test_face_lost_closes_the_open_piece():
+    curve, apex = bumps()
+    face = np.ones(200, bool)
+    face[50:] = False                                      # face gone in the middle of the macro
+    feats = video(curve, apex, face=face)
+    sp = OnlineSpotter(curve_gim, None, SpotterConfig())
+    for t in range(50):
+        sp.push(t, True, feats["geometry"][t], feats["roi_flow"][t])
+    ups = sp.push(50, False, feats["geometry"][50], feats["roi_flow"][50])
+    # frames 42..49 are computed at once (zero-padded), and the piece [40, 49] (10 frames) is closed: too short
+    assert [u.frame_index for u in ups if isinstance(u, IntensityUpdate)] == list(range(42, 51))
+    assert any(isinstance(u, CancelUpdate) and u.frame_index == 40 for u in ups)
+    assert sp.push(51, False, feats["geometry"][51], feats["roi_flow"][51])[0] == IntensityUpdate(51, 0.0, (0.0, 0.0))
+
+
+def marker_fedn(window, emotion=2, n_classes=3):
+    """Test double FEDN: one interval over the frames whose blendshape-0 delta is > 0.5, emotion `emotion`."""
+    def fn(x):
+        on = np.flatnonzero(x[0, :, 0] > 0.5)
+        logits = np.full((1, 4, n_classes), -9.0, np.float32)
+        iv = np.zeros((1, 4, 2), np.float32)
+        if len(on):
+            logits[0, 0, emotion] = 4.0
+            iv[0, 0] = (on[0], on[-1])
+        return logits, iv
+    return fn
+
+
+def test_fedn_gives_emotion_and_fedn_only_proposals():
+    curve, apex = bumps(300)
+    marker = np.zeros(300, bool)
+    marker[40:60] = True                                   # FEDN sees the macro too ...
+    marker[200:230] = True                                 # ... and an expression GIM misses
+    cfg = SpotterConfig(fedn_window=64, fedn_stride=16)
+    sp = OnlineSpotter(curve_gim, marker_fedn(64), cfg)
+    got = spot_video(sp, video(curve, apex, marker=marker))
+    summary = [(p.onset, p.offset, p.kind, p.emotion, p.source) for p in got]
+    assert summary == [(40, 59, MACRO, 2, "gim+fedn"), (120, 131, MICRO, -1, "gim"), (200, 229, MACRO, 2, "fedn")]
+    assert len(got[0].emotion_probs) == 3 and got[0].emotion_probs[2] > 0.9
+
+
+def test_bounded_memory_on_an_endless_expression():
+    T = 3000
+    curve = np.full(T, 0.9)
+    apex = np.tile([0.9, 0.1], (T, 1))
+    feats = video(curve, apex)
+    cfg = SpotterConfig(max_segment_seconds=2.0)
+    sp = OnlineSpotter(curve_gim, None, cfg)
+    n_expr = 0
+    for t in range(T):
+        n_expr += sum(isinstance(u, ExpressionUpdate) for u in
+                      sp.push(t, True, feats["geometry"][t], feats["roi_flow"][t]))
+        assert len(sp._curve) <= sp._curve.maxlen and len(sp._flow) <= 17 + cfg.gim_batch
+    assert n_expr >= T // 60 - 2                            # a piece per 2 s, each a macro proposal
+
+
+def test_bad_input_is_a_clear_error():
+    sp = OnlineSpotter(curve_gim, None, SpotterConfig())
+    with pytest.raises(ValueError, match="roi_flow"):
+        sp.push(0, True, np.zeros(F_DIM), np.zeros((10, 2)))
+    sp.push(5, True, np.zeros(F_DIM), np.zeros((12, 2)))
+    with pytest.raises(ValueError, match="increase"):
+        sp.push(5, True, np.zeros(F_DIM), np.zeros((12, 2)))
+    bad = OnlineSpotter(lambda w: (np.zeros(3), np.zeros((3, 2))), None, SpotterConfig())
+    with pytest.raises(ValueError, match="gim_fn returned"):
+        for t in range(10):
+            bad.push(t, True, np.zeros(F_DIM), np.zeros((12, 2)))
+    with pytest.raises(ValueError, match="fps"):
+        spot_video(OnlineSpotter(curve_gim), dict(video(np.zeros(5), np.zeros((5, 2))), fps=25.0))
+
+
+def test_real_models_online_equals_offline():
+    """Small random GIM + FEDN: the live curve equals the batched whole-video GIM (training's flow_windows), and
+    frame-by-frame live use gives the same updates as spot_video."""
+    torch.manual_seed(0)
+    gim = GIM(GIMConfig(dim=16, heads=2, dim_head=8, mlp_dim=32)).eval()
+    fcfg = FEDNConfig(window=64, num_classes=3, backbone_hidden=32, backbone_dim=16, dim=16, heads=2, head_dim=16)
+    fedn = FEDN(fcfg).eval()
+    rng = np.random.default_rng(0)
+    T = 150
+    feats = {"geometry": rng.normal(size=(T, F_DIM)).astype(np.float32),
+             "roi_flow": rng.normal(size=(T, 12, 2)).astype(np.float32),
+             "face_present": np.ones(T, bool), "frame_index": np.arange(T), "fps": 30.0}
+    cfg = SpotterConfig(fedn_window=64, fedn_decode=FEDNDecodeConfig(score_threshold=0.0),
+                        proposals=dataclasses.replace(SpotterConfig().proposals, score_threshold=(-1.0, -1.0)),
+                        fedn_only_threshold=0.0)
+    live = OnlineSpotter(eager_gim_fn(gim), eager_fedn_fn(fedn), cfg)
+    ups = push_all(live, feats)
+    curve = np.array([u.intensity for u in ups if isinstance(u, IntensityUpdate)])
+    with torch.no_grad():
+        whole = gim(torch.from_numpy(flow_windows(feats["roi_flow"], np.arange(T)))).intensity.numpy()
+    assert len(curve) == T and np.allclose(curve, whole, atol=1e-5)
+    offline = spot_video(OnlineSpotter(eager_gim_fn(gim), eager_fedn_fn(fedn), cfg), feats)
+    live_props = sorted((u.proposal for u in ups if isinstance(u, ExpressionUpdate)), key=lambda p: (p.onset, p.offset))
+    assert offline == live_props and len(offline) > 0
