@@ -115,6 +115,8 @@ class OnlineSpotter:
         if geometry.shape != (cfg.geometry_dim,) or roi_flow.shape != (cfg.n_rois, 2):
             raise ValueError(f"frame {t}: expected geometry ({cfg.geometry_dim},) and roi_flow ({cfg.n_rois}, 2), "
                              f"got {geometry.shape} and {roi_flow.shape}")
+        if not (np.isfinite(geometry).all() and np.isfinite(roi_flow).all()):
+            raise ValueError(f"frame {t}: geometry or roi_flow holds NaN/inf")  # would poison the baseline
         face_present = bool(face_present)
         out: list[Update] = []
         gap = self._last is not None and t != self._last + 1
@@ -297,7 +299,7 @@ class OnlineSpotter:
         still: list[_Pending] = []
         for pend in self._pending:
             last = max((p.offset for p in pend.proposals), default=-1)
-            if final or self.fedn_fn is None or self._fedn_done >= last + cfg.fedn_wait:
+            if final or self.fedn_fn is None or not pend.proposals or self._fedn_done >= last + cfg.fedn_wait:
                 out += self._emit(pend)
             else:
                 still.append(pend)

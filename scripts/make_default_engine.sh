@@ -47,9 +47,10 @@ if [ "$STAGE" = train ]; then
 fi
 
 if [ "$STAGE" = export ]; then
-  # thresholds calibrated on the validation subject only, then the engine, then its report on the test identity
-  $PY/python -m calibration.thresholds "$RUN/train" -o "$RUN/thresholds.json"
+  # the engine with the thresholds fes-train calibrated on the validation subject, then its report on the
+  # held-out identity and the real clips
   $PY/fes-export "$RUN/train/holdout/gim_best.pt" "$RUN/train/holdout/fedn_best.pt" \
-    --thresholds "$RUN/thresholds.json" -o stream/engines/default
-  $PY/python -m train.engine_report stream/engines/default --run "$RUN/train" -o reports/default_engine
+    --thresholds "$RUN/train/holdout/thresholds.json" -o stream/engines/default
+  $PY/fes-train configs/default_engine.json --set "data=$DATA" --set "features=$RUN/features" \
+    --report-engine stream/engines/default --report-out reports/default_engine --clips "$SHARED/data/video"
 fi

@@ -111,9 +111,16 @@ def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> 
         sender.close()
         return 1
     sid = source.stream_id
-    tracker = FaceTracker(from_dict(FaceConfig, {"face_model": cfg.face_model, "max_faces": cfg.max_faces}))
-    extractor = FeatureExtractor(from_dict(FeatureConfig, {"keep_crop": cfg.send_crops}))
-    clips = ClipRecorder(cfg, sid, source.fps) if cfg.record_dir else None
+    try:
+        tracker = FaceTracker(from_dict(FaceConfig, {"face_model": cfg.face_model, "max_faces": cfg.max_faces}))
+        extractor = FeatureExtractor(from_dict(FeatureConfig, {"keep_crop": cfg.send_crops}))
+        clips = ClipRecorder(cfg, sid, source.fps) if cfg.record_dir else None
+    except Exception as e:  # no face model, bad record folder...: say so on the stream, then fail
+        log.error("%s: %s", sid, e)
+        sender.control(sid, "error", message=f"{type(e).__name__}: {e}", source=cfg.source)
+        source.close()
+        sender.close()
+        return 1
     sender.control(sid, "started", source=source.describe(), fps=float(source.fps or 0.0))
     log.info("%s: %s -> %s", sid, source.describe(), cfg.endpoints.resolved().features)
     index, code, message = -1, 0, "end of source"

@@ -153,3 +153,17 @@ def test_gim_learns_moving_from_still_windows():
         test[:4, 6:11, 8:12] += torch.tensor([0.0, 1.0])
         i = m(test).intensity
     assert i[:4].min() > i[4:].max()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_models_on_cuda_match_cpu():
+    """Anchor tables are buffers, so .to('cuda') moves everything; results match the CPU ones."""
+    torch.manual_seed(0)
+    gim, fedn = GIM(SMALL_GIM).eval(), FEDN(SMALL_FEDN).eval()
+    xg, xf = torch.randn(4, 17, 12, 2), torch.randn(1, 64, 1008)
+    with torch.no_grad():
+        cpu_g, cpu_f = gim(xg).intensity, fedn(xf).intervals
+        gpu_g = gim.cuda()(xg.cuda()).intensity.cpu()
+        gpu_f = fedn.cuda()(xf.cuda()).intervals.cpu()
+    assert torch.allclose(cpu_g, gpu_g, atol=1e-4) and torch.allclose(cpu_f, gpu_f, atol=1e-3)

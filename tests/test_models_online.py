@@ -161,6 +161,8 @@ def test_bad_input_is_a_clear_error():
     sp = OnlineSpotter(curve_gim, None, SpotterConfig())
     with pytest.raises(ValueError, match="roi_flow"):
         sp.push(0, True, np.zeros(F_DIM), np.zeros((10, 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        sp.push(0, True, np.full(F_DIM, np.nan), np.zeros((12, 2)))
     sp.push(5, True, np.zeros(F_DIM), np.zeros((12, 2)))
     with pytest.raises(ValueError, match="increase"):
         sp.push(5, True, np.zeros(F_DIM), np.zeros((12, 2)))

@@ -233,6 +233,24 @@ def test_bad_inputs_give_clear_errors(tmp_path, capsys):
     assert "--face" in capsys.readouterr().err
     assert synth.main(["--face", "x.jpg", "--out", str(tmp_path / "o"), "--size", "big"]) == 2
     assert "--size" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"macro_per_minute": 3}))
+    assert synth.main(["--face", "x.jpg", "--out", str(tmp_path / "o"), "--config", str(bad)]) == 2
+    assert "macro_per_minute" in capsys.readouterr().err
+
+
+def test_face_filling_the_frame_still_renders(tmp_path):
+    """Rings around a big face fall outside the frame: they are clipped, the warp still covers the face."""
+    cfg = from_dict(synth.SynthConfig, {**SMALL, "face_height": 0.85, "seconds": 1.0})
+    face = synth.load_faces([str(need(DATA / "images" / "pyfeat_single_face.jpg"))], cfg, str(need(FACE_MODEL)))[0]
+    w = np.zeros(len(BASES), np.float32)
+    w[BASIS_INDEX["AU26"]] = 1.0
+    still = face.render(np.zeros(len(BASES), np.float32), np.eye(2, 3, dtype=np.float32))
+    moved = face.render(w, np.eye(2, 3, dtype=np.float32))
+    assert np.array_equal(still, face.base)
+    changed = np.abs(moved.astype(int) - still.astype(int)).max(-1) > 10
+    ys, _ = np.nonzero(changed)
+    assert changed.sum() > 100 and ys.mean() > face.face.landmarks[1, 1]  # the jaw moved, below the nose tip
 
 
 def test_sixty_second_video_is_fast(tmp_path, capsys):

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from stream.config import from_dict
-from train.train import TrainConfig, main_cfg
+from stream.config import load_config
+from train.train import TrainConfig, main as train_main, main_cfg
+
+REPO = Path(__file__).resolve().parents[1]
 
 FPS = 30.0
 EMOTIONS = ["happiness", "surprise"]
@@ -54,16 +56,11 @@ def tiny(tmp_path_factory):
 
 
 def tiny_config(root: Path, **changes) -> TrainConfig:
+    """configs/tiny.json (the committed CI config) on the tiny set."""
     data = {"data": str(root / "data"), "features": str(root / "features"), "out": str(root / "run"),
-            "protocol": "holdout", "test_subjects": ["s4"], "val_subjects": ["s3"], "emotions": EMOTIONS,
-            "gim": {"dim": 16, "heads": 2, "dim_head": 8, "mlp_dim": 32},
-            "fedn": {"window": 64, "backbone_hidden": 32, "backbone_dim": 16, "dim": 16, "head_dim": 16, "heads": 2,
-                     "anchor_lengths": [8, 16, 32, 64]},
-            "spotter": {"fedn_stride": 16},
-            "gim_epochs": 10, "gim_crop": 300, "eval_every": 5, "fedn_epochs": 10, "fedn_windows_per_video": 12,
-            "threads": 1, "progress": False, "pseudo": {"gim_start": 3, "soft_start": 1, "soft_wide_start": 2}}
+            "test_subjects": ["s4"], "val_subjects": ["s3"], "emotions": EMOTIONS, "threads": 1, "progress": False}
     data.update(changes)
-    return from_dict(TrainConfig, data)
+    return load_config(TrainConfig, REPO / "configs" / "tiny.json", data)
 
 
 def test_train_beats_chance_and_exports(tiny, tmp_path):
@@ -83,3 +80,18 @@ def test_train_beats_chance_and_exports(tiny, tmp_path):
     assert "validation subjects" in (out / "report.md").read_text()
     ck = torch.load(out / "holdout" / "gim_best.pt", weights_only=True)
     assert ck["config"]["dim"] == 16 and ck["train_config"]["test_subjects"] == ["s4"]
+
+
+def test_resume_continues_and_config_errors(tiny, tmp_path):
+    torch.set_num_threads(1)
+    cfg = tiny_config(tiny, out=str(tmp_path / "run"), task="gim", gim_epochs=2, eval_every=2)
+    main_cfg(cfg)
+    ck = torch.load(tmp_path / "run" / "holdout" / "gim_last.pt", weights_only=True)
+    assert ck["epoch"] == 1 and len(ck["history"]) == 2
+    more = tiny_config(tiny, out=str(tmp_path / "run"), task="gim", gim_epochs=2, eval_every=2)
+    main_cfg(more)  # same config: resumes after epoch 1, nothing left to train
+    again = torch.load(tmp_path / "run" / "holdout" / "gim_last.pt", weights_only=True)
+    assert again["epoch"] == 1 and len(again["history"]) == 2
+    assert train_main([str(REPO / "configs" / "tiny.json"), "--set", "bogus=1"]) == 1
+    assert train_main([str(REPO / "configs" / "tiny.json"), "--set", f"data={tiny / 'data'}",
+                       "--set", "test_subjects=[\"nobody\"]", "--set", f"out={tmp_path / 'x'}"]) == 1

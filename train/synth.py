@@ -68,6 +68,8 @@ class SynthConfig:
             raise ConfigError(f"SynthConfig: fps and seconds must be positive (got {self.fps}, {self.seconds})")
         if self.width < 64 or self.height < 64:
             raise ConfigError(f"SynthConfig: frame {self.width}x{self.height} is too small")
+        if not 0.1 <= self.face_height <= 0.9:
+            raise ConfigError(f"SynthConfig: face_height must be in [0.1, 0.9] (got {self.face_height})")
         if min(self.macro_per_min, self.micro_per_min, self.blinks_per_min, self.talk_per_min,
                self.head_moves_per_min) < 0:
             raise ConfigError("SynthConfig: rates per minute must be >= 0")

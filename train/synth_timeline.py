@@ -204,7 +204,7 @@ def _talking(cfg: SynthConfig, n: int, expressions: list[Expression], weights: n
         envelope = np.minimum(1.0, np.minimum(t, t[-1] - t) / 0.15)
         rate = rng.uniform(3.0, 5.0)
         syllables = 0.5 - 0.5 * np.cos(2 * np.pi * rate * t + rng.uniform(0, 2 * np.pi))
-        loud = rng.uniform(0.15, 0.4, size=int(t[-1] * rate) + 2)[(t * rate).astype(int)]
+        loud = rng.uniform(0.25, 0.6, size=int(t[-1] * rate) + 2)[(t * rate).astype(int)]
         weights[start: start + length, BASIS_INDEX["AU26"]] += (envelope * syllables * loud).astype(np.float32)
         weights[start: start + length, BASIS_INDEX["pucker"]] += (
             envelope * 0.5 * np.maximum(0, np.sin(2 * np.pi * rate * 0.7 * t))).astype(np.float32)

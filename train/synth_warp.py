@@ -182,7 +182,7 @@ class FaceWarper:
         self.disp = basis_displacements(face.landmarks, self.axes)  # (K, 468, 2) px
         oval = face.landmarks[list(sf.FACE_OVAL)]
         centre = oval.mean(0)
-        rings = [centre + (oval - centre) * s for s in (1.45, 1.9)]
+        rings = [np.clip(centre + (oval - centre) * s, 0, [w - 1, h - 1]) for s in (1.45, 1.9)]
         eye_pts, eye_disp = eye_interior(face.landmarks, self.disp)
         pts = np.concatenate([face.landmarks, eye_pts, *rings])
         x0, y0 = np.floor(np.maximum(pts.min(0), 0)).astype(int)
@@ -194,7 +194,18 @@ class FaceWarper:
         disp = np.zeros((len(BASES), len(pts), 2), np.float32)
         disp[:, : len(face.landmarks) + len(eye_pts)] = np.concatenate([self.disp, eye_disp], axis=1)
         self.fields = self._fields(pts, tris, disp)  # (K, rh, rw, 2) float32, region-local
+        self.support = [self._support(f) for f in self.fields]  # region-local (x0, y0, x1, y1) or None
         self.blink = BASIS_INDEX["blink"]
+
+    @staticmethod
+    def _support(field: np.ndarray, margin: int = 3) -> tuple[int, int, int, int] | None:
+        """Bounding box where a basis moves pixels by more than 0.05 px, plus a margin."""
+        ys, xs = np.nonzero(np.abs(field).max(-1) > 0.05)
+        if len(xs) == 0:
+            return None
+        h, w = field.shape[:2]
+        return (max(int(xs.min()) - margin, 0), max(int(ys.min()) - margin, 0),
+                min(int(xs.max()) + margin + 1, w), min(int(ys.max()) + margin + 1, h))
 
     def _fields(self, pts: np.ndarray, tris: np.ndarray, disp: np.ndarray) -> np.ndarray:
         """Per-basis dense displacement (piecewise-affine interpolation of the point displacements)."""
@@ -231,12 +242,16 @@ class FaceWarper:
         """Frame for basis `weights` (K,) and the forward similarity `head` (2, 3) source -> frame."""
         h, w = self.base.shape[:2]
         out = cv2.warpAffine(self.base, head, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
-        active = np.flatnonzero(np.abs(weights) > 1e-4)
-        if len(active) == 0:
+        active = [k for k in np.flatnonzero(np.abs(weights) > 1e-4) if self.support[k] is not None]
+        if not active:
             return out
-        forward = active[active != self.blink]
-        field = np.tensordot(weights[forward].astype(np.float32), self.fields[forward], axes=1)  # (rh, rw, 2)
-        x0, y0, x1, y1 = self.region
+        # Work only where the active bases move anything (a blink touches the eyes, not the jaw).
+        sup = np.array([self.support[k] for k in active])
+        ux0, uy0 = sup[:, :2].min(0)
+        ux1, uy1 = sup[:, 2:].max(0)
+        forward = [k for k in active if k != self.blink]
+        x0, y0 = self.region[0] + ux0, self.region[1] + uy0
+        x1, y1 = self.region[0] + ux1, self.region[1] + uy1
         box = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float32) @ head[:, :2].T + head[:, 2]
         bx0, by0 = np.maximum(np.floor(box.min(0)).astype(int), 0)
         bx1, by1 = np.minimum(np.ceil(box.max(0)).astype(int), [w, h])
@@ -244,21 +259,25 @@ class FaceWarper:
             return out
         inv = cv2.invertAffineTransform(head)
         gx, gy = np.meshgrid(np.arange(bx0, bx1, dtype=np.float32), np.arange(by0, by1, dtype=np.float32))
-        qx = inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]
-        qy = inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2]
-        x0f, y0f = np.float32(x0), np.float32(y0)
-        if weights[self.blink] > 1e-4:  # backward offsets: sample where the closed lid comes from
-            b = cv2.remap(self.fields[self.blink], qx - x0f, qy - y0f, cv2.INTER_LINEAR,
+        qx = inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2] - np.float32(x0)   # window coordinates from here on
+        qy = inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2] - np.float32(y0)
+        if weights[self.blink] > 1e-4 and self.support[self.blink] is not None:
+            # Backward offsets: sample where the closed lid comes from.
+            b = cv2.remap(self.fields[self.blink, uy0:uy1, ux0:ux1], qx, qy, cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             qx = qx + np.float32(weights[self.blink]) * b[..., 0]
             qy = qy + np.float32(weights[self.blink]) * b[..., 1]
-        # Invert the forward displacement by two fixed-point steps: src + d(src) = q.
         sx, sy = qx, qy
-        for _ in range(2):
-            d = cv2.remap(field, sx - x0f, sy - y0f, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            sx, sy = qx - d[..., 0], qy - d[..., 1]
-        out[by0:by1, bx0:bx1] = cv2.remap(self.base, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
-        self._shade_mouth(out, weights, head)
+        if forward:
+            field = np.tensordot(weights[forward].astype(np.float32), self.fields[forward, uy0:uy1, ux0:ux1],
+                                 axes=1)  # (wh, ww, 2)
+            for _ in range(2):  # invert the forward displacement by fixed-point steps: src + d(src) = q
+                d = cv2.remap(field, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                sx, sy = qx - d[..., 0], qy - d[..., 1]
+        out[by0:by1, bx0:bx1] = cv2.remap(self.base, sx + np.float32(x0), sy + np.float32(y0), cv2.INTER_LINEAR,
+                                          borderMode=cv2.BORDER_REFLECT101)
+        if BASIS_INDEX["AU26"] in forward or BASIS_INDEX["AU10"] in forward:
+            self._shade_mouth(out, weights, head)
         return out
 
     def _shade_mouth(self, out: np.ndarray, weights: np.ndarray, head: np.ndarray) -> None:

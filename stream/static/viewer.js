@@ -10,7 +10,7 @@ const RECONNECT_MS = [500, 1000, 2000, 4000, 8000];
 
 const probe = window.__probe = {
   iceState: 'new', connState: 'new', gatherState: 'new', dcState: 'closed', tStart: performance.now(),
-  tIceConnected: null, tDcOpen: null, tFirstFrame: null, connects: 0, msgs: 0, byType: {}, events: 0,
+  tIceConnected: null, tDcOpen: null, tFirstFrame: null, connects: 0, msgs: 0, byType: {}, events: 0, eventTypes: {},
   lastMsg: null, frames: 0, bandOk: 0, bandBad: 0, latencies: [], serverLatencies: [], plotDraws: 0,
   plotPoints: 0, timeline: 0, stream: '', streams: [], errors: [], camera: null, state: 'connecting',
 };
@@ -159,6 +159,7 @@ function setStreams(list) {
 
 function onEvent(e) {
   probe.events++;
+  probe.eventTypes[e.type] = (probe.eventTypes[e.type] || 0) + 1;
   const s = S(e.stream_id), d = e.data || {};
   if (e.type === 'intensity') {
     d.frames.forEach((f, i) => {
