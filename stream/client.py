@@ -103,7 +103,6 @@ class Subscription:
                     if self.idle_timeout_s is not None and time.monotonic() - idle_since > self.idle_timeout_s:
                         return
                     continue
-                idle_since = time.monotonic()
                 try:
                     ev = wire.to_event(wire.recv(self.sock))
                     seq = int(ev["seq"])
@@ -123,6 +122,7 @@ class Subscription:
                             yield old
                 self.next_seq = seq + 1
                 if self._wanted(ev):
+                    idle_since = time.monotonic()
                     yield ev
         finally:
             self.close()
@@ -139,7 +139,7 @@ def subscribe(events: str = DEFAULT_EVENTS, replay: str = DEFAULT_REPLAY, *, typ
 
     types / streams: keep only these event types / stream ids (empty: all). from_seq: start with the journal from
     this sequence number (e.g. the last one a previous run saw + 1); None: from the first live event.
-    idle_timeout_s: stop when nothing arrived for this long (None: run until the caller stops iterating).
+    idle_timeout_s: stop when no wanted event arrived for this long (None: run until the caller stops iterating).
     """
     return Subscription(events, replay, types=types, streams=streams, from_seq=from_seq,
                         idle_timeout_s=idle_timeout_s, ctx=ctx)

@@ -27,6 +27,7 @@ import itertools
 import json
 import logging
 import secrets
+import signal
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -48,7 +49,12 @@ BAND_H = 24  # frame token band below each outgoing picture, in pixels (16 block
 BAND_BITS = 16
 TOKEN_MOD = 4096
 VIDEO_CLOCK = 90_000
+PIPELINE_STREAM = "pipeline"  # stream id of detector-wide events (stream.events.PIPELINE_STREAM)
 IDLE_RESEND_S = 0.5  # with no new preview, the last picture is sent again this often (keeps the video alive)
+
+
+class ViewError(RuntimeError):
+    """The viewer cannot start: port taken, bad endpoint."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +212,12 @@ class Hub:
     def put_event(self, event: dict) -> None:
         sid = str(event.get("stream_id", ""))
         etype = str(event.get("type", ""))
+        self.counters[f"event:{etype}"] += 1
+        if sid == PIPELINE_STREAM:  # detector-wide stats and supervisor notes: shown, but not a stream to watch
+            if etype != "stats":
+                self.history.append(event)
+            self.broadcast({"t": "event", "e": event})
+            return
         s = self.stream(sid)
         data = event.get("data") if isinstance(event.get("data"), dict) else {}
         if etype == "stream":
@@ -219,7 +231,6 @@ class Hub:
             s.stats = event
         if etype != "stats":  # stats only matter live; the rest is replayed to late browsers
             self.history.append(event)
-        self.counters[f"event:{etype}"] += 1
         self.broadcast({"t": "event", "e": event})
 
     def broadcast(self, msg: dict) -> None:
@@ -300,6 +311,9 @@ def _make_track_class():
             frame.pts = int((time.monotonic() - self.t0) * VIDEO_CLOCK)
             frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
             self.last_sent = time.monotonic()
+            if s is not None and s.stream_id != self.peer.showing:  # auto-selection changed: tell the page
+                self.peer.showing = s.stream_id
+                self.peer.send({"t": "showing", "stream": s.stream_id})
             fresh = s is not None and (s.stream_id, s.version) != self.seen
             if s is not None:
                 self.seen = (s.stream_id, s.version)
@@ -330,7 +344,8 @@ class Peer:
         self.hub, self.pc = hub, pc
         self.id = next(Peer.ids)
         self.dc = None
-        self.selected = ""
+        self.selected = ""  # the stream the user picked ("" = the first live one)
+        self.showing = ""  # the stream the video track shows now
         self.camera: CameraIngest | None = None
 
     def send(self, msg: dict) -> None:
@@ -374,7 +389,7 @@ class Peer:
         if isinstance(msg, dict) and msg.get("t") == "select" and isinstance(msg.get("stream"), str):
             self.select(msg["stream"])
         elif isinstance(msg, dict) and msg.get("t") == "report":  # the page's own numbers, logged for operators
-            log.info("peer %d reports %s", self.id, json.dumps(msg.get("probe", {}))[:500])
+            log.debug("peer %d reports %s", self.id, json.dumps(msg.get("probe", {}))[:500])
         else:
             self.hub.counters["bad_dc_message"] += 1
 
@@ -383,6 +398,8 @@ class Peer:
         self.send({"t": "selected", "stream": sid})
 
     async def close(self) -> None:
+        if self not in self.hub.peers:
+            return  # already closed (pc.close() fires the state change that called us again)
         self.hub.peers.discard(self)
         if self.camera is not None:
             await self.camera.stop()
@@ -498,50 +515,53 @@ class CameraIngest:
 
 # ---------------------------------------------------------------- ZeroMQ side
 
-async def pump_previews(hub: Hub, ctx, endpoint: str) -> None:
-    """SUB bound on the preview endpoint (every ingest connects to it); newest preview per stream wins."""
+def open_sockets(ctx, ep: Endpoints) -> tuple:
+    """The preview SUB (bound: every ingest connects to it) and the events SUB (connected to the detector).
+    Opened at startup, so a bad endpoint is an error at once, not a dead background task."""
     import zmq
-    sock = ctx.socket(zmq.SUB)
-    sock.setsockopt(zmq.RCVHWM, 64)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SUBSCRIBE, b"preview/")
-    sock.bind(endpoint)
-    log.info("previews: SUB bound on %s", endpoint)
+    previews = ctx.socket(zmq.SUB)
+    previews.setsockopt(zmq.RCVHWM, 64)
+    previews.setsockopt(zmq.LINGER, 0)
+    previews.setsockopt(zmq.SUBSCRIBE, b"preview/")
+    events = ctx.socket(zmq.SUB)
+    events.setsockopt(zmq.LINGER, 0)
+    events.setsockopt(zmq.SUBSCRIBE, b"")
     try:
-        while True:
-            frames = await sock.recv_multipart(copy=False)
-            try:
-                p = wire.to_preview(wire.decode(frames))
-            except wire.BadMessage as e:
-                hub.counters["bad_preview"] += 1
-                log.warning("dropped a bad preview message: %s", e)
-                continue
-            hub.counters["previews"] += 1
-            await hub.put_preview(p)
-    finally:
-        sock.close()
+        previews.bind(ep.preview)
+        events.connect(ep.events)
+    except zmq.ZMQError as e:
+        previews.close()
+        events.close()
+        raise ViewError(f"preview endpoint {ep.preview!r} / events endpoint {ep.events!r}: {e}") from None
+    log.info("previews: SUB bound on %s; events: SUB connected to %s", ep.preview, ep.events)
+    return previews, events
 
 
-async def pump_events(hub: Hub, ctx, endpoint: str) -> None:
-    """SUB connected to the detector's events PUB; every event goes to every browser."""
-    import zmq
-    sock = ctx.socket(zmq.SUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SUBSCRIBE, b"")
-    sock.connect(endpoint)
-    log.info("events: SUB connected to %s", endpoint)
-    try:
-        while True:
-            frames = await sock.recv_multipart(copy=False)
-            try:
-                event = wire.to_event(wire.decode(frames))
-            except wire.BadMessage as e:
-                hub.counters["bad_event"] += 1
-                log.warning("dropped a bad event message: %s", e)
-                continue
-            hub.put_event(event)
-    finally:
-        sock.close()
+async def pump_previews(hub: Hub, sock) -> None:
+    """Newest preview per stream wins; garbage is counted and dropped."""
+    while True:
+        frames = await sock.recv_multipart(copy=False)
+        try:
+            p = wire.to_preview(wire.decode(frames))
+        except wire.BadMessage as e:
+            hub.counters["bad_preview"] += 1
+            log.warning("dropped a bad preview message: %s", e)
+            continue
+        hub.counters["previews"] += 1
+        await hub.put_preview(p)
+
+
+async def pump_events(hub: Hub, sock) -> None:
+    """Every detector event goes to every browser; garbage is counted and dropped."""
+    while True:
+        frames = await sock.recv_multipart(copy=False)
+        try:
+            event = wire.to_event(wire.decode(frames))
+        except wire.BadMessage as e:
+            hub.counters["bad_event"] += 1
+            log.warning("dropped a bad event message: %s", e)
+            continue
+        hub.put_event(event)
 
 
 # ---------------------------------------------------------------- HTTP
@@ -654,14 +674,17 @@ def build_app(cfg: ViewConfig):
         hub.thresholds = await asyncio.get_running_loop().run_in_executor(None, plot_thresholds, cfg.engine)
         ep = cfg.endpoints.resolved()
         ctx = state["zmq"] = zmq.asyncio.Context()
-        state["pumps"] = [asyncio.ensure_future(pump_previews(hub, ctx, ep.preview)),
-                          asyncio.ensure_future(pump_events(hub, ctx, ep.events))]
+        previews, events = state["sockets"] = open_sockets(ctx, ep)
+        state["pumps"] = [asyncio.ensure_future(pump_previews(hub, previews)),
+                          asyncio.ensure_future(pump_events(hub, events))]
 
     async def on_shutdown(app):
         for task in state["pumps"]:
             task.cancel()
         await asyncio.gather(*state["pumps"], return_exceptions=True)
         await asyncio.gather(*(p.close() for p in list(state["hub"].peers)), return_exceptions=True)
+        for sock in state["sockets"]:
+            sock.close()
         state["zmq"].term()
 
     app.router.add_get("/", index)
@@ -696,8 +719,11 @@ async def serve(cfg: ViewConfig, stop: asyncio.Event | None = None, ready=None) 
     cfg = prepare(cfg)
     runner = web.AppRunner(build_app(cfg), handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, cfg.host, cfg.port)
-    await site.start()
+    try:
+        await web.TCPSite(runner, cfg.host, cfg.port).start()
+    except OSError as e:
+        await runner.cleanup()
+        raise ViewError(f"cannot serve on {cfg.host}:{cfg.port}: {e.strerror or e}") from None
     port = runner.addresses[0][1] if runner.addresses else cfg.port
     url = page_url(cfg, port)
     print(f"fes-live view: open {url}", flush=True)
@@ -711,9 +737,12 @@ async def serve(cfg: ViewConfig, stop: asyncio.Event | None = None, ready=None) 
 
 def run(cfg: ViewConfig, stop_event=None) -> int:
     """The role as a process (the supervisor's entry point): serve until `stop_event` (a multiprocessing or
-    threading Event) is set or the process is interrupted."""
+    threading Event) is set, or SIGTERM / Ctrl-C; peers are closed cleanly so browsers see it at once."""
     async def _main() -> None:
         stop = asyncio.Event()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         if stop_event is not None:
             async def watch() -> None:
                 while not stop_event.is_set():
@@ -724,8 +753,9 @@ def run(cfg: ViewConfig, stop_event=None) -> int:
 
     try:
         asyncio.run(_main())
-    except KeyboardInterrupt:
-        pass
+    except (ViewError, OSError) as e:  # port in use, bad endpoint: one clear line, no traceback
+        log.error("fes-live view cannot start: %s", e)
+        return 1
     return 0
 
 

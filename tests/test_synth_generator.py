@@ -13,6 +13,7 @@ import pytest
 from conftest import DATA, FACE_MODEL, VIDEO, need
 from stream.config import ConfigError, from_dict
 from train import synth, synth_face
+from train.synth_layouts import CASME2_XLSX, SAMM_XLSX
 from train.synth_timeline import EMOTIONS, build_timeline, frame_range
 from train.synth_warp import BASES, BASIS_INDEX
 
@@ -28,10 +29,14 @@ def video_face():
 
 
 @pytest.fixture(scope="module")
-def two_faces(video_face):
+def two_faces():
+    """A photo of several people (the largest face is taken) and its mirror image as a second subject."""
     cfg = from_dict(synth.SynthConfig, SMALL)
-    other = synth.load_faces([str(need(DATA / "images" / "pyfeat_multi_face.jpg"))], cfg, str(FACE_MODEL))[0]
-    return [video_face, other]
+    faces = synth.load_faces([str(need(DATA / "images" / "pyfeat_multi_face.jpg"))], cfg, str(need(FACE_MODEL)),
+                             mirror=True)
+    assert [f.face.name for f in faces] == ["pyfeat_multi_face", "pyfeat_multi_face_mirror"]
+    assert np.array_equal(faces[1].base, faces[0].base[:, ::-1])
+    return faces
 
 
 @pytest.mark.parametrize("fps", [30.0, 200.0])
@@ -142,7 +147,8 @@ def test_casme2_layout_matches_the_official_sheet(two_faces, tmp_path):
         folder = tmp_path / "rawpic" / rec.subject / rec.video_id
         files = sorted(folder.glob("img*.jpg"), key=lambda p: int(p.stem[3:]))
         assert [p.name for p in files] == [f"img{i}.jpg" for i in range(1, 91)]
-    wb = openpyxl.load_workbook(tmp_path / "CAS(ME)^2code_final.xlsx")
+    assert CASME2_XLSX == "CAS(ME)^2code_final.xlsx"  # the release's file name
+    wb = openpyxl.load_workbook(tmp_path / CASME2_XLSX)
     assert wb.sheetnames == real.sheetnames
     rows = list(wb["CASFEcode_final"].iter_rows(values_only=True))
     assert len(rows) == sum(len(r.timeline.expressions) for r in recs) > 0
@@ -172,7 +178,7 @@ def test_samm_layout_matches_the_official_sheet(video_face, tmp_path):
     assert (rec.subject, rec.video_id) == ("006", "006_1")
     files = sorted((tmp_path / "006" / "006_1").glob("*.jpg"))
     assert len(files) == 300 and files[0].name == "006_1_0001.jpg" and files[-1].name == "006_1_0300.jpg"
-    ws = openpyxl.load_workbook(tmp_path / synth_layouts_name()).active
+    ws = openpyxl.load_workbook(tmp_path / SAMM_XLSX).active
     assert ws.title == real.title
     for r in range(1, 11):  # the 9 preamble rows and the header on row 10, cell for cell
         assert [c.value for c in ws[r]][:10] == [c.value for c in real[r]][:10], r
@@ -182,11 +188,6 @@ def test_samm_layout_matches_the_official_sheet(video_face, tmp_path):
         assert row[:6] == ("006", f"006_1_{i}", 1, e.onset + 1, e.apex + 1, e.offset + 1)
         assert row[6] == f"=SUM(F{10 + i}-D{10 + i})+1"
         assert row[7] == ("Macro" if e.kind == "macro" else "Micro - 1/2") and row[9] == e.emotion
-
-
-def synth_layouts_name():
-    from train.synth_layouts import SAMM_XLSX
-    return SAMM_XLSX
 
 
 def test_mediapipe_sees_the_expressions_move_the_right_way(video_face):
@@ -266,3 +267,30 @@ def test_sixty_second_video_is_fast(tmp_path, capsys):
     with capsys.disabled():
         print(f"\nfes-synth: 60 s at 30 fps (640x480, {len(meta['intervals'])} expressions) in {elapsed:.1f} s")
     assert elapsed < 60.0
+
+
+def test_product_face_tracker_sees_the_generated_expressions(video_face, tmp_path):
+    """Through the real ingest path (file source -> FaceTracker, VIDEO mode) after noise and mp4 compression:
+    a face in every frame, and at each macro apex the blendshapes move far more than between neutral frames."""
+    from stream.face import FaceConfig, FaceTracker
+    from stream.sources import open_source
+    cfg = from_dict(synth.SynthConfig, {"seconds": 10.0, "macro_per_min": 30, "micro_per_min": 0,
+                                        "blinks_per_min": 0, "talk_per_min": 0, "head_moves_per_min": 0,
+                                        "macro_s": [0.6, 1.5], "min_gap_s": 1.0})
+    face = synth.load_faces([str(need(VIDEO / "pyfeat_single_face.mp4"))], cfg, str(need(FACE_MODEL)))[0]
+    rec = synth.generate([face], cfg, tmp_path, videos=1, seed=4)[0]
+    macros = [e for e in rec.timeline.expressions if e.kind == "macro"]
+    assert len(macros) >= 2
+    shapes = []
+    with FaceTracker(FaceConfig(face_model=str(FACE_MODEL))) as tracker:
+        for frame in open_source(str(tmp_path / f"{rec.video_id}.mp4")):
+            result = tracker.update(frame)
+            assert result.primary is not None, f"no face in frame {frame.index}"
+            shapes.append(result.primary.blendshapes)
+    shapes = np.array(shapes)
+    assert len(shapes) == rec.n_frames
+    for e in macros:
+        before = max(e.onset - 10, 0)
+        moved = np.abs(shapes[e.apex] - shapes[e.onset]).sum()
+        still = np.abs(shapes[e.onset] - shapes[before]).sum()
+        assert moved > 3 * still + 0.1, (e, moved, still)

@@ -95,3 +95,19 @@ def test_resume_continues_and_config_errors(tiny, tmp_path):
     assert train_main([str(REPO / "configs" / "tiny.json"), "--set", "bogus=1"]) == 1
     assert train_main([str(REPO / "configs" / "tiny.json"), "--set", f"data={tiny / 'data'}",
                        "--set", "test_subjects=[\"nobody\"]", "--set", f"out={tmp_path / 'x'}"]) == 1
+
+
+def test_pseudo_intervals_contain_their_points(tiny):
+    """FEDN from points: GIM's pseudo interval [a - h, a + h] always holds the point (|a - p| <= k/4 <= h)."""
+    from models.gim import GIM, GIMConfig
+    from train.train import load_dataset, load_videos, pseudo_intervals
+    torch.manual_seed(0)
+    cfg = tiny_config(tiny)
+    videos = load_videos(cfg, load_dataset(cfg))
+    gim = GIM(GIMConfig(dim=8, heads=2, dim_head=4, mlp_dim=16))
+    out = pseudo_intervals(cfg, gim, videos, ["v0", "v1"])
+    for vid in ("v0", "v1"):
+        iv, pts = out[vid], videos[vid].points
+        assert iv.shape == (len(pts), 2)
+        assert ((iv[:, 0] <= pts) & (pts <= iv[:, 1])).all()
+        assert ((iv[:, 1] - iv[:, 0]) >= 2 * (cfg.pseudo.k[1] // 4)).all()

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 CLIP = VIDEO / "pyfeat_single_face.mp4"
+NO_FACE = VIDEO / "pyfeat_no_face.mp4"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
          "--allow-loopback-in-peer-connection",  # else Chromium gathers no 127.0.0.1 candidate: ICE hangs
@@ -57,10 +58,10 @@ def endpoints(tmp: Path) -> dict:
 class Viewer:
     """`fes-live view` as a subprocess, loopback-only ICE, on a free port."""
 
-    def __init__(self, tmp: Path, ep: dict):
-        self.port = free_port()
+    def __init__(self, tmp: Path, ep: dict, port: int = 0, **extra):
+        self.port = port or free_port()
         cfg = tmp / "view.json"
-        cfg.write_text(json.dumps({"port": self.port, "loopback_only": True, "endpoints": ep}))
+        cfg.write_text(json.dumps({"port": self.port, "loopback_only": True, "endpoints": ep, **extra}))
         self.log = open(tmp / "view.log", "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "view", "--config", str(cfg)], cwd=REPO,
                                      stdout=self.log, stderr=subprocess.STDOUT,
@@ -225,7 +226,7 @@ class Role:
 
     def __init__(self, tmp: Path, name: str, args: list[str]):
         self.name, self.log = name, open(tmp / f"{name}.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "stream.cli", name, *args], cwd=REPO, stdout=self.log,
+        self.proc = subprocess.Popen([sys.executable, "-m", "stream.cli", name.split("-")[0], *args], cwd=REPO, stdout=self.log,
                                      stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
 
     def close(self) -> None:
@@ -242,7 +243,7 @@ def test_live_pipeline_in_the_browser(pw, tmp_path, face_model, capsys):
     """Real detector + viewer + ingest processes on pyfeat_single_face.mp4: the video plays with the face drawn,
     the smile arrives on the timeline (provisional onset, then the final expression), the plot fills, the stream
     ends; glass-to-glass latency (ingest capture -> browser display) is measured per frame and printed."""
-    need(CLIP)
+    need(CLIP), need(NO_FACE)
     engine = Path(os.environ.get("FES_ENGINE", DEFAULT_ENGINE))
     if not (engine / "manifest.json").is_file():
         pytest.skip(f"no engine at {engine} (the models issue ships stream/engines/default)")
@@ -252,7 +253,7 @@ def test_live_pipeline_in_the_browser(pw, tmp_path, face_model, capsys):
     try:
         roles.append(Role(tmp_path, "detect", ["--engine", str(engine), "--features-endpoint", ep["features"],
                                                "--events-endpoint", ep["events"], "--replay-endpoint", ep["replay"]]))
-        viewer = Viewer(tmp_path, ep)
+        viewer = Viewer(tmp_path, ep, engine=str(engine))
         browser = launch(pw)
         page = browser.new_page(viewport={"width": 1280, "height": 720})
         page.goto(viewer.url)
@@ -263,13 +264,21 @@ def test_live_pipeline_in_the_browser(pw, tmp_path, face_model, capsys):
             assert time.monotonic() < deadline, f"no event from the detector: {(tmp_path / 'detect.log').read_text()[-2000:]}"
             assert roles[0].proc.poll() is None, (tmp_path / "detect.log").read_text()[-3000:]
             time.sleep(0.2)
-        roles.append(Role(tmp_path, "ingest", ["--source", str(CLIP), "--stream-id", "pyfeat",
-                                               "--features-endpoint", ep["features"],
-                                               "--preview-endpoint", ep["preview"]]))
-        wait_for(page, "window.__probe.lastFrame && window.__probe.lastFrame.stream === 'pyfeat'", "pyfeat video", 60)
+        for sid, clip in (("pyfeat", CLIP), ("noface", NO_FACE)):  # two sources at once: per-stream selection
+            roles.append(Role(tmp_path, f"ingest-{sid}", ["--source", str(clip), "--stream-id", sid,
+                                                          "--features-endpoint", ep["features"],
+                                                          "--preview-endpoint", ep["preview"]]))
+        wait_for(page, "window.__probe.streams.includes('pyfeat') && window.__probe.streams.includes('noface')",
+                 "both streams", 60)
+        page.select_option("#stream", "noface")
+        wait_for(page, "window.__probe.lastFrame && window.__probe.lastFrame.stream === 'noface' "
+                       "&& document.getElementById('banner').textContent === 'no face'", "the no-face stream", 20)
         t0 = page.evaluate("document.getElementById('video').currentTime")
         time.sleep(1.0)
         assert page.evaluate("document.getElementById('video').currentTime") - t0 > 0.5
+        page.select_option("#stream", "pyfeat")
+        wait_for(page, "window.__probe.lastFrame && window.__probe.lastFrame.stream === 'pyfeat' "
+                       "&& window.__probe.lastFrame.face !== 'none'", "the pyfeat stream with its face", 20)
         wait_for(page, "document.getElementById('banner').textContent === 'stream ended'", "'stream ended'", 60)
         wait_for(page, "window.__probe.timelineText && /macro|micro/.test(window.__probe.timelineText)",
                  "the final expression on the timeline", 10)
@@ -277,7 +286,8 @@ def test_live_pipeline_in_the_browser(pw, tmp_path, face_model, capsys):
         shot = tmp_path / "viewer_screenshot.png"
         page.screenshot(path=str(shot))
         assert not probe["errors"], probe["errors"]
-        assert probe["byType"]["event"] > 5 and probe["plotDraws"] > 5
+        assert probe["byType"]["event"] > 5 and probe["plotDraws"] > 5 and probe["plotPoints"] >= 30, probe
+        assert [t["label"] for t in probe["thresholds"]] == ["onset", "proposal"], probe["thresholds"]
         assert probe["byType"].get("frame", 0) > 20
         onset = [e for e in probe["timelineText"].splitlines() if "onset" in e]
         assert probe["timeline"] >= 1, probe["timelineText"]
@@ -293,3 +303,26 @@ def test_live_pipeline_in_the_browser(pw, tmp_path, face_model, capsys):
             role.close()
         if viewer is not None:
             viewer.close()
+
+
+def test_page_says_reconnecting_and_comes_back_when_the_viewer_restarts(pw, tmp_path):
+    """The viewer process stops (SIGTERM) and starts again on the same port: the page shows 'reconnecting…',
+    then reconnects by itself and the video plays again."""
+    ep = endpoints(tmp_path)
+    viewer = Viewer(tmp_path, ep)
+    browser = launch(pw)
+    try:
+        page = browser.new_page()
+        page.goto(viewer.url)
+        wait_for(page, "window.__probe.iceState === 'connected' && window.__probe.frames > 3", "first connection")
+        assert page.evaluate("document.getElementById('banner').textContent") == "waiting for a stream"
+        viewer.close()
+        wait_for(page, "document.getElementById('banner').textContent.startsWith('reconnecting')", "'reconnecting'", 10)
+        frames = page.evaluate("window.__probe.frames")
+        viewer = Viewer(tmp_path, ep, port=viewer.port)
+        wait_for(page, f"window.__probe.connects >= 2 && window.__probe.connState === 'connected' "
+                       f"&& window.__probe.frames > {frames + 3}", "the reconnection", 30)
+        assert page.evaluate("document.getElementById('conn').textContent") == "live"
+    finally:
+        browser.close()
+        viewer.close()

@@ -182,3 +182,19 @@ def test_cli_serves_with_token_and_survives_garbage_previews(tmp_path):
         proc.terminate()
         out, _ = proc.communicate(timeout=10)
     assert f"http://127.0.0.1:{port}/?token=s3cret" in out
+
+
+def test_cli_fails_fast_and_clearly_on_a_taken_port_or_a_bad_endpoint(tmp_path):
+    ep = endpoints(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for extra, message in ([["--port", str(port)], f"cannot serve on 127.0.0.1:{port}"],
+                               [["--port", "0", "--preview", "bogus://nowhere"], "preview endpoint 'bogus://nowhere'"]):
+            args = ["--preview", ep["preview"], "--events", ep["events"], *extra]
+            t0 = time.monotonic()
+            out = subprocess.run([sys.executable, "-m", "stream.cli", "view", *args], cwd=REPO, capture_output=True,
+                                 text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)})
+            assert out.returncode == 1 and message in out.stderr, out.stderr[-2000:]
+            assert "Traceback" not in out.stderr and time.monotonic() - t0 < 20

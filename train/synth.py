@@ -134,12 +134,16 @@ def render_video(warper: FaceWarper, tl: Timeline, cfg: SynthConfig, rng: np.ran
         sink.write(renderer.frame(tl, t))
 
 
-def load_faces(paths: list[str], cfg: SynthConfig, face_model: str | None = None) -> list[FaceWarper]:
-    """Detect and frame every source face once (a FaceWarper precomputes its warp fields)."""
+def load_faces(paths: list[str], cfg: SynthConfig, face_model: str | None = None,
+               mirror: bool = False) -> list[FaceWarper]:
+    """Detect and frame every source face once (a FaceWarper precomputes its warp fields); `mirror` adds each
+    face flipped left-right as one more subject."""
     if not paths:
         raise synth_face.SourceFaceError("no --face given: pass a photo or video of a face")
     with synth_face.MeshDetector(synth_face.face_model_path(face_model)) as det:
         faces = [synth_face.load_source_face(p, det, (cfg.width, cfg.height), cfg.face_height) for p in paths]
+        if mirror:
+            faces += [synth_face.mirrored(f, det) for f in faces]
     names = [f.name for f in faces]
     warpers = []
     for i, f in enumerate(faces):
@@ -220,6 +224,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head-moves-per-min", type=float)
     p.add_argument("--noise-sigma", type=float)
     p.add_argument("--size", help="frame size WxH (default 640x480)")
+    p.add_argument("--mirror", action="store_true", help="add every face flipped left-right as another subject")
     p.add_argument("--contact-sheet", metavar="PNG", help="also write a contact sheet of the first face's expressions")
     p.add_argument("--face-model", help="MediaPipe face_landmarker.task (default: $FES_FACE_MODEL, then the cache)")
 
@@ -249,7 +254,7 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
         t0 = time.perf_counter()
         if not args.out and not args.contact_sheet:
             raise ConfigError("pass --out DIR (and/or --contact-sheet PNG)")
-        faces = load_faces(args.face, cfg, args.face_model)
+        faces = load_faces(args.face, cfg, args.face_model, mirror=args.mirror)
         if args.contact_sheet:
             print(f"fes-synth: contact sheet -> {write_contact_sheet(faces[0], args.contact_sheet, cfg.fps)}")
         if not args.out:

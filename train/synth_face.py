@@ -144,3 +144,12 @@ def load_source_face(path: str | Path, detector: MeshDetector, size: tuple[int, 
     pts = lms[:MESH_POINTS] @ M[:, :2].T + M[:, 2]
     log.info("source face %s: %dx%d face scaled x%.2f", path, int(x1 - x0), int(y1 - y0), scale)
     return SourceFace(subject_name(path), str(path), framed, pts.astype(np.float32))
+
+
+def mirrored(face: SourceFace, detector: MeshDetector) -> SourceFace:
+    """The same face flipped left-right, as another subject (its mesh is detected again, not flipped)."""
+    image = np.ascontiguousarray(face.image[:, ::-1])
+    found = detector.detect(image)
+    if found is None:
+        raise SourceFaceError(f"{face.path}: no face found in the mirrored frame")
+    return SourceFace(f"{face.name}_mirror", face.path, image, found[0][:MESH_POINTS].astype(np.float32))

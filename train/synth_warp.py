@@ -2,9 +2,11 @@
 
 Each action unit (and the unlabelled blink and lip pucker of talking) is a displacement of the 468 mesh points at
 full amplitude, written in face units (u right, v down, 1 = distance between the eye centres) so one definition
-fits every face. The mesh plus two zero-displacement rings around the face oval is triangulated once; each pixel's
-barycentric weights turn a basis into a dense displacement field (piecewise-affine warp). A frame is then a
-linear blend of the precomputed fields, a head-motion similarity, and one `cv2.remap` over the face region.
+fits every face. The mesh, points inside the eyes, and two zero-displacement rings around the face oval are
+triangulated once; each pixel's barycentric weights turn a basis into a dense displacement field (a
+piecewise-affine warp). A frame is then a linear blend of the precomputed fields, inverted by fixed-point steps,
+composed with a head-motion similarity, and one `cv2.remap` over the box where the active bases move anything.
+The blink alone is stored as a backward field: a lid travelling the whole eye height would fold a forward warp.
 """
 from __future__ import annotations
 
@@ -182,9 +184,9 @@ class FaceWarper:
         self.disp = basis_displacements(face.landmarks, self.axes)  # (K, 468, 2) px
         oval = face.landmarks[list(sf.FACE_OVAL)]
         centre = oval.mean(0)
-        rings = [np.clip(centre + (oval - centre) * s, 0, [w - 1, h - 1]) for s in (1.45, 1.9)]
+        rings = [centre + (oval - centre) * s for s in (1.45, 1.9)]
         eye_pts, eye_disp = eye_interior(face.landmarks, self.disp)
-        pts = np.concatenate([face.landmarks, eye_pts, *rings])
+        pts = np.clip(np.concatenate([face.landmarks, eye_pts, *rings]), 0, [w - 1, h - 1])
         x0, y0 = np.floor(np.maximum(pts.min(0), 0)).astype(int)
         x1, y1 = np.ceil(np.minimum(pts.max(0), [w - 1, h - 1])).astype(int) + 1
         self.region = (int(x0), int(y0), int(x1), int(y1))

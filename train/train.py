@@ -268,6 +268,12 @@ def calibrate_split(cfg: TrainConfig, split: "Split", videos: dict[str, VideoDat
     return result
 
 
+def validation_f1(cfg: TrainConfig, split: "Split", videos: dict[str, VideoData], gim, fedn) -> float:
+    """Model selection metric: pooled MEGC F1 on the validation videos at their best thresholds (so an epoch
+    is not judged by thresholds that suit another epoch's score scale)."""
+    return float(calibrate_split(cfg, split, videos, gim, fedn)["val_f1"])
+
+
 def calibrate_fold(run: Path, fold: str = "holdout") -> dict:
     """Re-derive a finished run's thresholds for one fold (python -m calibration.thresholds)."""
     cfg = load_config(TrainConfig, run / "config.json")
@@ -354,7 +360,7 @@ def train_gim(cfg: TrainConfig, split: Split, videos: dict[str, VideoData], out:
         row = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in sums.items()}}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.gim_epochs:
             if epoch >= cfg.pseudo.gim_start or epoch + 1 == cfg.gim_epochs:
-                row["val_f1"] = float(score(videos, spot_videos(cfg, videos, split.val, model, None))["overall"]["f1"])
+                row["val_f1"] = validation_f1(cfg, split, videos, model, None)
                 if best is None or row["val_f1"] > best[0]:
                     best = (row["val_f1"], epoch)
                     save_checkpoint(out / "gim_best.pt", "gim", model, gcfg, cfg, split, fps, epoch, row)
@@ -485,7 +491,7 @@ def train_fedn(cfg: TrainConfig, split: Split, videos: dict[str, VideoData], out
         sched.step()
         row = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in sums.items()}}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.fedn_epochs:
-            row["val_f1"] = float(score(videos, spot_videos(cfg, videos, split.val, gim, model))["overall"]["f1"])
+            row["val_f1"] = validation_f1(cfg, split, videos, gim, model)
             if best is None or row["val_f1"] > best[0]:
                 best = (row["val_f1"], epoch)
                 save_checkpoint(out / "fedn_best.pt", "fedn", model, fcfg, cfg, split, fps, epoch, row)

@@ -21,7 +21,7 @@ function fail(where, e) { const m = `${where}: ${e && e.message || e}`; probe.er
 let cfg = {width: 640, height: 360, band: 24, bits: 16, plot_seconds: 20};
 const streams = new Map();   // id -> {status, face, intensity: [[pts_s, value]], thresholds, expressions, stats}
 const frameMeta = new Map(); // frame token -> per-frame metadata sent by the server just before the frame
-let selected = '';
+let selected = '', showing = '';   // the user's pick ('' = automatic), what the server shows
 function S(id) {
   if (!streams.has(id)) streams.set(id, {status: 'live', face: 'none', intensity: [], expressions: new Map(),
                                          stats: null, lastPts: 0});
@@ -134,6 +134,8 @@ function onMessage(text) {
     if (m.s) { const s = S(m.s); s.face = m.f; }
   } else if (m.t === 'hello') {
     cfg = m;
+    probe.thresholds = m.thresholds;
+    $('camera').hidden = !m.camera;   // --no-camera
     $('plotsecs').textContent = m.plot_seconds;
     $('stage').style.aspectRatio = `${m.width} / ${m.height}`;
     setStreams(m.streams);
@@ -143,8 +145,12 @@ function onMessage(text) {
     selected = probe.stream = m.stream;
     renderStreamList();
     renderTimeline();
+  } else if (m.t === 'showing') {
+    showing = probe.showing = m.stream;
+    renderStreamList();
+    renderTimeline();
   } else if (m.t === 'event') {
-    onEvent(m.e);
+    try { onEvent(m.e); } catch (e) { fail('event', e); }
   } else if (m.t === 'error') {
     fail('server', m.error);
     showBanner(m.error);
@@ -153,7 +159,7 @@ function onMessage(text) {
 
 function setStreams(list) {
   for (const st of list) { const s = S(st.id); s.status = st.status; s.face = st.face; s.source = st.source; }
-  probe.streams = list.map(s => s.id);
+  probe.streams = list.map(s => s.id).filter(id => id !== 'pipeline');
   renderStreamList();
 }
 
@@ -188,7 +194,7 @@ function onEvent(e) {
   if (e.stream_id === currentId() && e.type.startsWith('expression')) renderTimeline();
 }
 
-function currentId() { return selected || (probe.streams[0] || ''); }
+function currentId() { return selected || showing || (probe.streams[0] || ''); }
 
 // ------------------------------------------------------------------------------------------ rendering
 function renderStreamList() {
@@ -283,13 +289,13 @@ function drawPlot() {
   const W = c.width = c.clientWidth || 800, H = c.height = 180;
   g.fillStyle = '#1c2127'; g.fillRect(0, 0, W, H);
   const s = S(currentId()), pts = s.intensity, span = cfg.plot_seconds;
-  const tEnd = pts.length ? pts[pts.length - 1][0] : span, t0 = tEnd - span;
+  const t0 = pts.length ? Math.max(pts[0][0], pts[pts.length - 1][0] - span) : 0, tEnd = t0 + span;
   const X = t => (t - t0) / span * (W - 30) + 25, Y = v => H - 14 - Math.max(0, Math.min(1, v)) * (H - 24);
   g.strokeStyle = '#333a43'; g.fillStyle = '#7b8794'; g.font = '10px sans-serif'; g.lineWidth = 1;
   for (const v of [0, .25, .5, .75, 1]) {
     g.beginPath(); g.moveTo(25, Y(v)); g.lineTo(W, Y(v)); g.stroke(); g.fillText(v.toFixed(2), 0, Y(v) + 3);
   }
-  for (let t = Math.ceil(t0); t <= tEnd; t += 2) g.fillText(`${t}s`, X(t) - 6, H - 2);
+  for (let t = Math.ceil(t0 / 2) * 2; t <= tEnd; t += 2) g.fillText(`${t}s`, X(t) - 6, H - 2);
   g.fillStyle = 'rgba(120, 220, 140, .25)';
   for (const x of s.expressions.values()) {
     if (x.provisional || x.cancelled) continue;

@@ -1,0 +1,25 @@
+"""`fes-bench NAME [options]`: run one of the benchmarks in `benchmarks/` (each prints figures and ratios).
+
+    fes-bench ingest   decode + face alignment + features, one 640x360 stream
+    fes-bench models   CPU cost per frame of GIM and FEDN
+    fes-bench live     N concurrent streams through the real sockets: fps and event latency
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = ("ingest", "models", "live")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in BENCHMARKS:
+        print(__doc__.strip(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(f"benchmarks.{argv[0]}")
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

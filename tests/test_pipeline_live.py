@@ -1,0 +1,180 @@
+"""`fes-live` end to end: real processes (app, detector, ingests, fes-events), real sockets, the default engine."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import pytest
+import zmq
+
+from conftest import FACE_MODEL, REPO, VIDEO, need
+from stream.client import subscribe
+from stream.events import validate
+from test_events_wire import free_port
+
+SMILE = VIDEO / "pyfeat_single_face.mp4"  # smile: onset ~18, offset ~70 (72 frames, 30 fps)
+NOFACE = VIDEO / "pyfeat_face_noface.mov"  # smile, then a hard cut to a cartoon: face lost
+
+
+ENGINE = os.environ.get("FES_TEST_ENGINE", "")  # another engine folder for these tests; "" = the bundled default
+
+
+def engine_ready():
+    if not ENGINE:
+        need(REPO / "stream" / "engines" / "default" / "manifest.json")
+    need(FACE_MODEL)
+
+
+def endpoints(tmp_path):
+    return {"events": f"tcp://127.0.0.1:{free_port()}", "replay": f"tcp://127.0.0.1:{free_port()}",
+            "features": f"ipc://{tmp_path}/f", "preview": f"ipc://{tmp_path}/p"}
+
+
+def fes_live(ep, *args, **kw):
+    cmd = [sys.executable, "-m", "stream.cli", "run", "--events-endpoint", ep["events"], "--replay-endpoint",
+           ep["replay"], "--features-endpoint", ep["features"], "--preview-endpoint", ep["preview"], *(["--engine", ENGINE] if ENGINE else []), *args]
+    env = dict(os.environ, FES_FACE_MODEL=str(FACE_MODEL), FES_NO_DOWNLOAD="1")
+    return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            **kw)
+
+
+class Collector(threading.Thread):
+    """A subscriber attached before the pipeline starts."""
+
+    def __init__(self, ep, streams: int):
+        super().__init__(daemon=True)
+        self.streams = streams  # stop once this many streams have ended for good
+        self.sub = subscribe(ep["events"], ep["replay"], from_seq=0, idle_timeout_s=90,
+                             types=["expression.onset", "expression.cancel", "expression", "intensity", "face",
+                                    "stream", "supervisor"])
+        self.events = []
+        self.start()
+
+    def run(self):
+        ended = set()
+        for ev in self.sub:
+            self.events.append(ev)
+            if ev["type"] == "stream" and ev["data"]["status"] == "ended" and ev["data"]["message"] != \
+                    "restarted by its source":
+                ended.add(ev["stream_id"])
+                if len(ended) == self.streams:
+                    return
+
+
+def test_single_source_end_to_end_with_record(tmp_path):
+    engine_ready()
+    ep = endpoints(tmp_path)
+    col = Collector(ep, 1)
+    rec = tmp_path / "rec"
+    proc = fes_live(ep, "--source", str(SMILE), "--fast", "--record", str(rec))
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out[-3000:]
+    col.join(30)
+    evs = col.events
+    for ev in evs:
+        validate(ev)
+    journal = [json.loads(x) for x in (rec / "events.jsonl").read_text().splitlines()]
+    assert [e["seq"] for e in journal] == list(range(len(journal)))  # gapless from 0
+    wanted = [e for e in journal if e["type"] not in ("stats",)]
+    assert [e["seq"] for e in evs] == [e["seq"] for e in wanted]  # the subscriber saw every one of them
+    kinds = [e["type"] for e in evs]
+    assert kinds[0] == "stream" and evs[0]["data"]["status"] == "started"
+    assert evs[-1]["type"] == "stream" and evs[-1]["data"]["status"] == "ended" and evs[-1]["data"]["frames"] == 72
+    # the smile: a provisional onset first, then the final expression with the same track and timestamps
+    finals = [e["data"] for e in evs if e["type"] == "expression"]
+    smile = [d for d in finals if d["onset"]["frame"] <= 40 and d["offset"]["frame"] >= 40]
+    assert smile, finals
+    d = smile[0]
+    onsets = [e for e in evs if e["type"] == "expression.onset" and e["data"]["track"] == d["track"]]
+    assert onsets and onsets[0]["seq"] < next(e["seq"] for e in evs if e["type"] == "expression" and e["data"] is d)
+    assert 5 <= d["onset"]["frame"] <= 30 and d["onset"]["frame"] <= d["apex"]["frame"] <= d["offset"]["frame"]
+    assert abs(d["onset"]["pts_s"] - d["onset"]["frame"] / 30) < 0.05 and d["onset"]["wall_s"] is not None
+    # intensity covers every frame exactly once, in order
+    frames = [f for e in evs if e["type"] == "intensity" for f in e["data"]["frames"]]
+    assert frames == list(range(72))
+    # --record: per-frame CSV and a playable clip around the expression
+    rows = (rec / "intensity_pyfeat_single_face.csv").read_text().splitlines()
+    assert rows[0].startswith("frame,pts_s") and len(rows) == 73
+    clips = sorted((rec / "clips").glob("pyfeat_single_face_*.mp4"))
+    assert clips, out[-2000:]
+    cap = cv2.VideoCapture(str(clips[0]))
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    assert n >= d["offset"]["frame"] - d["onset"]["frame"] + 1
+
+
+def test_two_sources_restarts_replay_and_garbage(tmp_path):
+    engine_ready()
+    ep = endpoints(tmp_path)
+    col = Collector(ep, 2)
+    rec = tmp_path / "rec"
+    proc = fes_live(ep, "--source", str(SMILE), "--source", str(NOFACE), "--record", str(rec))  # real time
+    log_lines = []
+    pids = {}
+    ready = threading.Event()
+
+    def read_log():
+        for line in proc.stdout:
+            log_lines.append(line)
+            m = re.search(r"started (\S+) \(pid (\d+)\)", line)
+            if m:
+                pids[m.group(1)] = int(m.group(2))
+                if "ingest-pyfeat_face_noface" in pids:
+                    ready.set()
+
+    reader = threading.Thread(target=read_log, daemon=True)
+    reader.start()
+    assert ready.wait(120), "".join(log_lines)[-3000:]
+    # a crashed ingest: killed once its stream runs; the supervisor restarts it and says so
+    deadline = time.monotonic() + 60
+    while not any(e["type"] == "face" and e["stream_id"] == "pyfeat_face_noface" for e in col.events):
+        assert time.monotonic() < deadline, "".join(log_lines)[-3000:]
+        time.sleep(0.05)
+    os.kill(pids["ingest-pyfeat_face_noface"], signal.SIGKILL)
+    # a second subscriber: fes-events as a process, killed mid-run and restarted from where it stopped
+    cli = [sys.executable, "-m", "stream.events_cli", "--events", ep["events"], "--replay", ep["replay"], "--json"]
+    first_out = tmp_path / "first.jsonl"
+    with open(first_out, "w") as f:
+        first = subprocess.Popen(cli + ["--replay-from", "0"], stdout=f)
+        time.sleep(2.0)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    seen = [json.loads(x) for x in first_out.read_text().splitlines() if x.strip()]
+    assert seen, "the first subscriber saw nothing"
+    # garbage to the detector and a crashed ingest, while the streams run
+    ctx = zmq.Context.instance()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 1000)
+    push.connect(ep["features"])
+    push.send_multipart([b"features/x", b"\x00garbage"])
+    push.close()
+    time.sleep(1.0)
+    second = subprocess.Popen(cli + ["--replay-from", str(seen[-1]["seq"] + 1), "--idle-timeout", "8"],
+                              stdout=subprocess.PIPE, text=True)
+    out_rest, _ = second.communicate(timeout=240)
+    proc.wait(240)
+    reader.join(10)
+    assert proc.returncode == 0, "".join(log_lines)[-3000:]
+    rest = [json.loads(x) for x in out_rest.splitlines()]
+    journal = [json.loads(x) for x in (rec / "events.jsonl").read_text().splitlines()]
+    # killed + restarted subscriber: every event exactly once, nothing missed
+    assert [e["seq"] for e in seen + rest] == [e["seq"] for e in journal] == list(range(len(journal)))
+    for e in journal:
+        validate(e)
+    sup = [e for e in journal if e["type"] == "supervisor"]
+    assert sup and sup[0]["data"]["child"] == "ingest-pyfeat_face_noface" and sup[0]["data"]["status"] == "restarted"
+    stats = [e["data"] for e in journal if e["type"] == "stats" and e["stream_id"] == "pipeline"]
+    assert max(d["bad_messages"] for d in stats) >= 1
+    # two independent streams, each started and ended; the restarted one started twice
+    for sid, n_starts in (("pyfeat_single_face", 1), ("pyfeat_face_noface", 2)):
+        status = [e["data"]["status"] for e in journal if e["type"] == "stream" and e["stream_id"] == sid]
+        assert status.count("started") == n_starts and status[-1] == "ended", (sid, status)
+    lost = [e for e in journal if e["type"] == "face" and e["stream_id"] == "pyfeat_face_noface"
+            and e["data"]["state"] == "lost"]
+    assert lost, "the cut to the cartoon must give a face-lost event"
+    assert [e["seq"] for e in col.events] == [e["seq"] for e in journal if e["type"] != "stats"]
