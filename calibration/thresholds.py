@@ -23,7 +23,8 @@ import numpy as np
 
 MACRO, MICRO = 0, 1
 GROUPS = ("gim_macro", "gim_micro", "fedn_only")
-DEFAULT_GRID = tuple(round(x, 3) for x in np.arange(0.0, 1.0001, 0.025))
+# GIM scores are inner-outer (<= 1) + 0.2 x apex probability, so they reach 1.2; the grid's top switches a kind off
+DEFAULT_GRID = tuple(round(x, 3) for x in np.arange(0.0, 1.2501, 0.025))
 ZERO_THRESHOLDS = {"proposals": {"score_threshold": [0.0, 0.0]}, "fedn_only_threshold": 0.0}
 
 

@@ -22,7 +22,7 @@ from stream.config import from_dict, load_config, to_dict
 from stream.detect import run_detector
 from stream.events import PIPELINE_STREAM
 from stream.ingest import run_ingest
-from stream.pipeline_config import DetectConfig, Endpoints, IngestConfig, RunConfig
+from stream.pipeline_config import DetectConfig, IngestConfig, RunConfig
 from stream.supervise import Supervisor
 
 log = logging.getLogger(__name__)

@@ -88,6 +88,7 @@ class Detector:
         self.pull.bind(ep.features)
         self.publisher = EventPublisher(self.ctx, ep.events, ep.replay, cfg.journal, cfg.replay_memory)
         self.streams: dict[str, StreamState] = {}
+        self.batcher = GimBatcher(engine.gim) if cfg.batch_streams and hasattr(engine, "gim") else None
         self.bad_messages = 0
         self.last_stats = time.monotonic()
         self.poller = zmq.Poller()
@@ -149,6 +150,8 @@ class Detector:
     # ------------------------------------------------------------------ streams
     def _open(self, sid: str, source: str, message: str, fps=None) -> StreamState:
         s = StreamState(sid, self.engine.new_spotter(), deque(maxlen=self.cfg.queue_frames), source)
+        if self.batcher is not None:
+            s.spotter.gim_fn = self.batcher.gim_fn  # direct engine call unless inside a batched round
         if self.cfg.record_dir:
             from stream.record import IntensityCsv
             s.csv = IntensityCsv(self.cfg.record_dir, sid)
@@ -173,23 +176,38 @@ class Detector:
         del self.streams[sid]
 
     # ------------------------------------------------------------------ frames -> events
-    def _process(self, s: StreamState) -> None:
-        while s.queue:
+    def _spot(self, s: StreamState, limit: int | None = None) -> list:
+        """Run up to `limit` queued frames through the stream's spotter: [(frame, face_state, updates | error)].
+
+        Pure computation (no sockets), so the batcher may run several streams' calls side by side.
+        """
+        out = []
+        while s.queue and (limit is None or len(out) < limit):
             f, face_state = s.queue.popleft()
+            try:
+                out.append((f, face_state, s.spotter.push(f.frame_index, f.face_present, f.geometry, f.roi_flow)))
+            except ValueError as e:  # e.g. a frame index that does not increase: drop the frame, keep the stream
+                out.append((f, face_state, e))
+        return out
+
+    def _publish(self, s: StreamState, results: list) -> None:
+        """Events of spotted frames, in frame order (main thread only: it owns the PUB socket and the numbering)."""
+        for f, face_state, updates in results:
             s.remember(f)
             if face_state in ("found", "lost"):
                 self.publisher.publish("face", s.stream_id, {"state": face_state, "frame": f.frame_index,
                                                              "pts_s": f.pts_s, "wall_s": f.wall_s})
-            try:
-                updates = s.spotter.push(f.frame_index, f.face_present, f.geometry, f.roi_flow)
-            except ValueError as e:  # e.g. a frame index that does not increase: drop the frame, keep the stream
+            if isinstance(updates, Exception):
                 self.bad_messages += 1
-                log.warning("%s: frame %d dropped: %s", s.stream_id, f.frame_index, e)
+                log.warning("%s: frame %d dropped: %s", s.stream_id, f.frame_index, updates)
                 continue
             self._updates(s, updates)
             s.frames_out += 1
             s.interval_out += 1
             s.latencies_ms.append((time.time() - f.wall_s) * 1000.0)
+
+    def _process(self, s: StreamState, limit: int | None = None) -> None:
+        self._publish(s, self._spot(s, limit))
 
     def _updates(self, s: StreamState, updates) -> None:
         for u in updates or ():
@@ -286,19 +304,37 @@ class Detector:
             n += 1
         return n
 
-    def step(self) -> None:
-        for s in list(self.streams.values()):
-            self._process(s)
+    def step(self, budget_s: float = 0.05) -> bool:
+        """Process queued frames round-robin across streams for at most budget_s; True if frames are left.
+
+        With several busy streams and batching on, each round runs the streams side by side so that their GIM
+        calls become one engine call (GimBatcher); events are published afterwards, in order, from this thread.
+        """
+        deadline = time.monotonic() + budget_s
+        while True:
+            busy = [s for s in self.streams.values() if s.queue]
+            if not busy:
+                return False
+            if self.batcher is not None and len(busy) > 1:
+                results = self.batcher.run([lambda s=s: self._spot(s, self.cfg.batch_frames) for s in busy])
+                for s, r in zip(busy, results):
+                    self._publish(s, r)
+            else:
+                for s in busy:
+                    self._process(s, limit=1)
+            if time.monotonic() > deadline:
+                return any(s.queue for s in self.streams.values())
 
     def run(self, stop_event: threading.Event) -> int:
         try:
+            pending = False
             while not stop_event.is_set():
-                self.drain(50)
-                self.step()
+                self.drain(0 if pending else 50)
+                pending = self.step()
                 self.housekeeping()
             # shutdown: take what the ingests sent before they exited, then flush every stream
-            while self.drain(100):
-                self.step()
+            while self.drain(100) or pending:
+                pending = self.step()
             for sid in list(self.streams):
                 self._close(sid, "ended", "detector shut down")
             self.housekeeping()
@@ -312,6 +348,91 @@ class Detector:
     def close(self) -> None:
         self.pull.close()
         self.publisher.close()
+        if self.batcher is not None:
+            self.batcher.close()
+
+
+class GimBatcher:
+    """One engine call for the GIM windows of several streams.
+
+    `run(jobs)` runs each job (one stream's spotter pushes) in its own thread. Every `gim_fn` call from those
+    threads parks its windows here; once every job still running is parked, the windows go to the engine as one
+    batch and each caller gets its slice back. Outside `run` (or from any other thread), `gim_fn` calls the engine
+    directly. The spotters never notice: they just called `gim_fn`.
+    """
+
+    def __init__(self, gim, max_streams: int = 256):
+        from concurrent.futures import ThreadPoolExecutor
+        self.gim = gim
+        self.pool = ThreadPoolExecutor(max_workers=max_streams, thread_name_prefix="gim-batch")
+        self.max_streams = max_streams
+        self.cv = threading.Condition()
+        self.workers: set[int] = set()
+        self.requests: dict[int, np.ndarray] = {}
+        self.results: dict[int, object] = {}
+        self.running = 0
+        self.calls = 0  # engine calls made for batched rounds (for tests and stats)
+
+    def gim_fn(self, windows: np.ndarray):
+        me = threading.get_ident()
+        with self.cv:
+            batched = me in self.workers
+        if not batched:
+            return self.gim(windows)
+        with self.cv:
+            self.requests[me] = windows
+            self.cv.notify_all()
+            while me not in self.results:
+                self.cv.wait()
+            out = self.results.pop(me)
+        if isinstance(out, BaseException):
+            raise out
+        return out
+
+    def _job(self, job):
+        with self.cv:
+            self.workers.add(threading.get_ident())
+        try:
+            return job()
+        finally:
+            with self.cv:
+                self.workers.discard(threading.get_ident())
+                self.running -= 1
+                self.cv.notify_all()
+
+    def run(self, jobs: list) -> list:
+        results = []
+        for i in range(0, len(jobs), self.max_streams):
+            results += self._round(jobs[i:i + self.max_streams])
+        return results
+
+    def _round(self, jobs: list) -> list:
+        with self.cv:
+            self.running = len(jobs)
+        futures = [self.pool.submit(self._job, job) for job in jobs]
+        while True:
+            with self.cv:
+                while self.running and len(self.requests) < self.running:
+                    self.cv.wait()
+                if not self.requests:
+                    break
+                batch, self.requests = self.requests, {}
+            ids = list(batch)
+            sizes = [len(batch[i]) for i in ids]
+            try:
+                intensity, apex = self.gim(np.concatenate([batch[i] for i in ids]))
+                self.calls += 1
+                cuts = np.cumsum(sizes)[:-1]
+                outs = list(zip(np.split(np.asarray(intensity), cuts), np.split(np.asarray(apex), cuts)))
+            except Exception as e:  # every waiting stream gets the error, as it would have calling alone
+                outs = [e] * len(ids)
+            with self.cv:
+                self.results.update(zip(ids, outs))
+                self.cv.notify_all()
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False)
 
 
 def _latency(point: dict) -> float | None:
@@ -325,7 +446,11 @@ def _check_stream_id(sid: str) -> None:
 
 def run_detector(cfg: DetectConfig, stop_event: threading.Event | None = None) -> int:
     """The role: load the engine, serve until stopped."""
+    import torch
+
     from stream.engine import load_engine
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
     engine = load_engine(cfg.engine or None, backend=cfg.backend)
     return Detector(cfg, engine).run(stop_event or threading.Event())
 

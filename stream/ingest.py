@@ -22,7 +22,7 @@ import zmq
 
 from stream import wire
 from stream.config import from_dict, load_config, to_dict
-from stream.pipeline_config import Endpoints, IngestConfig
+from stream.pipeline_config import IngestConfig
 
 log = logging.getLogger(__name__)
 

@@ -33,9 +33,11 @@ class IntensityCsv:
         path = Path(folder) / f"intensity_{stream_id}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._f = open(path, "w", newline="")
+        new = not path.is_file() or path.stat().st_size == 0
+        self._f = open(path, "a", newline="")  # a restarted stream goes on in the same file
         self._w = csv.writer(self._f)
-        self._w.writerow(["frame", "pts_s", "wall_s", "intensity", "apex_macro", "apex_micro"])
+        if new:
+            self._w.writerow(["frame", "pts_s", "wall_s", "intensity", "apex_macro", "apex_micro"])
 
     def write(self, frame: int, pts_s: float | None, wall_s: float | None, intensity: float,
               apex: tuple[float, float]) -> None:

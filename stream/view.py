@@ -551,8 +551,31 @@ async def pump_previews(hub: Hub, sock) -> None:
         await hub.put_preview(p)
 
 
-async def pump_events(hub: Hub, sock) -> None:
-    """Every detector event goes to every browser; garbage is counted and dropped."""
+def recent_events(replay: str, limit: int, timeout_s: float = 1.0) -> tuple[list[dict], int]:
+    """The detector's last `limit` events from its replay endpoint, and its next sequence number."""
+    from stream.client import fetch
+    _, next_seq = fetch(replay, 2**62, timeout_s=timeout_s)  # nothing that far: only asks for next_seq
+    if next_seq == 0:
+        return [], 0
+    return fetch(replay, max(0, next_seq - limit), next_seq - 1, timeout_s=timeout_s)
+
+
+async def pump_events(hub: Hub, sock, replay: str) -> None:
+    """Every detector event goes to every browser; garbage is counted and dropped. First the recent past from the
+    replay endpoint (the SUB socket is already connected and queues what comes meanwhile), so a viewer attached to
+    a running pipeline shows its timeline; live events that the replay already had are skipped."""
+    from stream.client import ReplayError
+    skip: dict[str, int] = {}  # publisher -> first sequence number not in the replay
+    try:
+        events, next_seq = await asyncio.get_running_loop().run_in_executor(
+            None, recent_events, replay, hub.cfg.history_events)
+        for event in events:
+            hub.put_event(event)
+        if events:
+            skip[events[-1]["publisher"]] = next_seq
+        log.info("history: %d recent event(s) from %s", len(events), replay)
+    except (ReplayError, wire.BadMessage, KeyError, TypeError, ValueError) as e:
+        log.info("no history from %s (%s); live events only", replay, e)
     while True:
         frames = await sock.recv_multipart(copy=False)
         try:
@@ -560,6 +583,8 @@ async def pump_events(hub: Hub, sock) -> None:
         except wire.BadMessage as e:
             hub.counters["bad_event"] += 1
             log.warning("dropped a bad event message: %s", e)
+            continue
+        if event.get("seq", 0) < skip.get(event.get("publisher"), -1):
             continue
         hub.put_event(event)
 
@@ -676,7 +701,7 @@ def build_app(cfg: ViewConfig):
         ctx = state["zmq"] = zmq.asyncio.Context()
         previews, events = state["sockets"] = open_sockets(ctx, ep)
         state["pumps"] = [asyncio.ensure_future(pump_previews(hub, previews)),
-                          asyncio.ensure_future(pump_events(hub, events))]
+                          asyncio.ensure_future(pump_events(hub, events, ep.replay))]
 
     async def on_shutdown(app):
         for task in state["pumps"]:
@@ -767,6 +792,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="HTTP port (default 8080; 0 = any free port)")
     parser.add_argument("--preview", help="preview endpoint to bind (default ipc://<runtime dir>/preview)")
     parser.add_argument("--events", help="detector events endpoint (default tcp://127.0.0.1:5556)")
+    parser.add_argument("--replay", help="detector replay endpoint, for the recent past (default tcp://127.0.0.1:5557)")
     parser.add_argument("--features", help="detector features endpoint, for browser cameras")
     parser.add_argument("--token", help="access token (default: random when --host is not loopback)")
     parser.add_argument("--loopback-only", action="store_true", default=None,
@@ -782,7 +808,7 @@ def config_from_args(args: argparse.Namespace) -> ViewConfig:
     for key in ("host", "port", "token", "loopback_only", "camera", "face_model", "engine"):
         if getattr(args, key, None) is not None:
             data[key] = getattr(args, key)
-    for key in ("preview", "events", "features"):
+    for key in ("preview", "events", "replay", "features"):
         if getattr(args, key, None):
             data.setdefault("endpoints", {})[key] = getattr(args, key)
     return from_dict(ViewConfig, data)

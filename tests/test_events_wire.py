@@ -10,7 +10,7 @@ import zmq
 
 from stream import wire
 from stream.client import fetch, subscribe
-from stream.events import EventError, EventPublisher, Journal, format_event, validate
+from stream.events import EventError, EventPublisher, format_event, validate
 from stream.features import GEOMETRY_DIM, FrameFeatures
 
 

@@ -87,6 +87,7 @@ class TrainConfig:
     fedn_reg_weight: float = 1.0
     fedn_cls_weight: float = 1.0
     fedn_min_inside: float = 0.7            # a GT counts for a window if this much of it is inside
+    fedn_eval_every: int = 10               # FEDN epochs between validation evaluations (and always the last)
     eval_every: int = 5                     # epochs between validation evaluations (and always the last)
     resume: bool = True
     progress: bool = True
@@ -259,19 +260,38 @@ def spot_videos(cfg: TrainConfig, videos: dict[str, VideoData], ids, gim, fedn,
     return preds
 
 
-def calibrate_split(cfg: TrainConfig, split: "Split", videos: dict[str, VideoData], gim, fedn) -> dict:
-    """Thresholds from the split's validation videos (calibration.thresholds), never from its test videos."""
-    from calibration.thresholds import ZERO_THRESHOLDS, calibrate
-    preds = spot_videos(cfg, videos, split.val, gim, fedn, ZERO_THRESHOLDS)
-    result = calibrate({vid: videos[vid].intervals for vid in split.val}, preds)
+def calibrate_split(cfg: TrainConfig, split: "Split", videos: dict[str, VideoData], gim, fedn,
+                    full: bool = False) -> dict:
+    """Thresholds from the split's validation videos (calibration.thresholds), never from its test videos.
+
+    With `full`, a second candidate has the GIM proposals switched off (their thresholds above any score), since
+    at zero thresholds GIM proposals claim the FEDN intervals they overlap and so hide FEDN-only proposals; the
+    better candidate is re-run with its thresholds to report the real validation F1.
+    """
+    from calibration.thresholds import ZERO_THRESHOLDS, calibrate, merge_spotter
+    gt = {vid: videos[vid].intervals for vid in split.val}
+    result = calibrate(gt, spot_videos(cfg, videos, split.val, gim, fedn, ZERO_THRESHOLDS))
+    if full and fedn is not None:
+        off = merge_spotter(ZERO_THRESHOLDS, {"proposals": {"score_threshold": [10.0, 10.0]}})
+        fedn_only = calibrate(gt, spot_videos(cfg, videos, split.val, gim, fedn, off))
+        if fedn_only["val_f1"] > result["val_f1"]:
+            fedn_only.update(gim_macro=10.0, gim_micro=10.0)
+            fedn_only["spotter"] = merge_spotter(fedn_only["spotter"],
+                                                 {"proposals": {"score_threshold": [10.0, 10.0]}})
+            result = fedn_only
+    if full:
+        rerun = score(videos, spot_videos(cfg, videos, split.val, gim, fedn, result["spotter"]))
+        result["val_f1_rerun"] = float(rerun["overall"]["f1"])
     result["calibrated_on"] = {"subjects": split.subjects["val"], "videos": list(split.val)}
     return result
 
 
-def validation_f1(cfg: TrainConfig, split: "Split", videos: dict[str, VideoData], gim, fedn) -> float:
+def validation_f1(cfg: TrainConfig, split: "Split", videos: dict[str, VideoData], gim, fedn,
+                  full: bool = False) -> float:
     """Model selection metric: pooled MEGC F1 on the validation videos at their best thresholds (so an epoch
     is not judged by thresholds that suit another epoch's score scale)."""
-    return float(calibrate_split(cfg, split, videos, gim, fedn)["val_f1"])
+    r = calibrate_split(cfg, split, videos, gim, fedn, full=full)
+    return float(r.get("val_f1_rerun", r["val_f1"]))
 
 
 def calibrate_fold(run: Path, fold: str = "holdout") -> dict:
@@ -286,7 +306,7 @@ def calibrate_fold(run: Path, fold: str = "holdout") -> dict:
     from models.gim import GIM, GIMConfig
     gim = load_best(run / fold / "gim_best.pt", GIM, GIMConfig)
     fedn = load_best(run / fold / "fedn_best.pt", FEDN, FEDNConfig) if (run / fold / "fedn_best.pt").is_file() else None
-    return calibrate_split(cfg, split, videos, gim, fedn)
+    return calibrate_split(cfg, split, videos, gim, fedn, full=True)
 
 
 def score(videos: dict[str, VideoData], preds: dict[str, list]) -> dict:
@@ -490,8 +510,8 @@ def train_fedn(cfg: TrainConfig, split: Split, videos: dict[str, VideoData], out
             steps += 1
         sched.step()
         row = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in sums.items()}}
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.fedn_epochs:
-            row["val_f1"] = validation_f1(cfg, split, videos, gim, model)
+        if (epoch + 1) % cfg.fedn_eval_every == 0 or epoch + 1 == cfg.fedn_epochs:
+            row["val_f1"] = validation_f1(cfg, split, videos, gim, model, full=True)
             if best is None or row["val_f1"] > best[0]:
                 best = (row["val_f1"], epoch)
                 save_checkpoint(out / "fedn_best.pt", "fedn", model, fcfg, cfg, split, fps, epoch, row)
@@ -531,12 +551,24 @@ def save_checkpoint(path: Path, name: str, model, model_cfg, cfg: TrainConfig, s
     tmp.replace(path)
 
 
+def relevant_config(cfg: TrainConfig | dict, name: str) -> dict:
+    """The part of the config that GIM's training depends on (FEDN's keys do not), or all of it for FEDN."""
+    data = to_dict(cfg) if not isinstance(cfg, dict) else dict(cfg)
+    data.pop("resume", None)
+    data.pop("progress", None)
+    if name == "gim":
+        data = {k: v for k, v in data.items() if not k.startswith("fedn") and k != "task"}
+    return data
+
+
 def resume_state(cfg: TrainConfig, path: Path, model, opt, sched) -> tuple[int, list, tuple | None]:
-    """(first epoch, history, best) — from `path` when resuming with the same config, else a fresh start."""
+    """(first epoch, history, best) — from `path` when resuming with the same config (for GIM: the same GIM
+    settings; FEDN's may differ), else a fresh start."""
     if not (cfg.resume and path.is_file()):
         return 0, [], None
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if ckpt.get("train_config") != to_dict(cfg):
+    name = ckpt.get("model", "gim")
+    if relevant_config(ckpt.get("train_config") or {}, name) != relevant_config(cfg, name):
         log.warning("%s was trained with another config; starting over", path)
         return 0, [], None
     model.load_state_dict(ckpt["state_dict"])
@@ -642,7 +674,7 @@ def main_cfg(cfg: TrainConfig) -> dict:
             pseudo = pseudo_intervals(cfg, gim, videos, split.train) if cfg.task == "gim+fedn-points" else None
             fedn, fedn_hist = train_fedn(cfg, split, videos, fold_dir, fps, gim, pseudo)
             histories[f"{split.name} FEDN"] = fedn_hist
-        thresholds = calibrate_split(cfg, split, videos, gim, fedn)
+        thresholds = calibrate_split(cfg, split, videos, gim, fedn, full=True)
         (fold_dir / "thresholds.json").write_text(json.dumps(thresholds, indent=2))
         preds = spot_videos(cfg, videos, split.test, gim, fedn, thresholds["spotter"])
         gt = {vid: videos[vid].intervals for vid in split.test}

@@ -10,7 +10,7 @@ const RECONNECT_MS = [500, 1000, 2000, 4000, 8000];
 
 const probe = window.__probe = {
   iceState: 'new', connState: 'new', gatherState: 'new', dcState: 'closed', tStart: performance.now(),
-  tIceConnected: null, tDcOpen: null, tFirstFrame: null, connects: 0, msgs: 0, byType: {}, events: 0, eventTypes: {},
+  tIceConnected: null, tDcOpen: null, tFirstFrame: null, connects: 0, msgs: 0, byType: {}, events: 0, eventTypes: {}, promoted: 0,
   lastMsg: null, frames: 0, bandOk: 0, bandBad: 0, latencies: [], serverLatencies: [], plotDraws: 0,
   plotPoints: 0, timeline: 0, stream: '', streams: [], errors: [], camera: null, state: 'connecting',
 };
@@ -175,12 +175,13 @@ function onEvent(e) {
     const keep = Math.max(2000, cfg.plot_seconds * 120);
     if (s.intensity.length > keep) s.intensity.splice(0, s.intensity.length - keep);
   } else if (e.type === 'expression.onset') {
-    s.expressions.set(d.track, {provisional: true, onset: d.onset, intensity: d.intensity, seq: e.seq});
+    s.expressions.set(d.track, {provisional: true, track: d.track, onset: d.onset, intensity: d.intensity, seq: e.seq});
   } else if (e.type === 'expression.cancel') {
     const x = s.expressions.get(d.track);
     if (x) x.cancelled = true;
   } else if (e.type === 'expression') {
     const key = d.track >= 0 ? d.track : `x${e.seq}`;
+    if (s.expressions.has(key) && s.expressions.get(key).provisional) probe.promoted++;  // onset -> final
     s.expressions.set(key, {...d, provisional: false, seq: e.seq});
   } else if (e.type === 'face') {
     s.face = d.state;
@@ -190,6 +191,8 @@ function onEvent(e) {
     renderStreamList();
   } else if (e.type === 'stats') {
     s.stats = d;
+  } else if (e.type === 'supervisor') {   // a pipeline process crashed and was restarted (or given up)
+    s.supervisor = `${d.child} ${d.status} (exit ${d.exitcode}, ${d.restarts} restarts)`;
   }
   if (e.stream_id === currentId() && e.type.startsWith('expression')) renderTimeline();
 }
@@ -241,7 +244,7 @@ const fmt = (v, d = 1) => (v === null || v === undefined || Number.isNaN(v)) ? '
 
 function renderTimeline() {
   const s = S(currentId()), ol = $('timeline');
-  const items = [...s.expressions.values()].sort((a, b) => b.seq - a.seq);
+  const items = [...s.expressions.values()].sort((a, b) => (b.onset.pts_s - a.onset.pts_s) || (b.seq - a.seq));
   ol.innerHTML = '';
   for (const x of items) {
     const li = document.createElement('li');
@@ -261,6 +264,8 @@ function renderTimeline() {
     ol.appendChild(li);
   }
   probe.timeline = items.length;
+  probe.timelineItems = items.map(x => ({track: x.track, final: !x.provisional, cancelled: !!x.cancelled,
+                                         kind: x.kind || null, emotion: x.emotion || null, onset: x.onset.frame}));
   probe.timelineText = ol.innerText;
 }
 
@@ -268,7 +273,7 @@ function median(a) { if (!a.length) return null; const b = [...a].sort((x, y) =>
 function pct(a, q) { if (!a.length) return null; const b = [...a].sort((x, y) => x - y); return b[Math.min(b.length - 1, Math.floor(q * b.length))]; }
 
 function renderStats() {
-  const s = S(currentId()), st = s.stats, v = $('video');
+  const s = S(currentId()), st = s.stats || S('pipeline').stats, v = $('video');
   const q = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality() : null;
   const recent = probe.latencies.slice(-150);
   const rows = [
@@ -281,6 +286,7 @@ function renderStats() {
     ['video', `${v.videoWidth}×${Math.max(0, v.videoHeight - cfg.band)}, ${fmt(probe.videoFps)} fps, dropped ${q ? q.droppedVideoFrames : '–'}`],
     ['connection', `${probe.connState} (ice ${probe.iceState})`],
   ];
+  if (S('pipeline').supervisor) rows.push(['last restart', S('pipeline').supervisor]);
   $('stats').innerHTML = rows.map(([k, val]) => `<tr><td>${k}</td><td>${val}</td></tr>`).join('');
 }
 
