@@ -9,6 +9,7 @@ One aiohttp app serves the static page (stream/static/) and a single signalling 
   one shared system clock. The page clips the band off.
 - a data channel "events": every detector event (ZeroMQ SUB on the events endpoint), per-frame metadata, stream
   list and selection.
+- at start-up, the detector's recent events from its replay endpoint, so a viewer attached late shows the past.
 - optionally the browser's own camera as a new stream: frames from `track.recv()` go through FaceTracker +
   FeatureExtractor and on to the detector as `features` messages, exactly as an ingest sends them.
 
