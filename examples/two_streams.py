@@ -29,5 +29,5 @@ except KeyboardInterrupt:
 finally:
     pipeline.terminate()
     pipeline.wait(30)
-for stream_id, counts in tally.items():
-    print(stream_id, dict(counts))
+for stream_id in sorted(ended | set(tally)):
+    print(stream_id, dict(tally[stream_id]) or "no expressions")

@@ -58,9 +58,16 @@ def role_configs(cfg: RunConfig) -> tuple[DetectConfig, dict[str, IngestConfig]]
 def extra_roles(args: argparse.Namespace, cfg: RunConfig) -> list[tuple[str, object, object]]:
     """Optional roles started after the detector and before the ingests: (name, role(cfg, stop_event), cfg).
 
-    This is where `--view` (the browser viewer, stream/view.py) plugs in; it binds cfg.endpoints.preview.
+    `--view` starts the browser viewer (stream/view.py), which binds the preview endpoint the ingests connect to.
     """
-    return []
+    roles = []
+    if getattr(args, "view", False):
+        from stream.view import ViewConfig
+        from stream.view import run as run_view
+        ep = cfg.endpoints.resolved()
+        roles.append(("viewer", run_view, from_dict(ViewConfig, {"port": args.view_port, "endpoints": to_dict(ep),
+                                                                  "engine": cfg.engine or ""})))
+    return roles
 
 
 def wait_for_detector(sup: Supervisor, replay: str, stop: threading.Event) -> bool:
@@ -122,8 +129,8 @@ def run(cfg: RunConfig, args: argparse.Namespace | None = None, stop: threading.
         notes.close()
     failed = [c.name for c in sup.children.values() if c.gave_up]
     if failed:
-        log.error("given up after repeated crashes: %s", ", ".join(failed))
-    return code or (1 if DETECTOR in failed else 0)
+        log.error("given up (could not run, or crashed too often): %s", ", ".join(failed))
+    return code or (1 if failed else 0)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -139,6 +146,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replay-endpoint", default=None, help="replay endpoint (default tcp://127.0.0.1:5557)")
     p.add_argument("--features-endpoint", default=None, help="ingest -> detector (default: ipc, local)")
     p.add_argument("--preview-endpoint", default=None, help="ingest -> viewer previews (default: ipc, local)")
+    p.add_argument("--view", action="store_true", help="also serve the browser viewer (http://127.0.0.1:8080)")
+    p.add_argument("--view-port", type=int, default=8080, help="port of the viewer (with --view)")
     p.add_argument("--config", default=None, help="JSON file with RunConfig fields (flags override it)")
 
 

@@ -11,7 +11,9 @@ face pipeline: the benchmark's load generator, through the same socket and codec
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import re
 import signal
 import threading
 import time
@@ -23,6 +25,7 @@ import zmq
 from stream import wire
 from stream.config import from_dict, load_config, to_dict
 from stream.pipeline_config import IngestConfig
+from stream.supervise import FATAL_EXIT
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +97,17 @@ class Sender:
 
 
 def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> int:
-    """The role: 0 when the source ended (or we were asked to stop), 1 on a source error (the supervisor restarts)."""
+    """The role: 0 when the source ended (or we were asked to stop), 1 on a source error mid-stream (the supervisor
+    restarts it), FATAL_EXIT (2) when the source cannot be opened or the face model is missing (no restart)."""
     from stream.face import FaceConfig, FaceTracker
     from stream.features import FeatureConfig, FeatureExtractor
     from stream.record import ClipRecorder
     from stream.sources import SourceConfig, SourceError, open_source
 
     stop_event = stop_event or threading.Event()
+    if cfg.stream_id and not re.fullmatch(r"[^/\s]{1,128}", cfg.stream_id):
+        log.error("stream id %r: use 1-128 characters without '/' or spaces", cfg.stream_id)
+        return FATAL_EXIT
     sender = Sender(cfg)
     try:
         source = open_source(cfg.source, from_dict(SourceConfig, {"realtime": not cfg.fast}), cfg.stream_id or None)
@@ -109,7 +116,7 @@ def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> 
         log.error("%s", e)
         sender.control(sid, "error", message=str(e), source=cfg.source)
         sender.close()
-        return 1
+        return FATAL_EXIT
     sid = source.stream_id
     try:
         tracker = FaceTracker(from_dict(FaceConfig, {"face_model": cfg.face_model, "max_faces": cfg.max_faces}))
@@ -120,15 +127,19 @@ def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> 
         sender.control(sid, "error", message=f"{type(e).__name__}: {e}", source=cfg.source)
         source.close()
         sender.close()
-        return 1
+        return FATAL_EXIT
     sender.control(sid, "started", source=source.describe(), fps=float(source.fps or 0.0))
     log.info("%s: %s -> %s", sid, source.describe(), cfg.endpoints.resolved().features)
+    recorded = not getattr(source, "live", False)  # a file or a folder of images (not a camera or URL)
+    clock0 = time.monotonic()
     index, code, message = -1, 0, "end of source"
     try:
         for frame in source:
             if stop_event.is_set():
                 message = "stopped"
                 break
+            if recorded:  # MediaPipe's video mode smooths by timestamp: the file's clock makes results repeatable
+                frame = dataclasses.replace(frame, mono_s=clock0 + frame.pts_s)
             faces = tracker.update(frame)
             feats = extractor.update(frame, faces)
             sender.features(sid, feats, faces.state.value)

@@ -3,8 +3,9 @@
 Each role is a top-level function `role(cfg, stop_event) -> int` started with multiprocessing's spawn context (a
 fresh interpreter: no forked ZeroMQ contexts or MediaPipe threads). Children ignore Ctrl-C: the parent decides
 the shutdown order (ingests first, then the detector, so pending events are flushed) and signals it through each
-child's stop event. A child that exits 0 is done (a file source ended); any other exit is a crash and restarts it,
-at most `max_restarts` times within `window_s` seconds, with a growing delay; after that it is given up.
+child's stop event. A child that exits 0 is done (a file source ended), one that exits FATAL_EXIT (2) cannot run
+(a missing file) and is given up at once; any other exit is a crash and restarts it, at most `max_restarts` times
+within `window_s` seconds, with a growing delay; after that it is given up.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _MP = mp.get_context("spawn")
+
+FATAL_EXIT = 2  # a role exits with this when restarting cannot help (missing file, no face model)
 
 # on_change(child name, "restarted" | "gave_up", exit code, restarts so far)
 OnChange = Callable[[str, str, "int | None", int], None]
@@ -91,6 +94,11 @@ class Supervisor:
             if code == 0 or child.stop_event.is_set():
                 log.info("%s exited (code %s)", child.name, code)
                 child.done = True
+                continue
+            if code == FATAL_EXIT:
+                log.error("%s cannot run (code %d: bad configuration or input); not restarting", child.name, code)
+                child.done = child.gave_up = True
+                self._notify(child, "gave_up", code)
                 continue
             while child.restarts and now - child.restarts[0] > self.window_s:
                 child.restarts.popleft()

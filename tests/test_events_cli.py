@@ -48,7 +48,7 @@ def test_fes_events_filters_and_replays(tmp_path):
     bad = subprocess.run(cmd + ["--replay-from", "-3"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "--replay-from" in bad.stderr
     stop.set(); t.join(2)
-    pub.close(); ctx.term()
+    pub.close(); ctx.destroy(linger=0)
 
 
 def test_detector_counts_and_drops_garbage():

@@ -43,7 +43,7 @@ def test_features_round_trip_without_copy():
     np.testing.assert_array_equal(g.roi_flow, f.roi_flow)
     np.testing.assert_array_equal(g.crop, f.crop)
     assert not g.crop.flags.owndata  # a view of the zmq frame, not a copy
-    push.close(); pull.close(); ctx.term()
+    push.close(); pull.close(); ctx.destroy(linger=0)
 
 
 def good_frames():
@@ -148,11 +148,12 @@ def test_publisher_journal_replay_and_gap_filling_client(tmp_path):
     assert [e["seq"] for e in lines] == list(range(40))
     pub.close()
     # a new publisher on the same journal continues the numbering
-    pub2 = EventPublisher(ctx, ev_addr, rp_addr, journal=str(journal))
+    pub2 = EventPublisher(ctx, f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}",
+                          journal=str(journal))  # (zmq unbinds the old ports asynchronously)
     assert pub2.seq == 40
     assert [e["seq"] for e in pub2.events_between(0, 4)] == [0, 1, 2, 3, 4]
     pub2.close()
-    ctx.term()
+    ctx.destroy(linger=0)
 
 
 def test_replay_answers_and_rejects_garbage():
@@ -179,4 +180,4 @@ def test_replay_answers_and_rejects_garbage():
     reply = wire.decode(d.recv_multipart()[1:])
     assert reply.header.meta["ok"] is False and pub.bad_requests == 1
     stop.set(); t.join(2)
-    d.close(); pub.close(); ctx.term()
+    d.close(); pub.close(); ctx.destroy(linger=0)

@@ -164,3 +164,50 @@ def test_gim_batched_across_streams_gives_the_same_events(engine_dir, tmp_path):
     batched, calls = run(True)
     assert sorted(batched) == sorted(plain) and len(plain) > 10
     assert max(calls) > 1 and sum(calls) >= 100  # windows of several streams went in one call
+
+
+def test_live_equals_offline_on_the_same_features(engine_dir, tmp_path):
+    """Recorded features of the smile clip through real ingest + detector processes give exactly the expressions
+    the same engine finds offline (models.online.spot_video): the pipeline adds transport, never changes results."""
+    need(FACE_MODEL)
+    from models.online import spot_video
+    from stream.features import load_features
+    default = REPO / "stream" / "engines" / "default"
+    engine = default if (default / "manifest.json").is_file() else engine_dir
+    env = dict(os.environ, FES_FACE_MODEL=str(FACE_MODEL), FES_NO_DOWNLOAD="1")
+    npz = tmp_path / "smile.npz"
+    subprocess.run([sys.executable, "-m", "stream.cli", "extract", str(VIDEO / "pyfeat_single_face.mp4"), "-o",
+                    str(npz), "--no-progress"], check=True, capture_output=True, env=env, cwd=REPO, timeout=120)
+    ep = tcp_endpoints(tmp_path)
+    journal = tmp_path / "events.jsonl"
+    det = subprocess.Popen([sys.executable, "-m", "stream.cli", "detect", "--engine", str(engine),
+                            "--features-endpoint", ep.features, "--events-endpoint", ep.events,
+                            "--replay-endpoint", ep.replay, "--journal", str(journal)], env=env, cwd=REPO,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                fetch(ep.replay, 0, -1, timeout_s=1.0)
+                break
+            except ReplayError:
+                assert time.monotonic() < deadline and det.poll() is None
+        ing = subprocess.run([sys.executable, "-m", "stream.cli", "ingest", "--features", str(npz), "--stream-id",
+                              "smile", "--features-endpoint", ep.features, "--no-preview"], env=env, cwd=REPO,
+                             capture_output=True, text=True, timeout=60)
+        assert ing.returncode == 0, ing.stderr[-2000:]
+        deadline = time.monotonic() + 30
+        while '"status":"ended"' not in journal.read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        det.send_signal(signal.SIGTERM)
+        det.wait(30)
+    evs = [json.loads(x) for x in journal.read_text().splitlines()]
+    live = [(e["data"]["onset"]["frame"], e["data"]["apex"]["frame"], e["data"]["offset"]["frame"], e["data"]["kind"])
+            for e in evs if e["type"] == "expression"]
+    offline = [(p.onset, p.apex, p.offset, ("macro", "micro")[p.kind])
+               for p in spot_video(load_engine(engine).new_spotter(), load_features(npz))]
+    assert live == offline
+    frames = [f for e in evs if e["type"] == "intensity" for f in e["data"]["frames"]]
+    assert frames == list(range(72))

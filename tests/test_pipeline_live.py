@@ -48,9 +48,10 @@ def fes_live(ep, *args, engine=ENGINE, **kw):
 class Collector(threading.Thread):
     """A subscriber attached before the pipeline starts."""
 
-    def __init__(self, ep, streams: int):
+    def __init__(self, ep, streams: int, done=None):
         super().__init__(daemon=True)
         self.streams = streams  # stop once this many streams have ended for good
+        self.done = done  # or once done(events) says so
         self.sub = subscribe(ep["events"], ep["replay"], from_seq=0, idle_timeout_s=90,
                              types=["expression.onset", "expression.cancel", "expression", "intensity", "face",
                                     "stream", "supervisor"])
@@ -61,6 +62,8 @@ class Collector(threading.Thread):
         ended = set()
         for ev in self.sub:
             self.events.append(ev)
+            if self.done is not None and self.done(self.events):
+                return
             if ev["type"] == "stream" and ev["data"]["status"] == "ended" and ev["data"]["message"] != \
                     "restarted by its source":
                 ended.add(ev["stream_id"])
@@ -87,28 +90,29 @@ def test_single_source_end_to_end_with_record(tmp_path):
     kinds = [e["type"] for e in evs]
     assert kinds[0] == "stream" and evs[0]["data"]["status"] == "started"
     assert evs[-1]["type"] == "stream" and evs[-1]["data"]["status"] == "ended" and evs[-1]["data"]["frames"] == 72
-    # the smile: a provisional onset first, then the final expression with the same track and timestamps
-    finals = [e["data"] for e in evs if e["type"] == "expression"]
-    smile = [d for d in finals if d["onset"]["frame"] <= 40 and d["offset"]["frame"] >= 40]
-    assert smile, finals
-    d = smile[0]
-    onsets = [e for e in evs if e["type"] == "expression.onset" and e["data"]["track"] == d["track"]]
-    assert onsets and onsets[0]["seq"] < next(e["seq"] for e in evs if e["type"] == "expression" and e["data"] is d)
-    assert 5 <= d["onset"]["frame"] <= 30 and d["onset"]["frame"] <= d["apex"]["frame"] <= d["offset"]["frame"]
-    assert abs(d["onset"]["pts_s"] - d["onset"]["frame"] / 30) < 0.05 and d["onset"]["wall_s"] is not None
     # intensity covers every frame exactly once, in order
     frames = [f for e in evs if e["type"] == "intensity" for f in e["data"]["frames"]]
     assert frames == list(range(72))
-    # --record: per-frame CSV and a playable clip around the expression
+    # --record: per-frame CSV and a playable clip around every expression
     rows = (rec / "intensity_pyfeat_single_face.csv").read_text().splitlines()
     assert rows[0].startswith("frame,pts_s") and len(rows) == 73
-    clips = sorted((rec / "clips").glob("pyfeat_single_face_*.mp4"))
-    assert clips, out[-2000:]
-    cap = cv2.VideoCapture(str(clips[0]))
-    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    cap.release()
-    assert n >= d["offset"]["frame"] - d["onset"]["frame"] + 1
-
+    finals = [e["data"] for e in evs if e["type"] == "expression"]
+    for d in finals:
+        clip = rec / "clips" / f"pyfeat_single_face_{d['onset']['frame']}-{d['offset']['frame']}_{d['kind']}.mp4"
+        cap = cv2.VideoCapture(str(clip))
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        cap.release()
+        assert n >= d["offset"]["frame"] - d["onset"]["frame"] + 1, clip
+    # the smile: a provisional onset first, then the final expression with the same track and timestamps
+    # (how well the engine matches the smile, IoU >= 0.5 with 18-70, is the models' acceptance test; here: it is
+    # spotted inside the smile. Live == offline on the same features: test_pipeline_detect.py)
+    smile = [d for d in finals if d["onset"]["frame"] <= 70 and d["offset"]["frame"] >= 18 and d["track"] >= 0]
+    assert smile, f"the engine spotted no expression in the smile: {finals}"
+    d = smile[0]
+    onsets = [e for e in evs if e["type"] == "expression.onset" and e["data"]["track"] == d["track"]]
+    assert onsets and onsets[0]["seq"] < next(e["seq"] for e in evs if e["type"] == "expression" and e["data"] is d)
+    assert d["onset"]["frame"] <= d["apex"]["frame"] <= d["offset"]["frame"]
+    assert abs(d["onset"]["pts_s"] - d["onset"]["frame"] / 30) < 0.01 and d["offset"]["wall_s"] is not None
 
 def test_two_sources_restarts_replay_and_garbage(tmp_path, engine_dir):
     """Needs no skill from the engine: runs on the default engine, or the untrained one when that is missing."""
@@ -196,3 +200,18 @@ def test_two_sources_restarts_replay_and_garbage(tmp_path, engine_dir):
             assert clip.is_file() and clip.stat().st_size > 0, clip
     for sid in ("pyfeat_single_face", "pyfeat_face_noface"):
         assert len((rec / f"intensity_{sid}.csv").read_text().splitlines()) > 20
+
+
+def test_missing_source_is_a_clear_error_not_a_restart_loop(tmp_path, engine_dir):
+    ep = endpoints(tmp_path)
+    col = Collector(ep, 0, done=lambda evs: any(e["type"] == "supervisor" for e in evs))
+    proc = fes_live(ep, "--source", str(tmp_path / "missing.mp4"), engine=engine_dir)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert "no such file or folder" in out and "not restarting" in out
+    col.join(20)
+    assert not col.is_alive()
+    errors = [e for e in col.events if e["type"] == "stream"]
+    assert [(e["stream_id"], e["data"]["status"]) for e in errors] == [("missing", "error")]
+    assert "no such file" in errors[0]["data"]["message"]
+    assert [e["data"]["status"] for e in col.events if e["type"] == "supervisor"] == ["gave_up"]

@@ -21,6 +21,11 @@ def always_crash(marker: str, stop_event) -> int:
     raise RuntimeError("boom")
 
 
+def cannot_run(marker: str, stop_event) -> int:
+    from stream.supervise import FATAL_EXIT
+    return FATAL_EXIT  # e.g. a missing file: restarting cannot help
+
+
 def finish(marker: str, stop_event) -> int:
     Path(marker).write_text("done")
     return 0
@@ -41,6 +46,7 @@ def test_restart_rate_limit_and_stop(tmp_path):
     sup.start("flaky", crash_once, str(tmp_path / "flaky"))
     sup.start("bad", always_crash, str(tmp_path / "bad"))
     sup.start("ok", finish, str(tmp_path / "ok"))
+    sup.start("fatal", cannot_run, str(tmp_path / "fatal"))
 
     def settled():
         sup.poll()
@@ -50,6 +56,7 @@ def test_restart_rate_limit_and_stop(tmp_path):
     assert ("flaky", "restarted", 3, 1) in notes
     assert [n for n in notes if n[0] == "bad"] == [("bad", "restarted", 1, 1), ("bad", "restarted", 1, 2),
                                                    ("bad", "gave_up", 1, 2)]
+    assert [n for n in notes if n[0] == "fatal"] == [("fatal", "gave_up", 2, 0)]
     assert sup.children["ok"].done and not sup.children["ok"].gave_up
     assert (tmp_path / "ok").read_text() == "done"
     assert sup.running() == ["flaky"]

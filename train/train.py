@@ -771,7 +771,7 @@ def engine_report(engine_path: str | Path, cfg: TrainConfig, out: str | Path,
             path = clips_dir / name
             if not path.is_file():
                 continue
-            cache = out / "features" / f"{path.stem}.npz"
+            cache = Path(cfg.features or Path(cfg.out) / "features") / "clips" / f"{path.stem}.npz"
             if not cache.is_file():
                 feats, fps = extract(str(path), progress=False)
                 save_features(cache, feats, fps)
