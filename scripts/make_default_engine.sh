@@ -7,7 +7,7 @@
 #
 # Data: synthetic 60 s videos (fes-synth) made from the real faces in ../shared/data/images. Six identities train
 # (one of them, pyfeat_45-m7-di-ph, is the validation subject that model selection and threshold calibration
-# use); the held-out identity 2008_002506 with its own seed (1000) is the test set and is used for nothing else.
+# use, 4 videos); the held-out identity 2008_002506 with its own seed (1000) is the test set and is used for nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin
@@ -27,6 +27,10 @@ if [ "$STAGE" = data ]; then
     --face "$IMAGES/pyfeat_0-f1-su-ph.jpg" --face "$IMAGES/pyfeat_0-f15-hao-ph.jpg" \
     --face "$IMAGES/pyfeat_15-f13-anc-ph.jpg" --face "$IMAGES/pyfeat_45-m7-di-ph.jpg" \
     --face "$IMAGES/pyfeat_single_face.jpg" --face "$IMAGES/2009_004587.jpg"
+  # two more videos of the validation identity with their own seed: a larger validation set for selection and
+  # threshold calibration (12 -> 28 expressions)
+  $PY/fes-synth --config configs/synth_default.json --seed 2000 --videos 2 --out "$DATA" \
+    --face "$IMAGES/pyfeat_45-m7-di-ph.jpg"
   # the held-out identity and seed: test only
   $PY/fes-synth --config configs/synth_default.json --seed 1000 --videos 2 --out "$DATA" \
     --face "$IMAGES/2008_002506.jpg"
