@@ -33,10 +33,10 @@ ENGINE_LOAD_TIMEOUT_S = 120.0
 
 def stream_ids(sources: tuple[str, ...]) -> list[str]:
     """One distinct id per source: the source's default id, numbered when two sources would share one."""
-    from stream.sources import _default_stream_id
+    from stream.sources import default_stream_id
     ids: list[str] = []
     for src in sources:
-        sid = _default_stream_id(src)
+        sid = default_stream_id(src)
         ids.append(sid if sid not in ids else f"{sid}-{len(ids)}")
     return ids
 

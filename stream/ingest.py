@@ -11,7 +11,6 @@ face pipeline: the benchmark's load generator, through the same socket and codec
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import re
 import signal
@@ -130,16 +129,12 @@ def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> 
         return FATAL_EXIT
     sender.control(sid, "started", source=source.describe(), fps=float(source.fps or 0.0))
     log.info("%s: %s -> %s", sid, source.describe(), cfg.endpoints.resolved().features)
-    recorded = not getattr(source, "live", False)  # a file or a folder of images (not a camera or URL)
-    clock0 = time.monotonic()
     index, code, message = -1, 0, "end of source"
     try:
         for frame in source:
             if stop_event.is_set():
                 message = "stopped"
                 break
-            if recorded:  # MediaPipe's video mode smooths by timestamp: the file's clock makes results repeatable
-                frame = dataclasses.replace(frame, mono_s=clock0 + frame.pts_s)
             faces = tracker.update(frame)
             feats = extractor.update(frame, faces)
             sender.features(sid, feats, faces.state.value)

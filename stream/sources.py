@@ -34,7 +34,8 @@ class Frame:
     index: int         # 0-based, counts frames delivered by this source (gaps only on reconnect)
     pts_s: float       # source timestamp (PTS; VFR files included)
     wall_s: float      # capture wall-clock time, time.time()
-    mono_s: float      # capture time on time.monotonic() (MediaPipe video mode needs monotonic)
+    mono_s: float      # capture time on time.monotonic(); recorded sources (files, folders): open time + PTS, so
+                       # MediaPipe's video mode, which smooths by timestamp, gives the same result on every run
     image: np.ndarray  # (H, W, 3) uint8 BGR
 
 
@@ -72,6 +73,7 @@ class Source:
         self._last_pts: float | None = None
         self._play_start: tuple[float, float] | None = None  # (mono, pts) at the first frame, for realtime pacing
         self.dropped_reconnects = 0
+        self._clock0 = time.monotonic()
 
     def __iter__(self) -> Source:
         return self
@@ -83,7 +85,8 @@ class Source:
         image, pts = got
         pts = self._monotone_pts(pts)
         self._pace(pts)
-        frame = Frame(self.stream_id, self._index, pts, time.time(), time.monotonic(), image)
+        mono = time.monotonic() if self.live else self._clock0 + pts
+        frame = Frame(self.stream_id, self._index, pts, time.time(), mono, image)
         self._index += 1
         return frame
 
@@ -291,4 +294,3 @@ def default_stream_id(uri: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[-64:] or "stream"
 
 
-_default_stream_id = default_stream_id  # old private name, still used by stream/app.py
