@@ -53,7 +53,11 @@ class SpotterConfig:
     fedn_min_face: float = 0.5        # skip a FEDN window with fewer face frames than this fraction
     fedn_edge: int = 4                # drop intervals within this many frames of a window's inner edges:
                                       # they are cut off there, and the neighbouring window sees them whole
-    fedn_wait: int = 16               # a GIM proposal waits until FEDN has covered its offset + this many frames
+    fedn_wait: int = 4                # a GIM proposal waits until FEDN has covered its offset + this many frames
+                                      # (= fedn_edge: the first window that can see the interval whole)
+    fedn_settle: int = 4              # a FEDN interval is final once FEDN has covered its offset + this many
+                                      # frames; later windows cannot re-find it (it suppresses them). Waiting for
+                                      # every window that contains it would cost up to W frames (4 s) of latency
     fedn_decode: FEDNDecodeConfig = field(default_factory=FEDNDecodeConfig)
     match_iou: float = 0.3            # GIM proposal takes the emotion of a FEDN interval overlapping this much
     fedn_only_threshold: float = 0.6  # a FEDN interval no GIM proposal claims becomes one above this score
@@ -309,10 +313,9 @@ class OnlineSpotter:
             return out
         open_from = [p.start for p in self._pending] + ([self._seg_start] if self._state != "idle" else [])
         curve_last = self._curve[-1][0] if self._curve else -1
-        next_window = self._fedn_done - cfg.fedn_window + 1 + cfg.fedn_stride
         keep: list[Proposal] = []
         for d in self._pool:
-            settled = final or (next_window > d.onset and curve_last >= d.offset
+            settled = final or (self._fedn_done >= d.offset + cfg.fedn_settle and curve_last >= d.offset
                                 and all(s > d.offset for s in open_from))
             if not settled:
                 keep.append(d)

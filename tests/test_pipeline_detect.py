@@ -208,6 +208,8 @@ def test_live_equals_offline_on_the_same_features(engine_dir, tmp_path):
             for e in evs if e["type"] == "expression"]
     offline = [(p.onset, p.apex, p.offset, ("macro", "micro")[p.kind])
                for p in spot_video(load_engine(engine).new_spotter(), load_features(npz))]
-    assert live == offline
+    # events come out in the order they are settled (a FEDN-only macro can settle after a GIM micro inside it);
+    # spot_video returns proposals by onset
+    assert sorted(live, key=lambda e: (e[0], e[2])) == offline
     frames = [f for e in evs if e["type"] == "intensity" for f in e["data"]["frames"]]
     assert frames == list(range(72))
