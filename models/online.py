@@ -68,6 +68,7 @@ class SpotterConfig:
 class _Pending:
     """GIM proposals of one finished curve piece, waiting for FEDN's emotion."""
     start: int
+    end: int
     track: int
     proposals: list[Proposal]
 
@@ -103,7 +104,7 @@ class OnlineSpotter:
         self._fedn_done = -1                     # last frame covered by a FEDN window
         self._pool: list[Proposal] = []          # FEDN intervals still open to later windows
         self._resolved: deque[Proposal] = deque(maxlen=64)   # settled FEDN intervals
-        self._emitted: deque[Proposal] = deque(maxlen=64)    # recent GIM proposals sent out
+        self._emitted: deque[Proposal] = deque(maxlen=64)    # recent proposals sent out
         self._pending: list[_Pending] = []
 
     # ------------------------------------------------------------------------------------------------ input
@@ -248,7 +249,7 @@ class OnlineSpotter:
             first -= 1
         curve = np.array(rows[first:], dtype=np.float64).reshape(-1, 4)
         props = gim_proposals(curve[:, 1], curve[:, 2:4], cfg.fps, cfg.proposals, first_frame=int(curve[0, 0]))
-        self._pending.append(_Pending(self._seg_start, self._track_id, props))
+        self._pending.append(_Pending(self._seg_start, end, self._track_id, props))
         self._state, self._track_id = "idle", -1
         return []
 
@@ -297,21 +298,37 @@ class OnlineSpotter:
     # ------------------------------------------------------------------------------------------------ merge
 
     def _settle(self, final: bool = False) -> list[Update]:
-        """Emit GIM proposals FEDN has covered, and FEDN intervals no later window or GIM piece can claim."""
+        """Emit GIM proposals FEDN has covered, FEDN intervals no later window or GIM piece can claim, and the
+        cancellations of announced pieces that neither model turned into an expression."""
         cfg = self.cfg
         out: list[Update] = []
         still: list[_Pending] = []
         for pend in self._pending:
             last = max((p.offset for p in pend.proposals), default=-1)
-            if final or self.fedn_fn is None or not pend.proposals or self._fedn_done >= last + cfg.fedn_wait:
+            if pend.proposals and (final or self.fedn_fn is None or self._fedn_done >= last + cfg.fedn_wait):
                 out += self._emit(pend)
             else:
                 still.append(pend)
         self._pending = still
+        if self.fedn_fn is not None:
+            out += self._settle_fedn(final)
+        # An announced piece GIM found nothing in keeps its onset's track while FEDN, which sees whole windows,
+        # may still spot the expression it started (a long smile whose flow is still but whose shape is not);
+        # once a window past the onset has been seen, it is cancelled.
+        still = []
+        for pend in self._pending:
+            expired = final or self.fedn_fn is None or self._fedn_done >= pend.start + cfg.fedn_window
+            if not pend.proposals and expired:
+                out += self._emit(pend)
+            else:
+                still.append(pend)
+        self._pending = still
+        return out
 
-        if self.fedn_fn is None:
-            return out
-        open_from = [p.start for p in self._pending] + ([self._seg_start] if self._state != "idle" else [])
+    def _settle_fedn(self, final: bool) -> list[Update]:
+        cfg = self.cfg
+        out: list[Update] = []
+        open_from = [p.start for p in self._pending if p.proposals] + ([self._seg_start] if self._state != "idle" else [])
         curve_last = self._curve[-1][0] if self._curve else -1
         keep: list[Proposal] = []
         for d in self._pool:
@@ -324,7 +341,13 @@ class OnlineSpotter:
             claimed = any(iou_1d([(d.onset, d.offset)], [(p.onset, p.offset)])[0, 0] >= cfg.match_iou
                           for p in self._emitted)
             if not claimed and d.score >= cfg.fedn_only_threshold:
-                out.append(ExpressionUpdate(d, -1, {"fedn_score": d.score}))
+                # the provisional onset of an announced piece inside it becomes this expression's onset event
+                orphan = next((p for p in self._pending if not p.proposals and p.track >= 0
+                               and p.start <= d.offset and p.end >= d.onset), None)
+                if orphan is not None:
+                    self._pending.remove(orphan)
+                self._emitted.append(d)
+                out.append(ExpressionUpdate(d, orphan.track if orphan else -1, {"fedn_score": d.score}))
         self._pool = keep
         return out
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import zmq
 
 from stream import wire
-from stream.client import ReplayError, fetch
+from stream.client import ReplayError, Subscription, fetch
 from stream.config import from_dict, load_config, to_dict
 from stream.detect import run_detector
-from stream.events import PIPELINE_STREAM
+from stream.events import PIPELINE_STREAM, format_event
 from stream.ingest import run_ingest
 from stream.pipeline_config import DetectConfig, IngestConfig, RunConfig
 from stream.supervise import Supervisor
@@ -70,19 +70,28 @@ def extra_roles(args: argparse.Namespace, cfg: RunConfig) -> list[tuple[str, obj
     return roles
 
 
-def wait_for_detector(sup: Supervisor, replay: str, stop: threading.Event) -> bool:
-    """True once the detector answers a replay request (engine loaded, sockets bound)."""
+# what `fes-live run` prints on its console (fes-events shows everything, intensity and stats included)
+CONSOLE_TYPES = ("expression.onset", "expression", "expression.cancel", "face", "stream", "supervisor")
+
+
+def print_events(sub: Subscription) -> None:
+    """Print the expressions, face and stream changes of this run as the detector publishes them."""
+    for ev in sub:
+        print(format_event(ev), flush=True)
+
+
+def wait_for_detector(sup: Supervisor, replay: str, stop: threading.Event) -> int | None:
+    """The detector's next seq once it answers a replay request (engine loaded, sockets bound); None if it died."""
     deadline = time.monotonic() + ENGINE_LOAD_TIMEOUT_S
     while time.monotonic() < deadline and not stop.is_set():
         sup.poll()
         if not sup.running([DETECTOR]):
             return False
         try:
-            fetch(replay, 0, -1, timeout_s=1.0)
-            return True
+            return fetch(replay, 0, -1, timeout_s=1.0)[1]
         except ReplayError:
             continue
-    return False
+    return None
 
 
 def run(cfg: RunConfig, args: argparse.Namespace | None = None, stop: threading.Event | None = None) -> int:
@@ -100,12 +109,18 @@ def run(cfg: RunConfig, args: argparse.Namespace | None = None, stop: threading.
                                               exitcode=code, restarts=restarts), timeout_s=1.0)
 
     sup = Supervisor(cfg.max_restarts, cfg.restart_window_s, on_change)
+    console, printer = None, None
     sup.start(DETECTOR, run_detector, det_cfg)
     code = 0
     try:
-        if not wait_for_detector(sup, ep.replay, stop):
+        first_seq = wait_for_detector(sup, ep.replay, stop)
+        if first_seq is None:
             log.error("the detector did not come up (see its log above)")
             return 0 if stop.is_set() else 1
+        if cfg.console:  # from the detector's first seq of this run: replay fills in what came before the join
+            console = Subscription(ep.events, ep.replay, types=CONSOLE_TYPES, from_seq=first_seq)
+            printer = threading.Thread(target=print_events, args=(console,), daemon=True)
+            printer.start()
         extras = extra_roles(args, cfg) if args is not None else []
         for name, target, role_cfg in extras:
             sup.start(name, target, role_cfg)
@@ -127,6 +142,9 @@ def run(cfg: RunConfig, args: argparse.Namespace | None = None, stop: threading.
                  cfg.shutdown_timeout_s)
         sup.stop([DETECTOR], cfg.shutdown_timeout_s)
         notes.close()
+        if printer is not None:  # the detector has flushed and exited: print the rest, stop when quiet
+            console.idle_timeout_s = 0.5
+            printer.join(5.0)
     failed = [c.name for c in sup.children.values() if c.gave_up]
     if failed:
         log.error("given up (could not run, or crashed too often): %s", ", ".join(failed))
@@ -138,6 +156,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="webcam index, rtsp:// or http(s):// URL, video file or image folder (repeatable)")
     p.add_argument("--record", default="", metavar="DIR",
                    help="write events.jsonl, per-frame intensity CSVs and a clip around each expression to DIR")
+    p.add_argument("--quiet", action="store_true", help="do not print events on the console (logs only)")
     p.add_argument("--fast", action="store_true", help="files: as fast as possible, not at their own frame rate")
     p.add_argument("--engine", default="", help="engine folder (default: the bundled default engine)")
     p.add_argument("--backend", default="auto", help="auto, tensorrt, aoti, export or eager")
@@ -164,6 +183,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             d[key] = value
     if args.fast:
         d["fast"] = True
+    if args.quiet:
+        d["console"] = False
     if args.backend != "auto":
         d["backend"] = args.backend
     return from_dict(RunConfig, d)

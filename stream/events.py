@@ -193,7 +193,7 @@ def format_event(ev: dict) -> str:
     t = ev["type"]
     if t == "expression":
         emo = d["emotion"] or "-"
-        return (f"{head} {d['kind']} {emo} frames {d['onset']['frame']}-{d['apex']['frame']}-{d['offset']['frame']}"
+        return (f"{head} track {d['track']} {d['kind']} {emo} frames {d['onset']['frame']}-{d['apex']['frame']}-{d['offset']['frame']}"
                 f" ({d['onset']['pts_s']:.2f}-{d['offset']['pts_s']:.2f} s) score {d['score']:.2f}"
                 f" peak {d['peak_intensity']:.2f} [{'+'.join(d['models'])}]")
     if t == "expression.onset":

@@ -89,6 +89,7 @@ class RunConfig:
     engine: str = ""
     backend: str = "auto"
     face_model: str | None = None
+    console: bool = True  # print expressions, face and stream changes on stdout (fes-events shows everything)
     max_restarts: int = 5  # per child within restart_window_s, then the child is given up
     restart_window_s: float = 60.0
     shutdown_timeout_s: float = 10.0

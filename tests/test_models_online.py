@@ -142,6 +142,26 @@ def test_fedn_gives_emotion_and_fedn_only_proposals():
     assert len(got[0].emotion_probs) == 3 and got[0].emotion_probs[2] > 0.9
 
 
+def test_fedn_turns_an_announced_onset_gim_dropped_into_the_expression():
+    """A long expression whose flow only moves at its start: GIM announces an onset but its 4-frame piece yields no
+    proposal; FEDN, which sees the face's shape over the whole window, spots the expression. The final event
+    carries the onset's track (no cancel); with no FEDN interval there, the onset is cancelled."""
+    T = 300
+    curve, apex = np.zeros(T, np.float32), np.zeros((T, 2), np.float32)
+    curve[100:104] = 0.7
+    apex[95:110] = (0.9, 0.9)
+    marker = np.zeros(T, bool)
+    marker[98:135] = True
+    cfg = SpotterConfig(fedn_window=64, fedn_stride=16)
+    ups = push_all(OnlineSpotter(curve_gim, marker_fedn(64), cfg), video(curve, apex, marker=marker))
+    events = [u for u in ups if not isinstance(u, IntensityUpdate)]
+    assert [(type(u).__name__, u.track) for u in events] == [("OnsetUpdate", 0), ("ExpressionUpdate", 0)]
+    assert (events[1].proposal.onset, events[1].proposal.offset, events[1].proposal.source) == (98, 134, "fedn")
+    ups = push_all(OnlineSpotter(curve_gim, marker_fedn(64), cfg), video(curve, apex))
+    events = [u for u in ups if not isinstance(u, IntensityUpdate)]
+    assert [(type(u).__name__, u.track) for u in events] == [("OnsetUpdate", 0), ("CancelUpdate", 0)]
+
+
 def test_bounded_memory_on_an_endless_expression():
     T = 3000
     curve = np.full(T, 0.9)
