@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-MACRO, MICRO = 0, 1
+from models.spotting import MACRO, MICRO
 GROUPS = ("gim_macro", "gim_micro", "fedn_only")
 # GIM scores are inner-outer (<= 1) + 0.2 x apex probability, so they reach 1.2; the grid's top switches a kind off
 DEFAULT_GRID = tuple(round(x, 3) for x in np.arange(0.0, 1.2501, 0.025))

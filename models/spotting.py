@@ -5,11 +5,25 @@ Pure data: no torch, no I/O, so `stream/` and `train/` can both use them.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 
 MACRO, MICRO = 0, 1
 KIND_NAMES = ("macro", "micro")
 MICRO_MAX_SECONDS = 0.5  # the field's definition: a micro-expression lasts under half a second
+
+
+def parse_kind(value) -> int:
+    """MACRO/MICRO from an int or any of the datasets' spellings ("macro", "Micro - 1/2", "micro-expression");
+    ValueError for anything else."""
+    if isinstance(value, numbers.Integral) and int(value) in (MACRO, MICRO):  # numpy ints too
+        return int(value)
+    text = str(value).strip().lower()
+    if text.startswith("macro"):
+        return MACRO
+    if text.startswith("micro"):
+        return MICRO
+    raise ValueError(f"unknown expression class {value!r} (expected macro/micro or {MACRO}/{MICRO})")
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,10 @@ import math
 import numpy as np
 import pytest
 
+from models.proposals import iou_1d
+
 from train.targets import (AssignConfig, PseudoLabelConfig, assign_anchor_targets, estimated_half_duration,
-                           feature_gaussian, gim_targets, interval_iou, mine_negatives, mplg_attention,
+                           feature_gaussian, gim_targets, mine_negatives, mplg_attention,
                            pseudo_apex, reliability_threshold)
 
 CFG = PseudoLabelConfig()
@@ -99,10 +101,10 @@ def test_bad_points_raise():
         gim_targets([5], [0, 1], np.zeros(10), np.zeros((10, 2)), epoch=0)
 
 
-def test_interval_iou_inclusive():
-    assert interval_iou([[0, 9]], [[5, 14]])[0, 0] == pytest.approx(5 / 15)
-    assert interval_iou([[0, 9]], [[10, 19]])[0, 0] == 0
-    assert interval_iou([[3, 3]], [[3, 3]])[0, 0] == 1
+def test_anchor_iou_is_inclusive():
+    assert iou_1d([[0, 9]], [[5, 14]])[0, 0] == pytest.approx(5 / 15)
+    assert iou_1d([[0, 9]], [[10, 19]])[0, 0] == 0
+    assert iou_1d([[3, 3]], [[3, 3]])[0, 0] == 1
 
 
 def test_assign_anchor_based_and_free():

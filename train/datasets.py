@@ -25,7 +25,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from models.spotting import KIND_NAMES, MACRO, MICRO
+from models.spotting import KIND_NAMES, MACRO, MICRO, parse_kind
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
@@ -263,12 +263,10 @@ def _find_casme2_folder(root: Path, folder: str, code: str) -> Path:
 
 
 def _kind(value: Any, where: str) -> int:
-    text = str(value).strip().lower()
-    if text.startswith("macro"):
-        return MACRO
-    if text.startswith("micro"):
-        return MICRO
-    raise DatasetError(f"{where}: unknown expression type {value!r}")
+    try:
+        return parse_kind(value)
+    except ValueError:
+        raise DatasetError(f"{where}: unknown expression type {value!r}") from None
 
 
 # --------------------------------------------------------------------------------------------------------- SAMM-LV

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from models import spotting
 from models.spotting import KIND_NAMES, MACRO, MICRO
 
 IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.50:0.95, ActivityNet / FEDN mAP
@@ -48,14 +49,10 @@ class Segment:
 
 def parse_kind(value: Any) -> int:
     """MACRO/MICRO from an int or any of the datasets' spellings ("macro", "Micro - 1/2", "micro-expression")."""
-    if isinstance(value, (int, np.integer)) and int(value) in (MACRO, MICRO):
-        return int(value)
-    text = str(value).strip().lower()
-    if text.startswith("macro"):
-        return MACRO
-    if text.startswith("micro"):
-        return MICRO
-    raise EvalError(f"unknown expression class {value!r} (expected macro/micro or {MACRO}/{MICRO})")
+    try:
+        return spotting.parse_kind(value)
+    except ValueError as e:
+        raise EvalError(str(e)) from None
 
 
 def to_segment(item: Any) -> Segment:

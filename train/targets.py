@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MACRO, MICRO = 0, 1
+from models.proposals import iou_1d
+
+from models.spotting import MACRO, MICRO
 
 
 @dataclass(frozen=True)
@@ -209,16 +211,6 @@ class AnchorTargets:
     valid: np.ndarray      # (N,) bool: takes part in the classification loss (positives and negatives)
 
 
-def interval_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of inclusive frame intervals a (N, 2) and b (M, 2) -> (N, M); lengths are end - start + 1."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 2)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 2)
-    inter = np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0]) + 1
-    inter = np.clip(inter, 0, None)
-    union = (a[:, 1] - a[:, 0] + 1)[:, None] + (b[:, 1] - b[:, 0] + 1)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
-
-
 def assign_anchor_targets(anchors: np.ndarray, anchor_free: np.ndarray, strides: np.ndarray,
                           regress_range: np.ndarray, gt: np.ndarray, gt_labels: np.ndarray, num_classes: int,
                           cfg: AssignConfig = AssignConfig()) -> AnchorTargets:
@@ -252,7 +244,7 @@ def assign_anchor_targets(anchors: np.ndarray, anchor_free: np.ndarray, strides:
     match = np.full(N, -1, dtype=np.int64)
     based = np.flatnonzero(~free)
     if len(based):
-        iou = interval_iou(anchors[based], gt)  # (Nb, M)
+        iou = iou_1d(anchors[based], gt)  # (Nb, M)
         best = iou.argmax(axis=1)
         best_iou = iou[np.arange(len(based)), best]
         match[based[best_iou >= cfg.pos_iou]] = best[best_iou >= cfg.pos_iou]
