@@ -77,6 +77,9 @@ class OnlineSpotter:
     def __init__(self, gim_fn: GimFn, fedn_fn: FednFn | None = None, cfg: SpotterConfig = SpotterConfig()):
         self.gim_fn, self.fedn_fn, self.cfg = gim_fn, fedn_fn, cfg
         self.low = min(cfg.proposals.thresholds)
+        # a GIM score is at most 1 + apex_weight (inner - outer <= 1, A <= 1): thresholds above that mean calibration
+        # switched GIM's proposals off, and FEDN intervals need not wait for GIM pieces that could claim them
+        self.gim_proposes = min(cfg.proposals.score_threshold) <= 1.0 + cfg.proposals.apex_weight
         self.max_segment = max(1, int(round(cfg.max_segment_seconds * cfg.fps)))
         self._next_track = 0
         self.reset()
@@ -105,6 +108,7 @@ class OnlineSpotter:
         self._pool: list[Proposal] = []          # FEDN intervals still open to later windows
         self._resolved: deque[Proposal] = deque(maxlen=64)   # settled FEDN intervals
         self._emitted: deque[Proposal] = deque(maxlen=64)    # recent proposals sent out
+        self._adopted: deque[int] = deque(maxlen=64)          # onset tracks a FEDN interval finalised
         self._pending: list[_Pending] = []
 
     # ------------------------------------------------------------------------------------------------ input
@@ -329,6 +333,8 @@ class OnlineSpotter:
         cfg = self.cfg
         out: list[Update] = []
         open_from = [p.start for p in self._pending if p.proposals] + ([self._seg_start] if self._state != "idle" else [])
+        if not self.gim_proposes:
+            open_from = []
         curve_last = self._curve[-1][0] if self._curve else -1
         keep: list[Proposal] = []
         for d in self._pool:
@@ -341,17 +347,28 @@ class OnlineSpotter:
             claimed = any(iou_1d([(d.onset, d.offset)], [(p.onset, p.offset)])[0, 0] >= cfg.match_iou
                           for p in self._emitted)
             if not claimed and d.score >= cfg.fedn_only_threshold:
-                # the provisional onset of an announced piece inside it becomes this expression's onset event
-                orphan = next((p for p in self._pending if not p.proposals and p.track >= 0
-                               and p.start <= d.offset and p.end >= d.onset), None)
-                if orphan is not None:
-                    self._pending.remove(orphan)
+                out.append(ExpressionUpdate(d, self._adopt_track(d), {"fedn_score": d.score}))
                 self._emitted.append(d)
-                out.append(ExpressionUpdate(d, orphan.track if orphan else -1, {"fedn_score": d.score}))
         self._pool = keep
         return out
 
+    def _adopt_track(self, d: Proposal) -> int:
+        """The onset track of an announced GIM piece inside FEDN interval `d` (which then becomes that onset's final
+        event instead of a cancel), or -1: a piece GIM found nothing in, or, with GIM's proposals off, the open one."""
+        orphan = next((p for p in self._pending if not p.proposals and p.track >= 0
+                       and p.start <= d.offset and p.end >= d.onset), None)
+        if orphan is not None:
+            self._pending.remove(orphan)
+            return orphan.track
+        if (not self.gim_proposes and self._state != "idle" and self._track_id >= 0
+                and self._seg_start <= d.offset and self._track_id not in self._adopted):
+            self._adopted.append(self._track_id)
+            return self._track_id
+        return -1
+
     def _emit(self, pend: _Pending) -> list[Update]:
+        if pend.track in self._adopted:  # its onset already became a FEDN expression
+            return []
         if not pend.proposals:
             return [CancelUpdate(pend.start, pend.track)] if pend.track >= 0 else []
         cfg = self.cfg

@@ -5,9 +5,10 @@
 #   STAGE=train scripts/make_default_engine.sh  # from training on (data and features already there)
 #   STOP_AFTER=data scripts/make_default_engine.sh  # only the data and features
 #
-# Data: synthetic 60 s videos (fes-synth) made from the real faces in ../shared/data/images. Six identities train
-# (one of them, pyfeat_45-m7-di-ph, is the validation subject that model selection and threshold calibration
-# use, 4 videos); the held-out identity 2008_002506 with its own seed (1000) is the test set and is used for nothing else.
+# Data: synthetic 60 s videos (fes-synth) made from the real faces in ../shared/data/images. Five identities and
+# their mirrored faces train (20 videos, 10 subjects); pyfeat_45-m7-di-ph is the validation subject that model
+# selection and threshold calibration use (4 videos); the held-out identity 2008_002506 with its own seed (1000) is
+# the test set and is used for nothing else (2 videos).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin
@@ -31,6 +32,12 @@ if [ "$STAGE" = data ]; then
   # threshold calibration (12 -> 28 expressions)
   $PY/fes-synth --config configs/synth_default.json --seed 2000 --videos 2 --out "$DATA" \
     --face "$IMAGES/pyfeat_45-m7-di-ph.jpg"
+  # more training data (seed 3000): one more video of each training identity and one of each of their mirrored
+  # faces (--mirror: `<name>_mirror`, another training subject). The face order keeps the new `<name>_<index>`
+  # ids clear of the seed-0 ones; the validation and held-out identities are not in this call.
+  $PY/fes-synth --config configs/synth_default.json --seed 3000 --videos 10 --mirror --out "$DATA" \
+    --face "$IMAGES/pyfeat_0-f15-hao-ph.jpg" --face "$IMAGES/pyfeat_15-f13-anc-ph.jpg" \
+    --face "$IMAGES/pyfeat_0-f1-su-ph.jpg" --face "$IMAGES/pyfeat_single_face.jpg" --face "$IMAGES/2009_004587.jpg"
   # the held-out identity and seed: test only
   $PY/fes-synth --config configs/synth_default.json --seed 1000 --videos 2 --out "$DATA" \
     --face "$IMAGES/2008_002506.jpg"

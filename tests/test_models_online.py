@@ -162,6 +162,31 @@ def test_fedn_turns_an_announced_onset_gim_dropped_into_the_expression():
     assert [(type(u).__name__, u.track) for u in events] == [("OnsetUpdate", 0), ("CancelUpdate", 0)]
 
 
+def test_with_gim_proposals_off_fedn_finalises_the_open_onset_without_waiting():
+    """Calibration can switch GIM's proposals off (score thresholds above 1 + apex_weight): then a FEDN interval is
+    final as soon as a window has seen it whole, even while GIM's piece is still open, and it takes that piece's
+    onset track; the piece later closes without a cancel."""
+    from models.proposals import GIMProposalConfig
+    T = 300
+    curve, apex = np.zeros(T, np.float32), np.zeros((T, 2), np.float32)
+    curve[98:180] = 0.7                                   # GIM's piece stays open until frame 180
+    apex[90:190] = (0.9, 0.1)
+    marker = np.zeros(T, bool)
+    marker[98:135] = True
+    cfg = SpotterConfig(fedn_window=64, fedn_stride=16, proposals=GIMProposalConfig(score_threshold=(10.0, 10.0)))
+    sp = OnlineSpotter(curve_gim, marker_fedn(64), cfg)
+    feats = video(curve, apex, marker=marker)
+    seen = []
+    for t in range(T):
+        seen += [(t, u) for u in sp.push(t, True, feats["geometry"][t], feats["roi_flow"][t])
+                 if not isinstance(u, IntensityUpdate)]
+    seen += [(T, u) for u in sp.flush() if not isinstance(u, IntensityUpdate)]
+    assert [(type(u).__name__, u.track) for _, u in seen] == [("OnsetUpdate", 0), ("ExpressionUpdate", 0)]
+    t_final, final = seen[1]
+    assert (final.proposal.onset, final.proposal.offset) == (98, 134)
+    assert t_final <= 134 + 16                            # within a FEDN stride of the offset, long before 180
+
+
 def test_bounded_memory_on_an_endless_expression():
     T = 3000
     curve = np.full(T, 0.9)
