@@ -304,12 +304,7 @@ def write_report(report: dict[str, Any], gt: Mapping[str, list[Segment]], preds:
         if n_gt and len(precision):
             ax.plot(recall, precision, label=f"{KIND_NAMES[kind]} ({n_gt} GT, {len(precision)} pred)")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="precision-recall at IoU 0.5")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(paths[1], dpi=100)
-    plt.close(fig)
+    _save_plot(plt, fig, ax, paths[1])
 
     fig, ax = plt.subplots(figsize=(5, 4))
     m = report["map"]
@@ -317,13 +312,17 @@ def write_report(report: dict[str, Any], gt: Mapping[str, list[Segment]], preds:
         if values is not None:
             ax.plot(m["iou_thresholds"], values, marker="o", label=f"{name} (mAP {m['map'][name]:.3f})")
     ax.set(xlabel="IoU threshold", ylabel="AP", ylim=(0, 1.02), title="AP versus IoU")
+    _save_plot(plt, fig, ax, paths[2])
+    return paths
+
+
+def _save_plot(plt, fig, ax, path: Path) -> None:
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(paths[2], dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-    return paths
 
 
 def evaluate_loso(folds: Mapping[str, tuple[Mapping[str, Iterable[Any]], Mapping[str, Iterable[Any]]]],
