@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.client import ReplayError, fetch, subscribe
+from stream.app import DETECTOR, wait_for_detector
+from stream.client import subscribe
 from stream.config import from_dict
 from stream.pipeline_config import DetectConfig, Endpoints, IngestConfig
 from stream.supervise import Supervisor
@@ -65,16 +66,10 @@ def run_n(n: int, seconds: float, npz: Path, engine: str, backend: str, tmp: Pat
     sup = Supervisor(max_restarts=0)
     from stream.detect import run_detector
     from stream.ingest import _replay_role
-    sup.start("detector", run_detector, from_dict(DetectConfig, {"endpoints": _d(ep), "engine": engine,
-                                                                "backend": backend}))
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            fetch(ep.replay, 0, -1, timeout_s=1.0)
-            break
-        except ReplayError:
-            if time.monotonic() > deadline or not sup.running(["detector"]):
-                raise RuntimeError("detector did not start")
+    sup.start(DETECTOR, run_detector, from_dict(DetectConfig, {"endpoints": _d(ep), "engine": engine,
+                                                              "backend": backend}))
+    if wait_for_detector(sup, ep.replay, threading.Event()) is None:
+        raise RuntimeError("detector did not start")
     events: list[tuple[float, dict]] = []
     sub = subscribe(ep.events, ep.replay, idle_timeout_s=10)
     stop_sub = threading.Event()
@@ -99,7 +94,7 @@ def run_n(n: int, seconds: float, npz: Path, engine: str, backend: str, tmp: Pat
     while sup.running(names):
         sup.poll()
         time.sleep(0.2)
-    sup.stop(["detector"], 30)
+    sup.stop([DETECTOR], 30)
     stop_sub.set()
     t.join(15)
     wall = time.time() - t0

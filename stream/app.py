@@ -17,7 +17,7 @@ from pathlib import Path
 import zmq
 
 from stream import wire
-from stream.client import ReplayError, Subscription, fetch
+from stream.client import ReplayError, Subscription, next_seq
 from stream.config import from_dict, load_config, to_dict
 from stream.detect import run_detector
 from stream.events import PIPELINE_STREAM, format_event
@@ -86,9 +86,9 @@ def wait_for_detector(sup: Supervisor, replay: str, stop: threading.Event) -> in
     while time.monotonic() < deadline and not stop.is_set():
         sup.poll()
         if not sup.running([DETECTOR]):
-            return False
+            return None
         try:
-            return fetch(replay, 0, -1, timeout_s=1.0)[1]
+            return next_seq(replay, timeout_s=1.0)
         except ReplayError:
             continue
     return None

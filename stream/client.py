@@ -132,6 +132,12 @@ class Subscription:
             self.sock.close()
 
 
+def next_seq(replay: str, *, timeout_s: float = 3.0, ctx: zmq.Context | None = None) -> int:
+    """The publisher's next sequence number (asks for no events); ReplayError when the endpoint does not answer,
+    which is also how callers wait for a detector to come up."""
+    return fetch(replay, 0, -1, timeout_s=timeout_s, ctx=ctx)[1]
+
+
 def subscribe(events: str = DEFAULT_EVENTS, replay: str = DEFAULT_REPLAY, *, types: Iterable[str] = (),
               streams: Iterable[str] = (), from_seq: int | None = None, idle_timeout_s: float | None = None,
               ctx: zmq.Context | None = None) -> Subscription:

@@ -554,11 +554,11 @@ async def pump_previews(hub: Hub, sock) -> None:
 
 def recent_events(replay: str, limit: int, timeout_s: float = 1.0) -> tuple[list[dict], int]:
     """The detector's last `limit` events from its replay endpoint, and its next sequence number."""
-    from stream.client import fetch
-    _, next_seq = fetch(replay, 2**62, timeout_s=timeout_s)  # nothing that far: only asks for next_seq
-    if next_seq == 0:
+    from stream.client import fetch, next_seq
+    upcoming = next_seq(replay, timeout_s=timeout_s)
+    if upcoming == 0:
         return [], 0
-    return fetch(replay, max(0, next_seq - limit), next_seq - 1, timeout_s=timeout_s)
+    return fetch(replay, max(0, upcoming - limit), upcoming - 1, timeout_s=timeout_s)
 
 
 async def pump_events(hub: Hub, sock, replay: str) -> None:
