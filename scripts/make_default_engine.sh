@@ -6,9 +6,10 @@
 #   STOP_AFTER=data scripts/make_default_engine.sh  # only the data and features
 #
 # Data: synthetic 60 s videos (fes-synth) made from the real faces in ../shared/data/images. Five identities and
-# their mirrored faces train (20 videos, 10 subjects); pyfeat_45-m7-di-ph is the validation subject that model
-# selection and threshold calibration use (4 videos); the held-out identity 2008_002506 with its own seed (1000) is
-# the test set and is used for nothing else (2 videos).
+# their mirrored faces train (30 videos, 10 subjects); pyfeat_45-m7-di-ph is the validation subject that model
+# selection and threshold calibration use (8 videos); the held-out identity 2008_002506 with its own seed (1000) is
+# the test set and is used for nothing else (6 videos; the first 2 are the test set of engine 0.1.0).
+# (The two other photos in ../shared/data/images are group shots with faces too small to warp.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin
@@ -38,15 +39,26 @@ if [ "$STAGE" = data ]; then
   $PY/fes-synth --config configs/synth_default.json --seed 3000 --videos 10 --mirror --out "$DATA" \
     --face "$IMAGES/pyfeat_0-f15-hao-ph.jpg" --face "$IMAGES/pyfeat_15-f13-anc-ph.jpg" \
     --face "$IMAGES/pyfeat_0-f1-su-ph.jpg" --face "$IMAGES/pyfeat_single_face.jpg" --face "$IMAGES/2009_004587.jpg"
-  # the held-out identity and seed: test only
-  $PY/fes-synth --config configs/synth_default.json --seed 1000 --videos 2 --out "$DATA" \
+  # still more (engine 0.2): a third video of each training identity and of each mirrored face (seed 4000,
+  # indices 20-29), and four more validation videos (seed 2000, indices 10-13) so that model selection and
+  # threshold calibration see 8 videos instead of 4
+  $PY/fes-synth --config configs/synth_default.json --seed 4000 --first-index 20 --videos 10 --mirror --out "$DATA" \
+    --face "$IMAGES/pyfeat_0-f15-hao-ph.jpg" --face "$IMAGES/pyfeat_15-f13-anc-ph.jpg" \
+    --face "$IMAGES/pyfeat_0-f1-su-ph.jpg" --face "$IMAGES/pyfeat_single_face.jpg" --face "$IMAGES/2009_004587.jpg"
+  $PY/fes-synth --config configs/synth_default.json --seed 2000 --first-index 10 --videos 4 --out "$DATA" \
+    --face "$IMAGES/pyfeat_45-m7-di-ph.jpg"
+  # the held-out identity and seed: test only (videos 0-1 are engine 0.1.0's test set, 2-5 were added with 0.2)
+  $PY/fes-synth --config configs/synth_default.json --seed 1000 --videos 6 --out "$DATA" \
     --face "$IMAGES/2008_002506.jpg"
-  # features once per video (fes-train would do the same on its first run)
+  # features once per video (fes-train would do the same on its first run); JOBS extractions side by side
   mkdir -p "$RUN/features"
   for v in "$DATA"/*.mp4; do
     id=$(basename "$v" .mp4)
-    [ -f "$RUN/features/$id.npz" ] || $PY/fes-live extract "$v" -o "$RUN/features/$id.npz" --no-progress
+    [ -f "$RUN/features/$id.npz" ] && continue
+    $PY/fes-live extract "$v" -o "$RUN/features/$id.npz" --no-progress &
+    while [ "$(jobs -rp | wc -l)" -ge "${JOBS:-2}" ]; do wait -n; done
   done
+  wait
   [ "$STOP_AFTER" = data ] && exit 0
   STAGE=train
 fi

@@ -112,6 +112,11 @@ def test_native_layout_is_deterministic_by_seed(video_face, tmp_path):
     assert a.shape == (120, 240, 320, 3)
     assert np.array_equal(a, b)
     assert np.abs(a.astype(int) - c.astype(int)).mean() > 0.5
+    # --first-index adds video 1 of seed 7 to another folder: the same name, annotations and frames as before
+    rec = synth.generate([video_face], cfg, tmp_path / "d", videos=1, seed=7, first_index=1)[0]
+    assert rec.video_id == runs["a"][1]["video_id"] and rec.video_id.endswith("_001")
+    assert json.loads((tmp_path / "d" / f"{rec.video_id}.json").read_text()) == runs["a"][1]
+    assert np.array_equal(_decode(tmp_path / "d" / f"{rec.video_id}.mp4"), _decode(tmp_path / "a" / f"{rec.video_id}.mp4"))
 
 
 def test_native_layout_files_follow_the_contract(video_face, tmp_path):

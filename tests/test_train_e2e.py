@@ -111,3 +111,15 @@ def test_pseudo_intervals_contain_their_points(tiny):
         assert iv.shape == (len(pts), 2)
         assert ((iv[:, 0] <= pts) & (pts <= iv[:, 1])).all()
         assert ((iv[:, 1] - iv[:, 0]) >= 2 * (cfg.pseudo.k[1] // 4)).all()
+
+
+def test_dfcl_trains_gim_with_a_memory_bank(tiny, tmp_path):
+    """PWES DFCL switched on: its term is logged, non-zero once the bank holds vectors, and finite."""
+    torch.set_num_threads(1)
+    cfg = tiny_config(tiny, out=str(tmp_path / "run"), task="gim", gim_epochs=2, eval_every=2,
+                      dfcl={"weight": 0.5, "bank_size": 64})
+    main_cfg(cfg)
+    ck = torch.load(tmp_path / "run" / "holdout" / "gim_last.pt", weights_only=True)
+    terms = [row["dfcl"] for row in ck["history"]]
+    assert len(terms) == 2 and all(np.isfinite(terms)) and terms[-1] > 0
+    assert ck["train_config"]["dfcl"]["weight"] == 0.5

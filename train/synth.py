@@ -154,24 +154,30 @@ def load_faces(paths: list[str], cfg: SynthConfig, face_model: str | None = None
 
 
 def generate(faces: list[FaceWarper], cfg: SynthConfig, out: str | Path, videos: int = 1, seed: int = 0,
-             layout: str = "native") -> list[VideoRecord]:
-    """Write `videos` videos (round-robin over `faces`) and their annotations into `out`; returns the records."""
+             layout: str = "native", first_index: int = 0) -> list[VideoRecord]:
+    """Write `videos` videos (round-robin over `faces`) and their annotations into `out`; returns the records.
+
+    Video i (first_index <= i < first_index + videos) draws from rng [seed, i] and is named `<face>_<i:03d>`, so a
+    later call with a higher `first_index` adds videos to a folder without renaming or changing earlier ones.
+    """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
     if videos < 1:
         raise ValueError("videos must be >= 1")
+    if first_index < 0:
+        raise ValueError("first_index must be >= 0")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
-    for i in range(videos):
-        warper = faces[i % len(faces)]
+    for i in range(first_index, first_index + videos):
+        warper = faces[(i - first_index) % len(faces)]
         rng = np.random.default_rng([seed, i])
         tl = build_timeline(cfg, rng)
         records.append(VideoRecord(i, f"{warper.face.name}_{i:03d}", warper.face.name, cfg.fps, tl.n_frames,
                                    warper.face.path, seed, cfg.width, cfg.height, tl))
     synth_layouts.assign_names(records, layout, n_faces=len(faces))
     for rec in records:
-        warper = faces[rec.index % len(faces)]
+        warper = faces[(rec.index - first_index) % len(faces)]
         t0 = time.perf_counter()
         sink = synth_layouts.open_sink(layout, out, rec, cfg)
         try:
@@ -215,6 +221,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float, help="frame rate (default 30; SAMM-LV is 200)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--videos", type=int, default=1, help="number of videos, round-robin over the faces")
+    p.add_argument("--first-index", type=int, default=0,
+                   help="index of the first video (its rng stream and name suffix), to add videos to a folder")
     p.add_argument("--layout", choices=LAYOUTS, default="native")
     p.add_argument("--config", help="JSON file of SynthConfig fields (flags below override it)")
     p.add_argument("--macro-per-min", type=float)
@@ -259,7 +267,7 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
             print(f"fes-synth: contact sheet -> {write_contact_sheet(faces[0], args.contact_sheet, cfg.fps)}")
         if not args.out:
             return 0
-        records = generate(faces, cfg, args.out, args.videos, args.seed, args.layout)
+        records = generate(faces, cfg, args.out, args.videos, args.seed, args.layout, args.first_index)
     except (ConfigError, ValueError, OSError, RuntimeError) as e:
         print(f"fes-synth: error: {e}", file=sys.stderr)
         return 2

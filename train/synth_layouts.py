@@ -48,8 +48,8 @@ SAMM_XLSX = "SAMM_LongVideos_synth_Release.xlsx"
 def assign_names(records: list[VideoRecord], layout: str, n_faces: int) -> None:
     """Give every record its dataset names (subject, video id, folder); the k-th face is the k-th subject."""
     per_subject: dict[int, int] = {}
-    for rec in records:
-        subj = rec.index % n_faces
+    for n, rec in enumerate(records):
+        subj = n % n_faces
         k = per_subject.get(subj, 0)
         per_subject[subj] = k + 1
         if layout == "casme2":

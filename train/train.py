@@ -30,6 +30,7 @@ from tqdm import tqdm
 from stream.config import ConfigError, from_dict, load_config, to_dict
 from train.losses import (fedn_loss, focal_apex, intensity_aware_contrastive, intensity_regression, reward,
                           smoothness, sparsity)
+from train.dfcl import DFCLConfig, MemoryBank, feature_contrastive, region_vectors
 from train.targets import AssignConfig, PseudoLabelConfig, assign_anchor_targets, gim_targets
 
 log = logging.getLogger("fes-train")
@@ -74,6 +75,7 @@ class TrainConfig:
     pseudo: PseudoLabelConfig = PseudoLabelConfig()
     assign: AssignConfig = AssignConfig()
     gim_loss: GIMLossWeights = GIMLossWeights()
+    dfcl: DFCLConfig = DFCLConfig()         # PWES feature contrast across videos (train.dfcl); weight 0 = off
     gim_epochs: int = 30
     gim_lr: float = 1e-3                    # reference 2e-5 with batch 1 for 100 epochs on a 3 M model
     gim_weight_decay: float = 1e-4
@@ -318,8 +320,8 @@ def score(videos: dict[str, VideoData], preds: dict[str, list]) -> dict:
 # ------------------------------------------------------------------------------------------------------- GIM
 
 def gim_step(cfg: TrainConfig, model, windows: torch.Tensor, points: np.ndarray, kinds: np.ndarray,
-             epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
-    """One crop: forward, pseudo-labels from the detached outputs, the GIM loss terms."""
+             epoch: int, bank: MemoryBank | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """One crop: forward, pseudo-labels from the detached outputs, the GIM loss terms (+ DFCL with a bank)."""
     out = model(windows)
     tg = gim_targets(points, kinds, out.intensity.detach().numpy(), out.embed.detach().numpy(), epoch, cfg.pseudo)
     y = torch.from_numpy(tg.y)
@@ -334,6 +336,10 @@ def gim_step(cfg: TrainConfig, model, windows: torch.Tensor, points: np.ndarray,
                                                                    torch.from_numpy(tg.pseudo_intensity)),
         "sparsity": w.sparsity * sparsity(out.intensity),
     }
+    if bank is not None:
+        vectors, labels = region_vectors(out.feature, tg.contrast, cfg.dfcl.regions)
+        terms["dfcl"] = cfg.dfcl.weight * feature_contrastive(vectors, labels, bank, cfg.dfcl.temperature)
+        bank.push(vectors, labels)
     loss = sum(terms.values())
     return loss, {k: float(v.detach()) for k, v in terms.items()}
 
@@ -352,11 +358,12 @@ def train_gim(cfg: TrainConfig, split: Split, videos: dict[str, VideoData], out:
     model = GIM(gcfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.gim_lr, weight_decay=cfg.gim_weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.gim_epochs, 1))
-    start, history, best = resume_state(cfg, out / "gim_last.pt", model, opt, sched)
+    run = Checkpointer("gim", out, model, gcfg, cfg, split, fps, opt, sched)
     windows = {vid: torch.from_numpy(flow_windows(videos[vid].roi_flow, np.arange(videos[vid].n_frames)))
                for vid in split.train}
-    bar = tqdm(range(start, cfg.gim_epochs), desc=f"{split.name} GIM", unit="epoch", disable=not cfg.progress,
-               initial=start, total=cfg.gim_epochs)
+    bank = MemoryBank(gcfg.dim, cfg.dfcl.bank_size) if cfg.dfcl.weight > 0 else None
+    bar = tqdm(range(run.start, cfg.gim_epochs), desc=f"{split.name} GIM", unit="epoch", disable=not cfg.progress,
+               initial=run.start, total=cfg.gim_epochs)
     for epoch in bar:
         model.train()
         rng = np.random.default_rng([cfg.seed, epoch])
@@ -368,7 +375,8 @@ def train_gim(cfg: TrainConfig, split: Split, videos: dict[str, VideoData], out:
                 e = min(v.n_frames, s + cfg.gim_crop)
                 inside = (v.points >= s) & (v.points < e)
                 kinds = np.array([i.kind for i in v.intervals], dtype=np.int64)[inside]
-                loss, terms = gim_step(cfg, model, windows[vid][s:e], v.points[inside] - s, kinds, epoch)
+                loss, terms = gim_step(cfg, model, windows[vid][s:e], v.points[inside] - s, kinds, epoch,
+                                       bank)
                 opt.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -377,18 +385,10 @@ def train_gim(cfg: TrainConfig, split: Split, videos: dict[str, VideoData], out:
                     sums[k] = sums.get(k, 0.0) + val
                 steps += 1
         sched.step()
-        row = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in sums.items()}}
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.gim_epochs:
-            if epoch >= cfg.pseudo.gim_start or epoch + 1 == cfg.gim_epochs:
-                row["val_f1"] = validation_f1(cfg, split, videos, model, None)
-                if best is None or row["val_f1"] > best[0]:
-                    best = (row["val_f1"], epoch)
-                    save_checkpoint(out / "gim_best.pt", "gim", model, gcfg, cfg, split, fps, epoch, row)
-        history.append(row)
+        evaluate = epoch + 1 == cfg.gim_epochs or ((epoch + 1) % cfg.eval_every == 0 and epoch >= cfg.pseudo.gim_start)
+        row = run.end_epoch(epoch, sums, steps, validation_f1(cfg, split, videos, model, None) if evaluate else None)
         bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k != "epoch"})
-        save_checkpoint(out / "gim_last.pt", "gim", model, gcfg, cfg, split, fps, epoch, row, opt, sched,
-                        history, best)
-    return load_best(out / "gim_best.pt", GIM, GIMConfig), history
+    return load_best(out / "gim_best.pt", GIM, GIMConfig), run.history
 
 
 # ------------------------------------------------------------------------------------------------------ FEDN
@@ -461,11 +461,11 @@ def train_fedn(cfg: TrainConfig, split: Split, videos: dict[str, VideoData], out
     W = fcfg.window
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.fedn_lr, weight_decay=cfg.fedn_weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.fedn_epochs, 1))
-    start, history, best = resume_state(cfg, out / "fedn_last.pt", model, opt, sched)
+    run = Checkpointer("fedn", out, model, fcfg, cfg, split, fps, opt, sched)
     inputs = {vid: fedn_inputs(cfg, videos[vid]) for vid in split.train}
     gts = {vid: fedn_intervals(cfg, videos[vid], pseudo) for vid in split.train}
-    bar = tqdm(range(start, cfg.fedn_epochs), desc=f"{split.name} FEDN", unit="epoch", disable=not cfg.progress,
-               initial=start, total=cfg.fedn_epochs)
+    bar = tqdm(range(run.start, cfg.fedn_epochs), desc=f"{split.name} FEDN", unit="epoch", disable=not cfg.progress,
+               initial=run.start, total=cfg.fedn_epochs)
     for epoch in bar:
         model.train()
         rng = np.random.default_rng([cfg.seed, 1000 + epoch])
@@ -509,17 +509,11 @@ def train_fedn(cfg: TrainConfig, split: Split, videos: dict[str, VideoData], out
             sums["cls"] += float(cls)
             steps += 1
         sched.step()
-        row = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in sums.items()}}
-        if (epoch + 1) % cfg.fedn_eval_every == 0 or epoch + 1 == cfg.fedn_epochs:
-            row["val_f1"] = validation_f1(cfg, split, videos, gim, model, full=True)
-            if best is None or row["val_f1"] > best[0]:
-                best = (row["val_f1"], epoch)
-                save_checkpoint(out / "fedn_best.pt", "fedn", model, fcfg, cfg, split, fps, epoch, row)
-        history.append(row)
+        evaluate = (epoch + 1) % cfg.fedn_eval_every == 0 or epoch + 1 == cfg.fedn_epochs
+        row = run.end_epoch(epoch, sums, steps, validation_f1(cfg, split, videos, gim, model, full=True)
+                            if evaluate else None)
         bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k != "epoch"})
-        save_checkpoint(out / "fedn_last.pt", "fedn", model, fcfg, cfg, split, fps, epoch, row, opt, sched,
-                        history, best)
-    return load_best(out / "fedn_best.pt", FEDN, FEDNConfig), history
+    return load_best(out / "fedn_best.pt", FEDN, FEDNConfig), run.history
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -559,6 +553,30 @@ def relevant_config(cfg: TrainConfig | dict, name: str) -> dict:
     if name == "gim":
         data = {k: v for k, v in data.items() if not k.startswith("fedn") and k != "task"}
     return data
+
+
+class Checkpointer:
+    """One model's run state across epochs: resumes from `<name>_last.pt`, saves it after every epoch, and saves
+    `<name>_best.pt` whenever the validation F1 improves (the model selection; never the test subjects)."""
+
+    def __init__(self, name: str, out: Path, model, model_cfg, cfg: TrainConfig, split: Split, fps: float,
+                 opt, sched):
+        self.name, self.out, self.model, self.model_cfg = name, out, model, model_cfg
+        self.cfg, self.split, self.fps, self.opt, self.sched = cfg, split, fps, opt, sched
+        self.start, self.history, self.best = resume_state(cfg, out / f"{name}_last.pt", model, opt, sched)
+
+    def end_epoch(self, epoch: int, sums: dict[str, float], steps: int, val_f1: float | None) -> dict:
+        """The epoch's row (mean loss terms, and the validation F1 when evaluated), after saving."""
+        row = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in sums.items()}}
+        save = (self.name, self.model, self.model_cfg, self.cfg, self.split, self.fps, epoch, row)
+        if val_f1 is not None:
+            row["val_f1"] = val_f1
+            if self.best is None or val_f1 > self.best[0]:
+                self.best = (val_f1, epoch)
+                save_checkpoint(self.out / f"{self.name}_best.pt", *save)
+        self.history.append(row)
+        save_checkpoint(self.out / f"{self.name}_last.pt", *save, self.opt, self.sched, self.history, self.best)
+        return row
 
 
 def resume_state(cfg: TrainConfig, path: Path, model, opt, sched) -> tuple[int, list, tuple | None]:
