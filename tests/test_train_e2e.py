@@ -113,11 +113,13 @@ def test_pseudo_intervals_contain_their_points(tiny):
         assert ((iv[:, 1] - iv[:, 0]) >= 2 * (cfg.pseudo.k[1] // 4)).all()
 
 
-def test_dfcl_trains_gim_with_a_memory_bank(tiny, tmp_path):
-    """PWES DFCL switched on: its term is logged, non-zero once the bank holds vectors, and finite."""
+def test_pwes_mplg_and_dfcl_train_gim(tiny, tmp_path):
+    """PWES MPLG mining (from epoch 1 here) and DFCL switched on: the DFCL term is logged, non-zero once the bank
+    holds vectors, and finite."""
     torch.set_num_threads(1)
     cfg = tiny_config(tiny, out=str(tmp_path / "run"), task="gim", gim_epochs=2, eval_every=2,
-                      dfcl={"weight": 0.5, "bank_size": 64})
+                      dfcl={"weight": 0.5, "bank_size": 64},
+                      pseudo={"mining": "mplg", "soft_start": 1, "soft_wide_start": 1, "gim_start": 1})
     main_cfg(cfg)
     ck = torch.load(tmp_path / "run" / "holdout" / "gim_last.pt", weights_only=True)
     terms = [row["dfcl"] for row in ck["history"]]

@@ -7,7 +7,7 @@ import pytest
 from models.proposals import iou_1d
 
 from train.targets import (AssignConfig, PseudoLabelConfig, assign_anchor_targets, estimated_half_duration,
-                           feature_gaussian, gim_targets, mine_negatives, mplg_attention,
+                           feature_gaussian, gim_targets, mine_negatives, mplg_attention, mplg_foreground,
                            pseudo_apex, reliability_threshold)
 
 CFG = PseudoLabelConfig()
@@ -92,6 +92,28 @@ def test_mplg_attention_suppresses_dissimilar_context():
     cfg = PseudoLabelConfig(mining="mplg")
     assert pseudo_apex(mplg_attention(inten, g, np.array([0])), 0, 0, cfg) == 1
     assert pseudo_apex(inten, 0, 0, cfg) == 2
+
+
+def test_mplg_foreground_by_hand():
+    g = np.array([[1, 0], [1, 0], [0, 1], [0, 1], [1, 0], [5, 5]], dtype=np.float32)
+    probs = np.array([[1.0, 0], [0.95, 0], [0, 1.0], [0, 0.9], [0.99, 0], [0.99, 0]], dtype=np.float32)
+    attention = np.array([0.9, 0.1, 0.85, 0.2, 0.3, 0.95], dtype=np.float32)
+    cfg = PseudoLabelConfig(mining="mplg", mplg_k_frac=0.5)          # top-3 attention: frames 0, 2, 5
+    fg = mplg_foreground(probs, attention, g, np.array([0, 2]), np.array([0, 1]), cfg)
+    # frame 0: 1.0 * softmax(-[0, sqrt 2])_0 = 0.804 > 0.8 macro; frame 2 likewise micro; frame 5 is as far from
+    # both kinds' points (W = 0.5): 0.495 < 0.8; frames 1, 3, 4 are outside the top-k
+    assert np.argwhere(fg).tolist() == [[0, 0], [2, 1]]
+    # only macro points in this video: W = (1, 0); frame 5 now passes, micro nowhere
+    fg = mplg_foreground(probs, attention, g, np.array([0]), np.array([0]), cfg)
+    assert np.argwhere(fg).tolist() == [[0, 0], [5, 0]]
+    # in gim_targets from gim_start on: mined frames become intensity targets of 1 (PWES eq. 15)
+    fg = mplg_foreground(probs, mplg_attention(attention, g, np.array([0, 2])), g, np.array([0, 2]),
+                         np.array([0, 1]), cfg)
+    plain = gim_targets([0, 2], [0, 1], attention, g, epoch=cfg.gim_start, cfg=cfg)
+    tg = gim_targets([0, 2], [0, 1], attention, g, epoch=cfg.gim_start, cfg=cfg, apex_probs=probs)
+    assert fg.any() and (tg.y[fg] == 1).all() and np.array_equal(tg.y[~fg], plain.y[~fg])
+    early = gim_targets([0, 2], [0, 1], attention, g, epoch=cfg.soft_start, cfg=cfg, apex_probs=probs)
+    assert np.array_equal(early.y, gim_targets([0, 2], [0, 1], attention, g, epoch=cfg.soft_start, cfg=cfg).y)
 
 
 def test_bad_points_raise():

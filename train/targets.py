@@ -9,9 +9,13 @@ GIM (reference_notes §1.4): a point label p of kind c (0 macro, 1 micro) become
 window: it follows the expression's own appearance, not a bell curve over time. Negatives are the unlabelled frames
 with the lowest I(t). `mode="hard"` keeps the epoch-0 boxes for the whole run (the baseline the paper compares to).
 
-Where it adds (PWES, MPLG steps 1-2 and 6): with `mining="mplg"` the intensity is modulated by the normalised
+Where it adds (PWES's MPLG, Algorithm 1): with `mining="mplg"` the intensity plays PWES's attention A and the apex
+classifier's probabilities its class-specific TCAM S (classes = macro, micro). Step 1 modulates A by the normalised
 feature similarity to the labelled points before the pseudo-apex search, so a high-intensity context frame that
-looks unlike every labelled point does not become the apex, and negatives come from the 2k least-attended frames.
+looks unlike every labelled point does not become the apex; steps 2-5 (`mplg_foreground`, from `gim_start` on)
+add fine-grained foreground frames: S masked to the top-k of that A, weighted by the similarity to each kind's
+labelled points, cut below its temporal mean, kept where the winning kind exceeds theta; step 6 takes negatives
+from the 2k least-attended frames.
 
 All arrays here are numpy: targets are computed without gradients from the model's current (detached) outputs.
 Frame indices are 0-based and intervals inclusive; the reference's end-exclusive clip to [0, T-1) is not kept.
@@ -46,6 +50,7 @@ class PseudoLabelConfig:
     apex_radius: tuple[int, int] = (2, 1)     # apex-classifier positives a +- r
     apex_ignore_radius: int = 6               # apex negatives: frames within this of a y > 0.5 frame
     mplg_k_frac: float = 0.3                  # MPLG: at most this fraction of frames is coarse foreground
+    mplg_theta: float = 0.8                   # MPLG step 5: foreground where the refined probability exceeds this
 
 
 @dataclass
@@ -107,9 +112,40 @@ def mplg_attention(intensity: np.ndarray, g: np.ndarray, points: np.ndarray) -> 
     return (intensity * sim).astype(np.float32)
 
 
+def mplg_foreground(probs: np.ndarray, attention: np.ndarray, g: np.ndarray, points: np.ndarray,
+                    kinds: np.ndarray, cfg: PseudoLabelConfig = PseudoLabelConfig()) -> np.ndarray:
+    """PWES MPLG steps 2-5: (T, C) bool fine-grained pseudo foreground per class from (T, C) probabilities.
+
+    attention is step 1's A' (`mplg_attention`). W_{t,c} = softmax_c(-|g_t - Z_c|) with Z_c the mean feature of
+    class c's labelled points; a class without points in this video gets W = 0 (the others 1), as PWES says.
+    (PWES writes the softmax of the distance itself; a weight that should favour the nearer class needs -distance.)
+    """
+    T, C = probs.shape
+    k = max(1, int(cfg.mplg_k_frac * T))
+    mask = np.zeros(T, dtype=bool)
+    mask[np.argsort(-attention, kind="stable")[:k]] = True                      # step 2: top-k of A'
+    s1 = probs * mask[:, None]
+    present = [c for c in range(C) if (kinds == c).any()]
+    if len(present) == C:                                                      # step 3: class-level similarity
+        dist = np.stack([np.linalg.norm(g - g[points[kinds == c]].mean(axis=0), axis=1) for c in range(C)], 1)
+        w = np.exp(-(dist - dist.min(axis=1, keepdims=True)))
+        w /= w.sum(axis=1, keepdims=True)
+    else:
+        w = np.zeros((T, C), dtype=np.float32)
+        w[:, present] = 1.0
+    s2 = s1 * w
+    s2[s2 < probs.mean(axis=0)[None, :]] = 0.0                                 # step 4: below the temporal mean
+    best = s2.argmax(axis=1)                                                   # step 5: winning class above theta
+    fg = np.zeros((T, C), dtype=bool)
+    keep = s2[np.arange(T), best] > cfg.mplg_theta
+    fg[np.flatnonzero(keep), best[keep]] = True
+    return fg
+
+
 def gim_targets(points: np.ndarray, kinds: np.ndarray, intensity: np.ndarray, g: np.ndarray, epoch: int,
-                cfg: PseudoLabelConfig = PseudoLabelConfig()) -> GIMTargets:
-    """Pseudo-labels of one video at `epoch` from point labels, the current I(t) (T,) and GIM features g (T, D)."""
+                cfg: PseudoLabelConfig = PseudoLabelConfig(), apex_probs: np.ndarray | None = None) -> GIMTargets:
+    """Pseudo-labels of one video at `epoch` from point labels, the current I(t) (T,) and GIM features g (T, D);
+    with `mining="mplg"` also the apex classifier's (T, 2) probabilities (MPLG's class-specific scores)."""
     points = np.asarray(points, dtype=np.int64).reshape(-1)
     kinds = np.asarray(kinds, dtype=np.int64).reshape(-1)
     intensity = np.asarray(intensity, dtype=np.float32).reshape(-1)
@@ -144,6 +180,9 @@ def gim_targets(points: np.ndarray, kinds: np.ndarray, intensity: np.ndarray, g:
         y[lo:hi + 1, c] = np.maximum(y[lo:hi + 1, c], feature_gaussian(g, centre, lo, hi))
         apexes[i] = centre
 
+    if cfg.mining == "mplg" and cfg.mode == "gim" and epoch >= cfg.gim_start and apex_probs is not None and len(points):
+        fg = mplg_foreground(np.asarray(apex_probs, dtype=np.float32).reshape(T, 2), search, g, points, kinds, cfg)
+        y[fg] = 1.0                                                            # eq. 15: point labels OR mined
     negative = mine_negatives(y, search if cfg.mining == "mplg" else intensity, cfg)
     return GIMTargets(y=y, apex=apex_targets(y, apexes, kinds, negative, cfg), negative=negative,
                       apex_frames=apexes, contrast=contrast_classes(y, negative))

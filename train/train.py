@@ -323,7 +323,8 @@ def gim_step(cfg: TrainConfig, model, windows: torch.Tensor, points: np.ndarray,
              epoch: int, bank: MemoryBank | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """One crop: forward, pseudo-labels from the detached outputs, the GIM loss terms (+ DFCL with a bank)."""
     out = model(windows)
-    tg = gim_targets(points, kinds, out.intensity.detach().numpy(), out.embed.detach().numpy(), epoch, cfg.pseudo)
+    tg = gim_targets(points, kinds, out.intensity.detach().numpy(), out.embed.detach().numpy(), epoch, cfg.pseudo,
+                     torch.sigmoid(out.apex_logits).detach().numpy())
     y = torch.from_numpy(tg.y)
     w = cfg.gim_loss
     terms = {
