@@ -125,3 +125,13 @@ def test_pwes_mplg_and_dfcl_train_gim(tiny, tmp_path):
     terms = [row["dfcl"] for row in ck["history"]]
     assert len(terms) == 2 and all(np.isfinite(terms)) and terms[-1] > 0
     assert ck["train_config"]["dfcl"]["weight"] == 0.5
+
+
+def test_relabel_kind_by_duration():
+    """The calibration's micro/macro boundary search relabels FEDN intervals exactly as fedn_proposals would."""
+    from models.spotting import MACRO, MICRO, Proposal
+    from train.train import relabel_kind
+    p = Proposal(onset=10, apex=16, offset=22, kind=MACRO, score=0.9, source="fedn")     # 13 frames
+    assert relabel_kind(p, 0.45 * 30).kind == MICRO                                      # 13 < 13.5
+    assert relabel_kind(p, 0.40 * 30).kind == MACRO                                      # 13 >= 12
+    assert relabel_kind(p, 0.45 * 30).score == 0.9 and relabel_kind(p, 0.45 * 30).onset == 10

@@ -91,6 +91,9 @@ class TrainConfig:
     fedn_min_inside: float = 0.7            # a GT counts for a window if this much of it is inside
     fedn_eval_every: int = 10               # FEDN epochs between validation evaluations (and always the last)
     eval_every: int = 5                     # epochs between validation evaluations (and always the last)
+    # FEDN has no kind head: an interval is micro when shorter than spotter.fedn_decode.micro_max_seconds. With
+    # candidates here, the FEDN-only calibration picks that boundary on the validation videos as well (seconds).
+    micro_max_grid: tuple[float, ...] = ()
     resume: bool = True
     progress: bool = True
 
@@ -275,17 +278,31 @@ def calibrate_split(cfg: TrainConfig, split: "Split", videos: dict[str, VideoDat
     result = calibrate(gt, spot_videos(cfg, videos, split.val, gim, fedn, ZERO_THRESHOLDS))
     if full and fedn is not None:
         off = merge_spotter(ZERO_THRESHOLDS, {"proposals": {"score_threshold": [10.0, 10.0]}})
-        fedn_only = calibrate(gt, spot_videos(cfg, videos, split.val, gim, fedn, off))
-        if fedn_only["val_f1"] > result["val_f1"]:
-            fedn_only.update(gim_macro=10.0, gim_micro=10.0)
-            fedn_only["spotter"] = merge_spotter(fedn_only["spotter"],
-                                                 {"proposals": {"score_threshold": [10.0, 10.0]}})
-            result = fedn_only
+        preds = spot_videos(cfg, videos, split.val, gim, fedn, off)
+        for m in cfg.micro_max_grid or (None,):
+            # with GIM's proposals off every interval is FEDN's, so its kind is its duration: relabel, not re-run
+            cand = preds if m is None else {vid: [relabel_kind(p, m * videos[vid].fps) for p in ps]
+                                             for vid, ps in preds.items()}
+            fedn_only = calibrate(gt, cand)
+            if fedn_only["val_f1"] > result["val_f1"]:
+                fedn_only.update(gim_macro=10.0, gim_micro=10.0)
+                extra = {"proposals": {"score_threshold": [10.0, 10.0]}}
+                if m is not None:
+                    fedn_only["micro_max_seconds"] = m
+                    extra["fedn_decode"] = {"micro_max_seconds": m}
+                fedn_only["spotter"] = merge_spotter(fedn_only["spotter"], extra)
+                result = fedn_only
     if full:
         rerun = score(videos, spot_videos(cfg, videos, split.val, gim, fedn, result["spotter"]))
         result["val_f1_rerun"] = float(rerun["overall"]["f1"])
     result["calibrated_on"] = {"subjects": split.subjects["val"], "videos": list(split.val)}
     return result
+
+
+def relabel_kind(p, micro_max_frames: float):
+    """A FEDN interval's kind by its duration (models.proposals.fedn_proposals' rule) at another boundary."""
+    from models.spotting import MACRO, MICRO
+    return dataclasses.replace(p, kind=MICRO if p.length < micro_max_frames else MACRO)
 
 
 def validation_f1(cfg: TrainConfig, split: "Split", videos: dict[str, VideoData], gim, fedn,
