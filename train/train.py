@@ -564,12 +564,13 @@ def save_checkpoint(path: Path, name: str, model, model_cfg, cfg: TrainConfig, s
 
 
 def relevant_config(cfg: TrainConfig | dict, name: str) -> dict:
-    """The part of the config that GIM's training depends on (FEDN's keys do not), or all of it for FEDN."""
+    """The part of the config that GIM's training depends on (FEDN's keys do not), or all of it for FEDN; where
+    the run is written and how it is shown do not count (a run folder copied elsewhere resumes)."""
     data = to_dict(cfg) if not isinstance(cfg, dict) else dict(cfg)
-    data.pop("resume", None)
-    data.pop("progress", None)
+    for key in ("resume", "progress", "out", "threads"):
+        data.pop(key, None)
     if name == "gim":
-        data = {k: v for k, v in data.items() if not k.startswith("fedn") and k != "task"}
+        data = {k: v for k, v in data.items() if not k.startswith("fedn") and k not in ("task", "micro_max_grid")}
     return data
 
 
