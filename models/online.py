@@ -347,10 +347,20 @@ class OnlineSpotter:
             claimed = any(iou_1d([(d.onset, d.offset)], [(p.onset, p.offset)])[0, 0] >= cfg.match_iou
                           for p in self._emitted)
             if not claimed and d.score >= cfg.fedn_only_threshold:
+                d = self._curve_peak(d)
                 out.append(ExpressionUpdate(d, self._adopt_track(d), {"fedn_score": d.score}))
                 self._emitted.append(d)
         self._pool = keep
         return out
+
+    def _curve_peak(self, d: Proposal) -> Proposal:
+        """A FEDN interval with its apex and peak intensity taken from GIM's curve: FEDN regresses only the
+        boundaries, so its own apex is the midpoint and it has no intensity."""
+        rows = [(frame, value) for frame, value, _, _ in self._curve if d.onset <= frame <= d.offset]
+        if not rows:
+            return d
+        frame, value = max(rows, key=lambda r: r[1])
+        return dataclasses.replace(d, apex=frame, peak_intensity=value)
 
     def _adopt_track(self, d: Proposal) -> int:
         """The onset track of an announced GIM piece inside FEDN interval `d` (which then becomes that onset's final

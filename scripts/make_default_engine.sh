@@ -19,6 +19,7 @@ RUN=${RUN:-runs/default_engine}
 DATA=$RUN/synth
 STAGE=${STAGE:-data}
 STOP_AFTER=${STOP_AFTER:-}
+ENGINE_VERSION=0.2.0
 export FES_FACE_MODEL=${FES_FACE_MODEL:-$SHARED/models/face_landmarker_v2_with_blendshapes.task}
 export FES_NO_DOWNLOAD=1
 
@@ -73,7 +74,11 @@ if [ "$STAGE" = export ]; then
   # the engine with the thresholds fes-train calibrated on the validation subject, then its report on the
   # held-out identity and the real clips
   $PY/fes-export "$RUN/train/holdout/gim_best.pt" "$RUN/train/holdout/fedn_best.pt" \
-    --thresholds "$RUN/train/holdout/thresholds.json" -o stream/engines/default
+    --thresholds "$RUN/train/holdout/thresholds.json" -o stream/engines/default --version "$ENGINE_VERSION"
   $PY/fes-train configs/default_engine.json --set "data=$DATA" --set "features=$RUN/features" \
     --report-engine stream/engines/default --report-out reports/default_engine --clips "$SHARED/data/video"
+  # the training run's own report (selected epochs, validation curves, calibrated thresholds) next to it
+  mkdir -p reports/default_engine/training
+  cp "$RUN/train/report.md" "$RUN/train/report.json" "$RUN/train/curves_holdout.png" \
+    "$RUN/train/holdout/thresholds.json" reports/default_engine/training/
 fi

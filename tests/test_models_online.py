@@ -157,6 +157,8 @@ def test_fedn_turns_an_announced_onset_gim_dropped_into_the_expression():
     events = [u for u in ups if not isinstance(u, IntensityUpdate)]
     assert [(type(u).__name__, u.track) for u in events] == [("OnsetUpdate", 0), ("ExpressionUpdate", 0)]
     assert (events[1].proposal.onset, events[1].proposal.offset, events[1].proposal.source) == (98, 134, "fedn")
+    # FEDN regresses only boundaries: apex and peak intensity come from GIM's curve inside the interval
+    assert (events[1].proposal.apex, events[1].proposal.peak_intensity) == (100, pytest.approx(0.7))
     ups = push_all(OnlineSpotter(curve_gim, marker_fedn(64), cfg), video(curve, apex))
     events = [u for u in ups if not isinstance(u, IntensityUpdate)]
     assert [(type(u).__name__, u.track) for u in events] == [("OnsetUpdate", 0), ("CancelUpdate", 0)]

@@ -523,8 +523,8 @@ def train_fedn(cfg: TrainConfig, split: Split, videos: dict[str, VideoData], out
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
-            sums["reg"] += float(reg)
-            sums["cls"] += float(cls)
+            sums["reg"] += reg.item()
+            sums["cls"] += cls.item()
             steps += 1
         sched.step()
         evaluate = (epoch + 1) % cfg.fedn_eval_every == 0 or epoch + 1 == cfg.fedn_epochs
