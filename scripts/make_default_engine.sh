@@ -77,6 +77,8 @@ if [ "$STAGE" = export ]; then
     --thresholds "$RUN/train/holdout/thresholds.json" -o stream/engines/default --version "$ENGINE_VERSION"
   $PY/fes-train configs/default_engine.json --set "data=$DATA" --set "features=$RUN/features" \
     --report-engine stream/engines/default --report-out reports/default_engine --clips "$SHARED/data/video"
+  # the hand-written notes (how the engine was chosen, what it gets wrong) after the generated report
+  cat reports/default_engine/notes.md >> reports/default_engine/report.md
   # the training run's own report (selected epochs, validation curves, calibrated thresholds) next to it
   mkdir -p reports/default_engine/training
   cp "$RUN/train/report.md" "$RUN/train/report.json" "$RUN/train/curves_holdout.png" \

@@ -538,16 +538,21 @@ def open_sockets(ctx, ep: Endpoints) -> tuple:
     return previews, events
 
 
-async def pump_previews(hub: Hub, sock) -> None:
-    """Newest preview per stream wins; garbage is counted and dropped."""
+async def receive(hub: Hub, sock, convert, kind: str):
+    """The next well-formed message of `kind` (preview or event); garbage is counted, logged and dropped."""
     while True:
         frames = await sock.recv_multipart(copy=False)
         try:
-            p = wire.to_preview(wire.decode(frames))
+            return convert(wire.decode(frames))
         except wire.BadMessage as e:
-            hub.counters["bad_preview"] += 1
-            log.warning("dropped a bad preview message: %s", e)
-            continue
+            hub.counters[f"bad_{kind}"] += 1
+            log.warning("dropped a bad %s message: %s", kind, e)
+
+
+async def pump_previews(hub: Hub, sock) -> None:
+    """Newest preview per stream wins."""
+    while True:
+        p = await receive(hub, sock, wire.to_preview, "preview")
         hub.counters["previews"] += 1
         await hub.put_preview(p)
 
@@ -562,7 +567,7 @@ def recent_events(replay: str, limit: int, timeout_s: float = 1.0) -> tuple[list
 
 
 async def pump_events(hub: Hub, sock, replay: str) -> None:
-    """Every detector event goes to every browser; garbage is counted and dropped. First the recent past from the
+    """Every detector event goes to every browser. First the recent past from the
     replay endpoint (the SUB socket is already connected and queues what comes meanwhile), so a viewer attached to
     a running pipeline shows its timeline; live events that the replay already had are skipped."""
     from stream.client import ReplayError
@@ -578,13 +583,7 @@ async def pump_events(hub: Hub, sock, replay: str) -> None:
     except (ReplayError, wire.BadMessage, KeyError, TypeError, ValueError) as e:
         log.info("no history from %s (%s); live events only", replay, e)
     while True:
-        frames = await sock.recv_multipart(copy=False)
-        try:
-            event = wire.to_event(wire.decode(frames))
-        except wire.BadMessage as e:
-            hub.counters["bad_event"] += 1
-            log.warning("dropped a bad event message: %s", e)
-            continue
+        event = await receive(hub, sock, wire.to_event, "event")
         if event.get("seq", 0) < skip.get(event.get("publisher"), -1):
             continue
         hub.put_event(event)
