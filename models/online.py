@@ -158,6 +158,10 @@ class OnlineSpotter:
         n = t - self._fedn_origin + 1
         if self.fedn_fn is not None and n >= cfg.fedn_window and (n - cfg.fedn_window) % cfg.fedn_stride == 0:
             out += self._run_fedn(t - cfg.fedn_window + 1, cfg.fedn_window, tail=False)
+        elif self.fedn_fn is not None and n < cfg.fedn_window and n % cfg.fedn_stride == 0:
+            # a stream's first W frames: zero-padded windows every stride (as training pads a video's last
+            # window), so an expression in its first seconds is not held back until W frames have arrived
+            out += self._run_fedn(self._fedn_origin, n, tail=False)
         elif self.fedn_fn is None:
             self._fedn_done = t
         out += self._settle()
