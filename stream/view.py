@@ -461,9 +461,9 @@ def recent_events(replay: str, limit: int, timeout_s: float = 1.0) -> tuple[list
 
 
 async def pump_events(hub: Hub, sock, replay: str) -> None:
-    """Every detector event goes to every browser. First the recent past from the
-    replay endpoint (the SUB socket is already connected and queues what comes meanwhile), so a viewer attached to
-    a running pipeline shows its timeline; live events that the replay already had are skipped."""
+    """Every detector event goes to every browser. First the recent past from the replay endpoint (the SUB socket
+    is already connected and queues what comes meanwhile), so a viewer attached to a running pipeline shows its
+    timeline; live events that the replay already had are skipped."""
     from stream.client import ReplayError
     skip: dict[str, int] = {}  # publisher -> first sequence number not in the replay
     try:
