@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.spotting import MACRO, MICRO, MICRO_MAX_SECONDS, Proposal
+from models.spotting import MACRO, MICRO, MICRO_MAX_SECONDS, Proposal, kind_by_length
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -213,7 +213,7 @@ def fedn_proposals(cls_logits: np.ndarray, intervals: np.ndarray, first_frame: i
     for k in keep:
         i, s, e = int(cand[k]), int(onset[k]), int(offset[k])
         out.append(Proposal(onset=first_frame + s, apex=first_frame + (s + e) // 2, offset=first_frame + e,
-                            kind=MICRO if (e - s + 1) < micro_max else MACRO, score=float(score[i]),
+                            kind=kind_by_length(e - s + 1, micro_max), score=float(score[i]),
                             emotion=int(np.argmax(probs[i])), emotion_probs=tuple(float(p) for p in probs[i]),
                             source="fedn"))
     return out

@@ -44,6 +44,11 @@ class Proposal:
         return self.offset - self.onset + 1
 
 
+def kind_by_length(length: int, micro_max_frames: float) -> int:
+    """MICRO when an interval of `length` frames is shorter than `micro_max_frames` (FEDN has no kind head)."""
+    return MICRO if length < micro_max_frames else MACRO
+
+
 @dataclass(frozen=True)
 class IntensityUpdate:
     """The class-agnostic intensity I(t) of one frame, available `delay` frames after it was captured."""

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.proposals import iou_1d
-
 from models.spotting import MACRO, MICRO
 
 

@@ -301,8 +301,8 @@ def calibrate_split(cfg: TrainConfig, split: "Split", videos: dict[str, VideoDat
 
 def relabel_kind(p, micro_max_frames: float):
     """A FEDN interval's kind by its duration (models.proposals.fedn_proposals' rule) at another boundary."""
-    from models.spotting import MACRO, MICRO
-    return dataclasses.replace(p, kind=MICRO if p.length < micro_max_frames else MACRO)
+    from models.spotting import kind_by_length
+    return dataclasses.replace(p, kind=kind_by_length(p.length, micro_max_frames))
 
 
 def validation_f1(cfg: TrainConfig, split: "Split", videos: dict[str, VideoData], gim, fedn,
@@ -340,8 +340,9 @@ def gim_step(cfg: TrainConfig, model, windows: torch.Tensor, points: np.ndarray,
              epoch: int, bank: MemoryBank | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """One crop: forward, pseudo-labels from the detached outputs, the GIM loss terms (+ DFCL with a bank)."""
     out = model(windows)
+    probs = torch.sigmoid(out.apex_logits).detach().numpy() if cfg.pseudo.mining == "mplg" else None
     tg = gim_targets(points, kinds, out.intensity.detach().numpy(), out.embed.detach().numpy(), epoch, cfg.pseudo,
-                     torch.sigmoid(out.apex_logits).detach().numpy())
+                     probs)
     y = torch.from_numpy(tg.y)
     w = cfg.gim_loss
     terms = {
@@ -808,7 +809,7 @@ def engine_report(engine_path: str | Path, cfg: TrainConfig, out: str | Path,
             path = clips_dir / name
             if not path.is_file():
                 continue
-            cache = Path(cfg.features or Path(cfg.out) / "features") / "clips" / f"{path.stem}.npz"
+            cache = feature_path(cfg, f"clips/{path.stem}")
             if not cache.is_file():
                 feats, fps = extract(str(path), progress=False)
                 save_features(cache, feats, fps)
