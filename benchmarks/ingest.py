@@ -1,6 +1,6 @@
 """Ingest throughput: decode + face alignment + features for one 640x360 stream, with per-stage milliseconds.
 
-    python -m benchmarks.ingest [--frames 600] [--clip pyfeat_single_face.mp4] [--json out.json]
+    python -m fes_live.benchmarks.ingest [--frames 600] [--clip pyfeat_single_face.mp4] [--json out.json]
 
 Plays the clip flat out in a loop (the way a faster-than-real-time camera would feed us), times each stage per
 frame and prints the figures and the ratio to the goal: 60 fps, twice real time for a 30 fps camera.
@@ -23,9 +23,9 @@ DEFAULT_MODEL = DEFAULT_CLIP.parents[2] / "models" / "face_landmarker_v2_with_bl
 
 
 def run(clip: str, frames: int, warmup: int, face_model: str | None, flow_size: int) -> dict:
-    from stream.face import FaceConfig, FaceTracker
-    from stream.features import FeatureConfig, FeatureExtractor
-    from stream.sources import SourceConfig, open_source
+    from fes_live.stream.face import FaceConfig, FaceTracker
+    from fes_live.stream.features import FeatureConfig, FeatureExtractor
+    from fes_live.stream.sources import SourceConfig, open_source
 
     stages = {"decode": [], "face": [], "features": [], "total": []}
     faces = 0
@@ -73,7 +73,7 @@ def report(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks.ingest", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="fes-bench ingest", description=__doc__.splitlines()[0])
     p.add_argument("--clip", default=str(DEFAULT_CLIP))
     p.add_argument("--frames", type=int, default=600)
     p.add_argument("--warmup", type=int, default=30)

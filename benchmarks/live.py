@@ -26,11 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.app import DETECTOR, wait_for_detector
-from stream.client import subscribe
-from stream.config import from_dict
-from stream.pipeline_config import DetectConfig, Endpoints, IngestConfig
-from stream.supervise import Supervisor
+from fes_live import version_text
+from fes_live.stream.app import DETECTOR, wait_for_detector
+from fes_live.stream.client import subscribe
+from fes_live.stream.config import from_dict
+from fes_live.stream.pipeline_config import DetectConfig, Endpoints, IngestConfig
+from fes_live.stream.supervise import Supervisor
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = REPO.parent / "shared" / "data" / "video" / "pyfeat_single_face.mp4"
@@ -47,7 +48,7 @@ def features_file(video: Path, cache: Path) -> Path:
     """Features of `video` (extracted once with `fes-live extract`)."""
     out = cache / f"{video.stem}.npz"
     if not out.is_file():
-        subprocess.run([sys.executable, "-m", "stream.cli", "extract", str(video), "-o", str(out), "--no-progress"],
+        subprocess.run([sys.executable, "-m", "fes_live.stream.cli", "extract", str(video), "-o", str(out), "--no-progress"],
                        check=True, cwd=REPO)
     return out
 
@@ -64,8 +65,8 @@ def run_n(n: int, seconds: float, npz: Path, engine: str, backend: str, tmp: Pat
     ep = Endpoints(features=f"ipc://{tmp}/f{n}", events=f"tcp://127.0.0.1:{free_port()}",
                    replay=f"tcp://127.0.0.1:{free_port()}", preview=f"ipc://{tmp}/p{n}")
     sup = Supervisor(max_restarts=0)
-    from stream.detect import run_detector
-    from stream.ingest import _replay_role
+    from fes_live.stream.detect import run_detector
+    from fes_live.stream.ingest import _replay_role
     sup.start(DETECTOR, run_detector, from_dict(DetectConfig, {"endpoints": _d(ep), "engine": engine,
                                                               "backend": backend}))
     if wait_for_detector(sup, ep.replay, threading.Event()) is None:
@@ -124,12 +125,13 @@ def run_n(n: int, seconds: float, npz: Path, engine: str, backend: str, tmp: Pat
 
 
 def _d(ep: Endpoints) -> dict:
-    from stream.config import to_dict
+    from fes_live.stream.config import to_dict
     return to_dict(ep)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fes-bench live", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=version_text("fes-bench live"))
     p.add_argument("--streams", default="1,2,4", help="comma-separated stream counts to try")
     p.add_argument("--seconds", type=float, default=15.0, help="seconds of 30 fps features per stream")
     p.add_argument("--features", default=None, help=".npz from `fes-live extract` (default: extract the smile clip)")

@@ -1,7 +1,7 @@
 """CPU cost of the two models per frame: GIM (one 17-frame window per frame, batched) and FEDN (one window per
 stride), plus the whole OnlineSpotter per frame (both models + post-processing), on random weights and inputs.
 
-    python -m benchmarks.models [--threads 1] [--repeat 50] [--json out.json]
+    python -m fes_live.benchmarks.models [--threads 1] [--repeat 50] [--json out.json]
 
 Weights do not change the cost, so no checkpoint is needed; pass `--gim-config/--fedn-config` JSON files to time
 other sizes. Per-frame figures are what one 30 fps stream costs: GIM batch b costs t_b / b per frame, FEDN a
@@ -18,10 +18,10 @@ import time
 import numpy as np
 import torch
 
-from models.fedn import FEDN, FEDNConfig
-from models.gim import GIM, GIMConfig
-from models.online import OnlineSpotter, SpotterConfig, eager_fedn_fn, eager_gim_fn
-from stream.config import load_config
+from fes_live.models.fedn import FEDN, FEDNConfig
+from fes_live.models.gim import GIM, GIMConfig
+from fes_live.models.online import OnlineSpotter, SpotterConfig, eager_fedn_fn, eager_gim_fn
+from fes_live.stream.config import load_config
 
 
 def _ms(fn, repeat: int, warmup: int = 3) -> float:
@@ -83,7 +83,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.models", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="fes-bench models", description=__doc__.splitlines()[0])
     add_arguments(p)
     args = p.parse_args(argv)
     res = run(load_config(GIMConfig, args.gim_config), load_config(FEDNConfig, args.fedn_config), args.stride,

@@ -9,15 +9,20 @@ from __future__ import annotations
 import importlib
 import sys
 
+from fes_live import version_text
+
 BENCHMARKS = ("ingest", "models", "live")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--version":
+        print(version_text("fes-bench"))
+        return 0
     if not argv or argv[0] not in BENCHMARKS:
         print(__doc__.strip(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    module = importlib.import_module(f"benchmarks.{argv[0]}")
+    module = importlib.import_module(f"fes_live.benchmarks.{argv[0]}")
     return int(module.main(argv[1:]) or 0)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BLENDSHAPE_DIM = 52  # stream.features: geometry = [52 blendshapes, 478 x 2 aligned landmarks]
+BLENDSHAPE_DIM = 52  # fes_live.stream.features: geometry = [52 blendshapes, 478 x 2 aligned landmarks]
 
 
 @dataclass(frozen=True)

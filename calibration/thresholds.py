@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from models.spotting import MACRO, MICRO
+from fes_live.models.spotting import MACRO, MICRO
 GROUPS = ("gim_macro", "gim_micro", "fedn_only")
 # GIM scores are inner-outer (<= 1) + 0.2 x apex probability, so they reach 1.2; the grid's top switches a kind off
 DEFAULT_GRID = tuple(round(x, 3) for x in np.arange(0.0, 1.2501, 0.025))
@@ -124,14 +124,14 @@ def merge_spotter(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m calibration.thresholds RUN_DIR [--fold holdout] -o thresholds.json`: print a fold's thresholds
+    """`python -m fes_live.calibration.thresholds RUN_DIR [--fold holdout] -o thresholds.json`: print a fold's thresholds
     (fes-train writes them per fold as RUN_DIR/<fold>/thresholds.json; this re-derives them from the run)."""
-    parser = argparse.ArgumentParser(prog="python -m calibration.thresholds", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m fes_live.calibration.thresholds", description=main.__doc__)
     parser.add_argument("run", help="fes-train output folder")
     parser.add_argument("--fold", default="holdout")
     parser.add_argument("-o", "--output", required=True)
     args = parser.parse_args(argv)
-    from train.train import calibrate_fold  # only here: stream/ imports this module, and never train/
+    from fes_live.train.train import calibrate_fold  # only here: stream/ imports this module, and never train/
     try:
         result = calibrate_fold(Path(args.run), args.fold)
     except (OSError, ValueError) as e:

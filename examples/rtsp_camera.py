@@ -8,11 +8,11 @@ as a child process, then subscribes to its events. Ctrl-C stops both; pending ev
 import subprocess
 import sys
 
-from stream.client import subscribe
-from stream.events import format_event
+from fes_live.stream.client import subscribe
+from fes_live.stream.events import format_event
 
 url = sys.argv[1] if len(sys.argv) > 1 else "rtsp://127.0.0.1:8554/cam"
-pipeline = subprocess.Popen([sys.executable, "-m", "stream.cli", "--source", url])
+pipeline = subprocess.Popen([sys.executable, "-m", "fes_live.stream.cli", "--source", url])
 try:
     for event in subscribe(types=["stream", "face", "expression.onset", "expression"], from_seq=0):
         print(format_event(event), flush=True)

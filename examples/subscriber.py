@@ -3,7 +3,7 @@
     fes-live --source 0 &        # or a video file, an rtsp:// URL...
     python examples/subscriber.py
 """
-from stream.client import subscribe
+from fes_live.stream.client import subscribe
 
 for event in subscribe(types=["expression.onset", "expression"]):
     d = event["data"]

@@ -8,10 +8,10 @@ import collections
 import subprocess
 import sys
 
-from stream.client import subscribe
+from fes_live.stream.client import subscribe
 
 sources = sys.argv[1:3] or ["0", "1"]
-cmd = [sys.executable, "-m", "stream.cli"] + [arg for s in sources for arg in ("--source", s)]
+cmd = [sys.executable, "-m", "fes_live.stream.cli"] + [arg for s in sources for arg in ("--source", s)]
 pipeline = subprocess.Popen(cmd)
 tally: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
 ended = set()

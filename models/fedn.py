@@ -2,7 +2,7 @@
 
 backbone (per frame) -> segment attention & fusion -> sliding-window attention -> two stride-2 conv blocks ->
 4-level temporal pyramid -> per-level heads (attention, then decoupled 1-D conv branches for regression and
-classification) -> per position 1 anchor-free + 5 anchor-based intervals (models.anchors) with emotion logits.
+classification) -> per position 1 anchor-free + 5 anchor-based intervals (fes_live.models.anchors) with emotion logits.
 Objectness is the highest sigmoid class score (the paper trains BCE per class, no separate confidence branch).
 
 The paper leaves window, segment length, widths and anchors out; our choices are in `FEDNConfig`, each commented.
@@ -16,9 +16,9 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
-from models.anchors import Anchors
-from models.backbones import build_backbone
-from models.blocks import Attention, ConvBlock1d
+from fes_live.models.anchors import Anchors
+from fes_live.models.backbones import build_backbone
+from fes_live.models.blocks import Attention, ConvBlock1d
 
 GEOMETRY_DIM = 1008  # stream.features.GEOMETRY_DIM (models/ imports nothing from stream/)
 
@@ -55,7 +55,7 @@ class FEDNConfig:
 class FEDNOutput(NamedTuple):
     cls_logits: torch.Tensor  # (B, N, C) emotion logits per interval; objectness = max sigmoid
     intervals: torch.Tensor   # (B, N, 2) [start, end] inclusive, in window frames (float)
-    offsets: torch.Tensor     # (B, N, 2) raw regression outputs (models.anchors encoding)
+    offsets: torch.Tensor     # (B, N, 2) raw regression outputs (fes_live.models.anchors encoding)
 
 
 class SegmentAttention(nn.Module):

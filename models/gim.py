@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.blocks import TransformerBlock
+from fes_live.models.blocks import TransformerBlock
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from calibration.baseline import BaselineConfig, NeutralBaseline
-from models.proposals import (FEDNDecodeConfig, GIMProposalConfig, fedn_proposals, gim_proposals, iou_1d,
+from fes_live.calibration.baseline import BaselineConfig, NeutralBaseline
+from fes_live.models.proposals import (FEDNDecodeConfig, GIMProposalConfig, fedn_proposals, gim_proposals, iou_1d,
                               nms_1d)
-from models.spotting import CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate, Proposal, Update
+from fes_live.models.spotting import CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate, Proposal, Update
 
 GimFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # (B,17,R,2) -> (intensity (B,), apex_probs (B,2))
 FednFn = Callable[[np.ndarray], Any]                             # (1,W,F) -> (cls_logits (1,N,C), intervals (1,N,2), ..)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.spotting import MACRO, MICRO, MICRO_MAX_SECONDS, Proposal, kind_by_length
+from fes_live.models.spotting import MACRO, MICRO, MICRO_MAX_SECONDS, Proposal, kind_by_length
 
 
 # ---------------------------------------------------------------------------------------------------------------

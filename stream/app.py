@@ -16,14 +16,14 @@ from pathlib import Path
 
 import zmq
 
-from stream import wire
-from stream.client import ReplayError, Subscription, next_seq
-from stream.config import from_dict, load_config, to_dict
-from stream.detect import run_detector
-from stream.events import PIPELINE_STREAM, format_event
-from stream.ingest import run_ingest
-from stream.pipeline_config import DetectConfig, IngestConfig, RunConfig
-from stream.supervise import Supervisor
+from fes_live.stream import wire
+from fes_live.stream.client import ReplayError, Subscription, next_seq
+from fes_live.stream.config import from_dict, load_config, to_dict
+from fes_live.stream.detect import run_detector
+from fes_live.stream.events import PIPELINE_STREAM, format_event
+from fes_live.stream.ingest import run_ingest
+from fes_live.stream.pipeline_config import DetectConfig, IngestConfig, RunConfig
+from fes_live.stream.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ ENGINE_LOAD_TIMEOUT_S = 120.0
 
 def stream_ids(sources: tuple[str, ...]) -> list[str]:
     """One distinct id per source: the source's default id, numbered when two sources would share one."""
-    from stream.sources import default_stream_id
+    from fes_live.stream.sources import default_stream_id
     ids: list[str] = []
     for src in sources:
         sid = default_stream_id(src)
@@ -62,8 +62,8 @@ def extra_roles(args: argparse.Namespace, cfg: RunConfig) -> list[tuple[str, obj
     """
     roles = []
     if getattr(args, "view", False):
-        from stream.view import ViewConfig
-        from stream.view import run as run_view
+        from fes_live.stream.view import ViewConfig
+        from fes_live.stream.view import run as run_view
         ep = cfg.endpoints.resolved()
         roles.append(("viewer", run_view, from_dict(ViewConfig, {"port": args.view_port, "endpoints": to_dict(ep),
                                                                   "engine": cfg.engine or ""})))

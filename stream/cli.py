@@ -11,21 +11,23 @@ import importlib
 import logging
 import sys
 
+from fes_live import version_text
+
 # subcommand -> (module, one-line help)
 COMMANDS = {
-    "run": ("stream.app", "start ingest, detector (and viewer) locally and supervise them [default]"),
-    "ingest": ("stream.ingest", "run the ingest role: source -> face alignment -> features -> detector"),
-    "detect": ("stream.detect", "run the detector service: features in, expression events out"),
-    "view": ("stream.view", "serve the browser viewer for a running pipeline"),
-    "extract": ("stream.extract", "write per-frame features of a whole video to .npz (for training)"),
-    "preview": ("stream.preview", "print per-frame face state and features of a source, live"),
+    "run": ("fes_live.stream.app", "start ingest, detector (and viewer) locally and supervise them [default]"),
+    "ingest": ("fes_live.stream.ingest", "run the ingest role: source -> face alignment -> features -> detector"),
+    "detect": ("fes_live.stream.detect", "run the detector service: features in, expression events out"),
+    "view": ("fes_live.stream.view", "serve the browser viewer for a running pipeline"),
+    "extract": ("fes_live.stream.extract", "write per-frame features of a whole video to .npz (for training)"),
+    "preview": ("fes_live.stream.preview", "print per-frame face state and features of a source, live"),
 }
 
 
 def usage() -> str:
     lines = ["usage: fes-live [COMMAND] [options]   (no COMMAND: run)", "", "commands:"]
     lines += [f"  {name:<9} {help_text}" for name, (_, help_text) in COMMANDS.items()]
-    lines += ["", "fes-live COMMAND --help for a command's options"]
+    lines += ["", "fes-live COMMAND --help for a command's options; fes-live --version"]
     return "\n".join(lines)
 
 
@@ -33,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("-h", "--help"):
         print(usage())
+        return 0
+    if argv and argv[0] == "--version":
+        print(version_text("fes-live"))
         return 0
     if not argv or argv[0].startswith("-"):
         argv = ["run", *argv]  # `fes-live --source 0` means `fes-live run --source 0`
@@ -44,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"fes-live {name}", description=help_text)
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--version", action="version", version=version_text("fes-live"))
     module.add_arguments(parser)
     args = parser.parse_args(rest)
     logging.basicConfig(level=args.log_level.upper(),

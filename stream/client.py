@@ -12,8 +12,8 @@ from collections.abc import Iterable, Iterator
 
 import zmq
 
-from stream import wire
-from stream.events import REPLAY_MAX, replay_request
+from fes_live.stream import wire
+from fes_live.stream.events import REPLAY_MAX, replay_request
 
 log = logging.getLogger(__name__)
 

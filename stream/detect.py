@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
-from models.spotting import KIND_NAMES, CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate
-from stream import wire
-from stream.config import from_dict, load_config, to_dict
-from stream.events import PIPELINE_STREAM, EventPublisher
-from stream.pipeline_config import DetectConfig
+from fes_live.models.spotting import KIND_NAMES, CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate
+from fes_live.stream import wire
+from fes_live.stream.config import from_dict, load_config, to_dict
+from fes_live.stream.events import PIPELINE_STREAM, EventPublisher
+from fes_live.stream.pipeline_config import DetectConfig
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class Detector:
         if self.batcher is not None:
             s.spotter.gim_fn = self.batcher.gim_fn  # direct engine call unless inside a batched round
         if self.cfg.record_dir:
-            from stream.record import IntensityCsv
+            from fes_live.stream.record import IntensityCsv
             s.csv = IntensityCsv(self.cfg.record_dir, sid)
         self.streams[sid] = s
         data = {"status": "started", "message": message, "source": source}
@@ -448,7 +448,7 @@ def run_detector(cfg: DetectConfig, stop_event: threading.Event | None = None) -
     """The role: load the engine, serve until stopped."""
     import torch
 
-    from stream.engine import load_engine
+    from fes_live.stream.engine import load_engine
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
     engine = load_engine(cfg.engine or None, backend=cfg.backend)

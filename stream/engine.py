@@ -70,17 +70,17 @@ class FEDNInference(nn.Module):
 def model_classes(name: str) -> tuple[type, type, type]:
     """(config class, model class, output NamedTuple class) of "gim" or "fedn"; imported only when needed."""
     if name == "gim":
-        from models.gim import GIM, GIMConfig, GIMOutput
+        from fes_live.models.gim import GIM, GIMConfig, GIMOutput
         return GIMConfig, GIM, GIMOutput
     if name == "fedn":
-        from models.fedn import FEDN, FEDNConfig, FEDNOutput
+        from fes_live.models.fedn import FEDN, FEDNConfig, FEDNOutput
         return FEDNConfig, FEDN, FEDNOutput
     raise EngineError(f"unknown model {name!r}; known: {MODEL_NAMES}")
 
 
 def build_model(name: str, config: dict, state_dict: dict | None = None) -> nn.Module:
     """An eval-mode model from its config dict (and weights), as the eager backend and the exporter need it."""
-    from stream.config import ConfigError, from_dict
+    from fes_live.stream.config import ConfigError, from_dict
     cfg_cls, model_cls, _ = model_classes(name)
     try:
         model = model_cls(from_dict(cfg_cls, config, where=f"{name} config"))
@@ -213,8 +213,8 @@ class Engine:
     def spotter_config(self):
         """models.online.SpotterConfig from the manifest (thresholds calibrated at export included); fps and the
         FEDN window always follow the engine, so a manifest cannot disagree with its own models."""
-        from models.online import SpotterConfig
-        from stream.config import ConfigError, from_dict
+        from fes_live.models.online import SpotterConfig
+        from fes_live.stream.config import ConfigError, from_dict
         data = dict(self.manifest.get("spotter", {}))
         data["fps"] = float(self.manifest["fps"])
         data.setdefault("baseline", {})
@@ -230,7 +230,7 @@ class Engine:
 
     def new_spotter(self):
         """A fresh models.online.OnlineSpotter on this engine's callables (one per stream)."""
-        from models.online import OnlineSpotter
+        from fes_live.models.online import OnlineSpotter
         return OnlineSpotter(self.gim, self.fedn if self.has_fedn else None, self.spotter_config())
 
     def describe(self) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 import zmq
 
-from stream import wire
+from fes_live.stream import wire
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,14 @@ import json
 import logging
 import sys
 
-from stream.client import DEFAULT_EVENTS, DEFAULT_REPLAY, subscribe
-from stream.events import EVENT_TYPES, format_event
+from fes_live import version_text
+from fes_live.stream.client import DEFAULT_EVENTS, DEFAULT_REPLAY, subscribe
+from fes_live.stream.events import EVENT_TYPES, format_event
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fes-events", description="print the events of a running fes-live")
+    p.add_argument("--version", action="version", version=version_text("fes-events"))
     p.add_argument("--events", default=DEFAULT_EVENTS, help=f"event PUB endpoint (default {DEFAULT_EVENTS})")
     p.add_argument("--replay", default=DEFAULT_REPLAY, help=f"replay endpoint (default {DEFAULT_REPLAY})")
     p.add_argument("--type", action="append", default=[], choices=EVENT_TYPES, help="only this type (repeatable)")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from stream.face import FaceConfig, FaceTracker
-from stream.face_model import FaceModelError
-from stream.features import FeatureConfig, FeatureExtractor, FrameFeatures, save_features
-from stream.sources import FolderSource, SourceConfig, SourceError, open_source
+from fes_live.stream.face import FaceConfig, FaceTracker
+from fes_live.stream.face_model import FaceModelError
+from fes_live.stream.features import FeatureConfig, FeatureExtractor, FrameFeatures, save_features
+from fes_live.stream.sources import FolderSource, SourceConfig, SourceError, open_source
 
 log = logging.getLogger(__name__)
 

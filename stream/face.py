@@ -17,8 +17,8 @@ from enum import Enum
 import cv2
 import numpy as np
 
-from stream.face_model import find_face_model
-from stream.sources import Frame
+from fes_live.stream.face_model import find_face_model
+from fes_live.stream.sources import Frame
 
 log = logging.getLogger(__name__)
 

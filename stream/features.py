@@ -33,8 +33,8 @@ import cv2
 import numba
 import numpy as np
 
-from stream.face import CROP_SIZE, FaceResult, crop_landmarks, frontal_landmarks
-from stream.sources import Frame
+from fes_live.stream.face import CROP_SIZE, FaceResult, crop_landmarks, frontal_landmarks
+from fes_live.stream.sources import Frame
 
 BLENDSHAPE_DIM = 52
 LANDMARK_DIM = 478 * 2

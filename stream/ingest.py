@@ -21,10 +21,10 @@ import cv2
 import numpy as np
 import zmq
 
-from stream import wire
-from stream.config import from_dict, load_config, to_dict
-from stream.pipeline_config import IngestConfig
-from stream.supervise import FATAL_EXIT
+from fes_live.stream import wire
+from fes_live.stream.config import from_dict, load_config, to_dict
+from fes_live.stream.pipeline_config import IngestConfig
+from fes_live.stream.supervise import FATAL_EXIT
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +98,10 @@ class Sender:
 def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> int:
     """The role: 0 when the source ended (or we were asked to stop), 1 on a source error mid-stream (the supervisor
     restarts it), FATAL_EXIT (2) when the source cannot be opened or the face model is missing (no restart)."""
-    from stream.face import FaceConfig, FaceTracker
-    from stream.features import FeatureConfig, FeatureExtractor
-    from stream.record import ClipRecorder
-    from stream.sources import SourceConfig, SourceError, open_source
+    from fes_live.stream.face import FaceConfig, FaceTracker
+    from fes_live.stream.features import FeatureConfig, FeatureExtractor
+    from fes_live.stream.record import ClipRecorder
+    from fes_live.stream.sources import SourceConfig, SourceError, open_source
 
     stop_event = stop_event or threading.Event()
     if cfg.stream_id and not re.fullmatch(r"[^/\s]{1,128}", cfg.stream_id):
@@ -161,7 +161,7 @@ def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> 
 def replay_features(cfg: IngestConfig, path: str, fps: float = 0.0, stop_event: threading.Event | None = None,
                     loops: int = 1) -> dict:
     """Send recorded features at `fps` (0: the file's) as a live ingest would; capture time = send time."""
-    from stream.features import FrameFeatures, load_features
+    from fes_live.stream.features import FrameFeatures, load_features
 
     stop_event = stop_event or threading.Event()
     data = load_features(path)

@@ -44,7 +44,7 @@ class Endpoints:
 class IngestConfig:
     """One source -> face -> features -> detector."""
     source: str = "0"
-    stream_id: str = ""  # "" = derived from the source by stream.sources
+    stream_id: str = ""  # "" = derived from the source by fes_live.stream.sources
     endpoints: Endpoints = Endpoints()
     fast: bool = False  # files: as fast as possible instead of at their own frame rate
     send_crops: bool = False  # only engines with an image backbone need the 224x224 crops

@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 
-from stream.face import BLENDSHAPE_NAMES, FaceConfig, FaceTracker
-from stream.face_model import FaceModelError
-from stream.features import ROI_NAMES, FeatureConfig, FeatureExtractor
-from stream.sources import SourceConfig, SourceError, open_source
+from fes_live.stream.face import BLENDSHAPE_NAMES, FaceConfig, FaceTracker
+from fes_live.stream.face_model import FaceModelError
+from fes_live.stream.features import ROI_NAMES, FeatureConfig, FeatureExtractor
+from fes_live.stream.sources import SourceConfig, SourceError, open_source
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import zmq
 
-from stream import wire
+from fes_live.stream import wire
 
 log = logging.getLogger(__name__)
 

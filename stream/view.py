@@ -38,10 +38,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from stream import wire
-from stream.config import from_dict, load_config, to_dict
-from stream.pipeline_config import Endpoints
-from stream.view_camera import CameraIngest
+from fes_live.stream import wire
+from fes_live.stream.config import from_dict, load_config, to_dict
+from fes_live.stream.pipeline_config import Endpoints
+from fes_live.stream.view_camera import CameraIngest
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def plot_thresholds(engine: str = "") -> list[dict]:
         return []
     onset, low = spotter.get("onset_threshold"), spotter.get("proposals", {}).get("thresholds")
     if onset is None or low is None:
-        from models.online import SpotterConfig  # the defaults the detector uses (imports torch: only here)
+        from fes_live.models.online import SpotterConfig  # the defaults the detector uses (imports torch: only here)
         onset = SpotterConfig.onset_threshold if onset is None else onset
         low = SpotterConfig().proposals.thresholds if low is None else low
     return [{"value": float(onset), "label": "onset"}, {"value": float(min(low)), "label": "proposal"}]
@@ -453,7 +453,7 @@ async def pump_previews(hub: Hub, sock) -> None:
 
 def recent_events(replay: str, limit: int, timeout_s: float = 1.0) -> tuple[list[dict], int]:
     """The detector's last `limit` events from its replay endpoint, and its next sequence number."""
-    from stream.client import fetch, next_seq
+    from fes_live.stream.client import fetch, next_seq
     upcoming = next_seq(replay, timeout_s=timeout_s)
     if upcoming == 0:
         return [], 0
@@ -464,7 +464,7 @@ async def pump_events(hub: Hub, sock, replay: str) -> None:
     """Every detector event goes to every browser. First the recent past from the replay endpoint (the SUB socket
     is already connected and queues what comes meanwhile), so a viewer attached to a running pipeline shows its
     timeline; live events that the replay already had are skipped."""
-    from stream.client import ReplayError
+    from fes_live.stream.client import ReplayError
     skip: dict[str, int] = {}  # publisher -> first sequence number not in the replay
     try:
         events, next_seq = await asyncio.get_running_loop().run_in_executor(

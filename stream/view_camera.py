@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from stream import wire
+from fes_live.stream import wire
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,11 @@ class CameraIngest:
             self.have.notify()
 
     def _work(self) -> None:
-        from stream.face import FaceConfig, FaceTracker
-        from stream.features import FeatureConfig, FeatureExtractor
-        from stream.ingest import Sender
-        from stream.pipeline_config import IngestConfig
-        from stream.sources import Frame
+        from fes_live.stream.face import FaceConfig, FaceTracker
+        from fes_live.stream.features import FeatureConfig, FeatureExtractor
+        from fes_live.stream.ingest import Sender
+        from fes_live.stream.pipeline_config import IngestConfig
+        from fes_live.stream.sources import Frame
         cfg = self.hub.cfg
         sender = Sender(IngestConfig(stream_id=self.stream_id, endpoints=cfg.endpoints, preview=False,
                                      face_model=cfg.face_model))

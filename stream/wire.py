@@ -180,7 +180,7 @@ def features_message(stream_id: str, features, face_state: str = "none", meta: d
 
 def to_features(msg: Message):
     """The `FrameFeatures` of a `features` message, with every shape checked (BadMessage otherwise)."""
-    from stream.features import GEOMETRY_DIM, ROI_NAMES, FrameFeatures
+    from fes_live.stream.features import GEOMETRY_DIM, ROI_NAMES, FrameFeatures
     _check(msg.header.kind == "features", f"expected a features message, got {msg.header.kind!r}")
     a = msg.arrays
     _check(set(a) in ({"geometry", "roi_flow"}, {"geometry", "roi_flow", "crop"}), f"arrays {sorted(a)}")

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from stream.config import ConfigError, from_dict, load_config, to_dict
+from fes_live.stream.config import ConfigError, from_dict, load_config, to_dict
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from conftest import DATA, need
-from models.spotting import MACRO, MICRO
-from train.datasets import (DatasetError, load_casme2, load_casme3, load_casme3_lgsnet, load_native,
+from fes_live.models.spotting import MACRO, MICRO
+from fes_live.train.datasets import (DatasetError, load_casme2, load_casme3, load_casme3_lgsnet, load_native,
                             load_native_annotations, load_samm, loso_folds, point_labels)
 
 ANN = DATA / "annotations"

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from conftest import DATA, FACE_MODEL, need
-from train.datasets import load_casme2, load_native, load_native_annotations, load_samm
+from fes_live.train.datasets import load_casme2, load_native, load_native_annotations, load_samm
 
-synth = pytest.importorskip("train.synth")
+synth = pytest.importorskip("fes_live.train.synth")
 FACE = DATA / "images" / "pyfeat_single_face.jpg"
 
 

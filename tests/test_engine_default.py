@@ -1,7 +1,7 @@
 """The bundled default engine loads with no arguments, on the CPU, and spots a stream through its spotter."""
 import numpy as np
 
-from stream.engine import DEFAULT_ENGINE, load_engine
+from fes_live.stream.engine import DEFAULT_ENGINE, load_engine
 
 
 def test_default_engine_loads_and_runs():

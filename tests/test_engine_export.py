@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.fedn import FEDN, FEDNConfig
-from models.gim import GIM, GIMConfig
-from stream.config import to_dict
-from stream.engine import EngineError, load_engine, write_manifest
-from train.export import ExportError, export, main as export_main
+from fes_live.models.fedn import FEDN, FEDNConfig
+from fes_live.models.gim import GIM, GIMConfig
+from fes_live.stream.config import to_dict
+from fes_live.stream.engine import EngineError, load_engine, write_manifest
+from fes_live.train.export import ExportError, export, main as export_main
 
 GIM_CFG = GIMConfig(dim=16, heads=2, dim_head=8, mlp_dim=32)
 FEDN_CFG = FEDNConfig(window=64, num_classes=3, backbone_hidden=32, backbone_dim=16, dim=16, head_dim=16, heads=2)

@@ -4,7 +4,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from calibration.int8 import CalibrationBatches, entropy_calibrator
+from fes_live.calibration.int8 import CalibrationBatches, entropy_calibrator
 
 
 def features(path, T=200, face_from=20):

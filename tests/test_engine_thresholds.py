@@ -1,8 +1,8 @@
 """Threshold calibration against hand-counted cases."""
 import pytest
 
-from calibration.thresholds import calibrate, merge_spotter
-from models.spotting import MACRO, MICRO, Proposal
+from fes_live.calibration.thresholds import calibrate, merge_spotter
+from fes_live.models.spotting import MACRO, MICRO, Proposal
 
 
 def P(on, off, kind, score, source="gim"):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import DATA, need
-from models.spotting import MACRO, MICRO, Proposal
-from train.evaluate import (EvalError, Segment, detection_map, evaluate, evaluate_loso, iou_matrix, main, megc_f1,
+from fes_live.models.spotting import MACRO, MICRO, Proposal
+from fes_live.train.evaluate import (EvalError, Segment, detection_map, evaluate, evaluate_loso, iou_matrix, main, megc_f1,
                             parse_len_range, read_megc_gt, read_megc_predictions)
 
 BASELINE = DATA / "megc2020_baseline"
@@ -170,8 +170,8 @@ def test_bad_input_gives_clear_errors(tmp_path, capsys):
 
 def test_dataset_table_scores_like_the_megc_file(tmp_path):
     """GT from the CAS(ME)^2 adapter gives the official numbers too; MEGC writer and reader round-trip."""
-    from train.datasets import load_casme2
-    from train.evaluate import write_megc_predictions
+    from fes_live.train.datasets import load_casme2
+    from fes_live.train.evaluate import write_megc_predictions
     gt = load_casme2(need(DATA / "annotations" / "CASME_sq_gt.xlsx")).by_video()
     preds = read_megc_predictions(need(BASELINE / "predictions"), (7, 16), (17, None))
     r = megc_f1(gt, preds)

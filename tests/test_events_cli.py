@@ -7,11 +7,11 @@ import time
 
 import zmq
 
-from stream import wire
-from stream.client import subscribe
-from stream.detect import Detector
-from stream.events import EventPublisher, validate
-from stream.pipeline_config import DetectConfig, Endpoints
+from fes_live.stream import wire
+from fes_live.stream.client import subscribe
+from fes_live.stream.detect import Detector
+from fes_live.stream.events import EventPublisher, validate
+from fes_live.stream.pipeline_config import DetectConfig, Endpoints
 from test_events_wire import free_port
 
 
@@ -30,7 +30,7 @@ def test_fes_events_filters_and_replays(tmp_path):
     t.start()
     for i in range(6):
         pub.publish("face", "a" if i % 2 else "b", {"state": "found", "frame": i, "pts_s": 0.0, "wall_s": 0.0})
-    cmd = [sys.executable, "-m", "stream.events_cli", "--events", ev, "--replay", rp]
+    cmd = [sys.executable, "-m", "fes_live.stream.events_cli", "--events", ev, "--replay", rp]
     out = subprocess.run(cmd + ["--json", "--replay-from", "0", "--stream", "a", "--count", "3"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr

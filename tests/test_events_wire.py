@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import zmq
 
-from stream import wire
-from stream.client import fetch, subscribe
-from stream.events import EventError, EventPublisher, format_event, validate
-from stream.features import GEOMETRY_DIM, FrameFeatures
+from fes_live.stream import wire
+from fes_live.stream.client import fetch, subscribe
+from fes_live.stream.events import EventError, EventPublisher, format_event, validate
+from fes_live.stream.features import GEOMETRY_DIM, FrameFeatures
 
 
 def free_port() -> int:

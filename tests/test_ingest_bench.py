@@ -5,7 +5,7 @@ import json
 import os
 from pathlib import Path
 
-from benchmarks import ingest
+from fes_live.benchmarks import ingest
 from conftest import VIDEO, need
 
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import DATA, VIDEO, need
-from stream.face import (BLENDSHAPE_NAMES, CROP_SIZE, TEMPLATE, TEMPLATE_INDEX, FaceConfig, FaceState, FaceTracker,
+from fes_live.stream.face import (BLENDSHAPE_NAMES, CROP_SIZE, TEMPLATE, TEMPLATE_INDEX, FaceConfig, FaceState, FaceTracker,
                          OneEuroFilter, crop_landmarks, frontal_landmarks, similarity_transform)
-from stream.face_model import FaceModelError, find_face_model
-from stream.sources import Frame, open_source
+from fes_live.stream.face_model import FaceModelError, find_face_model
+from fes_live.stream.sources import Frame, open_source
 
 SMILE = [BLENDSHAPE_NAMES.index("mouthSmileLeft"), BLENDSHAPE_NAMES.index("mouthSmileRight")]
 

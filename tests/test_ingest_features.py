@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from conftest import DATA, VIDEO, need
-from stream import cli
-from stream.config import ConfigError, from_dict
-from stream.face import BLENDSHAPE_NAMES, CROP_SIZE, FaceConfig, FaceResult, FaceState, FaceTracker
-from stream.features import (GEOMETRY_DIM, ROI_MESH_INDEX, ROI_NAMES, WINDOW, FeatureConfig, FeatureExtractor,
+from fes_live.stream import cli
+from fes_live.stream.config import ConfigError, from_dict
+from fes_live.stream.face import BLENDSHAPE_NAMES, CROP_SIZE, FaceConfig, FaceResult, FaceState, FaceTracker
+from fes_live.stream.features import (GEOMETRY_DIM, ROI_MESH_INDEX, ROI_NAMES, WINDOW, FeatureConfig, FeatureExtractor,
                              _dominant_mean, flow_windows, load_features, roi_flow_from_field)
-from stream.sources import Frame, open_source
+from fes_live.stream.sources import Frame, open_source
 
 
 def test_dominant_mean_by_hand():

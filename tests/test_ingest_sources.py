@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import DATA, VIDEO, need, need_tool
-from stream.config import ConfigError, from_dict
-from stream.sources import FolderSource, SourceConfig, SourceError, open_source
+from fes_live.stream.config import ConfigError, from_dict
+from fes_live.stream.sources import FolderSource, SourceConfig, SourceError, open_source
 
 SERVER = Path(__file__).with_name("rtsp_server.py")
 
@@ -247,7 +247,7 @@ def test_rtsp_gives_up_when_the_server_stays_down(long_clip):
 
 
 def test_stream_ids_and_credentials_never_leak():
-    from stream.sources import default_stream_id, redact
+    from fes_live.stream.sources import default_stream_id, redact
     assert default_stream_id("0") == "cam0"
     assert default_stream_id("/data/clips/take_01.mp4") == "take_01"
     url = "rtsp://admin:secret@10.0.0.2:554/cam/1"

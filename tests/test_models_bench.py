@@ -1,7 +1,7 @@
-"""benchmarks.models runs end to end on tiny models and reports positive per-frame costs."""
-from benchmarks.models import main, run
-from models.fedn import FEDNConfig
-from models.gim import GIMConfig
+"""fes_live.benchmarks.models runs end to end on tiny models and reports positive per-frame costs."""
+from fes_live.benchmarks.models import main, run
+from fes_live.models.fedn import FEDNConfig
+from fes_live.models.gim import GIMConfig
 
 
 def test_bench_tiny(tmp_path, capsys):
@@ -16,6 +16,6 @@ def test_bench_cli_rejects_bad_config(tmp_path):
     bad = tmp_path / "gim.json"
     bad.write_text('{"dimension": 3}')
     import pytest
-    from stream.config import ConfigError
+    from fes_live.stream.config import ConfigError
     with pytest.raises(ConfigError, match="unknown"):
         main(["--gim-config", str(bad), "--repeat", "1"])

@@ -4,11 +4,11 @@ import math
 import pytest
 import torch
 
-from models.anchors import Anchors, offsets_to_intervals
-from models.backbones import ResNet18Encoder
-from models.fedn import FEDN, FEDNConfig
-from models.gim import GIM, GIMConfig
-from stream.config import ConfigError, from_dict, to_dict
+from fes_live.models.anchors import Anchors, offsets_to_intervals
+from fes_live.models.backbones import ResNet18Encoder
+from fes_live.models.fedn import FEDN, FEDNConfig
+from fes_live.models.gim import GIM, GIMConfig
+from fes_live.stream.config import ConfigError, from_dict, to_dict
 
 torch.set_num_threads(1)
 SMALL_GIM = GIMConfig(dim=16, heads=2, dim_head=8, mlp_dim=32)

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from models.fedn import FEDN, FEDNConfig
-from models.gim import GIM, GIMConfig
-from models.online import OnlineSpotter, SpotterConfig, eager_fedn_fn, eager_gim_fn, spot_video
-from models.proposals import FEDNDecodeConfig, gim_proposals
-from models.spotting import MACRO, MICRO, CancelUpdate, ExpressionUpdate, IntensityUpdate
-from stream.features import flow_windows
+from fes_live.models.fedn import FEDN, FEDNConfig
+from fes_live.models.gim import GIM, GIMConfig
+from fes_live.models.online import OnlineSpotter, SpotterConfig, eager_fedn_fn, eager_gim_fn, spot_video
+from fes_live.models.proposals import FEDNDecodeConfig, gim_proposals
+from fes_live.models.spotting import MACRO, MICRO, CancelUpdate, ExpressionUpdate, IntensityUpdate
+from fes_live.stream.features import flow_windows
 
 torch.set_num_threads(1)
 F_DIM = 1008
@@ -168,7 +168,7 @@ def test_with_gim_proposals_off_fedn_finalises_the_open_onset_without_waiting():
     """Calibration can switch GIM's proposals off (score thresholds above 1 + apex_weight): then a FEDN interval is
     final as soon as a window has seen it whole, even while GIM's piece is still open, and it takes that piece's
     onset track; the piece later closes without a cancel."""
-    from models.proposals import GIMProposalConfig
+    from fes_live.models.proposals import GIMProposalConfig
     T = 300
     curve, apex = np.zeros(T, np.float32), np.zeros((T, 2), np.float32)
     curve[98:180] = 0.7                                   # GIM's piece stays open until frame 180

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.proposals import (FEDNDecodeConfig, GIMProposalConfig, diou_1d, fedn_proposals, gim_proposals, iou_1d,
+from fes_live.models.proposals import (FEDNDecodeConfig, GIMProposalConfig, diou_1d, fedn_proposals, gim_proposals, iou_1d,
                               inner_outer_score, nms_1d, soft_nms_1d, threshold_runs)
-from models.spotting import MACRO, MICRO
+from fes_live.models.spotting import MACRO, MICRO
 
 
 def test_iou_inclusive():

@@ -12,21 +12,21 @@ import torch
 import zmq
 
 from conftest import FACE_MODEL, REPO, VIDEO, need
-from stream import wire
-from stream.client import ReplayError, fetch
-from stream.detect import Detector, emotion_names
-from stream.engine import load_engine
-from stream.events import validate
-from stream.features import GEOMETRY_DIM, FrameFeatures
-from stream.pipeline_config import DetectConfig, Endpoints
+from fes_live.stream import wire
+from fes_live.stream.client import ReplayError, fetch
+from fes_live.stream.detect import Detector, emotion_names
+from fes_live.stream.engine import load_engine
+from fes_live.stream.events import validate
+from fes_live.stream.features import GEOMETRY_DIM, FrameFeatures
+from fes_live.stream.pipeline_config import DetectConfig, Endpoints
 from test_events_wire import free_port
 
 
 @pytest.fixture(scope="module")
 def engine_dir(tmp_path_factory):
     """A real engine folder written by fes-export from an untrained GIM (the plumbing does not need skill)."""
-    from models.gim import GIM, GIMConfig
-    from train.export import export
+    from fes_live.models.gim import GIM, GIMConfig
+    from fes_live.train.export import export
     torch.manual_seed(0)
     d = tmp_path_factory.mktemp("engine")
     torch.save({"model": "gim", "config": {}, "state_dict": GIM(GIMConfig()).state_dict(),
@@ -84,7 +84,7 @@ def test_separate_roles_and_clean_stop(engine_dir, tmp_path):
     ep = tcp_endpoints(tmp_path)
     env = dict(os.environ, FES_FACE_MODEL=str(FACE_MODEL), FES_NO_DOWNLOAD="1")
     journal = tmp_path / "events.jsonl"
-    det = subprocess.Popen([sys.executable, "-m", "stream.cli", "detect", "--engine", str(engine_dir),
+    det = subprocess.Popen([sys.executable, "-m", "fes_live.stream.cli", "detect", "--engine", str(engine_dir),
                             "--features-endpoint", ep.features, "--events-endpoint", ep.events,
                             "--replay-endpoint", ep.replay, "--journal", str(journal)], env=env, cwd=REPO,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -95,7 +95,7 @@ def test_separate_roles_and_clean_stop(engine_dir, tmp_path):
             break
         except ReplayError:
             assert time.monotonic() < deadline and det.poll() is None
-    ing = subprocess.Popen([sys.executable, "-m", "stream.cli", "ingest", "--source",
+    ing = subprocess.Popen([sys.executable, "-m", "fes_live.stream.cli", "ingest", "--source",
                             str(VIDEO / "pyfeat_face_noface.mov"), "--stream-id", "door",
                             "--features-endpoint", ep.features, "--preview-endpoint", ep.preview],
                            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -170,17 +170,17 @@ def test_live_equals_offline_on_the_same_features(engine_dir, tmp_path):
     """Recorded features of the smile clip through real ingest + detector processes give exactly the expressions
     the same engine finds offline (models.online.spot_video): the pipeline adds transport, never changes results."""
     need(FACE_MODEL)
-    from models.online import spot_video
-    from stream.features import load_features
+    from fes_live.models.online import spot_video
+    from fes_live.stream.features import load_features
     default = REPO / "stream" / "engines" / "default"
     engine = default if (default / "manifest.json").is_file() else engine_dir
     env = dict(os.environ, FES_FACE_MODEL=str(FACE_MODEL), FES_NO_DOWNLOAD="1")
     npz = tmp_path / "smile.npz"
-    subprocess.run([sys.executable, "-m", "stream.cli", "extract", str(VIDEO / "pyfeat_single_face.mp4"), "-o",
+    subprocess.run([sys.executable, "-m", "fes_live.stream.cli", "extract", str(VIDEO / "pyfeat_single_face.mp4"), "-o",
                     str(npz), "--no-progress"], check=True, capture_output=True, env=env, cwd=REPO, timeout=120)
     ep = tcp_endpoints(tmp_path)
     journal = tmp_path / "events.jsonl"
-    det = subprocess.Popen([sys.executable, "-m", "stream.cli", "detect", "--engine", str(engine),
+    det = subprocess.Popen([sys.executable, "-m", "fes_live.stream.cli", "detect", "--engine", str(engine),
                             "--features-endpoint", ep.features, "--events-endpoint", ep.events,
                             "--replay-endpoint", ep.replay, "--journal", str(journal)], env=env, cwd=REPO,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -192,7 +192,7 @@ def test_live_equals_offline_on_the_same_features(engine_dir, tmp_path):
                 break
             except ReplayError:
                 assert time.monotonic() < deadline and det.poll() is None
-        ing = subprocess.run([sys.executable, "-m", "stream.cli", "ingest", "--features", str(npz), "--stream-id",
+        ing = subprocess.run([sys.executable, "-m", "fes_live.stream.cli", "ingest", "--features", str(npz), "--stream-id",
                               "smile", "--features-endpoint", ep.features, "--no-preview"], env=env, cwd=REPO,
                              capture_output=True, text=True, timeout=60)
         assert ing.returncode == 0, ing.stderr[-2000:]

@@ -12,8 +12,8 @@ import cv2
 import zmq
 
 from conftest import FACE_MODEL, REPO, VIDEO, need
-from stream.client import subscribe
-from stream.events import validate
+from fes_live.stream.client import subscribe
+from fes_live.stream.events import validate
 from test_events_wire import free_port
 from test_pipeline_detect import engine_dir  # noqa: F401  (fixture: a real engine from an untrained GIM)
 
@@ -37,7 +37,7 @@ def endpoints(tmp_path):
 
 
 def fes_live(ep, *args, engine=ENGINE, **kw):
-    cmd = [sys.executable, "-m", "stream.cli", "run", "--events-endpoint", ep["events"], "--replay-endpoint",
+    cmd = [sys.executable, "-m", "fes_live.stream.cli", "run", "--events-endpoint", ep["events"], "--replay-endpoint",
            ep["replay"], "--features-endpoint", ep["features"], "--preview-endpoint", ep["preview"],
            *(["--engine", str(engine)] if engine else []), *args]
     env = dict(os.environ, FES_FACE_MODEL=str(FACE_MODEL), FES_NO_DOWNLOAD="1")
@@ -146,7 +146,7 @@ def test_two_sources_restarts_replay_and_garbage(tmp_path, engine_dir):
         time.sleep(0.05)
     os.kill(pids["ingest-pyfeat_face_noface"], signal.SIGKILL)
     # a second subscriber: fes-events as a process, killed mid-run and restarted from where it stopped
-    cli = [sys.executable, "-m", "stream.events_cli", "--events", ep["events"], "--replay", ep["replay"], "--json"]
+    cli = [sys.executable, "-m", "fes_live.stream.events_cli", "--events", ep["events"], "--replay", ep["replay"], "--json"]
     first_out = tmp_path / "first.jsonl"
     with open(first_out, "w") as f:
         first = subprocess.Popen(cli + ["--replay-from", "0"], stdout=f)

@@ -5,10 +5,10 @@ import cv2
 import numpy as np
 import zmq
 
-from stream import wire
-from stream.pipeline_config import Endpoints, IngestConfig
-from stream.record import ClipRecorder, IntensityCsv
-from stream.sources import Frame
+from fes_live.stream import wire
+from fes_live.stream.pipeline_config import Endpoints, IngestConfig
+from fes_live.stream.record import ClipRecorder, IntensityCsv
+from fes_live.stream.sources import Frame
 from test_events_wire import free_port
 
 

@@ -3,7 +3,7 @@ import os
 import time
 from pathlib import Path
 
-from stream.supervise import Supervisor
+from fes_live.stream.supervise import Supervisor
 
 
 def crash_once(marker: str, stop_event) -> int:
@@ -22,7 +22,7 @@ def always_crash(marker: str, stop_event) -> int:
 
 
 def cannot_run(marker: str, stop_event) -> int:
-    from stream.supervise import FATAL_EXIT
+    from fes_live.stream.supervise import FATAL_EXIT
     return FATAL_EXIT  # e.g. a missing file: restarting cannot help
 
 

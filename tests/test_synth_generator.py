@@ -11,11 +11,11 @@ import openpyxl
 import pytest
 
 from conftest import DATA, FACE_MODEL, VIDEO, need
-from stream.config import ConfigError, from_dict
-from train import synth, synth_face
-from train.synth_layouts import CASME2_XLSX, SAMM_XLSX
-from train.synth_timeline import EMOTIONS, build_timeline, frame_range
-from train.synth_warp import BASES, BASIS_INDEX
+from fes_live.stream.config import ConfigError, from_dict
+from fes_live.train import synth, synth_face
+from fes_live.train.synth_layouts import CASME2_XLSX, SAMM_XLSX
+from fes_live.train.synth_timeline import EMOTIONS, build_timeline, frame_range
+from fes_live.train.synth_warp import BASES, BASIS_INDEX
 
 cv2.setNumThreads(1)
 SMALL = {"width": 320, "height": 240}
@@ -197,7 +197,7 @@ def test_samm_layout_matches_the_official_sheet(video_face, tmp_path):
 
 def test_mediapipe_sees_the_expressions_move_the_right_way(video_face):
     """Blendshapes of the warped apex frame against the neutral source, for every emotion and a blink."""
-    from train.synth_sheet import emotion_weights
+    from fes_live.train.synth_sheet import emotion_weights
     ident = np.eye(2, 3, dtype=np.float32)
     with synth_face.MeshDetector(FACE_MODEL) as det:
         _, base = det.detect(video_face.base)
@@ -277,8 +277,8 @@ def test_sixty_second_video_is_fast(tmp_path, capsys):
 def test_product_face_tracker_sees_the_generated_expressions(video_face, tmp_path):
     """Through the real ingest path (file source -> FaceTracker, VIDEO mode) after noise and mp4 compression:
     a face in every frame, and at each macro apex the blendshapes move far more than between neutral frames."""
-    from stream.face import FaceConfig, FaceTracker
-    from stream.sources import open_source
+    from fes_live.stream.face import FaceConfig, FaceTracker
+    from fes_live.stream.sources import open_source
     cfg = from_dict(synth.SynthConfig, {"seconds": 10.0, "macro_per_min": 30, "micro_per_min": 0,
                                         "blinks_per_min": 0, "talk_per_min": 0, "head_moves_per_min": 0,
                                         "macro_s": [0.6, 1.5], "min_gap_s": 1.0})

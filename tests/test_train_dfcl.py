@@ -1,11 +1,11 @@
-"""PWES DFCL (train.dfcl): region vectors, the memory bank and eq. 17 against hand-computed values."""
+"""PWES DFCL (fes_live.train.dfcl): region vectors, the memory bank and eq. 17 against hand-computed values."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from train.dfcl import MemoryBank, feature_contrastive, region_vectors
+from fes_live.train.dfcl import MemoryBank, feature_contrastive, region_vectors
 
 
 def test_region_vectors_by_hand():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from stream.config import load_config
-from train.train import TrainConfig, main as train_main, main_cfg
+from fes_live.stream.config import load_config
+from fes_live.train.train import TrainConfig, main as train_main, main_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def test_train_beats_chance_and_exports(tiny, tmp_path):
     report = main_cfg(cfg)
     f1 = report["megc"]["overall"]["f1"]
     # chance: as many random intervals of the right lengths as there are GT, scored by the same rule
-    from train.evaluate import megc_f1
+    from fes_live.train.evaluate import megc_f1
     gt = json.loads((tiny / "data" / "v4.json").read_text())["intervals"]
     rng = np.random.default_rng(1)
     rand = [(s, s + g["offset"] - g["onset"], g["kind"]) for g in gt for s in [int(rng.integers(0, 850))]]
@@ -99,8 +99,8 @@ def test_resume_continues_and_config_errors(tiny, tmp_path):
 
 def test_pseudo_intervals_contain_their_points(tiny):
     """FEDN from points: GIM's pseudo interval [a - h, a + h] always holds the point (|a - p| <= k/4 <= h)."""
-    from models.gim import GIM, GIMConfig
-    from train.train import load_dataset, load_videos, pseudo_intervals
+    from fes_live.models.gim import GIM, GIMConfig
+    from fes_live.train.train import load_dataset, load_videos, pseudo_intervals
     torch.manual_seed(0)
     cfg = tiny_config(tiny)
     videos = load_videos(cfg, load_dataset(cfg))
@@ -129,8 +129,8 @@ def test_pwes_mplg_and_dfcl_train_gim(tiny, tmp_path):
 
 def test_relabel_kind_by_duration():
     """The calibration's micro/macro boundary search relabels FEDN intervals exactly as fedn_proposals would."""
-    from models.spotting import MACRO, MICRO, Proposal
-    from train.train import relabel_kind
+    from fes_live.models.spotting import MACRO, MICRO, Proposal
+    from fes_live.train.train import relabel_kind
     p = Proposal(onset=10, apex=16, offset=22, kind=MACRO, score=0.9, source="fedn")     # 13 frames
     assert relabel_kind(p, 0.45 * 30).kind == MICRO                                      # 13 < 13.5
     assert relabel_kind(p, 0.40 * 30).kind == MACRO                                      # 13 >= 12

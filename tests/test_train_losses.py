@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from train.losses import (diou_loss_1d, fedn_loss, focal_apex, intensity_aware_contrastive, intensity_regression,
+from fes_live.train.losses import (diou_loss_1d, fedn_loss, focal_apex, intensity_aware_contrastive, intensity_regression,
                           reward, smoothness, sparsity)
 
 

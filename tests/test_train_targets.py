@@ -4,9 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from models.proposals import iou_1d
+from fes_live.models.proposals import iou_1d
 
-from train.targets import (AssignConfig, PseudoLabelConfig, assign_anchor_targets, estimated_half_duration,
+from fes_live.train.targets import (AssignConfig, PseudoLabelConfig, assign_anchor_targets, estimated_half_duration,
                            feature_gaussian, gim_targets, mine_negatives, mplg_attention, mplg_foreground,
                            pseudo_apex, reliability_threshold)
 

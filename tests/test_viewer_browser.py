@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import zmq
 
-from stream import wire
-from stream.client import fetch
-from stream.view import BAND_H, draw_band
+from fes_live.stream import wire
+from fes_live.stream.client import fetch
+from fes_live.stream.view import BAND_H, draw_band
 from conftest import VIDEO, need
 from test_viewer_server import _get, free_port, wait_http
 
@@ -65,7 +65,7 @@ class Viewer:
         cfg = tmp / "view.json"
         cfg.write_text(json.dumps({"port": self.port, "loopback_only": True, "endpoints": ep, **extra}))
         self.log = open(tmp / "view.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "view", "--config", str(cfg)], cwd=REPO,
+        self.proc = subprocess.Popen([sys.executable, "-m", "fes_live.stream.cli", "view", "--config", str(cfg)], cwd=REPO,
                                      stdout=self.log, stderr=subprocess.STDOUT,
                                      env={**os.environ, "PYTHONPATH": str(REPO)})
         self.url = f"http://127.0.0.1:{self.port}/"
@@ -228,7 +228,7 @@ class Role:
 
     def __init__(self, tmp: Path, name: str, args: list[str]):
         self.name, self.log = name, open(tmp / f"{name}.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "stream.cli", name.split("-")[0], *args], cwd=REPO, stdout=self.log,
+        self.proc = subprocess.Popen([sys.executable, "-m", "fes_live.stream.cli", name.split("-")[0], *args], cwd=REPO, stdout=self.log,
                                      stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
 
     def close(self) -> None:

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import zmq
 
-from stream import wire
-from stream.config import ConfigError, from_dict
-from stream.view import (BAND_H, TOKEN_MOD, ViewConfig, build_app, draw_band, loopback_candidates_only, prepare,
+from fes_live.stream import wire
+from fes_live.stream.config import ConfigError, from_dict
+from fes_live.stream.view import (BAND_H, TOKEN_MOD, ViewConfig, build_app, draw_band, loopback_candidates_only, prepare,
                          read_band)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,7 +154,7 @@ def test_cli_serves_with_token_and_survives_garbage_previews(tmp_path):
     """`fes-live view --token T`: 401 without it; garbage on the preview socket is counted, not fatal."""
     port, ep = free_port(), endpoints(tmp_path)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stream.cli", "view", "--port", str(port), "--token", "s3cret",
+        [sys.executable, "-m", "fes_live.stream.cli", "view", "--port", str(port), "--token", "s3cret",
          "--preview", ep["preview"], "--events", ep["events"], "--features", ep["features"]],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
@@ -194,7 +194,7 @@ def test_cli_fails_fast_and_clearly_on_a_taken_port_or_a_bad_endpoint(tmp_path):
                                [["--port", "0", "--preview", "bogus://nowhere"], "preview endpoint 'bogus://nowhere'"]):
             args = ["--preview", ep["preview"], "--events", ep["events"], *extra]
             t0 = time.monotonic()
-            out = subprocess.run([sys.executable, "-m", "stream.cli", "view", *args], cwd=REPO, capture_output=True,
+            out = subprocess.run([sys.executable, "-m", "fes_live.stream.cli", "view", *args], cwd=REPO, capture_output=True,
                                  text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)})
             assert out.returncode == 1 and message in out.stderr, out.stderr[-2000:]
             assert "Traceback" not in out.stderr and time.monotonic() - t0 < 20

@@ -2,7 +2,7 @@
 
 Every loader returns a `Dataset`: `Video(video_id, subject, fps, frames)` and `Interval(video_id, subject, onset,
 apex, offset, kind, emotion, aus, raw)` with 0-based positions into the video's ordered frame list, inclusive
-intervals, kind MACRO/MICRO (models.spotting). The official numbers stay in `Interval.raw` (what the sheet says).
+intervals, kind MACRO/MICRO (fes_live.models.spotting). The official numbers stay in `Interval.raw` (what the sheet says).
 
 Quirks handled here, once: 1-based frame numbers; frame numbers that name image files (CAS(ME)^3 numbering starts
 anywhere and has gaps, so a number maps to the position of its file in the sorted folder); CAS(ME)^2 offset 0
@@ -25,7 +25,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from models.spotting import KIND_NAMES, MACRO, MICRO, parse_kind
+from fes_live.models.spotting import KIND_NAMES, MACRO, MICRO, parse_kind
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
@@ -82,7 +82,7 @@ class Dataset:
         return sorted({v.subject for v in self.videos}, key=natural_key)
 
     def by_video(self) -> dict[str, list[Interval]]:
-        """Ground truth for train.evaluate: {video_id: [Interval]}, every video present (also those without GT)."""
+        """Ground truth for fes_live.train.evaluate: {video_id: [Interval]}, every video present (also those without GT)."""
         table: dict[str, list[Interval]] = {v.video_id: [] for v in self.videos}
         for i in self.intervals:
             table.setdefault(i.video_id, []).append(i)

@@ -23,8 +23,9 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from models import spotting
-from models.spotting import KIND_NAMES, MACRO, MICRO
+from fes_live import version_text
+from fes_live.models import spotting
+from fes_live.models.spotting import KIND_NAMES, MACRO, MICRO
 
 IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # 0.50:0.95, ActivityNet / FEDN mAP
 MATCHINGS = ("gt-found", "one-to-one")
@@ -468,7 +469,7 @@ def read_ground_truth(path: str | Path) -> dict[str, list[Segment]]:
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".txt":
         return read_megc_gt(path)
-    from train.datasets import DatasetError, load_native_annotations
+    from fes_live.train.datasets import DatasetError, load_native_annotations
     try:
         videos = load_native_annotations(path)
     except DatasetError as e:
@@ -505,6 +506,7 @@ def _brief(report: dict[str, Any]) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fes-eval", description="Score expression spotting (MEGC F1, mAP).")
+    parser.add_argument("--version", action="version", version=version_text("fes-eval"))
     sub = parser.add_subparsers(dest="command", required=True)
     rules = argparse.ArgumentParser(add_help=False)
     rules.add_argument("--matching", choices=MATCHINGS, default="gt-found",

@@ -1,4 +1,4 @@
-"""`fes-export CKPT... -o ENGINE_DIR`: checkpoints of `fes-train` -> an engine folder that `stream.engine` loads.
+"""`fes-export CKPT... -o ENGINE_DIR`: checkpoints of `fes-train` -> an engine folder that `fes_live.stream.engine` loads.
 
 Per model: `torch.export` of the inference wrapper (`<model>.pt2`), its state dict (`<model>.pt`, for the eager
 backend) and, with `--aoti`, an AOTInductor package for this machine's device. The manifest carries everything
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
-from calibration.thresholds import merge_spotter
-from stream.engine import (FORMAT_VERSION, EngineError, _dynamic_shapes, build_model, compile_aoti, compile_tensorrt,
+from fes_live import version_text
+from fes_live.calibration.thresholds import merge_spotter
+from fes_live.stream.engine import (FORMAT_VERSION, EngineError, _dynamic_shapes, build_model, compile_aoti, compile_tensorrt,
                            inference_module, load_engine, write_manifest)
 
 log = logging.getLogger("fes-export")
@@ -61,7 +62,7 @@ def export_model(ckpt: dict, out: Path) -> dict:
         program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_shapes(name))
     torch.export.save(program, str(out / f"{name}.pt2"))
     torch.save(build_model(name, ckpt["config"], ckpt["state_dict"]).state_dict(), out / f"{name}.pt")
-    from stream.engine import model_classes
+    from fes_live.stream.engine import model_classes
     outputs = ["intensity", "apex_probs"] if name == "gim" else list(model_classes("fedn")[2]._fields)
     return {"config": ckpt["config"], "input_shape": shape, "program": f"{name}.pt2", "weights": f"{name}.pt",
             "outputs": outputs, "feature": ckpt["engine"].get("feature", ""),
@@ -131,15 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", required=True, help="engine folder to write")
     parser.add_argument("--aoti", action="store_true", help="also compile AOTInductor packages for this device")
     parser.add_argument("--tensorrt", action="store_true", help="also compile TensorRT FP16 engines (CUDA)")
-    parser.add_argument("--thresholds", help="JSON file of calibrated thresholds (calibration.thresholds) to embed")
-    parser.add_argument("--version", help="engine version string (default: package version + date)")
+    parser.add_argument("--thresholds", help="JSON file of calibrated thresholds (fes_live.calibration.thresholds) to embed")
+    parser.add_argument("--engine-version", help="engine version string (default: package version + date)")
+    parser.add_argument("--version", action="version", version=version_text("fes-export"))
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         thresholds = json.loads(Path(args.thresholds).read_text()) if args.thresholds else None
         out = export(args.checkpoints, args.output, aoti=args.aoti, tensorrt=args.tensorrt,
-                     thresholds=thresholds, version=args.version)
+                     thresholds=thresholds, version=args.engine_version)
     except (ExportError, EngineError, OSError, json.JSONDecodeError) as e:
         print(f"fes-export: {e}", file=sys.stderr)
         return 1

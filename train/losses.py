@@ -1,6 +1,6 @@
 """Loss terms of GIM (reference_notes §1.5) and FEDN (1-D DIoU + BCE), as pure tensor functions.
 
-Each takes the model's outputs and the targets of `train.targets` and returns a scalar; an empty selection gives
+Each takes the model's outputs and the targets of `fes_live.train.targets` and returns a scalar; an empty selection gives
 0 (not NaN), so a video without a given kind trains on the rest. Weights live in the training config.
 """
 from __future__ import annotations

@@ -24,11 +24,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stream.config import ConfigError, load_config, to_dict
-from train import synth_face, synth_layouts
-from train.synth_sheet import write_contact_sheet
-from train.synth_timeline import Timeline, build_timeline
-from train.synth_warp import FaceWarper
+from fes_live import version_text
+from fes_live.stream.config import ConfigError, load_config, to_dict
+from fes_live.train import synth_face, synth_layouts
+from fes_live.train.synth_sheet import write_contact_sheet
+from fes_live.train.synth_timeline import Timeline, build_timeline
+from fes_live.train.synth_warp import FaceWarper
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +255,7 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
     if not isinstance(args, argparse.Namespace):
         parser = argparse.ArgumentParser(prog="fes-synth", description=__doc__.split("\n\n")[0])
         parser.add_argument("--log-level", default="INFO")
+        parser.add_argument("--version", action="version", version=version_text("fes-synth"))
         add_arguments(parser)
         args = parser.parse_args(args)
         logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")

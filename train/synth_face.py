@@ -66,8 +66,8 @@ def _landmarker(model_path: Path, num_faces: int):
 
 
 def face_model_path(explicit: str | None = None) -> Path:
-    """The Face Landmarker model via stream.face_model (flag, $FES_FACE_MODEL, cache)."""
-    from stream.face_model import find_face_model
+    """The Face Landmarker model via fes_live.stream.face_model (flag, $FES_FACE_MODEL, cache)."""
+    from fes_live.stream.face_model import find_face_model
     return find_face_model(explicit)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import openpyxl
 
 if TYPE_CHECKING:
-    from train.synth import SynthConfig, VideoRecord
+    from fes_live.train.synth import SynthConfig, VideoRecord
 
 # CAS(ME)^2: folder numbers of its 22 subjects (sheet `naming rule1`) and its 9 stimuli (sheet `naming rule2`,
 # folder suffixes as in the released `rawpic/`).

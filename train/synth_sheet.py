@@ -10,8 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from train.synth_timeline import EMOTION_AUS, EMOTIONS, expression_profile
-from train.synth_warp import BASES, BASIS_INDEX, FaceWarper
+from fes_live.train.synth_timeline import EMOTION_AUS, EMOTIONS, expression_profile
+from fes_live.train.synth_warp import BASES, BASIS_INDEX, FaceWarper
 
 TILE = (176, 212)  # w, h
 

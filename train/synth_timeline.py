@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from train.synth_warp import BASES, BASIS_INDEX
+from fes_live.train.synth_warp import BASES, BASIS_INDEX
 
 if TYPE_CHECKING:
-    from train.synth import SynthConfig
+    from fes_live.train.synth import SynthConfig
 
 EMOTIONS = ("happiness", "surprise", "disgust", "anger", "sadness")
 # Emotion -> basis weights at apex (FACS prototypes: happiness 6+12, surprise 1+2+5+26, disgust 9+10+4,

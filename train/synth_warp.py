@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from train import synth_face as sf
+from fes_live.train import synth_face as sf
 
 BASES = ("AU1", "AU2", "AU4", "AU5", "AU6", "AU7", "AU9", "AU10", "AU12", "AU15", "AU24", "AU26", "blink", "pucker")
 BASIS_INDEX = {name: i for i, name in enumerate(BASES)}

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.proposals import iou_1d
-from models.spotting import MACRO, MICRO
+from fes_live.models.proposals import iou_1d
+from fes_live.models.spotting import MACRO, MICRO
 
 
 @dataclass(frozen=True)

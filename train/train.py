@@ -1,10 +1,10 @@
 """`fes-train CONFIG.json [--set key=value ...]`: train GIM and FEDN, select on validation, evaluate, report.
 
 Runs top to bottom (nanoGPT style, but as `main(cfg)`): data and cached features -> folds -> per fold GIM
-(point-supervised, `train.targets` pseudo-labels) -> FEDN (fully supervised from intervals, or from point labels
+(point-supervised, `fes_live.train.targets` pseudo-labels) -> FEDN (fully supervised from intervals, or from point labels
 through GIM's pseudo intervals) -> model selection on the fold's *validation subjects* (never its test subject) ->
 test predictions through the same `models.online.OnlineSpotter` the live detector runs -> MEGC F1 and mAP per
-fold and pooled (`train.evaluate`), a report (markdown + JSON + plots) and checkpoints that carry their configs.
+fold and pooled (`fes_live.train.evaluate`), a report (markdown + JSON + plots) and checkpoints that carry their configs.
 
 Features are extracted once per video (`fes-live extract`'s code, `stream.extract.extract`) into
 `<features>/<video_id>.npz`, so training never opens a video. Fixed seeds; `resume` picks a fold's run up from its
@@ -27,11 +27,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from stream.config import ConfigError, from_dict, load_config, to_dict
-from train.losses import (fedn_loss, focal_apex, intensity_aware_contrastive, intensity_regression, reward,
+from fes_live import version_text
+from fes_live.stream.config import ConfigError, from_dict, load_config, to_dict
+from fes_live.train.losses import (fedn_loss, focal_apex, intensity_aware_contrastive, intensity_regression, reward,
                           smoothness, sparsity)
-from train.dfcl import DFCLConfig, MemoryBank, feature_contrastive, region_vectors
-from train.targets import AssignConfig, PseudoLabelConfig, assign_anchor_targets, gim_targets
+from fes_live.train.dfcl import DFCLConfig, MemoryBank, feature_contrastive, region_vectors
+from fes_live.train.targets import AssignConfig, PseudoLabelConfig, assign_anchor_targets, gim_targets
 
 log = logging.getLogger("fes-train")
 
@@ -75,7 +76,7 @@ class TrainConfig:
     pseudo: PseudoLabelConfig = PseudoLabelConfig()
     assign: AssignConfig = AssignConfig()
     gim_loss: GIMLossWeights = GIMLossWeights()
-    dfcl: DFCLConfig = DFCLConfig()         # PWES feature contrast across videos (train.dfcl); weight 0 = off
+    dfcl: DFCLConfig = DFCLConfig()         # PWES feature contrast across videos (fes_live.train.dfcl); weight 0 = off
     gim_epochs: int = 30
     gim_lr: float = 1e-3                    # reference 2e-5 with batch 1 for 100 epochs on a 3 M model
     gim_weight_decay: float = 1e-4
@@ -121,7 +122,7 @@ class VideoData:
 
 
 def load_dataset(cfg: TrainConfig):
-    from train.datasets import LOADERS, DatasetError, load_native
+    from fes_live.train.datasets import LOADERS, DatasetError, load_native
     if cfg.dataset == "native":
         return load_native(cfg.data)
     if cfg.dataset not in LOADERS:
@@ -140,8 +141,8 @@ def feature_path(cfg: TrainConfig, video_id: str) -> Path:
 
 def cache_features(cfg: TrainConfig, dataset) -> None:
     """Extract every video's features once (the `fes-live extract` code path); later runs reuse the files."""
-    from stream.extract import extract
-    from stream.features import save_features
+    from fes_live.stream.extract import extract
+    from fes_live.stream.features import save_features
     todo = [v for v in dataset.videos if not feature_path(cfg, v.video_id).is_file()]
     for v in tqdm(todo, desc="extract features", unit="video", disable=not cfg.progress or not todo):
         source = v.frames if isinstance(v.frames, Path) else (Path(v.frames[0]).parent if v.frames else None)
@@ -153,8 +154,8 @@ def cache_features(cfg: TrainConfig, dataset) -> None:
 
 
 def load_videos(cfg: TrainConfig, dataset) -> dict[str, VideoData]:
-    from stream.features import load_features
-    from train.datasets import point_labels
+    from fes_live.stream.features import load_features
+    from fes_live.train.datasets import point_labels
     by_video = dataset.by_video()
     videos = {}
     for v in dataset.videos:
@@ -182,7 +183,7 @@ class Split:
 
 def make_splits(cfg: TrainConfig, dataset) -> list[Split]:
     """LOSO folds (train.datasets.loso_folds) or one held-out split; validation subjects come from training ones."""
-    from train.datasets import loso_folds
+    from fes_live.train.datasets import loso_folds
     subjects = dataset.subjects()
     vids = {s: tuple(v.video_id for v in dataset.videos if v.subject == s) for s in subjects}
 
@@ -220,14 +221,14 @@ def make_splits(cfg: TrainConfig, dataset) -> list[Split]:
 
 def gim_runner(model: torch.nn.Module):
     """numpy windows -> (intensity, apex_probs), as an engine's `gim` does."""
-    from stream.engine import GIMInference, Runner
+    from fes_live.stream.engine import GIMInference, Runner
     runner = Runner("gim", "eager", GIMInference(model).eval(), "cpu")
     return lambda windows: runner(windows)
 
 
 def fedn_runner(model: torch.nn.Module):
-    from models.fedn import FEDNOutput
-    from stream.engine import FEDNInference, Runner
+    from fes_live.models.fedn import FEDNOutput
+    from fes_live.stream.engine import FEDNInference, Runner
     runner = Runner("fedn", "eager", FEDNInference(model).eval(), "cpu")
     return lambda x: FEDNOutput(*runner(x))
 
@@ -236,8 +237,8 @@ def spotter_config(cfg: TrainConfig, fps: float, fedn_window: int | None = None,
                    **changes):
     """models.online.SpotterConfig of this run at `fps` (the baseline follows the same fps); `overrides` are
     merged one level deep (e.g. calibrated thresholds into `proposals`)."""
-    from calibration.thresholds import merge_spotter
-    from models.online import SpotterConfig
+    from fes_live.calibration.thresholds import merge_spotter
+    from fes_live.models.online import SpotterConfig
     data = merge_spotter(cfg.spotter, overrides or {})
     data.update(fps=fps, **changes)
     data["baseline"] = {**data.get("baseline", {}), "fps": fps}
@@ -252,7 +253,7 @@ def spot_videos(cfg: TrainConfig, videos: dict[str, VideoData], ids, gim, fedn,
 
     GIM runs in batches of 64 frames here: that changes only latency, not the curve (the windows are the same).
     """
-    from models.online import OnlineSpotter, spot_video
+    from fes_live.models.online import OnlineSpotter, spot_video
     gim.eval()
     if fedn is not None:
         fedn.eval()
@@ -267,13 +268,13 @@ def spot_videos(cfg: TrainConfig, videos: dict[str, VideoData], ids, gim, fedn,
 
 def calibrate_split(cfg: TrainConfig, split: "Split", videos: dict[str, VideoData], gim, fedn,
                     full: bool = False) -> dict:
-    """Thresholds from the split's validation videos (calibration.thresholds), never from its test videos.
+    """Thresholds from the split's validation videos (fes_live.calibration.thresholds), never from its test videos.
 
     With `full`, a second candidate has the GIM proposals switched off (their thresholds above any score), since
     at zero thresholds GIM proposals claim the FEDN intervals they overlap and so hide FEDN-only proposals; the
     better candidate is re-run with its thresholds to report the real validation F1.
     """
-    from calibration.thresholds import ZERO_THRESHOLDS, calibrate, merge_spotter
+    from fes_live.calibration.thresholds import ZERO_THRESHOLDS, calibrate, merge_spotter
     gt = {vid: videos[vid].intervals for vid in split.val}
     result = calibrate(gt, spot_videos(cfg, videos, split.val, gim, fedn, ZERO_THRESHOLDS))
     if full and fedn is not None:
@@ -301,7 +302,7 @@ def calibrate_split(cfg: TrainConfig, split: "Split", videos: dict[str, VideoDat
 
 def relabel_kind(p, micro_max_frames: float):
     """A FEDN interval's kind by its duration (models.proposals.fedn_proposals' rule) at another boundary."""
-    from models.spotting import kind_by_length
+    from fes_live.models.spotting import kind_by_length
     return dataclasses.replace(p, kind=kind_by_length(p.length, micro_max_frames))
 
 
@@ -314,22 +315,22 @@ def validation_f1(cfg: TrainConfig, split: "Split", videos: dict[str, VideoData]
 
 
 def calibrate_fold(run: Path, fold: str = "holdout") -> dict:
-    """Re-derive a finished run's thresholds for one fold (python -m calibration.thresholds)."""
+    """Re-derive a finished run's thresholds for one fold (python -m fes_live.calibration.thresholds)."""
     cfg = load_config(TrainConfig, run / "config.json")
     dataset = load_dataset(cfg)
     videos = load_videos(cfg, dataset)
     split = next((s for s in make_splits(cfg, dataset) if s.name == fold), None)
     if split is None:
         raise ValueError(f"{run}: no fold {fold!r}")
-    from models.fedn import FEDN, FEDNConfig
-    from models.gim import GIM, GIMConfig
+    from fes_live.models.fedn import FEDN, FEDNConfig
+    from fes_live.models.gim import GIM, GIMConfig
     gim = load_best(run / fold / "gim_best.pt", GIM, GIMConfig)
     fedn = load_best(run / fold / "fedn_best.pt", FEDN, FEDNConfig) if (run / fold / "fedn_best.pt").is_file() else None
     return calibrate_split(cfg, split, videos, gim, fedn, full=True)
 
 
 def score(videos: dict[str, VideoData], preds: dict[str, list]) -> dict:
-    from train.evaluate import megc_f1
+    from fes_live.train.evaluate import megc_f1
     gt = {vid: videos[vid].intervals for vid in preds}
     return megc_f1(gt, preds)
 
@@ -370,8 +371,8 @@ def crop_starts(T: int, crop: int, n: int, rng: np.random.Generator) -> list[int
 
 
 def train_gim(cfg: TrainConfig, split: Split, videos: dict[str, VideoData], out: Path, fps: float):
-    from models.gim import GIM, GIMConfig
-    from stream.features import flow_windows
+    from fes_live.models.gim import GIM, GIMConfig
+    from fes_live.stream.features import flow_windows
     gcfg = from_dict(GIMConfig, cfg.gim, where="gim")
     torch.manual_seed(cfg.seed)
     model = GIM(gcfg)
@@ -414,7 +415,7 @@ def train_gim(cfg: TrainConfig, split: Split, videos: dict[str, VideoData], out:
 
 def fedn_inputs(cfg: TrainConfig, v: VideoData) -> np.ndarray:
     """Geometry minus the causal neutral baseline, exactly as the online spotter feeds FEDN."""
-    from calibration.baseline import baseline_normalize
+    from fes_live.calibration.baseline import baseline_normalize
     return baseline_normalize(v.geometry, v.face_present, spotter_config(cfg, v.fps).baseline)
 
 
@@ -451,8 +452,8 @@ def fedn_intervals(cfg: TrainConfig, v: VideoData, pseudo: dict | None) -> tuple
 def pseudo_intervals(cfg: TrainConfig, gim, videos: dict[str, VideoData], ids) -> dict[str, np.ndarray]:
     """Point labels -> intervals through the trained GIM: the instance-adaptive pseudo-label window [a - h, a + h]
     of the last schedule epoch (pseudo-apex a, half-duration h estimated from the reliable frames)."""
-    from stream.features import flow_windows
-    from train.targets import estimated_half_duration, mplg_attention, pseudo_apex, reliability_threshold
+    from fes_live.stream.features import flow_windows
+    from fes_live.train.targets import estimated_half_duration, mplg_attention, pseudo_apex, reliability_threshold
     gim.eval()
     out = {}
     epoch = cfg.pseudo.gim_start + cfg.pseudo.tau_epochs
@@ -473,7 +474,7 @@ def pseudo_intervals(cfg: TrainConfig, gim, videos: dict[str, VideoData], ids) -
 
 def train_fedn(cfg: TrainConfig, split: Split, videos: dict[str, VideoData], out: Path, fps: float, gim,
                pseudo: dict | None):
-    from models.fedn import FEDN, FEDNConfig
+    from fes_live.models.fedn import FEDN, FEDNConfig
     fcfg = from_dict(FEDNConfig, {"num_classes": len(cfg.emotions), **cfg.fedn}, where="fedn")
     torch.manual_seed(cfg.seed + 1)
     model = FEDN(fcfg)
@@ -700,7 +701,7 @@ def main_cfg(cfg: TrainConfig) -> dict:
     if len(fps_all) != 1:
         raise ConfigError(f"videos have different frame rates {sorted(fps_all)}; resample first")
     fps = fps_all.pop()
-    from train.evaluate import evaluate_loso, to_segments
+    from fes_live.train.evaluate import evaluate_loso, to_segments
     fold_results, fold_data, histories = {}, {}, {}
     for split in make_splits(cfg, dataset):
         t0 = time.time()
@@ -748,7 +749,7 @@ REAL_CLIPS = {  # ../shared/data/video: what a good engine does on them
 
 def spot_with_engine(engine, features: dict) -> list:
     """The deployed path: a spotter from the engine (manifest thresholds), fps following the clip."""
-    from models.online import OnlineSpotter, spot_video
+    from fes_live.models.online import OnlineSpotter, spot_video
     sc = engine.spotter_config()
     fps = float(features.get("fps", sc.fps))
     sc = dataclasses.replace(sc, fps=fps, baseline=dataclasses.replace(sc.baseline, fps=fps))
@@ -782,8 +783,8 @@ def per_frame_cost(engine, repeats: int = 50) -> dict[str, float]:
 def engine_report(engine_path: str | Path, cfg: TrainConfig, out: str | Path,
                   clips_dir: str | Path | None = None) -> dict:
     """Evaluate an exported engine on the config's *test* subjects and on the real clips; write report.md/.json."""
-    from stream.engine import load_engine
-    from train.evaluate import evaluate, megc_f1
+    from fes_live.stream.engine import load_engine
+    from fes_live.train.evaluate import evaluate, megc_f1
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, min(cfg.threads, 2)))
@@ -803,8 +804,8 @@ def engine_report(engine_path: str | Path, cfg: TrainConfig, out: str | Path,
     clips = {}
     clips_dir = Path(clips_dir) if clips_dir else None
     if clips_dir is not None:
-        from stream.extract import extract
-        from stream.features import load_features, save_features
+        from fes_live.stream.extract import extract
+        from fes_live.stream.features import load_features, save_features
         for name, info in REAL_CLIPS.items():
             path = clips_dir / name
             if not path.is_file():
@@ -890,6 +891,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fes-train", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=version_text("fes-train"))
     parser.add_argument("config", nargs="?", help="JSON config file (configs/*.json)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     parser.add_argument("--report-engine", metavar="ENGINE",
