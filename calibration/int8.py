@@ -32,7 +32,7 @@ class CalibrationBatches:
         return (self.batch_size, 17, 12, 2) if self.model == "gim" else (self.batch_size, self.fedn_window, 1008)
 
     def _samples(self) -> np.ndarray:
-        from fes_live.calibration.baseline import BaselineConfig, baseline_normalize
+        from fes_live.models.baseline import BaselineConfig, baseline_normalize
         from fes_live.stream.features import flow_windows, load_features
         rng = np.random.default_rng(self.seed)
         need = self.batch_size * self.max_batches

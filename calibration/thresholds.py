@@ -9,14 +9,11 @@ zero-threshold output equals re-running with the threshold up to the spotter's p
 lower-scored proposal when a better one is filtered) -- a small, conservative difference.
 
 The result goes into the engine manifest (`fes-export --thresholds`) as `thresholds` plus `spotter` overrides.
-Pure numpy: `stream/` may import this module; `train/` is only imported by `main`.
+Pure numpy, importing nothing of ours above `models/`: `stream/` and `train/` both use it
+(`fes-train --recalibrate RUN` re-derives a finished run's thresholds).
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -121,26 +118,3 @@ def merge_spotter(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict
     for k, v in overrides.items():
         out[k] = {**out[k], **v} if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m fes_live.calibration.thresholds RUN_DIR [--fold holdout] -o thresholds.json`: print a fold's thresholds
-    (fes-train writes them per fold as RUN_DIR/<fold>/thresholds.json; this re-derives them from the run)."""
-    parser = argparse.ArgumentParser(prog="python -m fes_live.calibration.thresholds", description=main.__doc__)
-    parser.add_argument("run", help="fes-train output folder")
-    parser.add_argument("--fold", default="holdout")
-    parser.add_argument("-o", "--output", required=True)
-    args = parser.parse_args(argv)
-    from fes_live.train.train import calibrate_fold  # only here: stream/ imports this module, and never train/
-    try:
-        result = calibrate_fold(Path(args.run), args.fold)
-    except (OSError, ValueError) as e:
-        print(f"calibration: {e}", file=sys.stderr)
-        return 1
-    Path(args.output).write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: v for k, v in result.items() if k != "spotter"}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """FEDN's per-frame backbones: (B, W, ...) frames -> (B, W, C) features. A plain `{name: class}` choice.
 
 - `face-geometry` (default): the 1008-d geometry vector of `fes_live.stream.features` (52 blendshapes + 478 aligned
-  landmarks x 2), minus the person's neutral baseline (fes_live.calibration.baseline), through a small learned encoder.
+  landmarks x 2), minus the person's neutral baseline (fes_live.models.baseline), through a small learned encoder.
   Needs no torchvision and costs ~0.1 MFLOP per frame.
 - `resnet18`: the paper's backbone, torchvision's ResNet-18 on 224x224 aligned crops, frozen, with weights the
   user brings (e.g. AffectNet-trained). torchvision is an optional extra (on a CPU-only machine it pulls the CUDA

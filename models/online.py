@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fes_live.calibration.baseline import BaselineConfig, NeutralBaseline
+from fes_live.models.baseline import BaselineConfig, NeutralBaseline
 from fes_live.models.proposals import (FEDNDecodeConfig, GIMProposalConfig, fedn_proposals, gim_proposals, iou_1d,
                               nms_1d)
 from fes_live.models.spotting import CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate, Proposal, Update

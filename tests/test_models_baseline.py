@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fes_live.calibration.baseline import BaselineConfig, NeutralBaseline, baseline_normalize
+from fes_live.models.baseline import BaselineConfig, NeutralBaseline, baseline_normalize
 
 # alpha = 1 / (ema_seconds * fps) = 0.5; feature 0 plays the blendshape, 1-2 landmarks
 CFG = BaselineConfig(fps=2.0, warmup_frames=3, ema_seconds=1.0, freeze_delta=0.15, blendshape_dim=1)

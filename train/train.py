@@ -315,7 +315,7 @@ def validation_f1(cfg: TrainConfig, split: "Split", videos: dict[str, VideoData]
 
 
 def calibrate_fold(run: Path, fold: str = "holdout") -> dict:
-    """Re-derive a finished run's thresholds for one fold (python -m fes_live.calibration.thresholds)."""
+    """Re-derive a finished run's thresholds for one fold (`fes-train --recalibrate RUN`)."""
     cfg = load_config(TrainConfig, run / "config.json")
     dataset = load_dataset(cfg)
     videos = load_videos(cfg, dataset)
@@ -415,7 +415,7 @@ def train_gim(cfg: TrainConfig, split: Split, videos: dict[str, VideoData], out:
 
 def fedn_inputs(cfg: TrainConfig, v: VideoData) -> np.ndarray:
     """Geometry minus the causal neutral baseline, exactly as the online spotter feeds FEDN."""
-    from fes_live.calibration.baseline import baseline_normalize
+    from fes_live.models.baseline import baseline_normalize
     return baseline_normalize(v.geometry, v.face_present, spotter_config(cfg, v.fps).baseline)
 
 
@@ -898,10 +898,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead of training: evaluate this engine folder on the config's test subjects")
     parser.add_argument("--report-out", default="reports/engine", help="folder of the engine report")
     parser.add_argument("--clips", help="folder with the real clips (pyfeat_single_face.mp4, pyfeat_no_face.mp4)")
+    parser.add_argument("--recalibrate", metavar="RUN",
+                        help="instead of training: re-derive the thresholds of a finished run's --fold into --output")
+    parser.add_argument("--fold", default="holdout", help="with --recalibrate: the fold (default holdout)")
+    parser.add_argument("-o", "--output", help="with --recalibrate: JSON file to write")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
+        if args.recalibrate:
+            if not args.output:
+                raise ConfigError("--recalibrate needs --output FILE")
+            result = calibrate_fold(Path(args.recalibrate), args.fold)
+            Path(args.output).write_text(json.dumps(result, indent=2))
+            print(json.dumps({k: v for k, v in result.items() if k != "spotter"}))
+            return 0
         cfg = load_config(TrainConfig, args.config, parse_overrides(args.set))
         if args.report_engine:
             report = engine_report(args.report_engine, cfg, args.report_out, args.clips)
@@ -910,7 +921,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{m['macro']['f1']:.3f} micro {m['micro']['f1']:.3f}; report in {args.report_out}/report.md")
             return 0
         report = main_cfg(cfg)
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ConfigError, ValueError, OSError, RuntimeError) as e:
         print(f"fes-train: {e}", file=sys.stderr)
         return 1
     m = report["megc"]
