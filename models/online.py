@@ -19,13 +19,18 @@ become proposals of their own (source "fedn") when confident enough. `fedn_fn=No
 Memory is bounded: rings of flow (17 + batch), curve (one longest piece + margins), FEDN input (W frames) and a
 few recent intervals. Everything is numpy around the two callables, so the engine, an eager model or a test
 double can be plugged in.
+
+The model work is explicit: `steps(...)` is `push(...)` as a generator that yields each model call it needs,
+`("gim", windows)` or `("fedn", x)`, and takes the result back through `send()`. `push` drives it with the
+spotter's own callables; the detector drives many streams' generators at once and answers each round's requests
+with one batched call per model (`stream.batching`). Either way the same code runs, so offline and live agree.
 """
 from __future__ import annotations
 
 import dataclasses
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Generator
 
 import numpy as np
 
@@ -36,6 +41,8 @@ from fes_live.models.spotting import CancelUpdate, ExpressionUpdate, IntensityUp
 
 GimFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # (B,17,R,2) -> (intensity (B,), apex_probs (B,2))
 FednFn = Callable[[np.ndarray], Any]                             # (1,W,F) -> (cls_logits (1,N,C), intervals (1,N,2), ..)
+Request = tuple[str, np.ndarray]                                 # ("gim", (B,17,R,2)) or ("fedn", (1,W,F))
+Steps = Generator[Request, Any, list[Update]]                    # yields model requests, returns the updates
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,20 @@ class OnlineSpotter:
 
     def push(self, frame_index: int, face_present: bool, geometry: np.ndarray, roi_flow: np.ndarray) -> list[Update]:
         """Feed one frame (stream.features.FrameFeatures fields); returns the updates it made known."""
+        return self.run(self.steps(frame_index, face_present, geometry, roi_flow))
+
+    def run(self, steps: Steps) -> list[Update]:
+        """Drive a `steps()` / `flush_steps()` generator to its end with this spotter's own model callables."""
+        try:
+            request = next(steps)
+            while True:
+                kind, x = request
+                request = steps.send(self.gim_fn(x) if kind == "gim" else self.fedn_fn(x))
+        except StopIteration as done:
+            return done.value
+
+    def steps(self, frame_index: int, face_present: bool, geometry: np.ndarray, roi_flow: np.ndarray) -> Steps:
+        """`push` as a generator of model requests (see the module docstring)."""
         cfg = self.cfg
         t = int(frame_index)
         if self._last is not None and t <= self._last:
@@ -130,9 +151,9 @@ class OnlineSpotter:
         out: list[Update] = []
         gap = self._last is not None and t != self._last + 1
         if self._track_start is not None and (gap or not face_present):
-            out += self._end_track()
+            out += yield from self._end_track()
         if gap:  # a reconnect: windows must not span it
-            out += self._fedn_tail()
+            out += yield from self._fedn_tail()
             self.baseline.reset()
             self._fedn_x.clear()
             self._fedn_face.clear()
@@ -148,7 +169,7 @@ class OnlineSpotter:
             self._flow.append(roi_flow)  # _run_gim trims it to the frames future windows need
             ready = t - cfg.gim_radius - self._next_gim + 1
             if ready >= cfg.gim_batch:
-                out += self._run_gim(t - cfg.gim_radius)
+                out += yield from self._run_gim(t - cfg.gim_radius)
         else:
             out += self._curve_point(t, 0.0, (0.0, 0.0))
 
@@ -157,11 +178,11 @@ class OnlineSpotter:
         self._fedn_face.append(face_present)
         n = t - self._fedn_origin + 1
         if self.fedn_fn is not None and n >= cfg.fedn_window and (n - cfg.fedn_window) % cfg.fedn_stride == 0:
-            out += self._run_fedn(t - cfg.fedn_window + 1, cfg.fedn_window, tail=False)
+            out += yield from self._run_fedn(t - cfg.fedn_window + 1, cfg.fedn_window, tail=False)
         elif self.fedn_fn is not None and n < cfg.fedn_window and n % cfg.fedn_stride == 0:
             # a stream's first W frames: zero-padded windows every stride (as training pads a video's last
             # window), so an expression in its first seconds is not held back until W frames have arrived
-            out += self._run_fedn(self._fedn_origin, n, tail=False)
+            out += yield from self._run_fedn(self._fedn_origin, n, tail=False)
         elif self.fedn_fn is None:
             self._fedn_done = t
         out += self._settle()
@@ -173,17 +194,21 @@ class OnlineSpotter:
 
     def flush(self) -> list[Update]:
         """End of stream: compute what is still pending, close every open piece, emit the rest; then reset."""
+        return self.run(self.flush_steps())
+
+    def flush_steps(self) -> Steps:
+        """`flush` as a generator of model requests."""
         out: list[Update] = []
         if self._track_start is not None:
-            out += self._end_track()
-        out += self._fedn_tail()
+            out += yield from self._end_track()
+        out += yield from self._fedn_tail()
         out += self._settle(final=True)
         self.reset()
         return out
 
     # ------------------------------------------------------------------------------------------------ GIM
 
-    def _run_gim(self, last: int) -> list[Update]:
+    def _run_gim(self, last: int) -> Steps:
         """Intensity of frames self._next_gim .. last (inclusive) of the current track."""
         cfg = self.cfg
         r = cfg.gim_radius
@@ -196,7 +221,7 @@ class OnlineSpotter:
         for b, c in enumerate(frames):
             lo, hi = max(c - r, first), min(c + r + 1, end)
             windows[b, lo - (c - r):hi - (c - r)] = flow[lo - first:hi - first]
-        intensity, apex = self.gim_fn(windows)
+        intensity, apex = yield "gim", windows
         intensity = np.asarray(intensity, dtype=np.float64).reshape(-1)
         apex = np.asarray(apex, dtype=np.float64)
         if intensity.shape != (len(frames),) or apex.shape != (len(frames), 2):
@@ -212,9 +237,9 @@ class OnlineSpotter:
             out += self._curve_point(c, float(intensity[b]), (float(apex[b, 0]), float(apex[b, 1])))
         return out
 
-    def _end_track(self) -> list[Update]:
+    def _end_track(self) -> Steps:
         """Face lost or frame gap: finish the track's pending frames (zero-padded windows) and its open piece."""
-        out = self._run_gim(self._last) if self._last is not None else []
+        out = (yield from self._run_gim(self._last)) if self._last is not None else []
         if self._state != "idle":
             end = self._seg_end if self._state == "closing" else self._curve[-1][0]
             out += self._finish_piece(end)
@@ -263,7 +288,7 @@ class OnlineSpotter:
 
     # ------------------------------------------------------------------------------------------------ FEDN
 
-    def _run_fedn(self, start: int, valid: int, tail: bool) -> list[Update]:
+    def _run_fedn(self, start: int, valid: int, tail: bool) -> Steps:
         """Run FEDN on the last `valid` frames of the ring, starting at frame `start` (zero-padded to W).
 
         `tail` marks the last window of a run (end of stream, reconnect): its end edge is a real end.
@@ -276,7 +301,7 @@ class OnlineSpotter:
         self._fedn_done = start + valid - 1
         if face.mean() < cfg.fedn_min_face:
             return []
-        raw = self.fedn_fn(x)
+        raw = yield "fedn", x
         cls_logits, intervals = np.asarray(raw[0]), np.asarray(raw[1])
         if cls_logits.ndim != 3 or intervals.shape != (1, cls_logits.shape[1], 2):
             raise ValueError(f"fedn_fn returned cls_logits {cls_logits.shape} and intervals {intervals.shape}; "
@@ -296,12 +321,12 @@ class OnlineSpotter:
             self._pool = [self._pool[i] for i in sorted(keep)]
         return []
 
-    def _fedn_tail(self) -> list[Update]:
+    def _fedn_tail(self) -> Steps:
         """Frames after the last FEDN window (end of stream, reconnect): one last, end-aligned window."""
         if self.fedn_fn is None or not self._fedn_x or self._last is None or self._fedn_done >= self._last:
             return []
         valid = min(len(self._fedn_x), self.cfg.fedn_window)
-        return self._run_fedn(self._last - valid + 1, valid, tail=True)
+        return (yield from self._run_fedn(self._last - valid + 1, valid, tail=True))
 
     # ------------------------------------------------------------------------------------------------ merge
 

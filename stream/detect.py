@@ -21,6 +21,7 @@ import zmq
 
 from fes_live.models.spotting import KIND_NAMES, CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate
 from fes_live.stream import wire
+from fes_live.stream.batching import StepBatcher
 from fes_live.stream.config import from_dict, load_config, to_dict
 from fes_live.stream.events import PIPELINE_STREAM, EventPublisher
 from fes_live.stream.pipeline_config import DetectConfig
@@ -88,7 +89,7 @@ class Detector:
         self.pull.bind(ep.features)
         self.publisher = EventPublisher(self.ctx, ep.events, ep.replay, cfg.journal, cfg.replay_memory)
         self.streams: dict[str, StreamState] = {}
-        self.batcher = GimBatcher(engine.gim) if cfg.batch_streams and hasattr(engine, "gim") else None
+        self.batcher = StepBatcher.for_engine(engine) if cfg.batch_streams and hasattr(engine, "gim") else None
         self.bad_messages = 0
         self.last_stats = time.monotonic()
         self.poller = zmq.Poller()
@@ -150,8 +151,6 @@ class Detector:
     # ------------------------------------------------------------------ streams
     def _open(self, sid: str, source: str, message: str, fps=None) -> StreamState:
         s = StreamState(sid, self.engine.new_spotter(), deque(maxlen=self.cfg.queue_frames), source)
-        if self.batcher is not None:
-            s.spotter.gim_fn = self.batcher.gim_fn  # direct engine call unless inside a batched round
         if self.cfg.record_dir:
             from fes_live.stream.record import IntensityCsv
             s.csv = IntensityCsv(self.cfg.record_dir, sid)
@@ -179,7 +178,6 @@ class Detector:
     def _spot(self, s: StreamState, limit: int | None = None) -> list:
         """Run up to `limit` queued frames through the stream's spotter: [(frame, face_state, updates | error)].
 
-        Pure computation (no sockets), so the batcher may run several streams' calls side by side.
         """
         out = []
         while s.queue and (limit is None or len(out) < limit):
@@ -189,6 +187,20 @@ class Detector:
             except ValueError as e:  # e.g. a frame index that does not increase: drop the frame, keep the stream
                 out.append((f, face_state, e))
         return out
+
+    def _spot_batched(self, busy: list[StreamState], frames: int) -> list[list]:
+        """`_spot` for several streams at once: their pushes of the same round share the engine calls."""
+        results: list[list] = [[] for _ in busy]
+        for _ in range(frames):
+            live = [i for i, s in enumerate(busy) if s.queue]
+            if not live:
+                break
+            taken = [busy[i].queue.popleft() for i in live]
+            jobs = [busy[i].spotter.steps(f.frame_index, f.face_present, f.geometry, f.roi_flow)
+                    for i, (f, _) in zip(live, taken)]
+            for i, (f, face_state), updates in zip(live, taken, self.batcher.run(jobs)):
+                results[i].append((f, face_state, updates))
+        return results
 
     def _publish(self, s: StreamState, results: list) -> None:
         """Events of spotted frames, in frame order (main thread only: it owns the PUB socket and the numbering)."""
@@ -307,8 +319,9 @@ class Detector:
     def step(self, budget_s: float = 0.05) -> bool:
         """Process queued frames round-robin across streams for at most budget_s; True if frames are left.
 
-        With several busy streams and batching on, each round runs the streams side by side so that their GIM
-        calls become one engine call (GimBatcher); events are published afterwards, in order, from this thread.
+        With several busy streams and batching on, each round takes up to batch_frames frames of every busy stream;
+        frame k of all of them goes through the StepBatcher together, so each model is called once per frame
+        position, not once per stream. Events are published afterwards, in frame order, from this thread.
         """
         deadline = time.monotonic() + budget_s
         while True:
@@ -316,8 +329,7 @@ class Detector:
             if not busy:
                 return False
             if self.batcher is not None and len(busy) > 1:
-                results = self.batcher.run([lambda s=s: self._spot(s, self.cfg.batch_frames) for s in busy])
-                for s, r in zip(busy, results):
+                for s, r in zip(busy, self._spot_batched(busy, self.cfg.batch_frames)):
                     self._publish(s, r)
             else:
                 for s in busy:
@@ -348,91 +360,6 @@ class Detector:
     def close(self) -> None:
         self.pull.close()
         self.publisher.close()
-        if self.batcher is not None:
-            self.batcher.close()
-
-
-class GimBatcher:
-    """One engine call for the GIM windows of several streams.
-
-    `run(jobs)` runs each job (one stream's spotter pushes) in its own thread. Every `gim_fn` call from those
-    threads parks its windows here; once every job still running is parked, the windows go to the engine as one
-    batch and each caller gets its slice back. Outside `run` (or from any other thread), `gim_fn` calls the engine
-    directly. The spotters never notice: they just called `gim_fn`.
-    """
-
-    def __init__(self, gim, max_streams: int = 256):
-        from concurrent.futures import ThreadPoolExecutor
-        self.gim = gim
-        self.pool = ThreadPoolExecutor(max_workers=max_streams, thread_name_prefix="gim-batch")
-        self.max_streams = max_streams
-        self.cv = threading.Condition()
-        self.workers: set[int] = set()
-        self.requests: dict[int, np.ndarray] = {}
-        self.results: dict[int, object] = {}
-        self.running = 0
-        self.calls = 0  # engine calls made for batched rounds (for tests and stats)
-
-    def gim_fn(self, windows: np.ndarray):
-        me = threading.get_ident()
-        with self.cv:
-            batched = me in self.workers
-        if not batched:
-            return self.gim(windows)
-        with self.cv:
-            self.requests[me] = windows
-            self.cv.notify_all()
-            while me not in self.results:
-                self.cv.wait()
-            out = self.results.pop(me)
-        if isinstance(out, BaseException):
-            raise out
-        return out
-
-    def _job(self, job):
-        with self.cv:
-            self.workers.add(threading.get_ident())
-        try:
-            return job()
-        finally:
-            with self.cv:
-                self.workers.discard(threading.get_ident())
-                self.running -= 1
-                self.cv.notify_all()
-
-    def run(self, jobs: list) -> list:
-        results = []
-        for i in range(0, len(jobs), self.max_streams):
-            results += self._round(jobs[i:i + self.max_streams])
-        return results
-
-    def _round(self, jobs: list) -> list:
-        with self.cv:
-            self.running = len(jobs)
-        futures = [self.pool.submit(self._job, job) for job in jobs]
-        while True:
-            with self.cv:
-                while self.running and len(self.requests) < self.running:
-                    self.cv.wait()
-                if not self.requests:
-                    break
-                batch, self.requests = self.requests, {}
-            ids = list(batch)
-            sizes = [len(batch[i]) for i in ids]
-            try:
-                intensity, apex = self.gim(np.concatenate([batch[i] for i in ids]))
-                self.calls += 1
-                cuts = np.cumsum(sizes)[:-1]
-                outs = list(zip(np.split(np.asarray(intensity), cuts), np.split(np.asarray(apex), cuts)))
-            except Exception as e:  # every waiting stream gets the error, as it would have calling alone
-                outs = [e] * len(ids)
-            with self.cv:
-                self.results.update(zip(ids, outs))
-                self.cv.notify_all()
-        return [f.result() for f in futures]
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False)
 
 
 def _latency(point: dict) -> float | None:

@@ -167,8 +167,22 @@ class Runner:
     fn: Callable
     device: str
 
+    def __post_init__(self) -> None:
+        self._pinned: dict[tuple[int, ...], torch.Tensor] = {}  # CUDA: one page-locked staging buffer per shape
+
+    def _to_device(self, x: np.ndarray) -> torch.Tensor:
+        """One host-to-device copy; on CUDA through a pinned buffer (asynchronous, no pageable bounce)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not self.device.startswith("cuda"):
+            return torch.as_tensor(x, device=self.device)
+        buf = self._pinned.get(x.shape)
+        if buf is None:
+            buf = self._pinned[x.shape] = torch.empty(x.shape, dtype=torch.float32, pin_memory=True)
+        buf.numpy()[...] = x
+        return buf.to(self.device, non_blocking=True)
+
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
-        t = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32), device=self.device)
+        t = self._to_device(x)
         with torch.inference_mode():
             out = self.fn(t)
         if isinstance(out, torch.Tensor):
@@ -196,13 +210,30 @@ class Engine:
         intensity, apex = self._runners["gim"](windows)
         return intensity, apex
 
+    def fedn_batch(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        """FEDN on several windows (B, W, F) -> the FEDNOutput fields with batch B: one call where the program takes
+        a batch (manifest input_shape[0] == -1), else one call per window (engines exported before batching)."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 3 or len(x) == 0:
+            raise ValueError(f"FEDN batch input must be (B, W, F) with B >= 1, got {x.shape}")
+        if self.manifest["models"]["fedn"]["input_shape"][0] == -1:
+            return tuple(self.fedn(x))
+        outs = [tuple(self.fedn(x[i:i + 1])) for i in range(len(x))]
+        return tuple(np.concatenate(field) for field in zip(*outs))
+
+    @property
+    def static_batches(self) -> tuple[int, ...] | None:
+        """Batch sizes the GIM program was compiled for, where it only takes those (None: any batch)."""
+        sizes = self.manifest["models"]["gim"].get("batch_buckets")
+        return tuple(sizes) if sizes and self._runners["gim"].backend in ("aoti", "tensorrt") else None
+
     def fedn(self, x: np.ndarray):
         if not self.has_fedn:
             raise EngineError(f"{self.folder}: this engine has no FEDN model")
         x = np.asarray(x, dtype=np.float32)
         want = tuple(self.manifest["models"]["fedn"]["input_shape"])
-        if x.shape != want:
-            raise ValueError(f"FEDN input must be {want}, got {x.shape}")
+        if x.ndim != len(want) or any(d != w for d, w in zip(x.shape, want) if w != -1):
+            raise ValueError(f"FEDN input must be {want} (-1: any batch), got {x.shape}")
         _, _, output_cls = model_classes("fedn")
         return output_cls(*self._runners["fedn"](x))
 

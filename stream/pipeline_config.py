@@ -67,7 +67,7 @@ class DetectConfig:
     engine: str = ""  # "" = the bundled default engine
     backend: str = "auto"
     torch_threads: int = 1  # per-frame GIM batches are tiny: one thread is fastest and leaves cores to ingests
-    batch_streams: bool = True  # one GIM engine call for the frames of all busy streams (threads, see detect.py)
+    batch_streams: bool = True  # one engine call per model for the frames of all busy streams (stream/batching.py)
     batch_frames: int = 4  # frames per stream per batched round
     queue_frames: int = 90  # per-stream backlog; beyond it the oldest frames are dropped (and counted)
     max_batch_msgs: int = 512  # messages drained from the socket per loop turn before processing

@@ -121,7 +121,8 @@ def test_separate_roles_and_clean_stop(engine_dir, tmp_path):
 
 
 def test_gim_batched_across_streams_gives_the_same_events(engine_dir, tmp_path):
-    """Three streams processed side by side: fewer engine calls, exactly the events of unbatched processing."""
+    """Three streams processed side by side: fewer engine calls (GIM and FEDN), exactly the events of unbatched
+    processing."""
     torch.set_num_threads(1)
     engine = load_engine(engine_dir)
     rng = np.random.default_rng(1)
