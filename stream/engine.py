@@ -360,7 +360,7 @@ def compile_aoti(folder: Path, manifest: dict, name: str, device: str, out_dir: 
     if device.startswith("cuda"):  # re-export on the device: a CPU program's constants stay on the CPU otherwise
         module = program.module().to(device)
         example = torch.zeros(_example_shape(entry), device=device)
-        program = torch.export.export(module, (example,), dynamic_shapes=_dynamic_shapes(name))
+        program = torch.export.export(module, (example,), dynamic_shapes=_dynamic_shapes(entry))
     out = (out_dir or cache_dir(folder, manifest)) / aoti_name(name, device)
     log.info("compiling %s with AOTInductor for %s -> %s", name, device, out)
     torch._inductor.aoti_compile_and_package(program, package_path=str(out))
@@ -376,7 +376,7 @@ def compile_tensorrt(folder: Path, manifest: dict, name: str, out_dir: Path | No
     entry = manifest["models"][name]
     module = _load_eager(folder, name, entry, "cuda")
     shape = _example_shape(entry)
-    if name == "gim":
+    if entry["input_shape"][0] == -1:  # one optimisation profile over the batch buckets
         spec = torch_tensorrt.Input(min_shape=(1, *shape[1:]), opt_shape=(min(64, max_batch), *shape[1:]),
                                     max_shape=(max_batch, *shape[1:]), dtype=torch.float32)
     else:
@@ -394,11 +394,10 @@ def _example_shape(entry: dict) -> tuple[int, ...]:
     return tuple(2 if d < 0 else d for d in entry["input_shape"])
 
 
-def _dynamic_shapes(name: str):
-    """GIM takes any number of windows (a whole video is one batch); FEDN one fixed window."""
-    if name == "gim":
-        return ({0: torch.export.Dim("batch", min=1, max=1 << 16)},)
-    return None
+def _dynamic_shapes(entry: dict):
+    """A batch dimension where the manifest says -1: GIM any number of windows (a whole video is one batch), FEDN
+    one window per stream of a batched round (engines exported before that say 1 and take one window a call)."""
+    return ({0: torch.export.Dim("batch", min=1, max=1 << 16)},) if entry["input_shape"][0] == -1 else None
 
 
 def _check_runs(runner: Runner, entry: dict, path: Path) -> None:

@@ -48,7 +48,7 @@ def test_manifest_contents(engine_dir):
     m = json.loads((engine_dir / "manifest.json").read_text())
     assert set(m["files"]) == {"gim.pt2", "fedn.pt2", "gim.pt", "fedn.pt"}
     assert m["models"]["gim"]["input_shape"] == [-1, 17, 12, 2]
-    assert m["models"]["fedn"]["input_shape"] == [1, 64, 1008]
+    assert m["models"]["fedn"]["input_shape"] == [-1, 64, 1008]  # FEDN takes a batch of windows too
     assert m["window"] == {"gim": 17, "fedn": 64} and m["stride"]["fedn"] == 16 and m["fps"] == 30.0
     assert m["labels"]["emotions"] == ["happiness", "surprise", "anger"]
     assert m["models"]["gim"]["config"]["dim"] == 16

@@ -45,11 +45,11 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def input_shape(ckpt: dict) -> list[int]:
-    """-1 marks the dynamic batch of GIM; FEDN takes one window (1, W, F)."""
+    """-1 marks the dynamic batch: GIM takes any number of windows, FEDN any number of W-frame windows."""
     cfg = ckpt["config"]
     if ckpt["model"] == "gim":
         return [-1, int(cfg.get("window", 17)), int(cfg.get("n_rois", 12)), 2]
-    return [1, int(ckpt["engine"]["window"]), int(ckpt["engine"]["feature_dim"])]
+    return [-1, int(ckpt["engine"]["window"]), int(ckpt["engine"]["feature_dim"])]
 
 
 def export_model(ckpt: dict, out: Path) -> dict:
@@ -59,7 +59,7 @@ def export_model(ckpt: dict, out: Path) -> dict:
     shape = input_shape(ckpt)
     example = torch.zeros([2 if d < 0 else d for d in shape])
     with torch.no_grad():
-        program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_shapes(name))
+        program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_shapes({"input_shape": shape}))
     torch.export.save(program, str(out / f"{name}.pt2"))
     torch.save(build_model(name, ckpt["config"], ckpt["state_dict"]).state_dict(), out / f"{name}.pt")
     from fes_live.stream.engine import model_classes
@@ -98,7 +98,7 @@ def export(checkpoints: list[str | Path], out: str | Path, aoti: bool = False, t
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "models": models,
         "inputs": {"gim": "roi_flow windows (B, 17, 12, 2): ROI flow of frames t-8..t+8 (stream.features.flow_windows)",
-                   **({"fedn": f"per-frame {fedn_meta.get('feature', 'geometry')} features of W frames (1, W, F)"}
+                   **({"fedn": f"per-frame {fedn_meta.get('feature', 'geometry')} features of W frames (B, W, F)"}
                       if "fedn" in models else {})},
         "fps": meta["fps"],
         "window": {"gim": models["gim"]["input_shape"][1], **({"fedn": fedn_meta["window"]} if fedn_meta else {})},

@@ -767,7 +767,7 @@ def per_frame_cost(engine, repeats: int = 50) -> dict[str, float]:
         times.append(time.perf_counter() - t)
     out = {"gim_ms_per_frame": 1000 * float(np.median(times))}
     if engine.has_fedn:
-        shape = engine.manifest["models"]["fedn"]["input_shape"]
+        shape = [1, *engine.manifest["models"]["fedn"]["input_shape"][1:]]  # one window
         x = rng.normal(0, 0.01, size=shape).astype(np.float32)
         times = []
         for _ in range(max(5, repeats // 5)):
