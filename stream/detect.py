@@ -176,9 +176,7 @@ class Detector:
 
     # ------------------------------------------------------------------ frames -> events
     def _spot(self, s: StreamState, limit: int | None = None) -> list:
-        """Run up to `limit` queued frames through the stream's spotter: [(frame, face_state, updates | error)].
-
-        """
+        """Run up to `limit` queued frames through the stream's spotter: [(frame, face_state, updates | error)]."""
         out = []
         while s.queue and (limit is None or len(out) < limit):
             f, face_state = s.queue.popleft()
