@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 import time
@@ -91,6 +92,7 @@ class Detector:
         self.streams: dict[str, StreamState] = {}
         self.batcher = StepBatcher.for_engine(engine) if cfg.batch_streams and hasattr(engine, "gim") else None
         self.bad_messages = 0
+        self.engine_build = None  # a background AOTInductor build (stream/engine_build.py), polled by run()
         self.last_stats = time.monotonic()
         self.poller = zmq.Poller()
         self.poller.register(self.pull, zmq.POLLIN)
@@ -342,6 +344,7 @@ class Detector:
                 self.drain(0 if pending else 50)
                 pending = self.step()
                 self.housekeeping()
+                self._poll_engine_build()
             # shutdown: take what the ingests sent before they exited, then flush every stream
             while self.drain(100) or pending:
                 pending = self.step()
@@ -354,6 +357,16 @@ class Detector:
         finally:
             self.close()
         return 0
+
+    def _poll_engine_build(self) -> None:
+        """Switch to the AOTInductor packages once the background build has written them."""
+        if self.engine_build is None or self.engine_build.poll() is None:
+            return
+        code, self.engine_build = self.engine_build.returncode, None
+        if code == 0:
+            self.engine.upgrade("aoti")
+        else:
+            log.warning("the background AOTInductor build failed (exit %s); staying on %s", code, self.engine.backend)
 
     def close(self) -> None:
         self.pull.close()
@@ -377,7 +390,12 @@ def run_detector(cfg: DetectConfig, stop_event: threading.Event | None = None) -
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
     engine = load_engine(cfg.engine or None, backend=cfg.backend)
-    return Detector(cfg, engine).run(stop_event or threading.Event())
+    detector = Detector(cfg, engine)
+    if (cfg.aoti_build and os.environ.get("FES_AOTI_BUILD", "1") != "0" and cfg.backend == "auto"
+            and engine.device == "cpu" and not engine.backend.startswith("aoti")):
+        from fes_live.stream.engine_build import start_background_build
+        detector.engine_build = start_background_build(engine.folder)
+    return detector.run(stop_event or threading.Event())
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -238,6 +238,24 @@ class Engine:
         return output_cls(*self._runners["fedn"](x))
 
     @property
+    def device(self) -> str:
+        return self._runners["gim"].device
+
+    def upgrade(self, backend: str) -> bool:
+        """Switch to `backend` if every model's variant is present and runs (e.g. packages a background build just
+        finished); the spotters notice nothing, since `gim` and `fedn` read the runners on every call."""
+        device = self.device
+        try:
+            runners = _try_backend(self.folder, self.manifest, backend, device, compile_missing=False)
+        except EngineError as e:
+            log.warning("%s: staying on %s (%s)", self.folder, self.backend, e)
+            return False
+        self._runners = runners
+        self.backend = f"{backend}: upgraded on {device}"
+        log.info("%s", self.describe())
+        return True
+
+    @property
     def labels(self) -> dict:
         return self.manifest["labels"]
 

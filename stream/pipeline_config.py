@@ -77,6 +77,8 @@ class DetectConfig:
     replay_memory: int = 100_000  # events kept in memory for replay (older ones are read from the journal)
     record_dir: str = ""  # "" = off; else per-frame intensity CSVs go there
     idle_stream_s: float = 30.0  # a stream silent this long is flushed and announced as ended (error)
+    aoti_build: bool = True  # with backend auto on a CPU: compile AOTInductor packages in the background, once per
+                             # machine, and switch to them when ready (stream/engine_build.py; env FES_AOTI_BUILD=0: off)
 
 
 @dataclass(frozen=True)

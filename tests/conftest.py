@@ -16,6 +16,8 @@ FACE_MODEL = SHARED / "models" / "face_landmarker_v2_with_blendshapes.task"
 # The product looks for the MediaPipe model via this variable before its user cache; tests point it at shared/.
 if FACE_MODEL.is_file():
     os.environ.setdefault("FES_FACE_MODEL", str(FACE_MODEL))
+# Detectors started by tests never compile AOTInductor packages in the background (tests/test_engine_build.py does).
+os.environ.setdefault("FES_AOTI_BUILD", "0")
 
 
 def need(path: Path) -> Path:
