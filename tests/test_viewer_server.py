@@ -118,7 +118,7 @@ def test_loopback_needs_no_token_and_bad_offers_get_400(tmp_path):
                (await client.get("/static/../view.py")).status]
         for body in ["not json", json.dumps({"type": "offer"}), json.dumps({"sdp": "v=0", "type": "answer"}),
                      json.dumps({"sdp": "garbage", "type": "offer"})]:
-            r = await client.post("/offer", data=body)
+            r = await client.post("/offer", data=body, headers={"Content-Type": "application/json"})
             out.append((r.status, (await r.text())[:80]))
         out.append((await client.get("/api/status")).status)
         return out
