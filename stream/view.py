@@ -93,7 +93,7 @@ class ViewConfig:
     max_streams: int = 64  # streams tracked at once (previews and events); the rest are refused and counted
     stream_idle_s: float = 30.0  # a stream without previews or events for this long is forgotten
     allowed_hosts: tuple[str, ...] = ()  # more names for the Host header ("name" or "name:port"), e.g. a proxy's
-    ice_servers: tuple = ()  # STUN/TURN for both ends: "stun:host:port" or {"urls", "username", "credential"}
+    ice_servers: tuple[Any, ...] = ()  # STUN/TURN for both ends: "stun:host:port" or {"urls", "username", "credential"}
     engine: str = ""  # engine folder whose thresholds the plot draws ("" = the bundled default, when present)
 
     def __post_init__(self) -> None:

@@ -23,7 +23,7 @@ from fes_live.stream import wire
 from fes_live.stream.client import fetch
 from fes_live.stream.view import BAND_H, draw_band
 from conftest import VIDEO, need
-from test_viewer_server import _get, free_port, wait_http
+from test_viewer_server import Viewer, free_port
 
 pytestmark = pytest.mark.browser
 
@@ -54,33 +54,6 @@ def pw():
 def endpoints(tmp: Path) -> dict:
     return {"preview": f"ipc://{tmp}/preview", "features": f"ipc://{tmp}/features",
             "events": f"tcp://127.0.0.1:{free_port()}", "replay": f"tcp://127.0.0.1:{free_port()}"}
-
-
-class Viewer:
-    """`fes-live view` as a subprocess, loopback-only ICE, on a free port."""
-
-    def __init__(self, tmp: Path, ep: dict, port: int = 0, **extra):
-        tmp.mkdir(exist_ok=True)
-        self.port = port or free_port()
-        cfg = tmp / "view.json"
-        cfg.write_text(json.dumps({"port": self.port, "loopback_only": True, "endpoints": ep, **extra}))
-        self.log = open(tmp / "view.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "fes_live.stream.cli", "view", "--config", str(cfg)], cwd=REPO,
-                                     stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONPATH": str(REPO)})
-        self.url = f"http://127.0.0.1:{self.port}/"
-        wait_http(self.url, self.proc)
-
-    def status(self) -> dict:
-        return json.loads(_get(self.url + "api/status")[1])
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 def wait_for(page, js: str, what: str, timeout_s: float = 20.0):

@@ -198,3 +198,42 @@ def test_cli_fails_fast_and_clearly_on_a_taken_port_or_a_bad_endpoint(tmp_path):
                                  text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)})
             assert out.returncode == 1 and message in out.stderr, out.stderr[-2000:]
             assert "Traceback" not in out.stderr and time.monotonic() - t0 < 20
+
+
+class Viewer:
+    """`fes-live view` as a subprocess (own process group), loopback-only ICE, on a free port; `extra`: ViewConfig
+    keys. Its log is in `tmp/view.log`."""
+
+    def __init__(self, tmp: Path, ep: dict, port: int = 0, **extra):
+        tmp.mkdir(exist_ok=True)
+        self.port = port or free_port()
+        cfg = tmp / "view.json"
+        cfg.write_text(json.dumps({"port": self.port, "loopback_only": True, "endpoints": ep, **extra}))
+        self.log_path = tmp / "view.log"
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "fes_live.stream.cli", "view", "--config", str(cfg)],
+                                     cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, "PYTHONPATH": str(REPO)})
+        self.url = f"http://127.0.0.1:{self.port}/"
+        try:
+            wait_http(self.url, self.proc)
+        except BaseException:
+            self.close()
+            raise
+
+    def status(self) -> dict:
+        return json.loads(_get(self.url + "api/status")[1])
+
+    def log_text(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait(5)
+        self.log.close()
