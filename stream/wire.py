@@ -244,7 +244,8 @@ def _check_preview_geometry(box, width, height, landmarks: np.ndarray) -> None:
     for name, v in (("width", width), ("height", height)):
         _check(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_PREVIEW_SIDE,
                f"{name} must be an int in 1..{MAX_PREVIEW_SIDE}, got {str(v)[:40]}")
-    _check(bool(np.isfinite(landmarks).all()) and (not landmarks.size or float(np.abs(landmarks).max()) <= MAX_PREVIEW_COORD),
+    finite = bool(np.isfinite(landmarks).all())
+    _check(finite and (not landmarks.size or float(np.abs(landmarks).max()) <= MAX_PREVIEW_COORD),
            "landmarks must be finite preview coordinates")
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from fes_live.stream import wire
 from fes_live.stream.client import fetch
 from fes_live.stream.view import BAND_H, draw_band
 from conftest import VIDEO, need
-from test_viewer_server import Viewer, free_port
+from test_viewer_server import Viewer, free_port, stop
 
 pytestmark = pytest.mark.browser
 
@@ -205,12 +204,7 @@ class Role:
                                      stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop(self.proc, 15)
         self.log.close()
 
 
@@ -395,7 +389,7 @@ def test_page_uses_no_stun_by_default_parses_every_message_and_gets_a_slot_after
                                 ("stats", {"fps_in": float("inf"), "fps_out": 1.0, "queue": 0})):
                 events.send_multipart(wire.event_message({"v": 1, "type": etype, "stream_id": "s1", "seq": i,
                                                           "publisher": "p", "wall_s": 1e308, "data": data}))
-            if page.evaluate("(window.__probe.eventTypes.stream || 0) >= 1 && (window.__probe.eventTypes.stats || 0) >= 1"):
+            if page.evaluate("window.__probe.eventTypes.stream >= 1 && window.__probe.eventTypes.stats >= 1"):
                 break
             time.sleep(0.1)
         wait_for(page, "window.__probe.eventTypes.stream >= 1 && window.__probe.eventTypes.stats >= 1", "the events", 5)

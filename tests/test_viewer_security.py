@@ -22,7 +22,7 @@ import zmq
 
 from fes_live.stream import wire
 from fes_live.stream.pipeline_config import Endpoints
-from fes_live.stream.view import ViewConfig, build_app, rtc_configuration, use_loopback_ice
+from fes_live.stream.view import ViewConfig, rtc_configuration, use_loopback_ice
 from test_viewer_server import Viewer, _run_app, free_port
 
 

@@ -229,11 +229,19 @@ class Viewer:
         return self.log_path.read_text()
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait(5)
+        stop(self.proc)
         self.log.close()
+
+
+def stop(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL (its whole process group when it has its own) if it does not end in time."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, 9) if os.getpgid(proc.pid) == proc.pid else proc.kill()
+            except ProcessLookupError:
+                pass
+            proc.wait(5)
