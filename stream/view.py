@@ -59,6 +59,8 @@ WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 ICE_SCHEMES = ("stun:", "turn:", "turns:")
 MAX_BODY = 256 * 1024  # an SDP offer is a few KB
 MAX_JSON_DEPTH = 32  # events and offers are a few levels deep; anything deeper is refused, never recursed into
+MAX_PREVIEW_MESSAGE = 8 << 20  # bytes per message part on the preview socket (a 640-px JPEG preview is ~50 KB)
+MAX_EVENT_MESSAGE = 4 << 20  # and on the events socket (an event is well under 1 KB)
 EVICT_IDLE_S = 2.0  # with max_streams reached, a new stream may replace one that has been quiet this long
 BAND_H = 24  # frame token band below each outgoing picture, in pixels (16 blocks: 12 bits token + 4 bits check)
 BAND_BITS = 16
@@ -103,13 +105,14 @@ class ViewConfig:
             raise ValueError(f"width must be a multiple of 16 >= 64 and height even >= 64, got {self.width}x{self.height}")
         if self.max_fps <= 0 or self.plot_seconds <= 0:
             raise ValueError("max_fps and plot_seconds must be > 0")
-        if not 1 <= self.max_peers_per_client <= self.max_peers:
-            raise ValueError(f"max_peers_per_client must be in 1..max_peers ({self.max_peers}), "
-                             f"got {self.max_peers_per_client}")
-        if self.connect_timeout_s <= 0 or self.stream_idle_s <= 0 or self.max_streams < 1:
-            raise ValueError("connect_timeout_s and stream_idle_s must be > 0, max_streams >= 1")
-        if not all(isinstance(h, str) and h for h in self.allowed_hosts):
-            raise ValueError(f"allowed_hosts must be host names, got {self.allowed_hosts!r}")
+        if min(self.max_peers, self.max_peers_per_client, self.max_streams) < 1:
+            raise ValueError("max_peers, max_peers_per_client and max_streams must be >= 1")
+        if self.connect_timeout_s <= 0 or self.stream_idle_s <= 0:
+            raise ValueError("connect_timeout_s and stream_idle_s must be > 0")
+        if not isinstance(self.allowed_hosts, tuple) or not all(isinstance(h, str) and h for h in self.allowed_hosts):
+            raise ValueError(f"allowed_hosts must be a list of host names, got {self.allowed_hosts!r}")
+        if not isinstance(self.ice_servers, tuple):
+            raise ValueError(f"ice_servers must be a list, got {self.ice_servers!r}")
         ice_server_list(self.ice_servers)  # raises ValueError on a bad entry
 
     @property
@@ -628,9 +631,11 @@ def open_sockets(ctx, ep: Endpoints) -> tuple:
     import zmq
     previews = ctx.socket(zmq.SUB)
     previews.setsockopt(zmq.RCVHWM, 64)
+    previews.setsockopt(zmq.MAXMSGSIZE, MAX_PREVIEW_MESSAGE)  # a larger one disconnects its sender, unread
     previews.setsockopt(zmq.LINGER, 0)
     previews.setsockopt(zmq.SUBSCRIBE, b"preview/")
     events = ctx.socket(zmq.SUB)
+    events.setsockopt(zmq.MAXMSGSIZE, MAX_EVENT_MESSAGE)
     events.setsockopt(zmq.LINGER, 0)
     events.setsockopt(zmq.SUBSCRIBE, b"")
     try:

@@ -302,6 +302,11 @@ def test_malformed_previews_are_counted_and_never_stop_the_preview_pump(viewers)
         s = v.status()
         assert s["counters"]["bad_preview"] == len(bad), s["counters"]
         assert not seen("b") and v.proc.poll() is None
+        # an oversized message disconnects its sender unread (MAXMSGSIZE); the PUB reconnects by itself
+        big = preview_frames("big")
+        pub.send_multipart([big[0], big[1], np.zeros(9 << 20, np.uint8).tobytes(), big[3]])
+        wait_until(lambda: pub.send_multipart(preview_frames("after-big")) or seen("after-big"), "a preview after it")
+        assert not seen("big") and v.status()["counters"]["bad_preview"] == len(bad)
         assert "Traceback" not in v.log_text()
     finally:
         pub.close()

@@ -18,8 +18,8 @@ import zmq
 
 from fes_live.stream import wire
 from fes_live.stream.config import ConfigError, from_dict
-from fes_live.stream.view import (BAND_H, TOKEN_MOD, ViewConfig, build_app, draw_band, loopback_candidates_only, prepare,
-                         read_band)
+from fes_live.stream.view import (BAND_H, TOKEN_MOD, ViewConfig, build_app, draw_band, loopback_candidates_only,
+                                  prepare, read_band, rtc_configuration)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,6 +68,15 @@ def test_config_rejects_unknown_keys_and_bad_values():
         from_dict(ViewConfig, {"port": 70000})
     with pytest.raises(ValueError, match="width"):
         from_dict(ViewConfig, {"width": 100})
+    for bad, match in (({"allowed_hosts": "a.example"}, "allowed_hosts"), ({"ice_servers": "stun:x"}, "ice_servers"),
+                       ({"ice_servers": [{"urls": "stun:x", "secret": 1}]}, "ice_servers"),
+                       ({"max_peers_per_client": 0}, "max_peers"), ({"connect_timeout_s": 0}, "connect_timeout_s")):
+        with pytest.raises(ValueError, match=match):
+            from_dict(ViewConfig, bad)
+    assert from_dict(ViewConfig, {"max_peers": 2}).max_peers == 2  # the per-client cap needs no change with it
+    turn = from_dict(ViewConfig, {"ice_servers": ["stun:a:3478", {"urls": "turn:b:3478", "username": "u",
+                                                                  "credential": "c"}]})
+    assert rtc_configuration(turn).iceServers[1].username == "u"
     cfg = from_dict(ViewConfig, {"endpoints": {"events": "tcp://127.0.0.1:6000"}})
     assert cfg.host == "127.0.0.1" and not cfg.needs_token and cfg.endpoints.events == "tcp://127.0.0.1:6000"
     assert prepare(ViewConfig(host="0.0.0.0")).token  # bound elsewhere: a token is made up
