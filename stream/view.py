@@ -588,7 +588,8 @@ class Peer:
         except (TypeError, ValueError):
             self.hub.counters["bad_dc_message"] += 1
             return
-        if isinstance(msg, dict) and msg.get("t") == "select" and isinstance(msg.get("stream"), str):
+        if (isinstance(msg, dict) and msg.get("t") == "select" and isinstance(msg.get("stream"), str)
+                and len(msg["stream"]) <= wire.MAX_STREAM_ID):
             self.select(msg["stream"])
         elif isinstance(msg, dict) and msg.get("t") == "report":  # the page's own numbers, logged for operators
             log.debug("peer %d reports %s", self.id, to_json(msg.get("probe", {}))[:500])
@@ -813,8 +814,9 @@ def build_app(cfg: ViewConfig):
             if not isinstance(params, dict):
                 raise ValueError("the body must be a JSON object {sdp, type[, stream]}")
             sdp, kind, stream = params.get("sdp"), params.get("type"), params.get("stream", "")
-            if not isinstance(sdp, str) or not isinstance(kind, str) or not isinstance(stream, (str, type(None))):
-                raise ValueError("sdp and type must be strings (stream: a string, if given)")
+            if not isinstance(sdp, str) or not isinstance(kind, str) or not isinstance(stream, (str, type(None))) \
+                    or len(stream or "") > wire.MAX_STREAM_ID:
+                raise ValueError("sdp and type must be strings (stream: a stream id, if given)")
             if kind != "offer":
                 raise ValueError(f"type must be 'offer', got {kind!r}")
             if "\nm=" not in sdp:

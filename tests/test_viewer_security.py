@@ -322,6 +322,7 @@ def test_preview_stream_ids_are_bounded_and_forgotten_when_quiet(viewers):
         pub.connect(v.ep["preview"])
         wait_until(lambda: pub.send_multipart(preview_frames("warmup")) or v.status()["streams"], "the first preview")
         frames = preview_frames("x")
+        before = v.status()["counters"]["previews"]
         for i in range(3000):  # a flood of stream ids, in bursts (a PUB drops what its peer cannot take)
             head = json.loads(frames[1])
             head["stream_id"] = f"flood-{i}"
@@ -329,7 +330,7 @@ def test_preview_stream_ids_are_bounded_and_forgotten_when_quiet(viewers):
             if i % 50 == 49:
                 time.sleep(0.01)
                 assert len(v.status()["streams"]) <= 8 if i % 500 == 499 else True
-        counters = wait_until(lambda: (c := v.status()["counters"]).get("previews", 0) >= 100 and c, "the flood", 60)
+        counters = wait_until(lambda: (c := v.status()["counters"])["previews"] >= before + 100 and c, "the flood", 60)
         t0 = time.monotonic()
         s = v.status()
         assert time.monotonic() - t0 < 5.0  # generous: O(max_streams), not O(ids seen)
