@@ -13,9 +13,14 @@ One aiohttp app serves the static page (stream/static/) and a single signalling 
 - optionally the browser's own camera as a new stream: frames from `track.recv()` go through FaceTracker +
   FeatureExtractor and on to the detector as `features` messages, exactly as an ingest sends them.
 
-Security: binds 127.0.0.1 by default; bound anywhere else, an access token (printed at start) is required on every
-request (`?token=`, header `X-Fes-Token`, or the cookie the page gets on its first load).
-ICE: aioice never offers 127.0.0.1; `loopback_only` makes it offer exactly that (tests, or a browser on this host).
+Security (see docs/viewer.md, "Security and networking"): binds 127.0.0.1 by default; bound anywhere else, an
+access token (printed at start) is required on every request (`?token=`, header `X-Fes-Token`, or the cookie the page
+gets on its first load). Every request must name this viewer in its Host header (DNS rebinding), every POST must be
+`application/json` from a matching Origin (cross-site forms). Offers that never connect lose their slot after
+`connect_timeout_s`; one client address holds at most `max_peers_per_client` slots. What peers and ingests send is
+validated before use and counted when bad; what goes to the browser is standard JSON (NaN/Infinity become null).
+ICE: no STUN/TURN unless `ice_servers` says so (aiortc would use a public Google STUN host); aioice never offers
+127.0.0.1, `loopback_only` makes it offer exactly that (tests, or a browser on this host).
 """
 from __future__ import annotations
 
@@ -24,9 +29,12 @@ import asyncio
 import collections
 import fractions
 import hmac
+import io
+import ipaddress
 import itertools
 import json
 import logging
+import math
 import secrets
 import signal
 import threading
@@ -47,6 +55,13 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).with_name("static")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+ICE_SCHEMES = ("stun:", "turn:", "turns:")
+MAX_BODY = 256 * 1024  # an SDP offer is a few KB
+MAX_JSON_DEPTH = 32  # events and offers are a few levels deep; anything deeper is refused, never recursed into
+MAX_PREVIEW_MESSAGE = 8 << 20  # bytes per message part on the preview socket (a 640-px JPEG preview is ~50 KB)
+MAX_EVENT_MESSAGE = 4 << 20  # and on the events socket (an event is well under 1 KB)
+EVICT_IDLE_S = 2.0  # with max_streams reached, a new stream may replace one that has been quiet this long
 BAND_H = 24  # frame token band below each outgoing picture, in pixels (16 blocks: 12 bits token + 4 bits check)
 BAND_BITS = 16
 TOKEN_MOD = 4096
@@ -74,7 +89,13 @@ class ViewConfig:
     history_events: int = 2000  # events kept to replay to a browser that connects late
     camera: bool = True  # accept the browser's camera as a source
     face_model: str | None = None
-    max_peers: int = 16
+    max_peers: int = 16  # browsers at once (connecting ones included)
+    max_peers_per_client: int = 8  # of which from one client address
+    connect_timeout_s: float = 10.0  # an answered offer that is not `connected` by then is closed, its slot freed
+    max_streams: int = 64  # streams tracked at once (previews and events); the rest are refused and counted
+    stream_idle_s: float = 30.0  # a stream without previews or events for this long is forgotten
+    allowed_hosts: tuple[str, ...] = ()  # more names for the Host header ("name" or "name:port"), e.g. a proxy's
+    ice_servers: tuple[Any, ...] = ()  # STUN/TURN for both ends: "stun:host:port" or {"urls", "username", "credential"}
     engine: str = ""  # engine folder whose thresholds the plot draws ("" = the bundled default, when present)
 
     def __post_init__(self) -> None:
@@ -84,6 +105,15 @@ class ViewConfig:
             raise ValueError(f"width must be a multiple of 16 >= 64 and height even >= 64, got {self.width}x{self.height}")
         if self.max_fps <= 0 or self.plot_seconds <= 0:
             raise ValueError("max_fps and plot_seconds must be > 0")
+        if min(self.max_peers, self.max_peers_per_client, self.max_streams) < 1:
+            raise ValueError("max_peers, max_peers_per_client and max_streams must be >= 1")
+        if self.connect_timeout_s <= 0 or self.stream_idle_s <= 0:
+            raise ValueError("connect_timeout_s and stream_idle_s must be > 0")
+        if not isinstance(self.allowed_hosts, tuple) or not all(isinstance(h, str) and h for h in self.allowed_hosts):
+            raise ValueError(f"allowed_hosts must be a list of host names, got {self.allowed_hosts!r}")
+        if not isinstance(self.ice_servers, tuple):
+            raise ValueError(f"ice_servers must be a list, got {self.ice_servers!r}")
+        ice_server_list(self.ice_servers)  # raises ValueError on a bad entry
 
     @property
     def needs_token(self) -> bool:
@@ -108,6 +138,113 @@ def loopback_candidates_only(sdp: str) -> str:
                 continue
         keep.append(line)
     return "\r\n".join(keep) + "\r\n"
+
+
+def ice_server_list(items) -> list[dict]:
+    """`ice_servers` as the browser's RTCIceServer dicts; ValueError on anything that is not a STUN/TURN URL."""
+    out = []
+    for item in items:
+        server = {"urls": item} if isinstance(item, str) else item
+        if (not isinstance(server, dict) or not set(server) <= {"urls", "username", "credential"}
+                or not isinstance(server.get("urls"), str) or not server["urls"].startswith(ICE_SCHEMES)
+                or not all(isinstance(v, str) for v in server.values())):
+            raise ValueError(f"ice_servers: {item!r} is not a stun:/turn: URL or {{urls, username, credential}}")
+        out.append(dict(server))
+    return out
+
+
+def rtc_configuration(cfg: ViewConfig):
+    """The server's RTCConfiguration: exactly the configured servers, none by default. (aiortc's own default,
+    `RTCConfiguration()`, is a public Google STUN host: a local viewer must not talk to it.)"""
+    from aiortc import RTCConfiguration, RTCIceServer
+    return RTCConfiguration(iceServers=[RTCIceServer(**s) for s in ice_server_list(cfg.ice_servers)])
+
+
+# ---------------------------------------------------------------- what may reach the viewer, what leaves it
+
+def _split_host(value: str, default_port: int) -> tuple[str, int] | None:
+    """("name", port) of a Host header or an Origin's host part; None when it does not parse."""
+    value = value.strip().lower()
+    if value.startswith("["):  # [v6]:port
+        name, sep, rest = value.partition("]")
+        name += "]"
+        if not sep or (rest and not rest.startswith(":")):
+            return None
+        port = rest[1:]
+    else:
+        name, _, port = value.partition(":")
+    if not name or (port and not port.isdigit()):
+        return None
+    return name, int(port) if port else default_port
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def host_allowed(cfg: ViewConfig, value: str, port: int, default_port: int = 80) -> bool:
+    """Does a Host header (or an Origin's host) name this viewer? Loopback names and the bound address on the
+    served port, any IP literal on it when bound to a wildcard address, and the configured `allowed_hosts`.
+    A DNS-rebinding page (`evil.example` resolving to 127.0.0.1) sends its own name and is refused."""
+    parsed = _split_host(value, default_port)
+    if parsed is None:
+        return False
+    name, got_port = parsed
+    for allowed in cfg.allowed_hosts:  # "name" (any port) or "name:port"
+        a_name, a_port = _split_host(allowed, -1) or ("", -1)
+        if name == a_name and a_port in (-1, got_port):
+            return True
+    if got_port != port:
+        return False
+    bound = f"[{cfg.host}]" if ":" in cfg.host else cfg.host.lower()
+    ours = {"127.0.0.1", "localhost", "[::1]", bound}
+    return name in ours or (cfg.host in WILDCARD_HOSTS and _is_ip(name))
+
+
+def origin_allowed(cfg: ViewConfig, origin: str, port: int) -> bool:
+    """A state-changing request's Origin must be this viewer's own page (http(s)://<allowed host>)."""
+    scheme, sep, rest = origin.partition("://")
+    if not sep or scheme not in ("http", "https") or "/" in rest:
+        return False
+    return host_allowed(cfg, rest, port, 443 if scheme == "https" else 80)
+
+
+def finite(value: Any, depth: int = 0) -> Any:
+    """`value` as standard JSON: NaN and +-Infinity become null (the browser's JSON.parse rejects them).
+    ValueError for structures deeper than MAX_JSON_DEPTH (never recursed into further)."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): finite(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v, depth + 1) for v in value]
+    return value
+
+
+def to_json(value: Any) -> str:
+    """Standard, compact JSON, whatever `value` holds (non-finite numbers as null)."""
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        return json.dumps(finite(value), separators=(",", ":"), allow_nan=False)
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body as JSON: UTF-8, standard JSON only (no NaN), nested at most MAX_JSON_DEPTH. ValueError else."""
+    def no_constant(name: str):
+        raise ValueError(f"{name} is not standard JSON")
+    try:
+        value = json.loads(body.decode("utf-8"), parse_constant=no_constant)  # UnicodeDecodeError is a ValueError
+    except RecursionError:  # json's C scanner stops at the interpreter's recursion limit, cleanly
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    finite(value)  # the depth check
+    return value
 
 
 # ---------------------------------------------------------------- plot thresholds
@@ -171,29 +308,58 @@ class StreamView:
     image: np.ndarray | None = None  # decoded preview (lazily, once for all peers)
     version: int = 0
     previews: int = 0
-    last_seen: float = 0.0
+    last_seen: float = 0.0  # wall clock of the last preview
+    last_active: float = 0.0  # monotonic time of the last preview or event (Hub.sweep)
     source: str = "ingest"  # ingest | browser
     stats: dict = field(default_factory=dict)
 
 
 class Hub:
-    """Per-stream latest preview + status, the recent events, and the peers to tell about changes."""
+    """Per-stream latest preview + status, the recent events, and the peers to tell about changes.
+
+    At most `max_streams` streams, kept in order of last activity: a quiet one is forgotten after `stream_idle_s`
+    (`sweep`), and a new stream beyond the cap replaces the quietest if that one has been quiet for EVICT_IDLE_S,
+    else it is refused and counted, so a flood of stream ids costs bounded memory and O(max_streams) per request."""
 
     def __init__(self, cfg: ViewConfig):
         self.cfg = cfg
-        self.streams: dict[str, StreamView] = {}
+        self.streams: collections.OrderedDict[str, StreamView] = collections.OrderedDict()  # least recent first
         self.changed = asyncio.Condition()
         self.history: collections.deque[dict] = collections.deque(maxlen=cfg.history_events)
         self.peers: set[Peer] = set()
         self.counters = collections.Counter()
         self.thresholds: list[dict] = []
 
-    def stream(self, sid: str) -> StreamView:
+    def stream(self, sid: str) -> StreamView | None:
+        """The stream's record, made if new and there is room (None: refused, counted); marks it active."""
         s = self.streams.get(sid)
+        now = time.monotonic()
         if s is None:
+            if len(self.streams) >= self.cfg.max_streams:
+                quietest = next(iter(self.streams.values()))
+                if now - quietest.last_active < EVICT_IDLE_S:
+                    self.counters["streams_refused"] += 1
+                    return None
+                self.forget(quietest.stream_id)
             s = self.streams[sid] = StreamView(sid)
             self.broadcast({"t": "streams", "streams": self.summary()})
+        s.last_active = now
+        self.streams.move_to_end(sid)
         return s
+
+    def forget(self, sid: str) -> None:
+        self.streams.pop(sid, None)
+        self.counters["streams_forgotten"] += 1
+
+    def sweep(self) -> None:
+        """Forget the streams that have been quiet for `stream_idle_s` (the least recent come first)."""
+        limit = time.monotonic() - self.cfg.stream_idle_s
+        gone = 0
+        while self.streams and next(iter(self.streams.values())).last_active < limit:
+            self.forget(next(iter(self.streams)))
+            gone += 1
+        if gone:
+            self.broadcast({"t": "streams", "streams": self.summary()})
 
     def summary(self) -> list[dict]:
         return [{"id": s.stream_id, "status": s.status, "face": s.face_state, "source": s.source,
@@ -201,6 +367,8 @@ class Hub:
 
     async def put_preview(self, p: wire.Preview, image: np.ndarray | None = None, source: str = "ingest") -> None:
         s = self.stream(p.stream_id)
+        if s is None:
+            return
         s.preview, s.image, s.face_state, s.source = p, image, p.face_state, source
         s.version += 1
         s.previews += 1
@@ -212,6 +380,13 @@ class Hub:
             self.changed.notify_all()
 
     def put_event(self, event: dict) -> None:
+        """One detector event, made standard JSON (NaN -> null) once here, for the browsers and the history."""
+        try:
+            event = finite(event)
+        except ValueError as e:
+            self.counters["bad_event"] += 1
+            log.warning("dropped an event: %s", e)
+            return
         sid = str(event.get("stream_id", ""))
         etype = str(event.get("type", ""))
         self.counters[f"event:{etype}"] += 1
@@ -221,6 +396,8 @@ class Hub:
             self.broadcast({"t": "event", "e": event})
             return
         s = self.stream(sid)
+        if s is None:
+            return
         data = event.get("data") if isinstance(event.get("data"), dict) else {}
         if etype == "stream":
             status = str(data.get("status", ""))
@@ -236,18 +413,30 @@ class Hub:
         self.broadcast({"t": "event", "e": event})
 
     def broadcast(self, msg: dict) -> None:
-        text = json.dumps(msg, separators=(",", ":"))
+        text = to_json(msg)
         for peer in list(self.peers):
             peer.send_text(text)
 
     def image_of(self, s: StreamView) -> np.ndarray | None:
         """The stream's latest preview picture (JPEG decoded once, shared by every peer)."""
         if s.image is None and s.preview is not None:
-            s.image = cv2.imdecode(np.asarray(s.preview.jpeg), cv2.IMREAD_COLOR)
-            if s.image is None:
+            p = s.preview
+            if jpeg_size(p.jpeg) == (p.width, p.height):  # read from the header: no decompression bomb
+                s.image = cv2.imdecode(np.asarray(p.jpeg), cv2.IMREAD_COLOR)
+            if s.image is None or s.image.shape[:2] != (p.height, p.width):
                 self.counters["bad_jpeg"] += 1
-                s.preview = None
+                s.preview, s.image = None, None
         return s.image
+
+
+def jpeg_size(data: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's header, without decoding it; None when it is not a JPEG."""
+    from PIL import Image, UnidentifiedImageError  # Pillow (a matplotlib dependency): header only, lazily
+    try:
+        with Image.open(io.BytesIO(data.tobytes())) as im:
+            return im.size if im.format == "JPEG" else None
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
 
 
 # ---------------------------------------------------------------- outgoing video
@@ -307,7 +496,12 @@ def _make_track_class():
             image = hub.image_of(s) if s is not None else None
             p = s.preview if s is not None and image is not None else None
             text = "" if image is not None else ("waiting for a stream" if s is None else f"{s.stream_id}: no picture yet")
-            picture = render(cfg, image, p, text)
+            try:
+                picture = render(cfg, image, p, text)
+            except (cv2.error, ValueError, OverflowError) as e:  # a preview wire.to_preview let through: say so
+                hub.counters["render_errors"] += 1
+                log.warning("cannot draw a preview of %s: %s", s.stream_id if s else "?", e)
+                picture = render(cfg, None, None, "bad preview")
             token = next(self.tokens) % TOKEN_MOD
             frame = VideoFrame.from_ndarray(np.vstack([picture, draw_band(cfg.width, token)]), format="bgr24")
             frame.pts = int((time.monotonic() - self.t0) * VIDEO_CLOCK)
@@ -342,16 +536,19 @@ class Peer:
 
     ids = itertools.count(1)
 
-    def __init__(self, hub: Hub, pc):
-        self.hub, self.pc = hub, pc
+    def __init__(self, hub: Hub, pc, remote: str = "", ice_servers: list[dict] | None = None):
+        self.hub, self.pc, self.remote = hub, pc, remote  # remote: the client address (per-client slot cap)
+        self.ice_servers = ice_servers or []  # what the peer connection was configured with (/api/status)
         self.id = next(Peer.ids)
+        self.connected = False
+        self.deadline: asyncio.Task | None = None
         self.dc = None
         self.selected = ""  # the stream the user picked ("" = the first live one)
         self.showing = ""  # the stream the video track shows now
         self.camera: CameraIngest | None = None
 
     def send(self, msg: dict) -> None:
-        self.send_text(json.dumps(msg, separators=(",", ":")))
+        self.send_text(to_json(msg))
 
     def send_text(self, text: str) -> None:
         dc = self.dc
@@ -362,11 +559,14 @@ class Peer:
                 log.debug("peer %d: send failed: %s", self.id, e)
 
     def current_stream(self) -> StreamView | None:
+        """The user's pick, else the stream shown so far while it is live, else the first live one."""
         streams = self.hub.streams
         if self.selected in streams:
             return streams[self.selected]
-        live = [s for s in streams.values() if s.status == "live" and s.preview is not None]
-        return live[0] if live else None
+        shown = streams.get(self.showing)
+        if shown is not None and shown.status == "live" and shown.preview is not None:
+            return shown
+        return next((s for s in streams.values() if s.status == "live" and s.preview is not None), None)
 
     def on_open(self) -> None:
         cfg = self.hub.cfg
@@ -384,14 +584,15 @@ class Peer:
 
     def on_message(self, text: Any) -> None:
         try:
-            msg = json.loads(text)
+            msg = parse_json(text.encode() if isinstance(text, str) else text)
         except (TypeError, ValueError):
             self.hub.counters["bad_dc_message"] += 1
             return
-        if isinstance(msg, dict) and msg.get("t") == "select" and isinstance(msg.get("stream"), str):
+        if (isinstance(msg, dict) and msg.get("t") == "select" and isinstance(msg.get("stream"), str)
+                and len(msg["stream"]) <= wire.MAX_STREAM_ID):
             self.select(msg["stream"])
         elif isinstance(msg, dict) and msg.get("t") == "report":  # the page's own numbers, logged for operators
-            log.debug("peer %d reports %s", self.id, json.dumps(msg.get("probe", {}))[:500])
+            log.debug("peer %d reports %s", self.id, to_json(msg.get("probe", {}))[:500])
         else:
             self.hub.counters["bad_dc_message"] += 1
 
@@ -399,10 +600,25 @@ class Peer:
         self.selected = sid
         self.send({"t": "selected", "stream": sid})
 
+    async def expire(self, timeout_s: float) -> None:
+        """Close the peer (and free its slot) unless it reached `connected` within `timeout_s`."""
+        await asyncio.sleep(timeout_s)
+        if not self.connected and self in self.hub.peers:
+            self.hub.counters["connect_timeouts"] += 1
+            log.info("peer %d (%s): not connected after %.1f s, closed", self.id, self.remote, timeout_s)
+            await self.close()
+
+    def on_connection_state(self, state: str) -> None:
+        if state == "connected" and not self.connected:
+            self.connected = True
+            self.hub.counters["connected"] += 1
+
     async def close(self) -> None:
         if self not in self.hub.peers:
             return  # already closed (pc.close() fires the state change that called us again)
         self.hub.peers.discard(self)
+        if self.deadline is not None and self.deadline is not asyncio.current_task():
+            self.deadline.cancel()
         if self.camera is not None:
             await self.camera.stop()
         await self.pc.close()
@@ -416,9 +632,11 @@ def open_sockets(ctx, ep: Endpoints) -> tuple:
     import zmq
     previews = ctx.socket(zmq.SUB)
     previews.setsockopt(zmq.RCVHWM, 64)
+    previews.setsockopt(zmq.MAXMSGSIZE, MAX_PREVIEW_MESSAGE)  # a larger one disconnects its sender, unread
     previews.setsockopt(zmq.LINGER, 0)
     previews.setsockopt(zmq.SUBSCRIBE, b"preview/")
     events = ctx.socket(zmq.SUB)
+    events.setsockopt(zmq.MAXMSGSIZE, MAX_EVENT_MESSAGE)
     events.setsockopt(zmq.LINGER, 0)
     events.setsockopt(zmq.SUBSCRIBE, b"")
     try:
@@ -441,14 +659,27 @@ async def receive(hub: Hub, sock, convert, kind: str):
         except wire.BadMessage as e:
             hub.counters[f"bad_{kind}"] += 1
             log.warning("dropped a bad %s message: %s", kind, e)
+        except Exception as e:  # anything else the codec let through: counted the same, and the pump goes on
+            hub.counters[f"bad_{kind}"] += 1
+            log.warning("dropped a bad %s message (%s: %s)", kind, type(e).__name__, str(e)[:200])
 
 
 async def pump_previews(hub: Hub, sock) -> None:
-    """Newest preview per stream wins."""
+    """Newest preview per stream wins. Nothing a sender puts on the socket ends this loop."""
     while True:
         p = await receive(hub, sock, wire.to_preview, "preview")
         hub.counters["previews"] += 1
-        await hub.put_preview(p)
+        try:
+            await hub.put_preview(p)
+        except Exception:
+            hub.counters["preview_errors"] += 1
+            log.exception("preview of %r not stored", p.stream_id)
+
+
+async def sweep_streams(hub: Hub) -> None:
+    while True:
+        await asyncio.sleep(min(1.0, hub.cfg.stream_idle_s / 4))
+        hub.sweep()
 
 
 def recent_events(replay: str, limit: int, timeout_s: float = 1.0) -> tuple[list[dict], int]:
@@ -478,9 +709,14 @@ async def pump_events(hub: Hub, sock, replay: str) -> None:
         log.info("no history from %s (%s); live events only", replay, e)
     while True:
         event = await receive(hub, sock, wire.to_event, "event")
-        if event.get("seq", 0) < skip.get(event.get("publisher"), -1):
+        seq = event.get("seq", 0)
+        if isinstance(seq, (int, float)) and seq < skip.get(str(event.get("publisher")), -1):
             continue
-        hub.put_event(event)
+        try:
+            hub.put_event(event)
+        except Exception:
+            hub.counters["event_errors"] += 1
+            log.exception("event not forwarded")
 
 
 # ---------------------------------------------------------------- HTTP
@@ -491,26 +727,70 @@ def _token_of(request) -> str:
             or (auth[7:] if auth.startswith("Bearer ") else "") or request.cookies.get("fes_token", ""))
 
 
+def _served_port(request) -> int:
+    sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
+    return sockname[1] if isinstance(sockname, tuple) and len(sockname) >= 2 else -1
+
+
 def build_app(cfg: ViewConfig):
-    """The aiohttp app: page, static files, /offer, /api/status. Starts and stops the ZeroMQ pumps with itself."""
+    """The aiohttp app: page, static files, /offer, /api/status, /api/config. Starts and stops the ZeroMQ pumps
+    with itself. Every request passes, in order: errors as JSON, the Host check, the token, the POST checks."""
     import zmq.asyncio
     from aiohttp import web
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
     ViewTrack = _make_track_class()
     token = cfg.token
+    ice_servers = ice_server_list(cfg.ice_servers)
+
+    def error(status: int, message: str, **headers) -> web.Response:
+        return web.json_response({"error": message}, status=status, headers=headers or None, dumps=to_json)
+
+    @web.middleware
+    async def errors_as_json(request, handler):
+        """Every error is a JSON object with a clear message; nothing leaks a traceback."""
+        try:
+            return await handler(request)
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            return error(e.status, e.reason)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception:
+            log.exception("internal error on %s %s", request.method, request.path)
+            return error(500, "internal error (see the viewer's log)")
+
+    @web.middleware
+    async def check_host(request, handler):
+        """DNS rebinding: the Host must name this viewer, on every route, loopback included."""
+        if not host_allowed(cfg, request.headers.get("Host", ""), _served_port(request)):
+            return error(421, f"unknown Host {request.headers.get('Host', '')!r}: open the viewer by the address "
+                              f"it prints, or add the name to allowed_hosts")
+        return await handler(request)
+
+    @web.middleware
+    async def check_post(request, handler):
+        """Cross-site requests: a POST must be JSON (a form or a `text/plain` fetch is not, and those are the only
+        ones another site can send without asking) and its Origin, when the browser sends one, this viewer's page."""
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            origin = request.headers.get("Origin")
+            if origin is not None and not origin_allowed(cfg, origin, _served_port(request)):
+                return error(403, f"cross-origin request from {origin!r} refused")
+            if request.content_type != "application/json":
+                return error(415, f"Content-Type must be application/json, got {request.content_type!r}")
+        return await handler(request)
 
     @web.middleware
     async def require_token(request, handler):
         if cfg.needs_token and not hmac.compare_digest(_token_of(request).encode(), token.encode()):
-            return web.json_response({"error": "access token required (?token=... or X-Fes-Token header)"},
-                                     status=401)
+            return error(401, "access token required (?token=... or X-Fes-Token header)")
         response = await handler(request)
         if cfg.needs_token and request.path == "/":
             response.set_cookie("fes_token", token, httponly=True, samesite="Strict")
         return response
 
-    app = web.Application(middlewares=[require_token], client_max_size=256 * 1024)
+    app = web.Application(middlewares=[errors_as_json, check_host, require_token, check_post], client_max_size=MAX_BODY)
     state: dict[str, Any] = {}  # the Hub and the ZeroMQ pump tasks, made on startup (they need the running loop)
 
     async def index(request):
@@ -522,25 +802,43 @@ def build_app(cfg: ViewConfig):
             raise web.HTTPNotFound()
         return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-store"})
 
+    async def page_config(request):
+        """What the page needs before it makes its RTCPeerConnection: the ICE servers (none by default)."""
+        return web.json_response({"iceServers": ice_servers}, dumps=to_json,
+                                 headers={"Cache-Control": "no-store"})
+
     async def offer(request):
         hub: Hub = state["hub"]
         try:
-            params = await request.json()
-            desc = RTCSessionDescription(sdp=str(params["sdp"]), type=str(params["type"]))
-            if desc.type != "offer":
-                raise ValueError(f"type must be 'offer', got {desc.type!r}")
-            if "\nm=" not in desc.sdp:
+            params = parse_json(await request.read())
+            if not isinstance(params, dict):
+                raise ValueError("the body must be a JSON object {sdp, type[, stream]}")
+            sdp, kind, stream = params.get("sdp"), params.get("type"), params.get("stream", "")
+            if not isinstance(sdp, str) or not isinstance(kind, str) or not isinstance(stream, (str, type(None))) \
+                    or len(stream or "") > wire.MAX_STREAM_ID:
+                raise ValueError("sdp and type must be strings (stream: a stream id, if given)")
+            if kind != "offer":
+                raise ValueError(f"type must be 'offer', got {kind!r}")
+            if "\nm=" not in sdp:
                 raise ValueError("the SDP has no media section")
-        except (ValueError, KeyError, TypeError) as e:
-            return web.json_response({"error": f"bad offer: {e}"}, status=400)
+            desc = RTCSessionDescription(sdp=sdp, type=kind)
+        except ValueError as e:
+            return error(400, f"bad offer: {e}")
+        remote = request.remote or "?"
+        retry = {"Retry-After": str(math.ceil(cfg.connect_timeout_s))}
         if len(hub.peers) >= cfg.max_peers:
-            return web.json_response({"error": f"too many viewers ({cfg.max_peers})"}, status=503)
+            hub.counters["refused_full"] += 1
+            return error(503, f"viewer full: {len(hub.peers)} of {cfg.max_peers} viewers; try again later", **retry)
+        if sum(p.remote == remote for p in hub.peers) >= cfg.max_peers_per_client:
+            hub.counters["refused_per_client"] += 1
+            return error(503, f"too many viewers from {remote} ({cfg.max_peers_per_client}); close one", **retry)
         if cfg.loopback_only:
             desc = RTCSessionDescription(sdp=loopback_candidates_only(desc.sdp), type=desc.type)
-        pc = RTCPeerConnection()
-        peer = Peer(hub, pc)
-        peer.selected = str(params.get("stream") or "")
-        hub.peers.add(peer)
+        pc = RTCPeerConnection(configuration=rtc_configuration(cfg))
+        peer = Peer(hub, pc, remote, ice_servers)
+        peer.selected = stream or ""
+        hub.peers.add(peer)  # no await since the checks above: the slot is taken at once
+        peer.deadline = asyncio.ensure_future(peer.expire(cfg.connect_timeout_s))
 
         @pc.on("datachannel")
         def on_datachannel(channel):
@@ -566,6 +864,7 @@ def build_app(cfg: ViewConfig):
         @pc.on("connectionstatechange")
         async def on_state():
             log.info("peer %d: connection %s", peer.id, pc.connectionState)
+            peer.on_connection_state(pc.connectionState)
             if pc.connectionState in ("failed", "closed"):
                 await peer.close()
 
@@ -578,15 +877,23 @@ def build_app(cfg: ViewConfig):
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as e:  # an SDP aiortc cannot use
             await peer.close()
-            return web.json_response({"error": f"cannot answer this offer: {type(e).__name__}: {e}"}, status=400)
+            return error(400, f"cannot answer this offer: {type(e).__name__}: {e}")
+        if peer not in hub.peers:  # closed while answering (its deadline passed)
+            return error(503, "the offer expired before it was answered; try again")
         return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type,
-                                  "peer": peer.id})
+                                  "peer": peer.id}, dumps=to_json)
 
     async def status(request):
         hub: Hub = state["hub"]
         return web.json_response({
             "streams": hub.summary(), "peers": len(hub.peers), "counters": dict(hub.counters),
-            "cameras": {p.camera.stream_id: p.camera.report() for p in hub.peers if p.camera is not None}})
+            "slots": {"max": cfg.max_peers, "per_client": cfg.max_peers_per_client,
+                      "connecting": sum(not p.connected for p in hub.peers),
+                      "connect_timeout_s": cfg.connect_timeout_s},
+            "peer_list": [{"id": p.id, "remote": p.remote, "connected": p.connected,
+                           "state": p.pc.connectionState, "ice_servers": p.ice_servers} for p in hub.peers],
+            "cameras": {p.camera.stream_id: p.camera.report() for p in hub.peers if p.camera is not None}},
+            dumps=to_json)
 
     async def on_startup(app):
         hub = state["hub"] = Hub(cfg)
@@ -595,7 +902,8 @@ def build_app(cfg: ViewConfig):
         ctx = state["zmq"] = zmq.asyncio.Context()
         previews, events = state["sockets"] = open_sockets(ctx, ep)
         state["pumps"] = [asyncio.ensure_future(pump_previews(hub, previews)),
-                          asyncio.ensure_future(pump_events(hub, events, ep.replay))]
+                          asyncio.ensure_future(pump_events(hub, events, ep.replay)),
+                          asyncio.ensure_future(sweep_streams(hub))]
 
     async def on_shutdown(app):
         for task in state["pumps"]:
@@ -610,6 +918,7 @@ def build_app(cfg: ViewConfig):
     app.router.add_get("/static/{name}", static)
     app.router.add_post("/offer", offer)
     app.router.add_get("/api/status", status)
+    app.router.add_get("/api/config", page_config)
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
     return app

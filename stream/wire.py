@@ -224,11 +224,29 @@ def to_preview(msg: Message) -> Preview:
     lm = a["landmarks"]
     _check(lm.dtype == np.float32 and lm.ndim == 2 and lm.shape[1] == 2, "landmarks must be (N, 2) float32")
     box = m.get("box")
-    _check(box is None or (isinstance(box, list) and len(box) == 4), "box must be null or 4 numbers")
-    _check(isinstance(m.get("width"), int) and isinstance(m.get("height"), int), "width/height missing")
+    _check_preview_geometry(box, m.get("width"), m.get("height"), lm)
     h = msg.header
     return Preview(h.stream_id, h.frame_index, h.pts_s, h.wall_s, h.face_state, a["jpeg"], lm,
                    tuple(float(v) for v in box) if box else None, m["width"], m["height"])
+
+
+MAX_PREVIEW_SIDE = 4096  # pixels; previews are downscaled (ingest preview_width)
+MAX_PREVIEW_COORD = 65536.0  # |box| and |landmarks| in preview pixels (a face may reach past the frame, not this far)
+
+
+def _check_preview_geometry(box, width, height, landmarks: np.ndarray) -> None:
+    """The viewer draws these: box null or 4 finite numbers, sizes 1..MAX_PREVIEW_SIDE, landmarks finite."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+            and abs(v) <= MAX_PREVIEW_COORD
+    _check(box is None or (isinstance(box, list) and len(box) == 4 and all(map(number, box))),
+           f"box must be null or 4 finite numbers, got {str(box)[:80]}")
+    for name, v in (("width", width), ("height", height)):
+        _check(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_PREVIEW_SIDE,
+               f"{name} must be an int in 1..{MAX_PREVIEW_SIDE}, got {str(v)[:40]}")
+    finite = bool(np.isfinite(landmarks).all())
+    _check(finite and (not landmarks.size or float(np.abs(landmarks).max()) <= MAX_PREVIEW_COORD),
+           "landmarks must be finite preview coordinates")
 
 
 def control_message(stream_id: str, status: str, **meta: Any) -> list:

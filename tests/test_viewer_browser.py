@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from fes_live.stream import wire
 from fes_live.stream.client import fetch
 from fes_live.stream.view import BAND_H, draw_band
 from conftest import VIDEO, need
-from test_viewer_server import _get, free_port, wait_http
+from test_viewer_server import Viewer, free_port, stop
 
 pytestmark = pytest.mark.browser
 
@@ -54,33 +53,6 @@ def pw():
 def endpoints(tmp: Path) -> dict:
     return {"preview": f"ipc://{tmp}/preview", "features": f"ipc://{tmp}/features",
             "events": f"tcp://127.0.0.1:{free_port()}", "replay": f"tcp://127.0.0.1:{free_port()}"}
-
-
-class Viewer:
-    """`fes-live view` as a subprocess, loopback-only ICE, on a free port."""
-
-    def __init__(self, tmp: Path, ep: dict, port: int = 0, **extra):
-        tmp.mkdir(exist_ok=True)
-        self.port = port or free_port()
-        cfg = tmp / "view.json"
-        cfg.write_text(json.dumps({"port": self.port, "loopback_only": True, "endpoints": ep, **extra}))
-        self.log = open(tmp / "view.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "fes_live.stream.cli", "view", "--config", str(cfg)], cwd=REPO,
-                                     stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONPATH": str(REPO)})
-        self.url = f"http://127.0.0.1:{self.port}/"
-        wait_http(self.url, self.proc)
-
-    def status(self) -> dict:
-        return json.loads(_get(self.url + "api/status")[1])
-
-    def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 def wait_for(page, js: str, what: str, timeout_s: float = 20.0):
@@ -232,12 +204,7 @@ class Role:
                                      stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop(self.proc, 15)
         self.log.close()
 
 
@@ -386,3 +353,55 @@ def test_browser_camera_stream_reaches_the_detector_and_its_events_come_back(pw,
         browser.close()
         viewer.close()
         detector.close()
+
+
+def test_page_uses_no_stun_by_default_parses_every_message_and_gets_a_slot_after_a_dead_offer(pw, tmp_path):
+    """The page's RTCPeerConnection has no ICE servers unless the viewer configures some (`ice_servers`, via
+    api/config); events with NaN / Infinity from a buggy detector reach it as null, without a JSON.parse error;
+    with the only slot held by an offer that never connects, the page is refused (503), retries by itself, and is
+    served once the viewer's connect deadline has freed the slot."""
+    import asyncio
+    import concurrent.futures
+    from test_viewer_security import offer_sdp, request
+    ep = endpoints(tmp_path)
+    ctx = zmq.Context()
+    events = ctx.socket(zmq.PUB)  # the detector's event PUB, as far as the viewer can tell
+    events.setsockopt(zmq.LINGER, 0)
+    events.bind(ep["events"])
+    viewer = Viewer(tmp_path, ep, max_peers=1, max_peers_per_client=1, connect_timeout_s=3.0)
+    configured = Viewer(tmp_path / "stun", endpoints(tmp_path / "stun"), ice_servers=["stun:127.0.0.1:9"])
+    browser = launch(pw)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # playwright's loop runs in this thread
+            sdp = json.dumps({"sdp": pool.submit(asyncio.run, offer_sdp()).result(), "type": "offer"})
+        assert request(viewer.port, "POST", "/offer", sdp, {"Content-Type": "application/json"})[0] == 200
+        page = browser.new_page()
+        page.goto(viewer.url)
+        wait_for(page, "window.__probe.iceState === 'connected' && window.__probe.dcState === 'open'",
+                 "the page to be served after the dead offer's deadline", 40)
+        probe = page.evaluate("window.__probe")
+        assert probe["iceServers"] == [], probe["iceServers"]
+        assert any("viewer full" in e for e in probe["errors"]), probe["errors"]  # the 503 it was given first
+        assert viewer.status()["counters"]["connect_timeouts"] == 1
+        errors_before = len(probe["errors"])
+        for i in range(100):  # until the page has them (PUB/SUB joins late)
+            for etype, data in (("stream", {"status": "started", "fps": float("nan")}),
+                                ("stats", {"fps_in": float("inf"), "fps_out": 1.0, "queue": 0})):
+                events.send_multipart(wire.event_message({"v": 1, "type": etype, "stream_id": "s1", "seq": i,
+                                                          "publisher": "p", "wall_s": 1e308, "data": data}))
+            if page.evaluate("window.__probe.eventTypes.stream >= 1 && window.__probe.eventTypes.stats >= 1"):
+                break
+            time.sleep(0.1)
+        wait_for(page, "window.__probe.eventTypes.stream >= 1 && window.__probe.eventTypes.stats >= 1", "the events", 5)
+        assert page.evaluate("window.__probe.errors.length") == errors_before, page.evaluate("window.__probe.errors")
+        page2 = browser.new_page()
+        page2.goto(configured.url)
+        wait_for(page2, "window.__probe.iceServers !== null", "the page's peer connection")
+        servers = page2.evaluate("window.__probe.iceServers")
+        assert [s["urls"] for s in servers] in ([["stun:127.0.0.1:9"]], ["stun:127.0.0.1:9"]), servers
+    finally:
+        browser.close()
+        viewer.close()
+        configured.close()
+        events.close()
+        ctx.term()

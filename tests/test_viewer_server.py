@@ -18,8 +18,8 @@ import zmq
 
 from fes_live.stream import wire
 from fes_live.stream.config import ConfigError, from_dict
-from fes_live.stream.view import (BAND_H, TOKEN_MOD, ViewConfig, build_app, draw_band, loopback_candidates_only, prepare,
-                         read_band)
+from fes_live.stream.view import (BAND_H, TOKEN_MOD, ViewConfig, build_app, draw_band, loopback_candidates_only,
+                                  prepare, read_band, rtc_configuration)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,6 +68,15 @@ def test_config_rejects_unknown_keys_and_bad_values():
         from_dict(ViewConfig, {"port": 70000})
     with pytest.raises(ValueError, match="width"):
         from_dict(ViewConfig, {"width": 100})
+    for bad, match in (({"allowed_hosts": "a.example"}, "allowed_hosts"), ({"ice_servers": "stun:x"}, "ice_servers"),
+                       ({"ice_servers": [{"urls": "stun:x", "secret": 1}]}, "ice_servers"),
+                       ({"max_peers_per_client": 0}, "max_peers"), ({"connect_timeout_s": 0}, "connect_timeout_s")):
+        with pytest.raises(ValueError, match=match):
+            from_dict(ViewConfig, bad)
+    assert from_dict(ViewConfig, {"max_peers": 2}).max_peers == 2  # the per-client cap needs no change with it
+    turn = from_dict(ViewConfig, {"ice_servers": ["stun:a:3478", {"urls": "turn:b:3478", "username": "u",
+                                                                  "credential": "c"}]})
+    assert rtc_configuration(turn).iceServers[1].username == "u"
     cfg = from_dict(ViewConfig, {"endpoints": {"events": "tcp://127.0.0.1:6000"}})
     assert cfg.host == "127.0.0.1" and not cfg.needs_token and cfg.endpoints.events == "tcp://127.0.0.1:6000"
     assert prepare(ViewConfig(host="0.0.0.0")).token  # bound elsewhere: a token is made up
@@ -118,7 +127,7 @@ def test_loopback_needs_no_token_and_bad_offers_get_400(tmp_path):
                (await client.get("/static/../view.py")).status]
         for body in ["not json", json.dumps({"type": "offer"}), json.dumps({"sdp": "v=0", "type": "answer"}),
                      json.dumps({"sdp": "garbage", "type": "offer"})]:
-            r = await client.post("/offer", data=body)
+            r = await client.post("/offer", data=body, headers={"Content-Type": "application/json"})
             out.append((r.status, (await r.text())[:80]))
         out.append((await client.get("/api/status")).status)
         return out
@@ -198,3 +207,50 @@ def test_cli_fails_fast_and_clearly_on_a_taken_port_or_a_bad_endpoint(tmp_path):
                                  text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)})
             assert out.returncode == 1 and message in out.stderr, out.stderr[-2000:]
             assert "Traceback" not in out.stderr and time.monotonic() - t0 < 20
+
+
+class Viewer:
+    """`fes-live view` as a subprocess (own process group), loopback-only ICE, on a free port; `extra`: ViewConfig
+    keys. Its log is in `tmp/view.log`."""
+
+    def __init__(self, tmp: Path, ep: dict, port: int = 0, **extra):
+        tmp.mkdir(exist_ok=True)
+        self.port = port or free_port()
+        cfg = tmp / "view.json"
+        cfg.write_text(json.dumps({"port": self.port, "loopback_only": True, "endpoints": ep, **extra}))
+        self.log_path = tmp / "view.log"
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "fes_live.stream.cli", "view", "--config", str(cfg)],
+                                     cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, "PYTHONPATH": str(REPO)})
+        self.url = f"http://127.0.0.1:{self.port}/"
+        try:
+            wait_http(self.url, self.proc)
+        except BaseException:
+            self.close()
+            raise
+
+    def status(self) -> dict:
+        return json.loads(_get(self.url + "api/status")[1])
+
+    def log_text(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text()
+
+    def close(self) -> None:
+        stop(self.proc)
+        self.log.close()
+
+
+def stop(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL (its whole process group when it has its own) if it does not end in time."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, 9) if os.getpgid(proc.pid) == proc.pid else proc.kill()
+            except ProcessLookupError:
+                pass
+            proc.wait(5)

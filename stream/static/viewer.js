@@ -13,6 +13,7 @@ const probe = window.__probe = {
   tIceConnected: null, tDcOpen: null, tFirstFrame: null, connects: 0, msgs: 0, byType: {}, events: 0, eventTypes: {}, promoted: 0,
   lastMsg: null, frames: 0, bandOk: 0, bandBad: 0, latencies: [], serverLatencies: [], plotDraws: 0,
   plotPoints: 0, timeline: 0, stream: '', streams: [], errors: [], camera: null, state: 'connecting',
+  iceServers: null,
 };
 const log = (...a) => console.log('[fes-live]', ...a);
 function fail(where, e) { const m = `${where}: ${e && e.message || e}`; probe.errors.push(m); log(m); }
@@ -43,11 +44,25 @@ async function waitGathering(pc) {
   if (pc.iceGatheringState !== 'complete') fail('ice', `gathering not complete after ${GATHER_TIMEOUT_MS} ms`);
 }
 
+const withToken = path => path + (TOKEN ? `?token=${encodeURIComponent(TOKEN)}` : '');
+
+// STUN/TURN only when the viewer is configured with some (its `ice_servers`): by default none, so nothing is asked
+// of a third-party server and browser and viewer must reach each other directly.
+async function pageConfig() {
+  const res = await fetch(withToken('api/config'), {cache: 'no-store'});
+  const conf = await res.json();
+  if (!res.ok) throw new Error(conf.error || `HTTP ${res.status}`);
+  return conf;
+}
+
 async function connect() {
   clearTimeout(reconnectTimer);
   probe.connects++;
   setConn(attempt ? 'reconnecting' : 'connecting', 'warn');
-  const mine = pc = new RTCPeerConnection({iceServers: []});
+  let conf;
+  try { conf = await pageConfig(); } catch (e) { fail('config', e); scheduleReconnect(); return; }
+  const mine = pc = new RTCPeerConnection({iceServers: conf.iceServers || []});
+  probe.iceServers = mine.getConfiguration().iceServers;
   pc.oniceconnectionstatechange = () => {
     probe.iceState = mine.iceConnectionState;
     if (mine.iceConnectionState === 'connected' && probe.tIceConnected === null)
@@ -76,7 +91,7 @@ async function connect() {
   try {
     await pc.setLocalDescription(await pc.createOffer());
     await waitGathering(pc);
-    const res = await fetch('offer' + (TOKEN ? `?token=${encodeURIComponent(TOKEN)}` : ''), {
+    const res = await fetch(withToken('offer'), {
       method: 'POST', headers: {'Content-Type': 'application/json'},
       body: JSON.stringify({sdp: pc.localDescription.sdp, type: pc.localDescription.type, stream: selected}),
     });
