@@ -28,6 +28,7 @@ from fes_live.stream.pipeline_config import DetectConfig
 log = logging.getLogger(__name__)
 
 TIMES_KEPT = 20_000  # frames per stream whose (pts, wall) are remembered for event timestamps
+STATE_MAX_AGE_S = 600.0  # a stream joining mid-stream takes over a neutral baseline saved at most this long ago
 
 
 def emotion_names(labels: dict) -> list[str]:
@@ -86,14 +87,20 @@ class Detector:
         self.pull.setsockopt(zmq.RCVHWM, 10_000)
         self.pull.setsockopt(zmq.LINGER, 0)
         self.pull.bind(ep.features)
-        self.publisher = EventPublisher(self.ctx, ep.events, ep.replay, cfg.journal, cfg.replay_memory)
+        self.publisher = EventPublisher(self.ctx, ep.events, ep.replay, cfg.journal, int(cfg.replay_memory_mb * 2**20),
+                                        journal_max_bytes=int(cfg.journal_max_mb * 2**20),
+                                        journal_max_age_s=cfg.journal_max_age_h * 3600.0,
+                                        subscriber_buffer_bytes=int(cfg.subscriber_buffer_mb * 2**20),
+                                        autoflush=False)
         self.streams: dict[str, StreamState] = {}
         self.batcher = GimBatcher(engine.gim) if cfg.batch_streams and hasattr(engine, "gim") else None
         self.bad_messages = 0
         self.last_stats = time.monotonic()
         self.poller = zmq.Poller()
         self.poller.register(self.pull, zmq.POLLIN)
-        self.poller.register(self.publisher.replay, zmq.POLLIN)
+        self.next_tracks: dict[str, int] = {}  # per stream: the next onset track id (unique across restarts)
+        self.last_state_s = time.monotonic()
+        self._close_loose_ends()
         log.info("detector: features on %s, %s", ep.features, getattr(engine, "backend", ""))
 
     # ------------------------------------------------------------------ messages in
@@ -155,6 +162,7 @@ class Detector:
         if self.cfg.record_dir:
             from fes_live.stream.record import IntensityCsv
             s.csv = IntensityCsv(self.cfg.record_dir, sid)
+        self._resume(s, joined=message == "joined mid-stream")
         self.streams[sid] = s
         data = {"status": "started", "message": message, "source": source}
         if fps is not None:
@@ -171,6 +179,7 @@ class Detector:
         self._stats(s, time.monotonic() - self.last_stats)
         if s.csv is not None:
             s.csv.close()
+        self._save_state(s)
         self.publisher.publish("stream", sid, {"status": status, "message": message, "source": s.source,
                                                "frames": s.frames_in})
         del self.streams[sid]
@@ -288,12 +297,63 @@ class Detector:
             "latency_ms_p99": max((d["latency_ms_p99"] for d in per if d["latency_ms_p99"] is not None), default=None),
             "queue": sum(d["queue"] for d in per), "bad_messages": self.bad_messages})
 
+    # ------------------------------------------------------------------ journal, state and restarts
+    def journal_turn(self) -> None:
+        """Once per loop turn: journal the streams' states when due, then commit and send this turn's events."""
+        now = time.monotonic()
+        if now - self.last_state_s >= self.cfg.state_interval_s:
+            self.last_state_s = now
+            for s in self.streams.values():
+                self._save_state(s)
+        self.publisher.flush()
+
+    def _save_state(self, s: StreamState) -> None:
+        """What a restarted detector needs to continue stream `s` (not an event: the journal's state table)."""
+        carry = getattr(s.spotter, "carry_state", None)
+        if carry is None:
+            return
+        state = carry()
+        self.next_tracks[s.stream_id] = max(self.next_tracks.get(s.stream_id, 0), int(state["next_track"]))
+        self.publisher.save_state(s.stream_id, state)
+
+    def _resume(self, s: StreamState, joined: bool) -> None:
+        """A (re)opened stream continues its track ids; one that joined mid-stream (a detector restart, frames after
+        a silence) also its neutral baseline, when one was saved within STATE_MAX_AGE_S."""
+        resume = getattr(s.spotter, "resume", None)
+        if resume is None:
+            return
+        saved_s, state = self.publisher.saved_states.get(s.stream_id, (0.0, {}))
+        fresh = joined and time.time() - saved_s < STATE_MAX_AGE_S
+        try:
+            resume({**state, "next_track": max(int(state.get("next_track", 0)), self.next_tracks.get(s.stream_id, 0))},
+                   baseline=fresh)
+            if fresh and state.get("baseline"):
+                log.info("%s: joined mid-stream; continuing with its saved neutral baseline (from frame %s)",
+                         s.stream_id, state.get("last_frame"))
+        except (ValueError, TypeError) as e:  # a damaged state row: start afresh rather than fail the stream
+            log.warning("%s: saved state not usable (%s); starting afresh", s.stream_id, e)
+
+    def _close_loose_ends(self) -> None:
+        """After a crash: cancel every onset the journal left open (its spotter died with it) and continue every
+        stream's track ids after the largest one journaled."""
+        journal = self.publisher.journal
+        if journal is None:
+            return
+        open_onsets, tracks = journal.onsets()
+        for sid, t in tracks.items():
+            self.next_tracks[sid] = max(self.next_tracks.get(sid, 0), t + 1)
+        for sid, (_, state) in self.publisher.saved_states.items():
+            self.next_tracks[sid] = max(self.next_tracks.get(sid, 0), int(state.get("next_track", 0)))
+        for (sid, track), frame in sorted(open_onsets.items()):
+            self.publisher.publish("expression.cancel", sid, {"track": track, "frame": frame})
+        if open_onsets:
+            log.warning("cancelled %d onset(s) left open by the previous detector", len(open_onsets))
+        self.publisher.flush()
+
     # ------------------------------------------------------------------ loop
     def drain(self, timeout_ms: int) -> int:
         """Receive up to max_batch_msgs messages (waiting at most timeout_ms for the first); serve replay."""
-        ready = dict(self.poller.poll(timeout_ms))
-        if self.publisher.replay in ready:
-            self.publisher.serve_replay()
+        self.poller.poll(timeout_ms)  # (the replay endpoint has its own thread)
         n = 0
         while n < self.cfg.max_batch_msgs:
             try:
@@ -332,12 +392,14 @@ class Detector:
                 self.drain(0 if pending else 50)
                 pending = self.step()
                 self.housekeeping()
+                self.journal_turn()
             # shutdown: take what the ingests sent before they exited, then flush every stream
             while self.drain(100) or pending:
                 pending = self.step()
             for sid in list(self.streams):
                 self._close(sid, "ended", "detector shut down")
             self.housekeeping()
+            self.journal_turn()
             deadline = time.monotonic() + 0.3  # late replay requests of subscribers catching up
             while time.monotonic() < deadline:
                 self.drain(50)
@@ -461,7 +523,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features-endpoint", default=None, help="bind for ingests (default: ipc, local)")
     p.add_argument("--events-endpoint", default=None, help="event PUB bind (default tcp://127.0.0.1:5556)")
     p.add_argument("--replay-endpoint", default=None, help="replay bind (default tcp://127.0.0.1:5557)")
-    p.add_argument("--journal", default="", help="append every event to this JSONL file (replay survives restarts)")
+    p.add_argument("--journal", default="", help="journal every event in this SQLite file (replay and numbering "
+                   "survive restarts; an old .jsonl journal is migrated to .sqlite)")
     p.add_argument("--record", default="", metavar="DIR", help="journal + per-frame intensity CSVs into DIR")
     p.add_argument("--queue-frames", type=int, default=None, help="per-stream backlog before dropping the oldest")
     p.add_argument("--config", default=None, help="JSON file with DetectConfig fields (flags override it)")
@@ -482,7 +545,7 @@ def config_from_args(args: argparse.Namespace) -> DetectConfig:
     if args.queue_frames:
         d["queue_frames"] = args.queue_frames
     if d["record_dir"] and not d["journal"]:
-        d["journal"] = f"{d['record_dir']}/events.jsonl"
+        d["journal"] = f"{d['record_dir']}/events.sqlite"
     return from_dict(DetectConfig, d)
 
 
