@@ -335,6 +335,15 @@ def replay_range(meta: dict, next_seq: int) -> tuple[int, int, int]:
     return max(0, first), min(last, next_seq - 1), limit
 
 
+def _json_message(topic: str, header: wire.Header, name: str, body: bytes) -> list:
+    """The frames `wire.encode(topic, header, {name: json.loads(body)})` would make, from JSON already encoded
+    (the events as journaled), so that an answer of 1000 events is never parsed and re-serialised."""
+    topic_frame, head = wire.encode(topic, header)
+    spec = json.loads(head)
+    spec["arrays"] = [{"name": name, "dtype": "json", "shape": [len(body)]}]
+    return [topic_frame, json.dumps(spec, separators=(",", ":")).encode(), body]
+
+
 class ReplayServer:
     """The replay endpoint, served by its own thread (with its own read-only journal connection), so a request for
     old events never stalls the frame loop. Each client may have REPLAY_IN_FLIGHT answers queued; what a client
@@ -416,13 +425,13 @@ class ReplayServer:
                 if msg.header.kind != "replay":
                     raise wire.BadMessage(f"expected a replay request, got {msg.header.kind!r}")
                 first, last, limit = replay_range(msg.header.meta, next_seq)
-                events = json.loads(b"[" + b",".join(self.events_between(first, last, limit)) + b"]")
+                body = b"[" + b",".join(self.events_between(first, last, limit)) + b"]"
                 meta = {"ok": True, "next_seq": next_seq, "publisher": self.publisher}
             except (wire.BadMessage, TypeError, ValueError) as e:
                 self.bad_requests += 1
                 log.warning("bad replay request: %s", e)
-                events, meta = [], {"ok": False, "error": str(e), "next_seq": next_seq, "publisher": self.publisher}
-            reply = wire.encode("replay", wire.Header("replay", PIPELINE_STREAM, meta=meta), {"events": events})
+                body, meta = b"[]", {"ok": False, "error": str(e), "next_seq": next_seq, "publisher": self.publisher}
+            reply = _json_message("replay", wire.Header("replay", PIPELINE_STREAM, meta=meta), "events", body)
             try:
                 self.sock.send_multipart([ident, *envelope, *reply], flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:  # this client has REPLAY_IN_FLIGHT unread answers: it gets no more
