@@ -142,9 +142,11 @@ class Detector:
             return
         _check_stream_id(sid)
         if status == "started":
+            message = ""
             if sid in self.streams:
+                message = self._replay_note(self.streams[sid])
                 self._close(sid, "ended", "restarted by its source")
-            self._open(sid, str(meta.get("source", "")), "", fps=meta.get("fps"))
+            self._open(sid, str(meta.get("source", "")), message, fps=meta.get("fps"))
         elif status in ("ended", "error"):
             if sid not in self.streams:
                 self.publisher.publish("stream", sid, {"status": status, "message": str(meta.get("message", ""))})
@@ -332,6 +334,16 @@ class Detector:
                          s.stream_id, state.get("last_frame"))
         except (ValueError, TypeError) as e:  # a damaged state row: start afresh rather than fail the stream
             log.warning("%s: saved state not usable (%s); starting afresh", s.stream_id, e)
+
+    @staticmethod
+    def _replay_note(s: StreamState) -> str:
+        """What the `started` event of a stream restarted by its source (a crashed ingest) says about its frames."""
+        carry = getattr(s.spotter, "carry_state", None)
+        last = carry()["last_frame"] if carry is not None else None
+        if last is None:
+            return "restarted by its source"
+        return (f"restarted by its source after frame {last}: its frame numbers start again, and a file source is "
+                f"analysed again from its start (what it reports again gets new track ids)")
 
     def _close_loose_ends(self) -> None:
         """After a crash: cancel every onset the journal left open (its spotter died with it) and continue every

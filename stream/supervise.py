@@ -126,7 +126,9 @@ class Supervisor:
                 and not c.done and (c.alive or c.restart_at is not None)]
 
     def stop(self, names: list[str], timeout_s: float = 10.0) -> None:
-        """Ask `names` to stop, wait up to `timeout_s`, then terminate and finally kill what is left."""
+        """Ask `names` to stop, wait up to `timeout_s`, then terminate and finally kill what is left. Names never
+        started (the run ended before their turn, e.g. the detector never came up) are skipped."""
+        names = [n for n in names if n in self.children]
         for name in names:
             child = self.children[name]
             child.restart_at = None
