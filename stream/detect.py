@@ -28,6 +28,8 @@ from fes_live.stream.pipeline_config import DetectConfig
 log = logging.getLogger(__name__)
 
 TIMES_KEPT = 20_000  # frames per stream whose (pts, wall) are remembered for event timestamps
+NOTES_STATE = "/notes"  # state-table key of the supervisor notes published (no stream id contains "/")
+NOTES_SEEN = 256  # ids of supervisor notes remembered (the supervisor sends at most its last 64 again)
 STATE_MAX_AGE_S = 600.0  # a stream joining mid-stream takes over a neutral baseline saved at most this long ago
 
 
@@ -99,6 +101,8 @@ class Detector:
         self.poller = zmq.Poller()
         self.poller.register(self.pull, zmq.POLLIN)
         self.next_tracks: dict[str, int] = {}  # per stream: the next onset track id (unique across restarts)
+        saved_notes = self.publisher.saved_states.pop(NOTES_STATE, (0.0, {}))[1].get("ids", [])
+        self.notes_seen: deque[str] = deque([str(i) for i in saved_notes], maxlen=NOTES_SEEN)
         self.last_state_s = time.monotonic()
         self._close_loose_ends()
         log.info("detector: features on %s, %s", ep.features, getattr(engine, "backend", ""))
@@ -136,6 +140,8 @@ class Detector:
         sid, meta = msg.header.stream_id, msg.header.meta
         status = meta.get("status")
         if status == "restarted":  # from the supervisor: a child process was restarted (or given up)
+            if self._published_note(meta.get("note_id")):
+                return  # sent again after a detector restart, and this one was journaled before it
             self.publisher.publish("supervisor", PIPELINE_STREAM,
                                    {"child": str(meta.get("child", sid)), "status": str(meta.get("note", "restarted")),
                                     "exitcode": meta.get("exitcode"), "restarts": int(meta.get("restarts", 0))})
@@ -344,6 +350,17 @@ class Detector:
             return "restarted by its source"
         return (f"restarted by its source after frame {last}: its frame numbers start again, and a file source is "
                 f"analysed again from its start (what it reports again gets new track ids)")
+
+    def _published_note(self, note_id) -> bool:
+        """True for a supervisor note already published; otherwise remember its id. The ids are journaled in the same
+        transaction as the note's event, so a note sent again after a crash is published exactly once."""
+        if not isinstance(note_id, str) or not note_id:
+            return False
+        if note_id in self.notes_seen:
+            return True
+        self.notes_seen.append(note_id)
+        self.publisher.save_state(NOTES_STATE, {"ids": list(self.notes_seen)})
+        return False
 
     def _close_loose_ends(self) -> None:
         """After a crash: cancel every onset the journal left open (its spotter died with it) and continue every

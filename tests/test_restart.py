@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,10 +138,16 @@ def test_sigkilled_detector_resumes_the_stream_with_the_same_answers(smile, engi
             if k % 5 == 0 and any(e["type"] == "expression.onset" for e in journal_events(journal)):
                 break
         assert sent < 100, "no onset in the first frames"
+        note = dict(child="ingest-x", note="restarted", exitcode=1, restarts=1, note_id="sup-1")
+        push.send_multipart(wire.control_message("pipeline", "restarted", **note))
         time.sleep(0.6)  # the state is journaled every 0.2 s
         os.killpg(procs[0].pid, signal.SIGKILL)
         procs[0].wait(10)
         procs.append(_detector(tmp_path, ep, journal, "second"))
+        # the supervisor sends its recent notes again after a detector restart: each is published once
+        push.send_multipart(wire.control_message("pipeline", "restarted", **note))
+        push.send_multipart(wire.control_message("pipeline", "restarted", **dict(note, child="viewer",
+                                                                                  note_id="sup-2")))
         for k, fp, g, r in frames:  # the rest of the stream: it "joins mid-stream"
             _send(push, smile, k, fp, g, r)
             time.sleep(1 / 60)
@@ -160,6 +167,7 @@ def test_sigkilled_detector_resumes_the_stream_with_the_same_answers(smile, engi
         ctx.destroy(linger=0)
     evs = journal_events(journal)
     assert [e["seq"] for e in evs] == list(range(len(evs)))  # one numbering across the crash
+    assert [e["data"]["child"] for e in evs if e["type"] == "supervisor"] == ["ingest-x", "viewer"]
     assert len({e["publisher"] for e in evs}) == 2
     second = evs[0]["publisher"] != evs[-1]["publisher"] and evs[-1]["publisher"]
     onsets = [e for e in evs if e["type"] == "expression.onset"]
@@ -173,3 +181,32 @@ def test_sigkilled_detector_resumes_the_stream_with_the_same_answers(smile, engi
     names = emotion_names(engine.labels)
     want = {(kind, names[emo]) for kind, emo in ref}
     assert finals and set(finals) == want, (finals, want)
+
+
+def crash_later(marker: str, stop_event) -> int:
+    """First run: crash after 2 s (after the other child's crash). Later runs: work until asked to stop."""
+    p = Path(marker)
+    runs = int(p.read_text()) if p.exists() else 0
+    p.write_text(str(runs + 1))
+    if runs == 0:
+        time.sleep(2.0)
+        os._exit(3)
+    stop_event.wait(30)
+    return 0
+
+
+def test_supervisor_sends_recent_notes_again_after_the_detector_restarts(tmp_path):
+    from fes_live.stream.supervise import Supervisor
+    from test_pipeline_supervise import crash_once, wait_until
+    sent = []
+    sup = Supervisor(max_restarts=3, window_s=60, on_change=lambda *a: sent.append((sup.note_id, *a)))
+    sup.start("ingest-x", crash_once, str(tmp_path / "ingest"))
+    sup.start("detector", crash_later, str(tmp_path / "detector"))
+    try:
+        assert wait_until(lambda: sup.poll() or (len(sent) >= 3 and sup.children["detector"].alive)), sent
+    finally:
+        sup.stop(["ingest-x", "detector", "never-started"], 10)  # a name never started is skipped
+    ingest = [n for n in sent if n[1] == "ingest-x"]
+    assert len(ingest) == 2 and ingest[0] == ingest[1], sent  # sent again after the detector's restart, same id
+    assert [n[2] for n in sent if n[1] == "detector"] == ["restarted"]
+    assert len({n[0] for n in sent}) == 2
