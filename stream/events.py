@@ -106,13 +106,13 @@ class Journal:
         self.configured = Path(path)
         self.path = journal_path(path)
         self.max_bytes, self.max_age_s = int(max_bytes), float(max_age_s)
-        legacy = [p for p in {self.configured, self.path} if p.is_file() and p.stat().st_size and not _is_sqlite(p)]
         moved = []
-        for p in legacy:  # an old JSONL journal (by name or content): move it aside, import it below
-            aside = p.with_name(p.name + ".migrated")
-            os.replace(p, aside)
-            moved.append(aside)
         try:
+            for p in {self.configured, self.path}:  # an old JSONL journal (by name or content): move it aside
+                if p.is_file() and p.stat().st_size and not _is_sqlite(p):
+                    aside = p.with_name(p.name + ".migrated")
+                    os.replace(p, aside)
+                    moved.append(aside)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes effect on a new file
@@ -122,13 +122,15 @@ class Journal:
             self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a process crash loses no commit
             self.db.executescript(_SCHEMA_SQL)
             self.inode = os.stat(self.path).st_ino
+            for aside in moved:  # (after the tables exist; the import is one transaction)
+                n = self._import_jsonl(aside)
+                log.warning("migrated %d events of the JSONL journal %s into %s (old file kept as %s)",
+                            n, aside.with_suffix(""), self.path, aside)
+            self.last_seq = self._max_seq()
         except (sqlite3.Error, OSError) as e:
+            if hasattr(self, "db"):
+                self.db.close()
             raise JournalError(f"cannot open journal {self.path}: {e}") from e
-        for aside in moved:
-            n = self._import_jsonl(aside)
-            log.warning("migrated %d events of the JSONL journal %s into %s (old file kept as %s)",
-                        n, aside.with_suffix(""), self.path, aside)
-        self.last_seq = self._max_seq()
 
     def _max_seq(self) -> int:
         row = self.db.execute("SELECT max(seq) FROM events").fetchone()

@@ -184,15 +184,11 @@ def test_sigkilled_detector_resumes_the_stream_with_the_same_answers(smile, engi
 
 
 def crash_later(marker: str, stop_event) -> int:
-    """First run: crash after 2 s (after the other child's crash). Later runs: work until asked to stop."""
-    p = Path(marker)
-    runs = int(p.read_text()) if p.exists() else 0
-    p.write_text(str(runs + 1))
-    if runs == 0:
+    """`crash_once`, its crash 2 s late (after the other child's)."""
+    from test_pipeline_supervise import crash_once
+    if not Path(marker).exists():
         time.sleep(2.0)
-        os._exit(3)
-    stop_event.wait(30)
-    return 0
+    return crash_once(marker, stop_event)
 
 
 def test_supervisor_sends_recent_notes_again_after_the_detector_restarts(tmp_path):
