@@ -187,3 +187,54 @@ def test_replay_of_old_events_at_300k_does_not_stall_publishing(tmp_path):
     r = run(tmp_path, 300_000, requests=10, rate=1000)
     assert r["replay_ms_p50"] < 500, r
     assert r["loop_turn_ms_max"] < 2000 and r["published_meanwhile"] > 0, r
+
+
+def test_detector_on_a_full_disk_keeps_publishing(tmp_path):
+    """A real detector whose journal hits a full disk (RLIMIT_FSIZE: writes past 1 MB fail like ENOSPC does):
+    it reports it once, never exits, and every event stays replayable from memory."""
+    import resource
+
+    from fes_live.stream import wire
+    from fes_live.stream.client import ReplayError, next_seq
+    ep = {k: f"tcp://127.0.0.1:{free_port()}" for k in ("features", "events", "replay")}
+    log = open(tmp_path / "detector.log", "w")
+    det = subprocess.Popen([sys.executable, "-m", "fes_live.stream.cli", "detect", "--features-endpoint",
+                            ep["features"], "--events-endpoint", ep["events"], "--replay-endpoint", ep["replay"],
+                            "--journal", str(tmp_path / "events.sqlite")], cwd=REPO, stdout=log, stderr=log,
+                           start_new_session=True,
+                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)))
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                next_seq(ep["replay"], timeout_s=1.0, ctx=ctx)
+                break
+            except ReplayError:
+                assert det.poll() is None and time.monotonic() < deadline, (tmp_path / "detector.log").read_text()
+        push.connect(ep["features"])
+        sent = 0
+        for n in (100, 400):  # ~0.4 MB of events, journaled; then ~1.6 MB more: the "disk" fills up
+            for i in range(n):
+                push.send_multipart(wire.control_message(f"s{i}", "error", message=f"{i} " + "x" * 4000))
+            sent += n
+            deadline = time.monotonic() + 60
+            while next_seq(ep["replay"], timeout_s=5.0, ctx=ctx) < sent + 1:  # (+ the journal's error event)
+                assert det.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        events, _ = fetch(ep["replay"], 0, None, ctx=ctx)
+        assert det.poll() is None
+        errors = _error_events(events)
+        assert len(errors) == 1 and "cannot write journal" in errors[0]["data"]["message"], errors
+        assert [e["seq"] for e in events] == list(range(len(events))) and len(events) >= 501
+        det.send_signal(signal.SIGTERM)
+        assert det.wait(30) == 0
+    finally:
+        push.close(linger=0)
+        ctx.destroy(linger=0)
+        if det.poll() is None:
+            os.killpg(det.pid, signal.SIGKILL)
+            det.wait(10)
+    journaled = read_journal(tmp_path / "events.sqlite")  # what was committed before the disk filled is intact
+    assert 100 <= len(journaled) < len(events) and [e["seq"] for e in journaled] == list(range(len(journaled)))
