@@ -464,14 +464,14 @@ class EventPublisher:
         self.publisher = secrets.token_hex(4)
         self.autoflush = autoflush
         self.memory = ReplayBuffer(memory_bytes)
-        self.pending: list[Row] = []
+        self.pending: list[tuple[Row, list]] = []  # published, not yet journaled and sent: (row, wire frames)
         self.states: dict[str, dict] = {}  # stream states to commit with the next flush
         self.journal_file = journal
         self._journal_limits = (journal_max_bytes, journal_max_age_s)
         self.journal: Journal | None = None
         self.journal_error: str | None = None  # the current failure, None while the journal works
         self._retry_at = self._check_at = 0.0
-        self.unjournaled = 0  # events that left memory before a failing journal could take them
+        self.unjournaled = 0  # events that left memory before a failing journal could take them (this failure)
         self.oversized = 0  # events too large for PUB (replay only)
         self.saved_states: dict[str, tuple[float, dict]] = {}
         if journal:
@@ -551,7 +551,7 @@ class EventPublisher:
         if self.journal_error is not None:
             lost = f" ({self.unjournaled} events are missing from it)" if self.unjournaled else " (nothing lost)"
             log.warning("journal %s works again%s", self.journal.path, lost)
-            self.journal_error = None
+            self.journal_error, self.unjournaled = None, 0
             self._announce("started", f"journal: writing {self.journal.path} again{lost}")
 
     def save_state(self, stream: str, state: dict) -> None:
