@@ -4,6 +4,7 @@
     fes-bench models   CPU cost per frame of GIM and FEDN
     fes-bench live     N concurrent streams through the real sockets: fps and event latency
     fes-bench scale    the largest N streams one detector holds at 30 fps, against the model-only ceiling
+    fes-bench journal  replay from old sequence numbers of a 300k-event journal while events flow
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 
 from fes_live import version_text
 
-BENCHMARKS = ("ingest", "models", "live", "scale")
+BENCHMARKS = ("ingest", "models", "live", "scale", "journal")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ outputs to reproduce it exactly. Pure numpy.
 """
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +59,25 @@ class NeutralBaseline:
                 self.mean += self.alpha * (x - self.mean)
             self.count += 1
         return (x - self.mean).astype(np.float32)
+
+    def state(self) -> dict:
+        """Everything needed to continue this baseline elsewhere (a restarted detector): JSON-able, ~11 KB, exact
+        (the float64 mean as base64)."""
+        mean = None if self.mean is None else base64.b64encode(self.mean.astype("<f8").tobytes()).decode()
+        return {"mean": mean, "count": int(self.count)}
+
+    @classmethod
+    def from_state(cls, state: dict, cfg: BaselineConfig = BaselineConfig()) -> "NeutralBaseline":
+        """The baseline `state()` described; ValueError when `state` is not one."""
+        base = cls(cfg)
+        if not isinstance(state, dict) or not isinstance(state.get("count"), int) or state["count"] < 0:
+            raise ValueError(f"not a baseline state: {str(state)[:80]!r}")
+        if state.get("mean") is not None:
+            mean = np.frombuffer(base64.b64decode(state["mean"], validate=True), dtype="<f8").astype(np.float64)
+            if not np.isfinite(mean).all() or len(mean) <= cfg.blendshape_dim:
+                raise ValueError(f"baseline state: bad mean of {len(mean)} values")
+            base.mean, base.count = mean, state["count"]
+        return base
 
 
 def baseline_normalize(geometry: np.ndarray, face_present: np.ndarray,

@@ -152,9 +152,8 @@ class OnlineSpotter:
         gap = self._last is not None and t != self._last + 1
         if self._track_start is not None and (gap or not face_present):
             out += yield from self._end_track()
-        if gap:  # a reconnect: windows must not span it
+        if gap:  # dropped frames or a reconnect: windows must not span it (the person's baseline stays)
             out += yield from self._fedn_tail()
-            self.baseline.reset()
             self._fedn_x.clear()
             self._fedn_face.clear()
         if not self._fedn_x:
@@ -191,6 +190,17 @@ class OnlineSpotter:
     def push_features(self, features: Any) -> list[Update]:
         """`push` for a `stream.features.FrameFeatures` (or anything with those four fields)."""
         return self.push(features.frame_index, features.face_present, features.geometry, features.roi_flow)
+
+    def carry_state(self) -> dict:
+        """What a restarted detector needs to continue this stream the same way (JSON-able, small): the person's
+        neutral baseline, the next onset track id and the last frame pushed."""
+        return {"baseline": self.baseline.state(), "next_track": self._next_track, "last_frame": self._last}
+
+    def resume(self, state: dict, baseline: bool = True) -> None:
+        """Continue from `carry_state()`: track ids go on after its own; with `baseline`, its neutral face too."""
+        self._next_track = max(self._next_track, int(state.get("next_track", 0)))
+        if baseline and state.get("baseline") is not None:
+            self.baseline = NeutralBaseline.from_state(state["baseline"], self.cfg.baseline)
 
     def flush(self) -> list[Update]:
         """End of stream: compute what is still pending, close every open piece, emit the rest; then reset."""

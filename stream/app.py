@@ -106,7 +106,7 @@ def run(cfg: RunConfig, args: argparse.Namespace | None = None, stop: threading.
 
     def on_change(name: str, status: str, code, restarts: int) -> None:
         wire.send(notes, wire.control_message(PIPELINE_STREAM, "restarted", child=name, note=status,
-                                              exitcode=code, restarts=restarts), timeout_s=1.0)
+                                              exitcode=code, restarts=restarts, note_id=sup.note_id), timeout_s=1.0)
 
     sup = Supervisor(cfg.max_restarts, cfg.restart_window_s, on_change)
     console, printer = None, None

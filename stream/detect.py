@@ -30,6 +30,9 @@ from fes_live.stream.pipeline_config import DetectConfig
 log = logging.getLogger(__name__)
 
 TIMES_KEPT = 20_000  # frames per stream whose (pts, wall) are remembered for event timestamps
+NOTES_STATE = "/notes"  # state-table key of the supervisor notes published (no stream id contains "/")
+NOTES_SEEN = 256  # ids of supervisor notes remembered (the supervisor sends at most its last 64 again)
+STATE_MAX_AGE_S = 600.0  # a stream joining mid-stream takes over a neutral baseline saved at most this long ago
 
 
 def emotion_names(labels: dict) -> list[str]:
@@ -88,7 +91,11 @@ class Detector:
         self.pull.setsockopt(zmq.RCVHWM, 10_000)
         self.pull.setsockopt(zmq.LINGER, 0)
         self.pull.bind(ep.features)
-        self.publisher = EventPublisher(self.ctx, ep.events, ep.replay, cfg.journal, cfg.replay_memory)
+        self.publisher = EventPublisher(self.ctx, ep.events, ep.replay, cfg.journal, int(cfg.replay_memory_mb * 2**20),
+                                        journal_max_bytes=int(cfg.journal_max_mb * 2**20),
+                                        journal_max_age_s=cfg.journal_max_age_h * 3600.0,
+                                        subscriber_buffer_bytes=int(cfg.subscriber_buffer_mb * 2**20),
+                                        autoflush=False)
         self.streams: dict[str, StreamState] = {}
         self.batcher = StepBatcher.for_engine(engine) if cfg.batch_streams and hasattr(engine, "gim") else None
         self.bad_messages = 0
@@ -96,7 +103,11 @@ class Detector:
         self.last_stats = time.monotonic()
         self.poller = zmq.Poller()
         self.poller.register(self.pull, zmq.POLLIN)
-        self.poller.register(self.publisher.replay, zmq.POLLIN)
+        self.next_tracks: dict[str, int] = {}  # per stream: the next onset track id (unique across restarts)
+        saved_notes = self.publisher.saved_states.pop(NOTES_STATE, (0.0, {}))[1].get("ids", [])
+        self.notes_seen: deque[str] = deque([str(i) for i in saved_notes], maxlen=NOTES_SEEN)
+        self.last_state_s = time.monotonic()
+        self._close_loose_ends()
         log.info("detector: features on %s, %s", ep.features, getattr(engine, "backend", ""))
 
     # ------------------------------------------------------------------ messages in
@@ -132,15 +143,19 @@ class Detector:
         sid, meta = msg.header.stream_id, msg.header.meta
         status = meta.get("status")
         if status == "restarted":  # from the supervisor: a child process was restarted (or given up)
+            if self._published_note(meta.get("note_id")):
+                return  # sent again after a detector restart, and this one was journaled before it
             self.publisher.publish("supervisor", PIPELINE_STREAM,
                                    {"child": str(meta.get("child", sid)), "status": str(meta.get("note", "restarted")),
                                     "exitcode": meta.get("exitcode"), "restarts": int(meta.get("restarts", 0))})
             return
         _check_stream_id(sid)
         if status == "started":
+            message = ""
             if sid in self.streams:
+                message = self._replay_note(self.streams[sid])
                 self._close(sid, "ended", "restarted by its source")
-            self._open(sid, str(meta.get("source", "")), "", fps=meta.get("fps"))
+            self._open(sid, str(meta.get("source", "")), message, fps=meta.get("fps"))
         elif status in ("ended", "error"):
             if sid not in self.streams:
                 self.publisher.publish("stream", sid, {"status": status, "message": str(meta.get("message", ""))})
@@ -156,6 +171,7 @@ class Detector:
         if self.cfg.record_dir:
             from fes_live.stream.record import IntensityCsv
             s.csv = IntensityCsv(self.cfg.record_dir, sid)
+        self._resume(s, joined=message == "joined mid-stream")
         self.streams[sid] = s
         data = {"status": "started", "message": message, "source": source}
         if fps is not None:
@@ -172,6 +188,7 @@ class Detector:
         self._stats(s, time.monotonic() - self.last_stats)
         if s.csv is not None:
             s.csv.close()
+        self._save_state(s)
         self.publisher.publish("stream", sid, {"status": status, "message": message, "source": s.source,
                                                "frames": s.frames_in})
         del self.streams[sid]
@@ -300,12 +317,84 @@ class Detector:
             "latency_ms_p99": max((d["latency_ms_p99"] for d in per if d["latency_ms_p99"] is not None), default=None),
             "queue": sum(d["queue"] for d in per), "bad_messages": self.bad_messages})
 
+    # ------------------------------------------------------------------ journal, state and restarts
+    def journal_turn(self) -> None:
+        """Once per loop turn: journal the streams' states when due, then commit and send this turn's events."""
+        now = time.monotonic()
+        if now - self.last_state_s >= self.cfg.state_interval_s:
+            self.last_state_s = now
+            for s in self.streams.values():
+                self._save_state(s)
+        self.publisher.flush()
+
+    def _save_state(self, s: StreamState) -> None:
+        """What a restarted detector needs to continue stream `s` (not an event: the journal's state table)."""
+        carry = getattr(s.spotter, "carry_state", None)
+        if carry is None:
+            return
+        state = carry()
+        self.next_tracks[s.stream_id] = max(self.next_tracks.get(s.stream_id, 0), int(state["next_track"]))
+        self.publisher.save_state(s.stream_id, state)
+
+    def _resume(self, s: StreamState, joined: bool) -> None:
+        """A (re)opened stream continues its track ids; one that joined mid-stream (a detector restart, frames after
+        a silence) also its neutral baseline, when one was saved within STATE_MAX_AGE_S."""
+        resume = getattr(s.spotter, "resume", None)
+        if resume is None:
+            return
+        saved_s, state = self.publisher.saved_states.get(s.stream_id, (0.0, {}))
+        fresh = joined and time.time() - saved_s < STATE_MAX_AGE_S
+        try:
+            resume({**state, "next_track": max(int(state.get("next_track", 0)), self.next_tracks.get(s.stream_id, 0))},
+                   baseline=fresh)
+            if fresh and state.get("baseline"):
+                log.info("%s: joined mid-stream; continuing with its saved neutral baseline (from frame %s)",
+                         s.stream_id, state.get("last_frame"))
+        except (ValueError, TypeError) as e:  # a damaged state row: start afresh rather than fail the stream
+            log.warning("%s: saved state not usable (%s); starting afresh", s.stream_id, e)
+
+    @staticmethod
+    def _replay_note(s: StreamState) -> str:
+        """What the `started` event of a stream restarted by its source (a crashed ingest) says about its frames."""
+        carry = getattr(s.spotter, "carry_state", None)
+        last = carry()["last_frame"] if carry is not None else None
+        if last is None:
+            return "restarted by its source"
+        return (f"restarted by its source after frame {last}: its frame numbers start again, and a file source is "
+                f"analysed again from its start (what it reports again gets new track ids)")
+
+    def _published_note(self, note_id) -> bool:
+        """True for a supervisor note already published; otherwise remember its id. The ids are journaled in the same
+        transaction as the note's event, so a note sent again after a crash is published exactly once."""
+        if not isinstance(note_id, str) or not note_id:
+            return False
+        if note_id in self.notes_seen:
+            return True
+        self.notes_seen.append(note_id)
+        self.publisher.save_state(NOTES_STATE, {"ids": list(self.notes_seen)})
+        return False
+
+    def _close_loose_ends(self) -> None:
+        """After a crash: cancel every onset the journal left open (its spotter died with it) and continue every
+        stream's track ids after the largest one journaled."""
+        journal = self.publisher.journal
+        if journal is None:
+            return
+        open_onsets, tracks = journal.onsets()
+        for sid, t in tracks.items():
+            self.next_tracks[sid] = max(self.next_tracks.get(sid, 0), t + 1)
+        for sid, (_, state) in self.publisher.saved_states.items():
+            self.next_tracks[sid] = max(self.next_tracks.get(sid, 0), int(state.get("next_track", 0)))
+        for (sid, track), frame in sorted(open_onsets.items()):
+            self.publisher.publish("expression.cancel", sid, {"track": track, "frame": frame})
+        if open_onsets:
+            log.warning("cancelled %d onset(s) left open by the previous detector", len(open_onsets))
+        self.publisher.flush()
+
     # ------------------------------------------------------------------ loop
     def drain(self, timeout_ms: int) -> int:
         """Receive up to max_batch_msgs messages (waiting at most timeout_ms for the first); serve replay."""
-        ready = dict(self.poller.poll(timeout_ms))
-        if self.publisher.replay in ready:
-            self.publisher.serve_replay()
+        self.poller.poll(timeout_ms)  # (the replay endpoint has its own thread)
         n = 0
         while n < self.cfg.max_batch_msgs:
             try:
@@ -345,12 +434,14 @@ class Detector:
                 pending = self.step()
                 self.housekeeping()
                 self._poll_engine_build()
+                self.journal_turn()
             # shutdown: take what the ingests sent before they exited, then flush every stream
             while self.drain(100) or pending:
                 pending = self.step()
             for sid in list(self.streams):
                 self._close(sid, "ended", "detector shut down")
             self.housekeeping()
+            self.journal_turn()
             deadline = time.monotonic() + 0.3  # late replay requests of subscribers catching up
             while time.monotonic() < deadline:
                 self.drain(50)
@@ -404,7 +495,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features-endpoint", default=None, help="bind for ingests (default: ipc, local)")
     p.add_argument("--events-endpoint", default=None, help="event PUB bind (default tcp://127.0.0.1:5556)")
     p.add_argument("--replay-endpoint", default=None, help="replay bind (default tcp://127.0.0.1:5557)")
-    p.add_argument("--journal", default="", help="append every event to this JSONL file (replay survives restarts)")
+    p.add_argument("--journal", default="", help="journal every event in this SQLite file (replay and numbering "
+                   "survive restarts; an old .jsonl journal is migrated to .sqlite)")
     p.add_argument("--record", default="", metavar="DIR", help="journal + per-frame intensity CSVs into DIR")
     p.add_argument("--queue-frames", type=int, default=None, help="per-stream backlog before dropping the oldest")
     p.add_argument("--config", default=None, help="JSON file with DetectConfig fields (flags override it)")
@@ -425,7 +517,7 @@ def config_from_args(args: argparse.Namespace) -> DetectConfig:
     if args.queue_frames:
         d["queue_frames"] = args.queue_frames
     if d["record_dir"] and not d["journal"]:
-        d["journal"] = f"{d['record_dir']}/events.jsonl"
+        d["journal"] = f"{d['record_dir']}/events.sqlite"
     return from_dict(DetectConfig, d)
 
 

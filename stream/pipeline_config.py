@@ -73,8 +73,12 @@ class DetectConfig:
     max_batch_msgs: int = 512  # messages drained from the socket per loop turn before processing
     intensity_hz: float = 10.0  # intensity events per second per stream (each carries every frame since the last)
     stats_interval_s: float = 1.0
-    journal: str = ""  # JSONL path of the event journal; "" = replay from memory only
-    replay_memory: int = 100_000  # events kept in memory for replay (older ones are read from the journal)
+    journal: str = ""  # SQLite file of the event journal (a `.jsonl` path means `.sqlite`); "" = memory only
+    journal_max_mb: float = 1024.0  # retention: the oldest events are deleted beyond this size (0 = no limit)
+    journal_max_age_h: float = 0.0  # retention: events older than this are deleted (0 = no limit)
+    replay_memory_mb: float = 32.0  # newest events kept in memory for replay (older ones come from the journal)
+    subscriber_buffer_mb: float = 64.0  # most a subscriber that does not read can hold of this process's memory
+    state_interval_s: float = 2.0  # how often each stream's state (neutral baseline, track ids) is journaled
     record_dir: str = ""  # "" = off; else per-frame intensity CSVs go there
     idle_stream_s: float = 30.0  # a stream silent this long is flushed and announced as ended (error)
     aoti_build: bool = True  # with backend auto on a CPU: compile AOTInductor packages in the background, once per

@@ -1,6 +1,6 @@
 """`--record DIR`: what a run leaves behind.
 
-- `DIR/events.jsonl`: the detector's journal (every event, see stream/events.py).
+- `DIR/events.sqlite`: the detector's journal (every event, see stream/events.py).
 - `DIR/intensity_<stream>.csv`: the intensity curve of every frame (`IntensityCsv`, written by the detector).
 - `DIR/clips/<stream>_<onset>-<offset>_<kind>.mp4`: a short clip around each final expression (`ClipRecorder`,
   written by the ingest, which is the only role that has the pictures). The ingest keeps the last seconds of

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import signal
 import time
 from collections import deque
@@ -23,8 +24,11 @@ log = logging.getLogger(__name__)
 _MP = mp.get_context("spawn")
 
 FATAL_EXIT = 2  # a role exits with this when restarting cannot help (missing file, no face model)
+NOTES_TO = "detector"  # the child that publishes the notes: after it restarts, the recent notes are sent again
+NOTES_KEPT = 64  # notes kept for sending again
 
-# on_change(child name, "restarted" | "gave_up", exit code, restarts so far)
+# on_change(child name, "restarted" | "gave_up", exit code, restarts so far); `Supervisor.note_id` is the id of the
+# note being sent (the same when it is sent again), so the receiver can publish each note once
 OnChange = Callable[[str, str, "int | None", int], None]
 
 
@@ -64,6 +68,10 @@ class Supervisor:
         self.max_restarts, self.window_s = max_restarts, window_s
         self.on_change = on_change
         self.children: dict[str, Child] = {}
+        self.notes: deque[tuple[str, str, str, int | None, int]] = deque(maxlen=NOTES_KEPT)  # id, child, status, ..
+        self.note_id = ""  # id of the note on_change is being called for
+        self._token = f"{os.getpid()}-{time.time_ns() % 10**9}"  # note ids: unique per supervisor run
+        self._count = 0
 
     def start(self, name: str, target: Callable, cfg: Any) -> Child:
         child = self.children.get(name) or Child(name, target, cfg)
@@ -85,7 +93,11 @@ class Supervisor:
             if child.restart_at is not None:
                 if now >= child.restart_at:
                     self.start(child.name, child.target, child.cfg)
+                    earlier = list(self.notes)
                     self._notify(child, "restarted", child.last_exitcode)
+                    if child.name == NOTES_TO:  # notes it had received but not published died with it
+                        for note in earlier:
+                            self._send(*note)
                 continue
             if child.alive:
                 continue
@@ -114,11 +126,18 @@ class Supervisor:
             child.restart_at = now + delay
 
     def _notify(self, child: Child, status: str, code: int | None) -> None:
+        self._count += 1
+        note = (f"{self._token}-{self._count}", child.name, status, code, len(child.restarts))
+        self.notes.append(note)
+        self._send(*note)
+
+    def _send(self, note_id: str, name: str, status: str, code: int | None, restarts: int) -> None:
         if self.on_change is not None:
+            self.note_id = note_id
             try:
-                self.on_change(child.name, status, code, len(child.restarts))
+                self.on_change(name, status, code, restarts)
             except Exception:  # a failed note must not take the supervisor down
-                log.exception("on_change for %s failed", child.name)
+                log.exception("on_change for %s failed", name)
 
     def running(self, names: list[str] | None = None) -> list[str]:
         """Children (of `names`) that are alive or about to be restarted."""
@@ -126,7 +145,9 @@ class Supervisor:
                 and not c.done and (c.alive or c.restart_at is not None)]
 
     def stop(self, names: list[str], timeout_s: float = 10.0) -> None:
-        """Ask `names` to stop, wait up to `timeout_s`, then terminate and finally kill what is left."""
+        """Ask `names` to stop, wait up to `timeout_s`, then terminate and finally kill what is left. Names never
+        started (the run ended before their turn, e.g. the detector never came up) are skipped."""
+        names = [n for n in names if n in self.children]
         for name in names:
             child = self.children[name]
             child.restart_at = None

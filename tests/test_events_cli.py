@@ -15,19 +15,10 @@ from fes_live.stream.pipeline_config import DetectConfig, Endpoints
 from test_events_wire import free_port
 
 
-def serve(pub, stop):
-    while not stop.is_set():
-        pub.serve_replay()
-        time.sleep(0.005)
-
-
 def test_fes_events_filters_and_replays(tmp_path):
     ctx = zmq.Context()
     ev, rp = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    pub = EventPublisher(ctx, ev, rp)
-    stop = threading.Event()
-    t = threading.Thread(target=serve, args=(pub, stop), daemon=True)
-    t.start()
+    pub = EventPublisher(ctx, ev, rp)  # (serves replay from its own thread)
     for i in range(6):
         pub.publish("face", "a" if i % 2 else "b", {"state": "found", "frame": i, "pts_s": 0.0, "wall_s": 0.0})
     cmd = [sys.executable, "-m", "fes_live.stream.events_cli", "--events", ev, "--replay", rp]
@@ -47,7 +38,6 @@ def test_fes_events_filters_and_replays(tmp_path):
     assert len(lines) == 1 and "cam0" in lines[0] and "stream" in lines[0] and "started x.mp4" in lines[0]
     bad = subprocess.run(cmd + ["--replay-from", "-3"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "--replay-from" in bad.stderr
-    stop.set(); t.join(2)
     pub.close(); ctx.destroy(linger=0)
 
 

@@ -10,7 +10,7 @@ import zmq
 
 from fes_live.stream import wire
 from fes_live.stream.client import fetch, subscribe
-from fes_live.stream.events import EventError, EventPublisher, format_event, validate
+from fes_live.stream.events import EventError, EventPublisher, format_event, read_journal, validate
 from fes_live.stream.features import GEOMETRY_DIM, FrameFeatures
 
 
@@ -112,17 +112,8 @@ def test_publisher_journal_replay_and_gap_filling_client(tmp_path):
     ctx = zmq.Context()
     ev_addr, rp_addr = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     journal = tmp_path / "events.jsonl"
-    pub = EventPublisher(ctx, ev_addr, rp_addr, journal=str(journal), memory=5)
-    stop = threading.Event()
+    pub = EventPublisher(ctx, ev_addr, rp_addr, journal=str(journal), memory_bytes=1500)  # ~5 events
     got = []
-
-    def serve():
-        while not stop.is_set():
-            pub.serve_replay()
-            time.sleep(0.005)
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
     # 20 events before any subscriber exists: only replay can deliver them
     for i in range(20):
         pub.publish("face", "cam0", {"state": "found", "frame": i, "pts_s": i / 30, "wall_s": 1.0})
@@ -139,12 +130,11 @@ def test_publisher_journal_replay_and_gap_filling_client(tmp_path):
         pub.publish("stream", "cam0", {"status": "started", "message": ""})
         pub.publish("intensity", "cam0", {"frames": [i], "pts_s": [0.0], "values": [0.5], "apex_probs": [[0.1, 0.2]]})
     c.join(10)
-    stop.set(); t.join(2)
     seqs = [e["seq"] for e in got]
     assert seqs == list(range(3, 20)) + list(range(20, 40, 2)), seqs  # old ones from the journal, intensity filtered
     assert sub.missed == 0
-    # the journal holds every event, one JSON line each, and replay serves any range of it
-    lines = [json.loads(x) for x in journal.read_text().splitlines()]
+    # the journal holds every event, and replay serves any range of it
+    lines = read_journal(journal)
     assert [e["seq"] for e in lines] == list(range(40))
     pub.close()
     # a new publisher on the same journal continues the numbering
@@ -162,15 +152,6 @@ def test_replay_answers_and_rejects_garbage():
     pub = EventPublisher(ctx, f"tcp://127.0.0.1:{free_port()}", rp)
     for i in range(2500):
         pub.publish("face", "cam0", {"state": "lost", "frame": i, "pts_s": 0.0, "wall_s": 0.0})
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            pub.serve_replay()
-            time.sleep(0.002)
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
     events, next_seq = fetch(rp, 100, None, ctx=ctx)  # several REPLAY_MAX pages
     assert next_seq == 2500 and [e["seq"] for e in events] == list(range(100, 2500))
     d = ctx.socket(zmq.DEALER)
@@ -179,5 +160,4 @@ def test_replay_answers_and_rejects_garbage():
     assert d.poll(2000)
     reply = wire.decode(d.recv_multipart()[1:])
     assert reply.header.meta["ok"] is False and pub.bad_requests == 1
-    stop.set(); t.join(2)
     d.close(); pub.close(); ctx.destroy(linger=0)

@@ -16,7 +16,7 @@ from fes_live.stream import wire
 from fes_live.stream.client import ReplayError, fetch
 from fes_live.stream.detect import Detector, emotion_names
 from fes_live.stream.engine import load_engine
-from fes_live.stream.events import validate
+from fes_live.stream.events import journal_events, read_journal, validate
 from fes_live.stream.features import GEOMETRY_DIM, FrameFeatures
 from fes_live.stream.pipeline_config import DetectConfig, Endpoints
 from test_events_wire import free_port
@@ -100,18 +100,18 @@ def test_separate_roles_and_clean_stop(engine_dir, tmp_path):
                             "--features-endpoint", ep.features, "--preview-endpoint", ep.preview],
                            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 90
-    while not (journal.exists() and '"type":"face"' in journal.read_text()):
+    while not any(e["type"] == "face" for e in journal_events(journal)):
         assert time.monotonic() < deadline and ing.poll() is None and det.poll() is None
         time.sleep(0.05)
     ing.send_signal(signal.SIGINT)  # mid-stream (real-time playback takes ~5.6 s)
     assert ing.wait(30) == 0, ing.stderr.read()[-2000:]
     deadline = time.monotonic() + 30
-    while '"status":"ended"' not in journal.read_text():
+    while not any(e["type"] == "stream" and e["data"]["status"] == "ended" for e in journal_events(journal)):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     det.send_signal(signal.SIGTERM)
     assert det.wait(30) == 0, det.stderr.read()[-2000:]
-    evs = [json.loads(x) for x in journal.read_text().splitlines()]
+    evs = read_journal(journal)
     for e in evs:
         validate(e)
     status = [(e["data"]["status"], e["data"]["message"]) for e in evs if e["type"] == "stream"]
@@ -198,13 +198,13 @@ def test_live_equals_offline_on_the_same_features(engine_dir, tmp_path):
                              capture_output=True, text=True, timeout=60)
         assert ing.returncode == 0, ing.stderr[-2000:]
         deadline = time.monotonic() + 30
-        while '"status":"ended"' not in journal.read_text():
+        while not any(e["type"] == "stream" and e["data"]["status"] == "ended" for e in journal_events(journal)):
             assert time.monotonic() < deadline
             time.sleep(0.05)
     finally:
         det.send_signal(signal.SIGTERM)
         det.wait(30)
-    evs = [json.loads(x) for x in journal.read_text().splitlines()]
+    evs = read_journal(journal)
     live = [(e["data"]["onset"]["frame"], e["data"]["apex"]["frame"], e["data"]["offset"]["frame"], e["data"]["kind"])
             for e in evs if e["type"] == "expression"]
     offline = [(p.onset, p.apex, p.offset, ("macro", "micro")[p.kind])

@@ -13,7 +13,7 @@ import zmq
 
 from conftest import FACE_MODEL, REPO, VIDEO, need
 from fes_live.stream.client import subscribe
-from fes_live.stream.events import validate
+from fes_live.stream.events import journal_events, read_journal, validate
 from test_events_wire import free_port
 from test_pipeline_detect import engine_dir  # noqa: F401  (fixture: a real engine from an untrained GIM)
 
@@ -83,7 +83,7 @@ def test_single_source_end_to_end_with_record(tmp_path):
     evs = col.events
     for ev in evs:
         validate(ev)
-    journal = [json.loads(x) for x in (rec / "events.jsonl").read_text().splitlines()]
+    journal = read_journal(rec / "events.sqlite")
     assert [e["seq"] for e in journal] == list(range(len(journal)))  # gapless from 0
     wanted = [e for e in journal if e["type"] not in ("stats",)]
     assert [e["seq"] for e in evs] == [e["seq"] for e in wanted]  # the subscriber saw every one of them
@@ -172,7 +172,7 @@ def test_two_sources_restarts_replay_and_garbage(tmp_path, engine_dir):
     reader.join(10)
     assert proc.returncode == 0, "".join(log_lines)[-3000:]
     rest = [json.loads(x) for x in out_rest.splitlines()]
-    journal = [json.loads(x) for x in (rec / "events.jsonl").read_text().splitlines()]
+    journal = read_journal(rec / "events.sqlite")
     # killed + restarted subscriber: every event exactly once, nothing missed
     assert [e["seq"] for e in seen + rest] == [e["seq"] for e in journal] == list(range(len(journal)))
     for e in journal:
