@@ -28,6 +28,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import queue
 import shutil
 import subprocess
 import tempfile
@@ -169,7 +170,14 @@ def run_n(n: int, seconds: float, clips: list[Path], args, tmp: Path) -> dict:
         cpu0, t0 = cpu_seconds(child.process.pid), time.time()
         for f in feeders:
             f.start()
-        fed = [q.get(timeout=seconds + 120) for _ in feeders]
+        fed = []
+        deadline = time.monotonic() + seconds + 120
+        while len(fed) < len(feeders):
+            try:
+                fed.append(q.get(timeout=1.0))
+            except queue.Empty:
+                if time.monotonic() > deadline or sum(f.is_alive() for f in feeders) < len(feeders) - len(fed):
+                    raise RuntimeError("a feeder died or hung (its traceback is above)") from None
         for f in feeders:
             f.join(30)
         done.set()
@@ -322,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(x) for x in args.streams.split(",")]
     with tempfile.TemporaryDirectory(prefix="fes-bench-scale-") as tmp:
         clips = [Path(f) for f in args.features] or [features_file(DEFAULT_VIDEO, Path(tmp))]
+        load_clips(clips)  # a missing or bad file fails here, before any process starts
         results = []
         for n in counts:
             r = run_n(n, args.seconds, clips, args, Path(tmp))
