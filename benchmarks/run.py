@@ -3,6 +3,7 @@
     fes-bench ingest   decode + face alignment + features, one 640x360 stream
     fes-bench models   CPU cost per frame of GIM and FEDN
     fes-bench live     N concurrent streams through the real sockets: fps and event latency
+    fes-bench fuzz     hostile messages against a detector while a real stream runs: survival, RSS, fps
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 
 from fes_live import version_text
 
-BENCHMARKS = ("ingest", "models", "live")
+BENCHMARKS = ("ingest", "models", "live", "fuzz")
 
 
 def main(argv: list[str] | None = None) -> int:

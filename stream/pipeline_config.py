@@ -77,6 +77,16 @@ class DetectConfig:
     replay_memory: int = 100_000  # events kept in memory for replay (older ones are read from the journal)
     record_dir: str = ""  # "" = off; else per-frame intensity CSVs go there
     idle_stream_s: float = 30.0  # a stream silent this long is flushed and announced as ended (error)
+    # admission and fairness: what a flood of messages or stream ids can cost (docs/security.md)
+    max_streams: int = 32  # streams with a spotter; frames of further streams are refused and counted
+    max_pending_streams: int = 64  # streams not yet proven real (cheap: a short queue, no spotter)
+    admit_frames: int = 10  # valid feature frames, in increasing order, before a stream gets its spotter
+    pending_idle_s: float = 3.0  # a stream that has not proven real and is silent this long is forgotten
+    recv_hwm: int = 1000  # messages ZeroMQ queues per connected ingest before it stops reading that peer
+    drain_budget_s: float = 0.02  # per loop turn, at most this long receiving before the streams get processed
+    stream_msgs_per_turn: int = 128  # frames of one stream taken per loop turn; more are dropped (and counted)
+    stats_streams: int = 8  # per-stream stats events up to this many streams; beyond, one detector-wide event
+    notes_per_s: float = 10.0  # supervisor notes and ends of unknown streams published per second (burst 2x)
 
 
 @dataclass(frozen=True)
