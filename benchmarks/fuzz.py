@@ -237,24 +237,26 @@ def rss_mb(pid: int) -> float:
 
 def offline_expressions(engine_path: str | None, npz: Path, loops: int) -> list[tuple]:
     """What the same engine finds offline on the frames the real stream sends (the clip, looped)."""
+    import torch
+
     from fes_live.models.online import spot_video
+    from fes_live.stream.detect import emotion_names
     from fes_live.stream.engine import load_engine
     from fes_live.stream.features import load_features
+    torch.set_num_threads(1)  # frame-by-frame batches: as in the detector (many threads only contend)
     d = load_features(npz)
     T = len(d["frame_index"])
     tiled = {"geometry": np.tile(d["geometry"], (loops, 1)), "roi_flow": np.tile(d["roi_flow"], (loops, 1, 1)),
              "face_present": np.tile(d["face_present"], loops), "frame_index": np.arange(T * loops), "fps": FPS}
     engine = load_engine(engine_path or None)
-    names = engine.manifest.get("labels", {})
-    from fes_live.stream.detect import emotion_names
-    emotions = emotion_names(names)
+    emotions = emotion_names(engine.labels if hasattr(engine, "labels") else {})
     return sorted((p.onset, p.apex, p.offset, ("macro", "micro")[p.kind],
                    emotions[p.emotion] if 0 <= p.emotion < len(emotions) else None)
                   for p in spot_video(engine.new_spotter(), tiled))
 
 
 def run(npz: Path, seconds: float, tmp: Path, *, engine: str = "", max_messages: int | None = None,
-        rate: float = 0.0, seed: int = 0) -> dict:
+        rate: float = 0.0, seed: int = 0, warmup_s: float = 4.0) -> dict:
     """Detector + real stream + fuzzer for `seconds` of real stream; the figures of the run."""
     from fes_live.benchmarks.live import _d, free_port
     from fes_live.stream.app import DETECTOR, wait_for_detector
@@ -283,7 +285,7 @@ def run(npz: Path, seconds: float, tmp: Path, *, engine: str = "", max_messages:
         loops = max(1, int(np.ceil(seconds * FPS / T)))
         sup.start(real_name, _replay_role, (from_dict(IngestConfig, {"stream_id": REAL, "endpoints": _d(ep),
                                                                       "preview": False}), str(npz), FPS, loops))
-        time.sleep(1.0)  # the real stream is admitted before the flood starts
+        time.sleep(warmup_s)  # the real stream is admitted and the engine warm before the flood starts
         rss_before = rss_mb(pid)
         fuzzer = Fuzzer(ep.features, ep.replay, seed=seed)
         result: dict = {}
