@@ -29,7 +29,7 @@ import numpy as np
 import zmq
 
 from fes_live.models.spotting import KIND_NAMES, CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate
-from fes_live.stream import wire
+from fes_live.stream import auth, wire
 from fes_live.stream.config import from_dict, load_config, to_dict
 from fes_live.stream.events import PIPELINE_STREAM, EventError, EventPublisher
 from fes_live.stream.pipeline_config import DetectConfig
@@ -98,13 +98,21 @@ class Detector:
         self.fps = float(engine.manifest.get("fps", 30.0)) if hasattr(engine, "manifest") else 30.0
         ep = cfg.endpoints.resolved()
         self.ctx = ctx or zmq.Context.instance()
+        self.guard = auth.ServerAuth(self.ctx, ep.curve)
+        self.guard.check(ep.features, ep.events, ep.replay)  # AuthError before anything is bound
         self.pull = self.ctx.socket(zmq.PULL)
         self.pull.setsockopt(zmq.RCVHWM, cfg.recv_hwm)
         self.pull.setsockopt(zmq.LINGER, 0)
         wire.limit_receive(self.pull, "features", "control")
+        self.guard.apply(self.pull, ep.features)
         self.pull.bind(ep.features)
+
+        def prepare(sock: zmq.Socket, role: str) -> None:  # publisher's sockets get only requests, subscriptions
+            wire.limit_receive(sock)
+            self.guard.apply(sock, ep.events if role == "events" else ep.replay)
+
         self.publisher = EventPublisher(self.ctx, ep.events, ep.replay, cfg.journal, cfg.replay_memory,
-                                        prepare=_prepare_publisher)
+                                        prepare=prepare)
         self.streams: dict[str, StreamState] = {}  # real streams, each with its spotter
         self.pending: dict[str, StreamState] = {}  # not yet proven real
         self.turn: dict[str, int] = {}  # frames taken per stream in this drain turn
@@ -478,6 +486,7 @@ class Detector:
     def close(self) -> None:
         self.pull.close()
         self.publisher.close()
+        self.guard.close()
         if self.batcher is not None:
             self.batcher.close()
 
@@ -569,11 +578,6 @@ def _latency(point: dict) -> float | None:
     return None if point["wall_s"] is None else time.time() - point["wall_s"]
 
 
-def _prepare_publisher(sock: zmq.Socket, role: str) -> None:
-    """Before the publisher binds: its sockets receive only replay requests and subscriptions (header-sized)."""
-    wire.limit_receive(sock)
-
-
 def _due(count: int) -> bool:
     """Log a counted problem the first 10 times, then once per LOG_EVERY."""
     return count <= 10 or count % LOG_EVERY == 0
@@ -597,6 +601,13 @@ def run_detector(cfg: DetectConfig, stop_event: threading.Event | None = None) -
     from fes_live.stream.engine import load_engine
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
+    from fes_live.stream.supervise import FATAL_EXIT
+    try:
+        auth.ServerAuth(None, cfg.endpoints.curve).check(cfg.endpoints.features, cfg.endpoints.events,
+                                                         cfg.endpoints.replay)  # before the engine loads
+    except auth.AuthError as e:
+        log.error("detector cannot start: %s", e)
+        return FATAL_EXIT
     engine = load_engine(cfg.engine or None, backend=cfg.backend)
     return Detector(cfg, engine).run(stop_event or threading.Event())
 
@@ -611,6 +622,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", default="", metavar="DIR", help="journal + per-frame intensity CSVs into DIR")
     p.add_argument("--queue-frames", type=int, default=None, help="per-stream backlog before dropping the oldest")
     p.add_argument("--config", default=None, help="JSON file with DetectConfig fields (flags override it)")
+    auth.add_flags(p)
 
 
 def config_from_args(args: argparse.Namespace) -> DetectConfig:
@@ -623,6 +635,7 @@ def config_from_args(args: argparse.Namespace) -> DetectConfig:
     for key, value in (("engine", args.engine), ("journal", args.journal), ("record_dir", args.record)):
         if value:
             d[key] = value
+    d["endpoints"] = auth.endpoints_with_flags(d["endpoints"], args)
     if args.backend != "auto":
         d["backend"] = args.backend
     if args.queue_frames:
