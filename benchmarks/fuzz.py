@@ -312,11 +312,13 @@ def run(npz: Path, seconds: float, tmp: Path, *, engine: str = "", max_messages:
     pipeline = [e["data"] for e in events if e["type"] == "stats" and e["stream_id"] == "pipeline"]
     live = sorted((e["data"]["onset"]["frame"], e["data"]["apex"]["frame"], e["data"]["offset"]["frame"],
                    e["data"]["kind"], e["data"]["emotion"]) for e in real if e["type"] == "expression")
+    onsets = [e["data"]["latency_s"] for e in real if e["type"] == "expression.onset" and e["data"]["latency_s"]]
     expected = offline_expressions(engine, npz, loops)
     return {"fuzz": result, "msgs_per_s": result.get("messages", 0) / max(result.get("seconds", 1e-9), 1e-9),
             "detector_restarts": len(changes), "detector_alive": alive, "rss_before_mb": round(rss_before, 1),
             "rss_after_mb": round(rss_after, 1), "real_frames": len(frames), "real_expected": loops * T,
             "real_fps": round((len(frames) - 1) / span, 2) if span else 0.0,
+            "real_onset_latency_p99_s": round(float(np.percentile(onsets, 99)), 3) if onsets else None,
             "expressions": live, "expressions_expected": expected, "expressions_equal": live == expected,
             "last_pipeline_stats": pipeline[-1] if pipeline else None, "next_seq": next_seq,
             "non_json": sum(1 for e in events if _non_standard(e))}
@@ -351,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{f.get('replay', 0)} replay requests: {f.get('refused', 0)} refused, {f.get('ok', 0)} answered)")
     print(f"detector: alive {r['detector_alive']}, restarts {r['detector_restarts']}, RSS {r['rss_before_mb']} -> "
           f"{r['rss_after_mb']} MB; last pipeline stats {r['last_pipeline_stats']}")
-    print(f"real stream: {r['real_frames']}/{r['real_expected']} frames at {r['real_fps']} fps; expressions "
+    print(f"real stream: {r['real_frames']}/{r['real_expected']} frames at {r['real_fps']} fps, onset latency p99 "
+          f"{r['real_onset_latency_p99_s']} s; expressions "
           f"{len(r['expressions'])} (offline {len(r['expressions_expected'])}) equal: {r['expressions_equal']}; "
           f"non-standard JSON events: {r['non_json']}")
     if args.json:

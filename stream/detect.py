@@ -410,7 +410,8 @@ class Detector:
             "streams": len(self.streams), "pending": len(self.pending), "refused": self.refused,
             "evicted": self.evicted, "errors": self.handler_errors + self.event_errors}
         if len(per) > self.cfg.stats_streams:  # instead of one event per stream: the worst few, here
-            worst = sorted(per, key=lambda k: (-(per[k]["queue"] + per[k]["dropped_detector"]), per[k]["fps_out"]))
+            worst = sorted(per, key=lambda k: (per[k]["queue"] + per[k]["dropped_detector"],
+                                               per[k]["latency_ms_p99"] or 0.0), reverse=True)
             data["per_stream"] = {k: {key: per[k][key] for key in ("fps_out", "dropped_detector", "queue",
                                                                     "latency_ms_p99")}
                                   for k in worst[:self.cfg.stats_streams]}
