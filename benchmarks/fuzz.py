@@ -201,8 +201,12 @@ class Fuzzer:
                 elif i < 8:
                     sid = f"fake{int(self.rng.integers(self.stream_ids))}"
                     frames, kind = valid_frame(sid, n), "stream_ids"
-                else:
-                    frames, kind = random_message(self.rng, replays) if i == 8 else replays[n % len(replays)], "replay"
+                elif i == 8:
+                    frames, kind = random_message(self.rng, replays), "replay"
+                else:  # a bad request, or a valid one for up to 1000 events (answering costs the detector)
+                    valid = (n // 10) % 4 == 0
+                    frames = _replay({"from": 0, "to": None, "max": 1000}) if valid else replays[n % len(replays)]
+                    kind = "replay"
                 if kind == "replay":
                     wire.send(replay, [b"", *frames], timeout_s=0.1)
                     self._answers(replay)

@@ -147,17 +147,20 @@ class EventPublisher:
             return self.journal.read(first, last, limit)
         return [e for e in self.memory if first <= e["seq"] <= last][:limit]
 
-    def serve_replay(self) -> int:
-        """Answer every pending replay request without blocking; returns how many were served."""
+    def serve_replay(self, limit: int = 32) -> int:
+        """Answer up to `limit` pending replay requests without blocking (a flood of requests must not hold the
+        caller's loop; the rest wait for the next call); returns how many were served."""
         served = 0
-        while True:
+        while served < limit:
             try:  # identity, optional empty delimiter, then the message
                 frames = wire.recv_frames(self.replay, zmq.NOBLOCK, max_parts=2 + wire.MAX_PARTS)
             except zmq.Again:
                 return served
             except wire.BadMessage as e:  # too many frames: drained, but the identity is not trusted for an answer
                 self.bad_requests += 1
-                log.warning("bad replay request: %s", e)
+                served += 1
+                if self.bad_requests <= 10 or self.bad_requests % 1000 == 0:
+                    log.warning("bad replay request (%d so far): %s", self.bad_requests, e)
                 continue
             ident, rest = frames[0], frames[1:]
             envelope = []
@@ -177,6 +180,7 @@ class EventPublisher:
             reply = wire.encode("replay", wire.Header("replay", PIPELINE_STREAM, meta=meta), {"events": events})
             self.replay.send_multipart([ident, *envelope, *reply], copy=False)
             served += 1
+        return served
 
     def close(self) -> None:
         self.pub.close()

@@ -237,7 +237,8 @@ _META = {"features": _features_meta, "preview": _preview_meta, "control": _contr
 def _array(spec: Any, frame, arrays: dict, budget: list[int]) -> tuple[str, Any]:
     _check(isinstance(spec, dict) and set(spec) == {"name", "dtype", "shape"}, f"bad array spec {spec!r:.80}")
     name, dtype, shape = spec["name"], spec["dtype"], spec["shape"]
-    _check(isinstance(name, str) and 0 < len(name) <= 64 and name not in arrays, f"bad or repeated array name {name!r:.80}")
+    _check(isinstance(name, str) and 0 < len(name) <= 64 and name not in arrays,
+           f"bad or repeated array name {name!r:.80}")
     _check(isinstance(dtype, str) and dtype in DTYPES, f"array {name!r}: dtype {dtype!r:.40} not allowed")
     _check(isinstance(shape, list) and len(shape) <= MAX_DIMS
            and all(type(n) is int and 0 <= n <= MAX_DIM for n in shape),
@@ -271,7 +272,7 @@ def decode(frames: list) -> Message:
     except BadMessage as e:
         raise BadMessage(f"header is not JSON: {e}") from None
     _check(isinstance(head, dict), "header is not a JSON object")
-    _check(head.get("v") == VERSION and type(head.get("v")) is int, f"wire version {head.get('v')!r:.20}, expected {VERSION}")
+    _check(type(head.get("v")) is int and head["v"] == VERSION, f"wire version {head.get('v')!r:.20}, expected {VERSION}")
     _check(set(head) == HEADER_KEYS, f"header keys {sorted(head)[:12]} != {sorted(HEADER_KEYS)}")
     kind = head["kind"]
     _check(isinstance(kind, str) and kind in KINDS, f"unknown kind {kind!r:.40}")
@@ -452,6 +453,7 @@ class ReplayRequest:
 
 def to_replay_request(msg: Message, max_events: int) -> ReplayRequest:
     """The range a `replay` request asks for (fields checked by `decode`); `limit` clamped to [1, max_events]."""
-    _check(msg.header.kind == "replay" and "from" in msg.header.meta, f"expected a replay request, got {msg.header.kind!r}")
+    _check(msg.header.kind == "replay" and "from" in msg.header.meta,
+           f"expected a replay request, got {msg.header.kind!r}")
     m = msg.header.meta
     return ReplayRequest(m["from"], m.get("to"), max(1, min(m.get("max", max_events), max_events)))

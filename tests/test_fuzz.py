@@ -94,7 +94,8 @@ def test_random_frames_only_ever_raise_bad_message(frames):
        st.lists(st.binary(max_size=64), max_size=3))
 def test_random_headers_only_ever_raise_bad_message(head, kind, meta, buffers):
     h = {"v": 1, "kind": kind, "stream_id": "s", "frame_index": 0, "pts_s": 0.0, "wall_s": 1.0, "face_state": "none",
-         "meta": meta, "arrays": [{"name": f"a{i}", "dtype": "uint8", "shape": [len(b)]} for i, b in enumerate(buffers)]}
+         "meta": meta, "arrays": [{"name": f"a{i}", "dtype": "uint8", "shape": [len(b)]}
+                                  for i, b in enumerate(buffers)]}
     h.update(head)
     try:
         text = json.dumps(h).encode()
