@@ -272,7 +272,8 @@ def decode(frames: list) -> Message:
     except BadMessage as e:
         raise BadMessage(f"header is not JSON: {e}") from None
     _check(isinstance(head, dict), "header is not a JSON object")
-    _check(type(head.get("v")) is int and head["v"] == VERSION, f"wire version {head.get('v')!r:.20}, expected {VERSION}")
+    _check(type(head.get("v")) is int and head["v"] == VERSION,
+           f"wire version {head.get('v')!r:.20}, expected {VERSION}")
     _check(set(head) == HEADER_KEYS, f"header keys {sorted(head)[:12]} != {sorted(HEADER_KEYS)}")
     kind = head["kind"]
     _check(isinstance(kind, str) and kind in KINDS, f"unknown kind {kind!r:.40}")
