@@ -247,7 +247,11 @@ def main(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     if args.features:
-        stats = replay_features(cfg, args.features, stop_event=stop)
+        try:
+            stats = replay_features(cfg, args.features, stop_event=stop)
+        except auth.AuthError as e:
+            log.error("ingest cannot start: %s", e)
+            return FATAL_EXIT
         log.info("replayed %s", stats)
         return 0
     if args.source is None and args.config is None:
