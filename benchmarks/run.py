@@ -5,6 +5,7 @@
     fes-bench live     N concurrent streams through the real sockets: fps and event latency
     fes-bench scale    the largest N streams one detector holds at 30 fps, against the model-only ceiling
     fes-bench journal  replay from old sequence numbers of a 300k-event journal while events flow
+    fes-bench fuzz     hostile messages against a detector while a real stream runs: survival, RSS, fps
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import sys
 
 from fes_live import version_text
 
-BENCHMARKS = ("ingest", "models", "live", "scale", "journal")
+BENCHMARKS = ("ingest", "models", "live", "scale", "journal", "fuzz")
 
 
 def main(argv: list[str] | None = None) -> int:

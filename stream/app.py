@@ -16,7 +16,7 @@ from pathlib import Path
 
 import zmq
 
-from fes_live.stream import wire
+from fes_live.stream import auth, wire
 from fes_live.stream.client import ReplayError, Subscription, next_seq
 from fes_live.stream.config import from_dict, load_config, to_dict
 from fes_live.stream.detect import run_detector
@@ -80,7 +80,7 @@ def print_events(sub: Subscription) -> None:
         print(format_event(ev), flush=True)
 
 
-def wait_for_detector(sup: Supervisor, replay: str, stop: threading.Event) -> int | None:
+def wait_for_detector(sup: Supervisor, replay: str, stop: threading.Event, curve=None) -> int | None:
     """The detector's next seq once it answers a replay request (engine loaded, sockets bound); None if it died."""
     deadline = time.monotonic() + ENGINE_LOAD_TIMEOUT_S
     while time.monotonic() < deadline and not stop.is_set():
@@ -88,7 +88,7 @@ def wait_for_detector(sup: Supervisor, replay: str, stop: threading.Event) -> in
         if not sup.running([DETECTOR]):
             return None
         try:
-            return next_seq(replay, timeout_s=1.0)
+            return next_seq(replay, timeout_s=1.0, curve=curve)
         except ReplayError:
             continue
     return None
@@ -102,6 +102,12 @@ def run(cfg: RunConfig, args: argparse.Namespace | None = None, stop: threading.
     notes = ctx.socket(zmq.PUSH)  # supervisor notes go to the detector, which publishes them as events
     notes.setsockopt(zmq.LINGER, 1000)
     notes.setsockopt(zmq.SNDHWM, 100)
+    try:
+        auth.apply_client(notes, ep.features, ep.curve)
+    except auth.AuthError as e:
+        notes.close()
+        log.error("cannot start: %s", e)
+        return 2
     notes.connect(ep.features)
 
     def on_change(name: str, status: str, code, restarts: int) -> None:
@@ -113,12 +119,12 @@ def run(cfg: RunConfig, args: argparse.Namespace | None = None, stop: threading.
     sup.start(DETECTOR, run_detector, det_cfg)
     code = 0
     try:
-        first_seq = wait_for_detector(sup, ep.replay, stop)
+        first_seq = wait_for_detector(sup, ep.replay, stop, ep.curve)
         if first_seq is None:
             log.error("the detector did not come up (see its log above)")
             return 0 if stop.is_set() else 1
         if cfg.console:  # from the detector's first seq of this run: replay fills in what came before the join
-            console = Subscription(ep.events, ep.replay, types=CONSOLE_TYPES, from_seq=first_seq)
+            console = Subscription(ep.events, ep.replay, types=CONSOLE_TYPES, from_seq=first_seq, curve=ep.curve)
             printer = threading.Thread(target=print_events, args=(console,), daemon=True)
             printer.start()
         extras = extra_roles(args, cfg) if args is not None else []
@@ -168,6 +174,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--view", action="store_true", help="also serve the browser viewer (http://127.0.0.1:8080)")
     p.add_argument("--view-port", type=int, default=8080, help="port of the viewer (with --view)")
     p.add_argument("--config", default=None, help="JSON file with RunConfig fields (flags override it)")
+    auth.add_flags(p)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -187,6 +194,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         d["console"] = False
     if args.backend != "auto":
         d["backend"] = args.backend
+    d["endpoints"] = auth.endpoints_with_flags(d["endpoints"], args)
     return from_dict(RunConfig, d)
 
 

@@ -63,7 +63,7 @@ class StepBatcher:
         return run
 
     def run(self, jobs: list[Steps]) -> list[Any]:
-        """Each job's return value (its updates), or the ValueError it raised (a bad frame fails alone)."""
+        """Each job's return value (its updates), or the exception it raised (a bad frame fails alone)."""
         results: list[Any] = [None] * len(jobs)
         waiting: dict[int, Request] = {}
 
@@ -72,7 +72,7 @@ class StepBatcher:
                 waiting[i] = jobs[i].send(value)
             except StopIteration as done:
                 results[i] = done.value
-            except ValueError as e:
+            except Exception as e:  # noqa: BLE001 - a frame the spotter rejects fails its stream's job alone
                 results[i] = e
 
         for i in range(len(jobs)):

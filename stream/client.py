@@ -13,7 +13,9 @@ from collections.abc import Iterable, Iterator
 import zmq
 
 from fes_live.stream import wire
+from fes_live.stream.auth import apply_client
 from fes_live.stream.events import REPLAY_MAX, replay_request
+from fes_live.stream.pipeline_config import CurveConfig
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +28,14 @@ class ReplayError(RuntimeError):
 
 
 def fetch(replay: str, first: int, last: int | None = None, *, timeout_s: float = 3.0,
-          ctx: zmq.Context | None = None) -> tuple[list[dict], int]:
-    """Events first..last (None: up to the newest) from a replay endpoint, and the publisher's next seq."""
+          ctx: zmq.Context | None = None, curve: CurveConfig | None = None) -> tuple[list[dict], int]:
+    """Events first..last (None: up to the newest) from a replay endpoint, and the publisher's next seq.
+    `curve`: keys when the endpoint is tcp off loopback (stream/auth.py)."""
     ctx = ctx or zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_BYTES["replay"])
+    apply_client(sock, replay, curve or CurveConfig())
     sock.connect(replay)
     out: list[dict] = []
     try:
@@ -57,8 +62,10 @@ class Subscription:
 
     def __init__(self, events: str = DEFAULT_EVENTS, replay: str = DEFAULT_REPLAY, *,
                  types: Iterable[str] = (), streams: Iterable[str] = (), from_seq: int | None = None,
-                 idle_timeout_s: float | None = None, ctx: zmq.Context | None = None):
+                 idle_timeout_s: float | None = None, ctx: zmq.Context | None = None,
+                 curve: CurveConfig | None = None):
         self.events_addr, self.replay_addr = events, replay
+        self.curve = curve or CurveConfig()
         self.types, self.streams = set(types), set(streams)
         self.next_seq = from_seq  # the seq we expect next; None until the first event
         self.publisher: str | None = None
@@ -70,6 +77,8 @@ class Subscription:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, 100_000)
         self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_BYTES["event"])
+        apply_client(self.sock, events, self.curve)
         self.sock.connect(events)
         self._caught_up = from_seq is None
 
@@ -79,7 +88,7 @@ class Subscription:
     def _fill(self, first: int, last: int | None) -> list[dict]:
         """Replay first..last; events that the endpoint no longer has are counted in `missed`."""
         try:
-            got, next_seq = fetch(self.replay_addr, first, last, ctx=self.ctx)
+            got, next_seq = fetch(self.replay_addr, first, last, ctx=self.ctx, curve=self.curve)
         except (ReplayError, wire.BadMessage) as e:
             log.warning("could not replay events %s..%s: %s", first, last, e)
             got, next_seq = [], first
@@ -132,20 +141,22 @@ class Subscription:
             self.sock.close()
 
 
-def next_seq(replay: str, *, timeout_s: float = 3.0, ctx: zmq.Context | None = None) -> int:
+def next_seq(replay: str, *, timeout_s: float = 3.0, ctx: zmq.Context | None = None,
+             curve: CurveConfig | None = None) -> int:
     """The publisher's next sequence number (asks for no events); ReplayError when the endpoint does not answer,
     which is also how callers wait for a detector to come up."""
-    return fetch(replay, 0, -1, timeout_s=timeout_s, ctx=ctx)[1]
+    return fetch(replay, 0, -1, timeout_s=timeout_s, ctx=ctx, curve=curve)[1]
 
 
 def subscribe(events: str = DEFAULT_EVENTS, replay: str = DEFAULT_REPLAY, *, types: Iterable[str] = (),
               streams: Iterable[str] = (), from_seq: int | None = None, idle_timeout_s: float | None = None,
-              ctx: zmq.Context | None = None) -> Subscription:
+              ctx: zmq.Context | None = None, curve: CurveConfig | None = None) -> Subscription:
     """Events from a running fes-live, in sequence order, gaps filled by replay.
 
     types / streams: keep only these event types / stream ids (empty: all). from_seq: start with the journal from
     this sequence number (e.g. the last one a previous run saw + 1); None: from the first live event.
     idle_timeout_s: stop when no wanted event arrived for this long (None: run until the caller stops iterating).
+    curve: CurveZMQ client keys (needed for tcp endpoints off loopback, see stream/auth.py).
     """
     return Subscription(events, replay, types=types, streams=streams, from_seq=from_seq,
-                        idle_timeout_s=idle_timeout_s, ctx=ctx)
+                        idle_timeout_s=idle_timeout_s, ctx=ctx, curve=curve)

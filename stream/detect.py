@@ -5,11 +5,20 @@ its own `OnlineSpotter` (from the engine) -> turn the spotter's updates into eve
 processing is what bounds the work: a stream whose queue overflows loses its *oldest* frames (counted in its
 stats), so a slow detector drops frames instead of growing memory or latency. Garbage on the socket is counted and
 dropped. The replay endpoint is served from the same loop, so it answers even while streams are busy.
+
+What a peer can cost is bounded (docs/security.md): every message is validated by `wire.decode` and nothing it
+raises escapes `handle`; a new stream id is only *pending* (a short queue, no spotter) until it has sent
+`admit_frames` valid frames, and only `max_pending_streams` / `max_streams` of each exist (the rest are refused and
+counted); pending streams that go quiet are forgotten, real ones are closed after `idle_stream_s`; receiving is
+limited per loop turn in messages, time and frames per stream; beyond `stats_streams` streams one detector-wide
+stats event carries the figures.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import math
 import os
 import signal
 import threading
@@ -21,15 +30,18 @@ import numpy as np
 import zmq
 
 from fes_live.models.spotting import KIND_NAMES, CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate
-from fes_live.stream import wire
+from fes_live.stream import auth, wire
 from fes_live.stream.batching import StepBatcher
 from fes_live.stream.config import from_dict, load_config, to_dict
-from fes_live.stream.events import PIPELINE_STREAM, EventPublisher
+from fes_live.stream.events import PIPELINE_STREAM, EventError, EventPublisher
 from fes_live.stream.pipeline_config import DetectConfig
 
 log = logging.getLogger(__name__)
 
 TIMES_KEPT = 20_000  # frames per stream whose (pts, wall) are remembered for event timestamps
+LOG_EVERY = 1000  # a counted problem is logged the first 10 times, then once per LOG_EVERY
+SHUTDOWN_DRAIN_S = 5.0  # at shutdown, receive for at most this long (a flooding peer cannot hold the exit)
+CLOSES_PER_TURN = 4  # idle streams flushed per housekeeping call (many at once would stall the others)
 NOTES_STATE = "/notes"  # state-table key of the supervisor notes published (no stream id contains "/")
 NOTES_SEEN = 256  # ids of supervisor notes remembered (the supervisor sends at most its last 64 again)
 STATE_MAX_AGE_S = 600.0  # a stream joining mid-stream takes over a neutral baseline saved at most this long ago
@@ -51,9 +63,13 @@ def emotion_names(labels: dict) -> list[str]:
 @dataclass
 class StreamState:
     stream_id: str
-    spotter: object
-    queue: deque  # (FrameFeatures, face_state, dropped_by_ingest)
+    spotter: object  # None while the stream is pending (not yet proven real)
+    queue: deque  # (FrameFeatures, face_state)
     source: str = ""
+    fps: float | None = None  # as announced by its `started` message
+    message: str = ""  # of its `stream started` event
+    last_frame: int = -1  # newest frame index queued: indices must increase
+    refused: bool = False  # proven real while every spotter slot was taken
     times: dict = field(default_factory=dict)  # frame -> (pts_s, wall_s)
     order: deque = field(default_factory=deque)
     intensity: list = field(default_factory=list)  # IntensityUpdates since the last intensity event
@@ -87,19 +103,35 @@ class Detector:
         self.fps = float(engine.manifest.get("fps", 30.0)) if hasattr(engine, "manifest") else 30.0
         ep = cfg.endpoints.resolved()
         self.ctx = ctx or zmq.Context.instance()
+        self.guard = auth.ServerAuth(self.ctx, ep.curve)
+        self.guard.check(ep.features, ep.events, ep.replay)  # AuthError before anything is bound
         self.pull = self.ctx.socket(zmq.PULL)
-        self.pull.setsockopt(zmq.RCVHWM, 10_000)
+        self.pull.setsockopt(zmq.RCVHWM, cfg.recv_hwm)
         self.pull.setsockopt(zmq.LINGER, 0)
+        wire.limit_receive(self.pull, "features", "control")
+        self.guard.apply(self.pull, ep.features)
         self.pull.bind(ep.features)
+
+        def prepare(sock: zmq.Socket, role: str) -> None:  # publisher's sockets get only requests, subscriptions
+            wire.limit_receive(sock)
+            self.guard.apply(sock, ep.events if role == "events" else ep.replay)
+
         self.publisher = EventPublisher(self.ctx, ep.events, ep.replay, cfg.journal, int(cfg.replay_memory_mb * 2**20),
                                         journal_max_bytes=int(cfg.journal_max_mb * 2**20),
                                         journal_max_age_s=cfg.journal_max_age_h * 3600.0,
                                         subscriber_buffer_bytes=int(cfg.subscriber_buffer_mb * 2**20),
-                                        autoflush=False)
-        self.streams: dict[str, StreamState] = {}
+                                        autoflush=False, prepare=prepare)
+        self.streams: dict[str, StreamState] = {}  # real streams, each with its spotter
+        self.pending: dict[str, StreamState] = {}  # not yet proven real
+        self.turn: dict[str, int] = {}  # frames taken per stream in this drain turn
         self.batcher = StepBatcher.for_engine(engine) if cfg.batch_streams and hasattr(engine, "gim") else None
-        self.bad_messages = 0
         self.engine_build = None  # a background AOTInductor build (stream/engine_build.py), polled by run()
+        self.bad_messages = 0
+        self.handler_errors = 0  # exceptions other than BadMessage caught in handle()
+        self.event_errors = 0  # events that could not be published (non-finite values, schema)
+        self.refused = 0  # streams and notes refused by the caps
+        self.evicted = 0  # pending streams forgotten after pending_idle_s
+        self.note_tokens, self.note_time = 2 * cfg.notes_per_s, time.monotonic()
         self.last_stats = time.monotonic()
         self.poller = zmq.Poller()
         self.poller.register(self.pull, zmq.POLLIN)
@@ -112,7 +144,7 @@ class Detector:
 
     # ------------------------------------------------------------------ messages in
     def handle(self, frames: list) -> None:
-        """One raw message from the socket; garbage is counted and dropped, never raised."""
+        """One raw message from the socket; garbage is counted and dropped, and nothing raises past here."""
         try:
             msg = wire.decode(frames)
             if msg.header.kind == "features":
@@ -122,62 +154,127 @@ class Detector:
             else:
                 raise wire.BadMessage(f"kind {msg.header.kind!r} does not go to the detector")
         except wire.BadMessage as e:
-            self.bad_messages += 1
-            if self.bad_messages <= 10 or self.bad_messages % 1000 == 0:
-                log.warning("dropped a bad message (%d so far): %s", self.bad_messages, e)
+            self._bad(e)
+        except Exception:  # a bug reached by a peer's message: count it, keep serving every other stream
+            self.handler_errors += 1
+            if _due(self.handler_errors):
+                log.exception("message handler failed (%d so far); message dropped", self.handler_errors)
+
+    def _bad(self, e: Exception) -> None:
+        self.bad_messages += 1
+        if _due(self.bad_messages):
+            log.warning("dropped a bad message (%d so far): %s", self.bad_messages, e)
 
     def _features(self, msg: wire.Message) -> None:
         f = wire.to_features(msg)
         sid = msg.header.stream_id
-        _check_stream_id(sid)
-        s = self.streams.get(sid) or self._open(sid, "", "joined mid-stream")
+        if sid == PIPELINE_STREAM:
+            raise wire.BadMessage(f"stream id {sid!r} is reserved")
+        s = self.streams.get(sid) or self.pending.get(sid) or self._admit(sid, "", "joined mid-stream")
+        if s is None:
+            return
+        if f.frame_index <= s.last_frame:
+            raise wire.BadMessage(f"{sid}: frame {f.frame_index} after {s.last_frame}: indices must increase")
         s.last_seen_s = time.monotonic()
+        taken = self.turn[sid] = self.turn.get(sid, 0) + 1
+        if taken > self.cfg.stream_msgs_per_turn:  # one stream cannot take a whole drain turn
+            s.dropped_detector += 1
+            return
+        s.last_frame = f.frame_index
         if len(s.queue) == s.queue.maxlen:
             s.dropped_detector += 1  # deque(maxlen) drops the oldest
-        s.queue.append((f, msg.header.face_state))
-        s.dropped_ingest = int(msg.header.meta.get("dropped", s.dropped_ingest))
+        s.queue.append((dataclasses.replace(f, crop=None), msg.header.face_state))  # no engine here reads crops
+        s.dropped_ingest = msg.header.meta.get("dropped", s.dropped_ingest)
         s.frames_in += 1
         s.interval_in += 1
+        if s.spotter is None and s.frames_in >= self.cfg.admit_frames:
+            self._promote(s)
 
     def _control(self, msg: wire.Message) -> None:
+        """Fields were checked by wire.decode; here only what they mean."""
         sid, meta = msg.header.stream_id, msg.header.meta
-        status = meta.get("status")
+        status = meta["status"]
         if status == "restarted":  # from the supervisor: a child process was restarted (or given up)
             if self._published_note(meta.get("note_id")):
                 return  # sent again after a detector restart, and this one was journaled before it
-            self.publisher.publish("supervisor", PIPELINE_STREAM,
-                                   {"child": str(meta.get("child", sid)), "status": str(meta.get("note", "restarted")),
-                                    "exitcode": meta.get("exitcode"), "restarts": int(meta.get("restarts", 0))})
+            if self._note_allowed():
+                self._emit("supervisor", PIPELINE_STREAM,
+                           {"child": meta.get("child", sid), "status": meta.get("note", "restarted"),
+                            "exitcode": meta.get("exitcode"), "restarts": meta.get("restarts", 0)})
             return
-        _check_stream_id(sid)
+        if sid == PIPELINE_STREAM:
+            raise wire.BadMessage(f"stream id {sid!r} is reserved")
         if status == "started":
             message = ""
-            if sid in self.streams:
-                message = self._replay_note(self.streams[sid])
-                self._close(sid, "ended", "restarted by its source")
-            self._open(sid, str(meta.get("source", "")), message, fps=meta.get("fps"))
-        elif status in ("ended", "error"):
-            if sid not in self.streams:
-                self.publisher.publish("stream", sid, {"status": status, "message": str(meta.get("message", ""))})
-                return
-            self.streams[sid].dropped_ingest = int(meta.get("dropped", self.streams[sid].dropped_ingest))
-            self._close(sid, status, str(meta.get("message", "")))
-        else:
-            raise wire.BadMessage(f"unknown control status {status!r}")
+            if sid in self.streams or sid in self.pending:
+                if sid in self.streams:
+                    message = self._replay_note(self.streams[sid])
+                self._end(sid, "ended", "restarted by its source")
+            s = self._admit(sid, meta.get("source", ""), message, fps=meta.get("fps"))
+            if s is not None and self.cfg.admit_frames <= 0:
+                self._promote(s)
+        else:  # ended / error
+            s = self.streams.get(sid) or self.pending.get(sid)
+            if s is not None:
+                s.dropped_ingest = meta.get("dropped", s.dropped_ingest)
+            self._end(sid, status, meta.get("message", ""))
 
     # ------------------------------------------------------------------ streams
-    def _open(self, sid: str, source: str, message: str, fps=None) -> StreamState:
-        s = StreamState(sid, self.engine.new_spotter(), deque(maxlen=self.cfg.queue_frames), source)
+    def _admit(self, sid: str, source: str, message: str, fps=None) -> StreamState | None:
+        """A pending stream (no spotter yet), or None when too many are pending (refused, counted)."""
+        if len(self.pending) >= self.cfg.max_pending_streams:
+            self.refused += 1
+            if _due(self.refused):
+                log.warning("%s refused: %d streams pending already (%d refused so far)", sid[:40],
+                            len(self.pending), self.refused)
+            return None
+        s = StreamState(sid, None, deque(maxlen=self.cfg.queue_frames), source, fps=fps, message=message)
+        self.pending[sid] = s
+        return s
+
+    def _promote(self, s: StreamState) -> bool:
+        """A pending stream proved real: it gets a spotter and its `stream started` event."""
+        if len(self.streams) >= self.cfg.max_streams:
+            if not s.refused:
+                s.refused = True
+                self.refused += 1
+                log.warning("%s refused: %d streams running (max_streams)", s.stream_id, len(self.streams))
+            return False
+        del self.pending[s.stream_id]
+        s.spotter = self.engine.new_spotter()
+        self._resume(s, joined=s.message == "joined mid-stream")
         if self.cfg.record_dir:
             from fes_live.stream.record import IntensityCsv
-            s.csv = IntensityCsv(self.cfg.record_dir, sid)
-        self._resume(s, joined=message == "joined mid-stream")
-        self.streams[sid] = s
-        data = {"status": "started", "message": message, "source": source}
-        if fps is not None:
-            data["fps"] = float(fps)
-        self.publisher.publish("stream", sid, data)
-        return s
+            s.csv = IntensityCsv(self.cfg.record_dir, s.stream_id)
+        self.streams[s.stream_id] = s
+        data = {"status": "started", "message": s.message, "source": s.source}
+        if s.fps is not None:
+            data["fps"] = float(s.fps)
+        self._emit("stream", s.stream_id, data)
+        return True
+
+    def _end(self, sid: str, status: str, message: str) -> None:
+        """A stream's end: a pending one with frames is promoted first (a short clip is still spotted)."""
+        s = self.pending.get(sid)
+        if s is not None and not (s.queue and self._promote(s)):
+            del self.pending[sid]
+            s = None
+        if sid in self.streams:
+            self._close(sid, status, message)
+        elif self._note_allowed():  # e.g. an ingest that could not open its source: say so, rate-limited
+            self._emit("stream", sid, {"status": status, "message": message})
+
+    def _note_allowed(self) -> bool:
+        """Token bucket for events a peer can cause without running a stream (notes_per_s, burst 2x)."""
+        now = time.monotonic()
+        rate = self.cfg.notes_per_s
+        self.note_tokens = min(2 * rate, self.note_tokens + (now - self.note_time) * rate)
+        self.note_time = now
+        if self.note_tokens >= 1:
+            self.note_tokens -= 1
+            return True
+        self.refused += 1
+        return False
 
     def _close(self, sid: str, status: str, message: str) -> None:
         """Process what is queued, flush the spotter (its last expressions), announce the end."""
@@ -189,7 +286,7 @@ class Detector:
         if s.csv is not None:
             s.csv.close()
         self._save_state(s)
-        self.publisher.publish("stream", sid, {"status": status, "message": message, "source": s.source,
+        self._emit("stream", sid, {"status": status, "message": message, "source": s.source,
                                                "frames": s.frames_in})
         del self.streams[sid]
 
@@ -201,7 +298,7 @@ class Detector:
             f, face_state = s.queue.popleft()
             try:
                 out.append((f, face_state, s.spotter.push(f.frame_index, f.face_present, f.geometry, f.roi_flow)))
-            except ValueError as e:  # e.g. a frame index that does not increase: drop the frame, keep the stream
+            except Exception as e:  # e.g. a frame the model rejects: drop the frame, keep the stream (counted)
                 out.append((f, face_state, e))
         return out
 
@@ -224,7 +321,7 @@ class Detector:
         for f, face_state, updates in results:
             s.remember(f)
             if face_state in ("found", "lost"):
-                self.publisher.publish("face", s.stream_id, {"state": face_state, "frame": f.frame_index,
+                self._emit("face", s.stream_id, {"state": face_state, "frame": f.frame_index,
                                                              "pts_s": f.pts_s, "wall_s": f.wall_s})
             if isinstance(updates, Exception):
                 self.bad_messages += 1
@@ -248,15 +345,15 @@ class Detector:
             elif isinstance(u, OnsetUpdate):
                 self._emit_intensity(s, force=True)  # the curve up to the onset first
                 onset = s.point(u.frame_index, self.fps)
-                self.publisher.publish("expression.onset", s.stream_id, {
+                self._emit("expression.onset", s.stream_id, {
                     "track": int(u.track), "onset": onset, "intensity": float(u.intensity),
                     "latency_s": _latency(onset)})
             elif isinstance(u, CancelUpdate):
-                self.publisher.publish("expression.cancel", s.stream_id,
+                self._emit("expression.cancel", s.stream_id,
                                        {"track": int(u.track), "frame": int(u.frame_index)})
             elif isinstance(u, ExpressionUpdate):
                 self._emit_intensity(s, force=True)
-                self.publisher.publish("expression", s.stream_id, self._expression(s, u))
+                self._emit("expression", s.stream_id, self._expression(s, u))
         self._emit_intensity(s)
 
     def _expression(self, s: StreamState, u: ExpressionUpdate) -> dict:
@@ -280,14 +377,27 @@ class Detector:
             return
         s.last_intensity_s = now
         us, s.intensity = s.intensity, []
-        self.publisher.publish("intensity", s.stream_id, {
+        self._emit("intensity", s.stream_id, {
             "frames": [int(u.frame_index) for u in us],
             "pts_s": [s.times.get(u.frame_index, (None,))[0] for u in us],
             "values": [float(u.intensity) for u in us],
             "apex_probs": [[float(u.apex_probs[0]), float(u.apex_probs[1])] for u in us]})
 
+    # ------------------------------------------------------------------ events out
+    def _emit(self, type: str, stream_id: str, data: dict) -> dict | None:
+        """Publish one event; a value that is not finite becomes null (events are standard JSON), and an event
+        that still cannot go out is counted and logged instead of stopping the detector."""
+        try:
+            return self.publisher.publish(type, stream_id, _finite(data))
+        except (EventError, ValueError) as e:
+            self.event_errors += 1
+            if _due(self.event_errors):
+                log.error("%s event of %s not published (%d so far): %s", type, stream_id, self.event_errors, e)
+            return None
+
     # ------------------------------------------------------------------ stats and housekeeping
-    def _stats(self, s: StreamState, dt: float) -> dict:
+    def _figures(self, s: StreamState, dt: float) -> dict:
+        """A stream's stats for the interval dt (and the interval's counters reset)."""
         lat = np.asarray(s.latencies_ms) if s.latencies_ms else None
         data = {"fps_in": s.interval_in / dt if dt > 0 else 0.0, "fps_out": s.interval_out / dt if dt > 0 else 0.0,
                 "frames_in": s.frames_in, "frames_out": s.frames_out, "dropped_ingest": s.dropped_ingest,
@@ -296,26 +406,45 @@ class Detector:
                 "latency_ms_p99": None if lat is None else float(np.percentile(lat, 99)), "queue": len(s.queue)}
         s.interval_in = s.interval_out = 0
         s.latencies_ms = []
-        self.publisher.publish("stats", s.stream_id, data)
+        return data
+
+    def _stats(self, s: StreamState, dt: float) -> dict:
+        data = self._figures(s, dt)
+        if len(self.streams) <= self.cfg.stats_streams:
+            self._emit("stats", s.stream_id, data)
         return data
 
     def housekeeping(self) -> None:
         now = time.monotonic()
-        for sid in [k for k, s in self.streams.items() if now - s.last_seen_s > self.cfg.idle_stream_s]:
+        for sid in [k for k, s in self.pending.items() if now - s.last_seen_s > self.cfg.pending_idle_s]:
+            del self.pending[sid]  # never proven real: forgotten without an event
+            self.evicted += 1
+        idle = [k for k, s in self.streams.items() if now - s.last_seen_s > self.cfg.idle_stream_s]
+        for sid in idle[:CLOSES_PER_TURN]:
             self._close(sid, "error", f"no frames for {self.cfg.idle_stream_s:.0f} s")
         dt = now - self.last_stats
         if dt < self.cfg.stats_interval_s:
             return
         self.last_stats = now
-        per = [self._stats(s, dt) for s in self.streams.values()]
-        self.publisher.publish("stats", PIPELINE_STREAM, {
-            "fps_in": sum(d["fps_in"] for d in per), "fps_out": sum(d["fps_out"] for d in per),
-            "frames_in": sum(d["frames_in"] for d in per), "frames_out": sum(d["frames_out"] for d in per),
-            "dropped_ingest": sum(d["dropped_ingest"] for d in per),
-            "dropped_detector": sum(d["dropped_detector"] for d in per),
-            "latency_ms_p50": max((d["latency_ms_p50"] for d in per if d["latency_ms_p50"] is not None), default=None),
-            "latency_ms_p99": max((d["latency_ms_p99"] for d in per if d["latency_ms_p99"] is not None), default=None),
-            "queue": sum(d["queue"] for d in per), "bad_messages": self.bad_messages})
+        per = {sid: self._stats(s, dt) for sid, s in self.streams.items()}
+        d = list(per.values())
+        data = {
+            "fps_in": sum(x["fps_in"] for x in d), "fps_out": sum(x["fps_out"] for x in d),
+            "frames_in": sum(x["frames_in"] for x in d), "frames_out": sum(x["frames_out"] for x in d),
+            "dropped_ingest": sum(x["dropped_ingest"] for x in d),
+            "dropped_detector": sum(x["dropped_detector"] for x in d),
+            "latency_ms_p50": max((x["latency_ms_p50"] for x in d if x["latency_ms_p50"] is not None), default=None),
+            "latency_ms_p99": max((x["latency_ms_p99"] for x in d if x["latency_ms_p99"] is not None), default=None),
+            "queue": sum(x["queue"] for x in d), "bad_messages": self.bad_messages,
+            "streams": len(self.streams), "pending": len(self.pending), "refused": self.refused,
+            "evicted": self.evicted, "errors": self.handler_errors + self.event_errors}
+        if len(per) > self.cfg.stats_streams:  # instead of one event per stream: the worst few, here
+            worst = sorted(per, key=lambda k: (per[k]["queue"] + per[k]["dropped_detector"],
+                                               per[k]["latency_ms_p99"] or 0.0), reverse=True)
+            data["per_stream"] = {k: {key: per[k][key] for key in ("fps_out", "dropped_detector", "queue",
+                                                                    "latency_ms_p99")}
+                                  for k in worst[:self.cfg.stats_streams]}
+        self._emit("stats", PIPELINE_STREAM, data)
 
     # ------------------------------------------------------------------ journal, state and restarts
     def journal_turn(self) -> None:
@@ -393,15 +522,22 @@ class Detector:
 
     # ------------------------------------------------------------------ loop
     def drain(self, timeout_ms: int) -> int:
-        """Receive up to max_batch_msgs messages (waiting at most timeout_ms for the first); serve replay."""
-        self.poller.poll(timeout_ms)  # (the replay endpoint has its own thread)
+        """Receive up to max_batch_msgs messages for at most drain_budget_s (waiting at most timeout_ms for the
+        first); the replay endpoint has its own thread. ZeroMQ's PULL takes turns between connected peers, and
+        `handle` caps what one stream takes per turn, so one flooding sender cannot crowd the others out."""
+        self.poller.poll(timeout_ms)
+        self.turn.clear()
+        deadline = time.monotonic() + self.cfg.drain_budget_s
         n = 0
-        while n < self.cfg.max_batch_msgs:
+        while n < self.cfg.max_batch_msgs and (n % 16 or time.monotonic() < deadline):
             try:
-                frames = self.pull.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                frames = wire.recv_frames(self.pull, zmq.NOBLOCK)
             except zmq.Again:
                 break
-            self.handle(frames)
+            except wire.BadMessage as e:  # too many frames: already drained off the socket
+                self._bad(e)
+            else:
+                self.handle(frames)
             n += 1
         return n
 
@@ -436,8 +572,11 @@ class Detector:
                 self._poll_engine_build()
                 self.journal_turn()
             # shutdown: take what the ingests sent before they exited, then flush every stream
-            while self.drain(100) or pending:
+            deadline = time.monotonic() + SHUTDOWN_DRAIN_S
+            while (self.drain(100) or pending) and time.monotonic() < deadline:
                 pending = self.step()
+            for sid in list(self.pending):  # short streams that never proved real are still spotted
+                self._end(sid, "ended", "detector shut down")
             for sid in list(self.streams):
                 self._close(sid, "ended", "detector shut down")
             self.housekeeping()
@@ -462,15 +601,27 @@ class Detector:
     def close(self) -> None:
         self.pull.close()
         self.publisher.close()
+        self.guard.close()
 
 
 def _latency(point: dict) -> float | None:
     return None if point["wall_s"] is None else time.time() - point["wall_s"]
 
 
-def _check_stream_id(sid: str) -> None:
-    if not sid or "/" in sid or any(c.isspace() for c in sid):
-        raise wire.BadMessage(f"bad stream id {sid!r}")
+def _due(count: int) -> bool:
+    """Log a counted problem the first 10 times, then once per LOG_EVERY."""
+    return count <= 10 or count % LOG_EVERY == 0
+
+
+def _finite(value):
+    """The same JSON value with every NaN / infinity replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def run_detector(cfg: DetectConfig, stop_event: threading.Event | None = None) -> int:
@@ -480,6 +631,13 @@ def run_detector(cfg: DetectConfig, stop_event: threading.Event | None = None) -
     from fes_live.stream.engine import load_engine
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
+    from fes_live.stream.supervise import FATAL_EXIT
+    try:
+        auth.ServerAuth(None, cfg.endpoints.curve).check(cfg.endpoints.features, cfg.endpoints.events,
+                                                         cfg.endpoints.replay)  # before the engine loads
+    except auth.AuthError as e:
+        log.error("detector cannot start: %s", e)
+        return FATAL_EXIT
     engine = load_engine(cfg.engine or None, backend=cfg.backend)
     detector = Detector(cfg, engine)
     if (cfg.aoti_build and os.environ.get("FES_AOTI_BUILD", "1") != "0" and cfg.backend == "auto"
@@ -487,6 +645,7 @@ def run_detector(cfg: DetectConfig, stop_event: threading.Event | None = None) -
         from fes_live.stream.engine_build import start_background_build
         detector.engine_build = start_background_build(engine.folder)
     return detector.run(stop_event or threading.Event())
+
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -500,6 +659,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", default="", metavar="DIR", help="journal + per-frame intensity CSVs into DIR")
     p.add_argument("--queue-frames", type=int, default=None, help="per-stream backlog before dropping the oldest")
     p.add_argument("--config", default=None, help="JSON file with DetectConfig fields (flags override it)")
+    auth.add_flags(p)
 
 
 def config_from_args(args: argparse.Namespace) -> DetectConfig:
@@ -512,6 +672,7 @@ def config_from_args(args: argparse.Namespace) -> DetectConfig:
     for key, value in (("engine", args.engine), ("journal", args.journal), ("record_dir", args.record)):
         if value:
             d[key] = value
+    d["endpoints"] = auth.endpoints_with_flags(d["endpoints"], args)
     if args.backend != "auto":
         d["backend"] = args.backend
     if args.queue_frames:

@@ -322,19 +322,9 @@ class ReplayBuffer:
         return len(self.rows)
 
 
-def replay_range(meta: dict, next_seq: int) -> tuple[int, int, int]:
-    """(first, last, limit) of a replay request's meta `{from, to, max}`; BadMessage when it is not usable."""
-    def integer(key, default):
-        v = meta.get(key, default)
-        if v is None:
-            return default
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise wire.BadMessage(f"replay {key!r} must be an integer, got {v!r}")
-        return int(v)
-    first = integer("from", 0)
-    last = integer("to", next_seq - 1)
-    limit = max(1, min(integer("max", REPLAY_MAX), REPLAY_MAX))
-    return max(0, first), min(last, next_seq - 1), limit
+def parse_replay_request(frames: list) -> wire.ReplayRequest:
+    """The events a replay request asks for; BadMessage (only) for anything that is not a valid request."""
+    return wire.to_replay_request(wire.decode(frames), REPLAY_MAX)
 
 
 def _json_message(topic: str, header: wire.Header, name: str, body: bytes) -> list:
@@ -351,7 +341,7 @@ class ReplayServer:
     old events never stalls the frame loop. Each client may have REPLAY_IN_FLIGHT answers queued; what a client
     does not read beyond that is dropped (counted in `dropped`), so a stuck client costs a bounded amount."""
 
-    def __init__(self, ctx: zmq.Context, addr: str, memory: ReplayBuffer, publisher: str):
+    def __init__(self, ctx: zmq.Context, addr: str, memory: ReplayBuffer, publisher: str, prepare=None):
         self.memory, self.publisher = memory, publisher
         self.journal_path: Path | None = None  # set by the publisher while its journal works
         self.sock = ctx.socket(zmq.ROUTER)
@@ -359,6 +349,8 @@ class ReplayServer:
         self.sock.setsockopt(zmq.SNDHWM, REPLAY_IN_FLIGHT)
         self.sock.setsockopt(zmq.RCVHWM, 64)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full client raises Again instead of a silent drop
+        if prepare is not None:
+            prepare(self.sock, "replay")
         self.sock.bind(addr)
         self.bad_requests = self.dropped = self.served = 0
         self._db: sqlite3.Connection | None = None
@@ -413,26 +405,33 @@ class ReplayServer:
         """Answer every pending request without blocking; returns how many were answered."""
         served = 0
         while True:
-            try:
-                frames = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            try:  # identity, optional empty delimiter, then the message
+                frames = wire.recv_frames(self.sock, zmq.NOBLOCK, max_parts=2 + wire.MAX_PARTS)
             except zmq.Again:
                 return served
+            except wire.BadMessage as e:  # too many frames: drained, but the identity is not trusted for an answer
+                self._bad(e)
+                continue
+            except wire.BadMessage as e:  # too many frames: drained, but the identity is not trusted for an answer
+                self.bad_requests += 1
+                served += 1
+                if self.bad_requests <= 10 or self.bad_requests % 1000 == 0:
+                    log.warning("bad replay request (%d so far): %s", self.bad_requests, e)
+                continue
             ident, rest = frames[0], frames[1:]
             envelope = []
             if rest and len(rest[0].bytes) == 0:  # REQ/DEALER-with-delimiter framing
                 envelope, rest = [b""], rest[1:]
             next_seq = self.memory.next_seq
             try:
-                msg = wire.decode(rest)
-                if msg.header.kind != "replay":
-                    raise wire.BadMessage(f"expected a replay request, got {msg.header.kind!r}")
-                first, last, limit = replay_range(msg.header.meta, next_seq)
-                body = b"[" + b",".join(self.events_between(first, last, limit)) + b"]"
+                req = parse_replay_request(rest)
+                last = next_seq - 1 if req.last is None else min(req.last, next_seq - 1)
+                body = b"[" + b",".join(self.events_between(max(0, req.first), last, req.limit)) + b"]"
                 meta = {"ok": True, "next_seq": next_seq, "publisher": self.publisher}
-            except (wire.BadMessage, TypeError, ValueError) as e:
-                self.bad_requests += 1
-                log.warning("bad replay request: %s", e)
-                body, meta = b"[]", {"ok": False, "error": str(e), "next_seq": next_seq, "publisher": self.publisher}
+            except wire.BadMessage as e:
+                self._bad(e)
+                body, meta = b"[]", {"ok": False, "error": str(e)[:200], "next_seq": next_seq,
+                                     "publisher": self.publisher}
             reply = _json_message("replay", wire.Header("replay", PIPELINE_STREAM, meta=meta), "events", body)
             try:
                 self.sock.send_multipart([ident, *envelope, *reply], flags=zmq.NOBLOCK, copy=False)
@@ -442,6 +441,11 @@ class ReplayServer:
                 log.debug("replay answer not sent: %s", e)
             served += 1
             self.served += 1
+
+    def _bad(self, e: Exception) -> None:
+        self.bad_requests += 1
+        if self.bad_requests <= 10 or self.bad_requests % 1000 == 0:
+            log.warning("bad replay request (%d so far): %s", self.bad_requests, e)
 
     def close(self) -> None:
         self._stop.set()
@@ -460,7 +464,8 @@ class EventPublisher:
 
     def __init__(self, ctx: zmq.Context, events_addr: str, replay_addr: str, journal: str = "",
                  memory_bytes: int = MEMORY_BYTES, *, journal_max_bytes: int = 0, journal_max_age_s: float = 0.0,
-                 subscriber_buffer_bytes: int = SUBSCRIBER_BUFFER_BYTES, autoflush: bool = True):
+                 subscriber_buffer_bytes: int = SUBSCRIBER_BUFFER_BYTES, autoflush: bool = True, prepare=None):
+        """`prepare(socket, "events" | "replay")`, when given, sets options (limits, CURVE) before each bind."""
         self.publisher = secrets.token_hex(4)
         self.autoflush = autoflush
         self.memory = ReplayBuffer(memory_bytes)
@@ -484,8 +489,10 @@ class EventPublisher:
         self.pub_hwm = max(1, int(subscriber_buffer_bytes) // MAX_EVENT_BYTES)
         self.pub.setsockopt(zmq.SNDHWM, self.pub_hwm)
         self.pub.setsockopt(zmq.LINGER, 2000)
+        if prepare is not None:
+            prepare(self.pub, "events")
         self.pub.bind(events_addr)
-        self.replay_server = ReplayServer(ctx, replay_addr, self.memory, self.publisher)
+        self.replay_server = ReplayServer(ctx, replay_addr, self.memory, self.publisher, prepare)
         self.replay_server.journal_path = self.journal.path if self.journal else None
         if self.journal_error is not None:  # the journal could not be opened: say so in the first event
             self._announce("error", f"journal: {self.journal_error}; events are not journaled until it works")
@@ -602,6 +609,11 @@ class EventPublisher:
         self.pub.close()
         if self.journal:
             self.journal.close()
+
+
+def parse_replay_request(frames: list) -> wire.ReplayRequest:
+    """The events a replay request asks for; BadMessage (only) for anything that is not a valid request."""
+    return wire.to_replay_request(wire.decode(frames), REPLAY_MAX)
 
 
 def replay_request(first: int, last: int | None = None, limit: int = REPLAY_MAX) -> list:

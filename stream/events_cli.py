@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=0, help="exit after this many printed events (0: never)")
     p.add_argument("--idle-timeout", type=float, default=None, metavar="S",
                    help="exit when no event arrived for S seconds")
+    from fes_live.stream.auth import add_flags
+    add_flags(p)
     return p
 
 
@@ -38,8 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.replay_from is not None and args.replay_from < 0:
         print("fes-events: --replay-from must be >= 0", file=sys.stderr)
         return 2
+    from fes_live.stream.auth import endpoints_with_flags
+    from fes_live.stream.config import from_dict
+    from fes_live.stream.pipeline_config import CurveConfig
+    curve = from_dict(CurveConfig, endpoints_with_flags({}, args)["curve"])
     sub = subscribe(args.events, args.replay, types=args.type, streams=args.stream, from_seq=args.replay_from,
-                    idle_timeout_s=args.idle_timeout)
+                    idle_timeout_s=args.idle_timeout, curve=curve)
     printed = 0
     try:
         for ev in sub:

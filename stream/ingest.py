@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import zmq
 
-from fes_live.stream import wire
+from fes_live.stream import auth, wire
 from fes_live.stream.config import from_dict, load_config, to_dict
 from fes_live.stream.pipeline_config import IngestConfig
 from fes_live.stream.supervise import FATAL_EXIT
@@ -39,6 +39,7 @@ class Sender:
         self.push = self.ctx.socket(zmq.PUSH)
         self.push.setsockopt(zmq.SNDHWM, cfg.send_hwm)
         self.push.setsockopt(zmq.LINGER, int(cfg.end_timeout_s * 1000))
+        auth.apply_client(self.push, ep.features, ep.curve)  # AuthError when keys are needed and missing
         self.push.connect(ep.features)
         self.preview = None
         if cfg.preview:
@@ -107,7 +108,11 @@ def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> 
     if cfg.stream_id and not re.fullmatch(r"[^/\s]{1,128}", cfg.stream_id):
         log.error("stream id %r: use 1-128 characters without '/' or spaces", cfg.stream_id)
         return FATAL_EXIT
-    sender = Sender(cfg)
+    try:
+        sender = Sender(cfg)
+    except auth.AuthError as e:
+        log.error("ingest cannot start: %s", e)
+        return FATAL_EXIT
     try:
         source = open_source(cfg.source, from_dict(SourceConfig, {"realtime": not cfg.fast}), cfg.stream_id or None)
     except SourceError as e:
@@ -211,6 +216,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", default="", metavar="DIR", help="write a short clip around each expression to DIR/clips")
     p.add_argument("--events-endpoint", default=None, help="detector's event endpoint (for --record clips)")
     p.add_argument("--config", default=None, help="JSON file with IngestConfig fields (flags override it)")
+    auth.add_flags(p)
 
 
 def config_from_args(args: argparse.Namespace) -> IngestConfig:
@@ -220,7 +226,7 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
                        ("events", args.events_endpoint)):
         if value:
             ep[key] = value
-    over = {"endpoints": ep, "stream_id": args.stream_id or base.stream_id, "max_faces": args.max_faces}
+    over = {"endpoints": auth.endpoints_with_flags(ep, args), "stream_id": args.stream_id or base.stream_id, "max_faces": args.max_faces}
     if args.source is not None:
         over["source"] = args.source
     for key, flag in (("fast", args.fast), ("send_crops", args.crops)):
@@ -241,7 +247,11 @@ def main(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     if args.features:
-        stats = replay_features(cfg, args.features, stop_event=stop)
+        try:
+            stats = replay_features(cfg, args.features, stop_event=stop)
+        except auth.AuthError as e:
+            log.error("ingest cannot start: %s", e)
+            return FATAL_EXIT
         log.info("replayed %s", stats)
         return 0
     if args.source is None and args.config is None:

@@ -19,6 +19,22 @@ def runtime_dir() -> str:
 
 
 @dataclass(frozen=True)
+class CurveConfig:
+    """CurveZMQ keys for tcp endpoints off loopback (stream/auth.py, docs/security.md; `fes-live keygen DIR`).
+
+    The detector needs `server_secret` and `clients_dir`; every role that connects to it needs `client_secret` and
+    `server_public`. `require`: "auto" = CURVE on exactly the tcp endpoints that are not loopback (a role refuses
+    to start without its keys); "always" = on every tcp endpoint (tests force it on 127.0.0.1); "never" = off
+    (`--insecure`: anyone who can reach the port may read events and send frames).
+    """
+    server_secret: str = ""  # the detector's key pair: <keys>/server.key_secret
+    clients_dir: str = ""  # public keys of the authorised clients: <keys>/clients/*.key
+    client_secret: str = ""  # a connecting role's key pair: <keys>/client.key_secret
+    server_public: str = ""  # the detector's public key: <keys>/server.key
+    require: str = "auto"  # auto | always | never
+
+
+@dataclass(frozen=True)
 class Endpoints:
     """Where the roles meet. The detector binds `features`, `events`, `replay`; ingests connect to `features`.
 
@@ -29,6 +45,7 @@ class Endpoints:
     events: str = "tcp://127.0.0.1:5556"  # detector PUB, topic "<type>/<stream_id>"
     replay: str = "tcp://127.0.0.1:5557"  # detector ROUTER: journal replay from a sequence number
     preview: str = ""  # ingest PUB (connect) -> viewer SUB (bind); "" = ipc://<runtime_dir>/preview
+    curve: CurveConfig = CurveConfig()  # keys for the tcp endpoints that are not loopback
 
     def resolved(self) -> "Endpoints":
         """The same endpoints with the ipc defaults filled in (and their folder created)."""
@@ -37,7 +54,7 @@ class Endpoints:
             os.makedirs(rt, mode=0o700, exist_ok=True)
         return Endpoints(features=self.features or f"ipc://{rt}/features",
                          events=self.events, replay=self.replay,
-                         preview=self.preview or f"ipc://{rt}/preview")
+                         preview=self.preview or f"ipc://{rt}/preview", curve=self.curve)
 
 
 @dataclass(frozen=True)
@@ -83,6 +100,16 @@ class DetectConfig:
     idle_stream_s: float = 30.0  # a stream silent this long is flushed and announced as ended (error)
     aoti_build: bool = True  # with backend auto on a CPU: compile AOTInductor packages in the background, once per
                              # machine, and switch to them when ready (stream/engine_build.py; env FES_AOTI_BUILD=0: off)
+    # admission and fairness: what a flood of messages or stream ids can cost (docs/security.md)
+    max_streams: int = 256  # streams with a spotter; frames of further streams are refused and counted
+    max_pending_streams: int = 64  # streams not yet proven real (cheap: a short queue, no spotter)
+    admit_frames: int = 10  # valid feature frames, in increasing order, before a stream gets its spotter
+    pending_idle_s: float = 3.0  # a stream that has not proven real and is silent this long is forgotten
+    recv_hwm: int = 1000  # messages ZeroMQ queues per connected ingest before it stops reading that peer
+    drain_budget_s: float = 0.02  # per loop turn, at most this long receiving before the streams get processed
+    stream_msgs_per_turn: int = 128  # frames of one stream taken per loop turn; more are dropped (and counted)
+    stats_streams: int = 8  # per-stream stats events up to this many streams; beyond, one detector-wide event
+    notes_per_s: float = 10.0  # supervisor notes and ends of unknown streams published per second (burst 2x)
 
 
 @dataclass(frozen=True)

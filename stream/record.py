@@ -65,6 +65,8 @@ class ClipRecorder:
         self.sub.setsockopt(zmq.SUBSCRIBE, f"expression/{stream_id}".encode())
         self.sub.setsockopt(zmq.SUBSCRIBE, f"stream/{stream_id}".encode())
         self.ended = False
+        from fes_live.stream.auth import apply_client
+        apply_client(self.sub, cfg.endpoints.events, cfg.endpoints.curve)
         self.sub.connect(cfg.endpoints.resolved().events)
 
     def add(self, frame) -> None:

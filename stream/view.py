@@ -641,6 +641,8 @@ def open_sockets(ctx, ep: Endpoints) -> tuple:
     events.setsockopt(zmq.SUBSCRIBE, b"")
     try:
         previews.bind(ep.preview)
+        from fes_live.stream.auth import apply_client
+        apply_client(events, ep.events, ep.curve)
         events.connect(ep.events)
     except zmq.ZMQError as e:
         previews.close()
@@ -682,13 +684,13 @@ async def sweep_streams(hub: Hub) -> None:
         hub.sweep()
 
 
-def recent_events(replay: str, limit: int, timeout_s: float = 1.0) -> tuple[list[dict], int]:
+def recent_events(replay: str, limit: int, timeout_s: float = 1.0, curve=None) -> tuple[list[dict], int]:
     """The detector's last `limit` events from its replay endpoint, and its next sequence number."""
     from fes_live.stream.client import fetch, next_seq
-    upcoming = next_seq(replay, timeout_s=timeout_s)
+    upcoming = next_seq(replay, timeout_s=timeout_s, curve=curve)
     if upcoming == 0:
         return [], 0
-    return fetch(replay, max(0, upcoming - limit), upcoming - 1, timeout_s=timeout_s)
+    return fetch(replay, max(0, upcoming - limit), upcoming - 1, timeout_s=timeout_s, curve=curve)
 
 
 async def pump_events(hub: Hub, sock, replay: str) -> None:
@@ -699,7 +701,7 @@ async def pump_events(hub: Hub, sock, replay: str) -> None:
     skip: dict[str, int] = {}  # publisher -> first sequence number not in the replay
     try:
         events, next_seq = await asyncio.get_running_loop().run_in_executor(
-            None, recent_events, replay, hub.cfg.history_events)
+            None, recent_events, replay, hub.cfg.history_events, 1.0, hub.cfg.endpoints.curve)
         for event in events:
             hub.put_event(event)
         if events:

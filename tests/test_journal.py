@@ -198,9 +198,12 @@ def test_detector_on_a_full_disk_keeps_publishing(tmp_path):
     from fes_live.stream.client import ReplayError, next_seq
     ep = {k: f"tcp://127.0.0.1:{free_port()}" for k in ("features", "events", "replay")}
     log = open(tmp_path / "detector.log", "w")
+    config = tmp_path / "detect.json"  # ends of unknown streams fill the journal here: lift their rate limit
+    config.write_text(json.dumps({"notes_per_s": 100000.0}))
     det = subprocess.Popen([sys.executable, "-m", "fes_live.stream.cli", "detect", "--features-endpoint",
                             ep["features"], "--events-endpoint", ep["events"], "--replay-endpoint", ep["replay"],
-                            "--journal", str(tmp_path / "events.sqlite")], cwd=REPO, stdout=log, stderr=log,
+                            "--journal", str(tmp_path / "events.sqlite"), "--config", str(config)],
+                           cwd=REPO, stdout=log, stderr=log,
                            start_new_session=True,
                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)))
     ctx = zmq.Context()
