@@ -157,7 +157,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", default="", metavar="DIR",
                    help="write events.jsonl, per-frame intensity CSVs and a clip around each expression to DIR")
     p.add_argument("--quiet", action="store_true", help="do not print events on the console (logs only)")
-    p.add_argument("--fast", action="store_true", help="files: as fast as possible, not at their own frame rate")
+    p.add_argument("--fast", "--lossless", dest="fast", action="store_true",
+                   help="files: as fast as possible and lossless (every frame scored, the same result every run)")
     p.add_argument("--engine", default="", help="engine folder (default: the bundled default engine)")
     p.add_argument("--backend", default="auto", help="auto, tensorrt, aoti, export or eager")
     p.add_argument("--face-model", default=None, help="MediaPipe face_landmarker .task file")

@@ -21,6 +21,7 @@ COMMANDS = {
     "view": ("fes_live.stream.view", "serve the browser viewer for a running pipeline"),
     "extract": ("fes_live.stream.extract", "write per-frame features of a whole video to .npz (for training)"),
     "preview": ("fes_live.stream.preview", "print per-frame face state and features of a source, live"),
+    "batch": ("fes_live.stream.batch", "score every frame of video files: events + per-frame table per video"),
 }
 
 

@@ -62,6 +62,7 @@ class StreamState:
     interval_out: int = 0
     latencies_ms: list = field(default_factory=list)
     csv: object = None
+    lossless: bool = False  # its ingest blocks instead of dropping: never drop its frames (see drain)
 
     def remember(self, f) -> None:
         self.times[f.frame_index] = (f.pts_s, f.wall_s)
@@ -137,7 +138,7 @@ class Detector:
         if status == "started":
             if sid in self.streams:
                 self._close(sid, "ended", "restarted by its source")
-            self._open(sid, str(meta.get("source", "")), "", fps=meta.get("fps"))
+            self._open(sid, str(meta.get("source", "")), "", fps=meta.get("fps"), lossless=meta.get("lossless") is True)
         elif status in ("ended", "error"):
             if sid not in self.streams:
                 self.publisher.publish("stream", sid, {"status": status, "message": str(meta.get("message", ""))})
@@ -148,8 +149,9 @@ class Detector:
             raise wire.BadMessage(f"unknown control status {status!r}")
 
     # ------------------------------------------------------------------ streams
-    def _open(self, sid: str, source: str, message: str, fps=None) -> StreamState:
-        s = StreamState(sid, self.engine.new_spotter(), deque(maxlen=self.cfg.queue_frames), source)
+    def _open(self, sid: str, source: str, message: str, fps=None, lossless: bool = False) -> StreamState:
+        s = StreamState(sid, self.engine.new_spotter(), deque(maxlen=None if lossless else self.cfg.queue_frames),
+                        source, lossless=lossless)
         if self.batcher is not None:
             s.spotter.gim_fn = self.batcher.gim_fn  # direct engine call unless inside a batched round
         if self.cfg.record_dir:
@@ -171,6 +173,8 @@ class Detector:
         self._stats(s, time.monotonic() - self.last_stats)
         if s.csv is not None:
             s.csv.close()
+        log.info("%s: %s; %d frames in, %d scored, dropped: %d by the ingest, %d by the detector", sid, status,
+                 s.frames_in, s.frames_out, s.dropped_ingest, s.dropped_detector)
         self.publisher.publish("stream", sid, {"status": status, "message": message, "source": s.source,
                                                "frames": s.frames_in})
         del self.streams[sid]
@@ -295,7 +299,7 @@ class Detector:
         if self.publisher.replay in ready:
             self.publisher.serve_replay()
         n = 0
-        while n < self.cfg.max_batch_msgs:
+        while n < self.cfg.max_batch_msgs and not self._lossless_backlog():
             try:
                 frames = self.pull.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -303,6 +307,10 @@ class Detector:
             self.handle(frames)
             n += 1
         return n
+
+    def _lossless_backlog(self) -> bool:
+        """A lossless stream has a full backlog: leave the rest on the socket, so that its ingest blocks."""
+        return any(s.lossless and len(s.queue) >= self.cfg.queue_frames for s in self.streams.values())
 
     def step(self, budget_s: float = 0.05) -> bool:
         """Process queued frames round-robin across streams for at most budget_s; True if frames are left.

@@ -3,7 +3,13 @@
 source -> FaceTracker -> FeatureExtractor -> `features` messages to the detector (PUSH, bounded queue, never
 blocking: a frame that does not fit is dropped and counted, and the count travels with the next frame). The stream
 is announced (`control` started / ended / error) on the same socket, so the detector sees it in order with the
-frames. Previews (downscaled JPEG + landmarks + box, throttled) go to the viewer's preview endpoint.
+frames.
+
+Lossless (`--fast`, alias `--lossless`, on a file or frame folder): every frame is scored. The ingest blocks on a
+full queue instead of dropping (backpressure), the `started` message says `lossless`, and the detector then never
+drops that stream's frames and stops draining its socket while the stream's backlog is full. MediaPipe is given
+the frames' own timestamps (PTS) instead of the capture clock, so the result is the same on every run and equals
+`fes-live batch` on the same file. Previews (downscaled JPEG + landmarks + box, throttled) go to the viewer's preview endpoint.
 
 `--features X.npz` replays recorded features (from `fes-live extract`) at their frame rate instead of running the
 face pipeline: the benchmark's load generator, through the same socket and codec.
@@ -11,6 +17,7 @@ face pipeline: the benchmark's load generator, through the same socket and codec
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import re
 import signal
@@ -50,8 +57,12 @@ class Sender:
         self.dropped = 0
         self._last_preview = 0.0
 
-    def features(self, stream_id: str, feats, face_state: str) -> bool:
-        ok = wire.send(self.push, wire.features_message(stream_id, feats, face_state, {"dropped": self.dropped}))
+    def features(self, stream_id: str, feats, face_state: str, wait: threading.Event | None = None) -> bool:
+        """Send one frame. `wait` given (lossless): block until the detector has room or until `wait` is set."""
+        msg = wire.features_message(stream_id, feats, face_state, {"dropped": self.dropped})
+        ok = wire.send(self.push, msg)
+        while not ok and wait is not None and not wait.is_set():
+            ok = wire.send(self.push, msg, timeout_s=0.2)
         if ok:
             self.sent += 1
         else:
@@ -127,17 +138,24 @@ def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> 
         source.close()
         sender.close()
         return FATAL_EXIT
-    sender.control(sid, "started", source=source.describe(), fps=float(source.fps or 0.0))
-    log.info("%s: %s -> %s", sid, source.describe(), cfg.endpoints.resolved().features)
+    lossless = cfg.fast and not source.live
+    sender.control(sid, "started", source=source.describe(), fps=float(source.fps or 0.0), lossless=lossless)
+    log.info("%s: %s -> %s%s", sid, source.describe(), cfg.endpoints.resolved().features,
+             " (lossless: every frame is scored)" if lossless else "")
     index, code, message = -1, 0, "end of source"
     try:
         for frame in source:
             if stop_event.is_set():
                 message = "stopped"
                 break
+            if lossless:
+                frame = on_source_clock(frame)
             faces = tracker.update(frame)
             feats = extractor.update(frame, faces)
-            sender.features(sid, feats, faces.state.value)
+            if not sender.features(sid, feats, faces.state.value, wait=stop_event if lossless else None):
+                if stop_event.is_set():
+                    message = "stopped"
+                    break
             sender.maybe_preview(frame, faces)
             if clips is not None:
                 clips.add(frame)
@@ -154,8 +172,16 @@ def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> 
         source.close()
         tracker.close()
         sender.close()
-    log.info("%s: %s after %d frames (%d dropped)", sid, message, index + 1, sender.dropped)
+    log.info("%s: %s after %d frames: %d sent, %d not sent (detector queue full)%s", sid, message, index + 1,
+             sender.sent, sender.dropped, "" if lossless else "; frames the detector itself dropped are in its "
+             "stats events (dropped_detector)")
     return code
+
+
+def on_source_clock(frame):
+    """The frame with MediaPipe's clock (`mono_s`) set to its PTS. MediaPipe's landmark smoothing depends on the
+    timestamps it is given; the capture clock differs from run to run, a file's own timestamps do not."""
+    return dataclasses.replace(frame, mono_s=frame.pts_s)
 
 
 def replay_features(cfg: IngestConfig, path: str, fps: float = 0.0, stop_event: threading.Event | None = None,
@@ -204,7 +230,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features-endpoint", default=None, help="detector's features endpoint (default: ipc, local)")
     p.add_argument("--preview-endpoint", default=None, help="viewer's preview endpoint (default: ipc, local)")
     p.add_argument("--no-preview", action="store_true", help="do not publish preview frames")
-    p.add_argument("--fast", action="store_true", help="files: as fast as possible, not at their own frame rate")
+    p.add_argument("--fast", "--lossless", dest="fast", action="store_true",
+                   help="files: as fast as possible and lossless (every frame scored, the same result every run)")
     p.add_argument("--crops", action="store_true", help="send 224x224 face crops (image-backbone engines)")
     p.add_argument("--face-model", default=None, help="MediaPipe face_landmarker .task file")
     p.add_argument("--max-faces", type=int, default=1)
