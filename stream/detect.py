@@ -482,6 +482,9 @@ def config_from_args(args: argparse.Namespace) -> DetectConfig:
                        ("replay", args.replay_endpoint)):
         if value:
             d["endpoints"][key] = value
+    if args.record:  # a fresh run folder, never an earlier run's
+        from fes_live.stream.record import new_run_folder
+        args.record = str(new_run_folder(args.record))
     for key, value in (("engine", args.engine), ("journal", args.journal), ("record_dir", args.record)):
         if value:
             d[key] = value

@@ -31,6 +31,7 @@ import zmq
 from fes_live.stream import wire
 from fes_live.stream.config import from_dict, load_config, to_dict
 from fes_live.stream.pipeline_config import IngestConfig
+from fes_live.stream.record import new_run_folder
 from fes_live.stream.supervise import FATAL_EXIT
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> 
     restarts it), FATAL_EXIT (2) when the source cannot be opened or the face model is missing (no restart)."""
     from fes_live.stream.face import FaceConfig, FaceTracker
     from fes_live.stream.features import FeatureConfig, FeatureExtractor
-    from fes_live.stream.record import ClipRecorder
+    from fes_live.stream.record import Recording
     from fes_live.stream.sources import SourceConfig, SourceError, open_source
 
     stop_event = stop_event or threading.Event()
@@ -131,7 +132,7 @@ def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> 
     try:
         tracker = FaceTracker(from_dict(FaceConfig, {"face_model": cfg.face_model, "max_faces": cfg.max_faces}))
         extractor = FeatureExtractor(from_dict(FeatureConfig, {"keep_crop": cfg.send_crops}))
-        clips = ClipRecorder(cfg, sid, source.fps) if cfg.record_dir else None
+        recording = Recording(cfg, sid, source.fps) if cfg.record_dir or cfg.lsl else None
     except Exception as e:  # no face model, bad record folder...: say so on the stream, then fail
         log.error("%s: %s", sid, e)
         sender.control(sid, "error", message=f"{type(e).__name__}: {e}", source=cfg.source)
@@ -157,8 +158,8 @@ def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> 
                     message = "stopped"
                     break
             sender.maybe_preview(frame, faces)
-            if clips is not None:
-                clips.add(frame)
+            if recording is not None:
+                recording.add(frame, faces)
             index = frame.index
     except SourceError as e:
         code, message = 1, str(e)
@@ -167,8 +168,8 @@ def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> 
         status = "error" if code else "ended"
         sender.control(sid, status, message=message, frame_index=max(index, -1), frames=index + 1,
                        dropped=sender.dropped)
-        if clips is not None:
-            clips.close()
+        if recording is not None:
+            recording.close()
         source.close()
         tracker.close()
         sender.close()
@@ -235,7 +236,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crops", action="store_true", help="send 224x224 face crops (image-backbone engines)")
     p.add_argument("--face-model", default=None, help="MediaPipe face_landmarker .task file")
     p.add_argument("--max-faces", type=int, default=1)
-    p.add_argument("--record", default="", metavar="DIR", help="write a short clip around each expression to DIR/clips")
+    p.add_argument("--record", default="", metavar="DIR",
+                   help="write the per-frame table and a clip around each expression to a new run folder in DIR")
+    p.add_argument("--lsl", action="store_true", help="Lab Streaming Layer outlets: events, I(t) + blendshapes")
+    p.add_argument("--lsl-wait", type=float, default=0.0, metavar="S",
+                   help="with --lsl: wait up to S seconds for an LSL consumer before the source starts")
     p.add_argument("--events-endpoint", default=None, help="detector's event endpoint (for --record clips)")
     p.add_argument("--config", default=None, help="JSON file with IngestConfig fields (flags override it)")
 
@@ -258,7 +263,9 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
     if args.face_model:
         over["face_model"] = args.face_model
     if args.record:
-        over["record_dir"] = args.record
+        over["record_dir"] = str(new_run_folder(args.record))
+    if args.lsl:
+        over["lsl"], over["lsl_wait_s"] = True, args.lsl_wait
     return from_dict(IngestConfig, {**to_dict(base), **over})
 
 
