@@ -34,6 +34,7 @@ class VideoResult:
     video: str
     stream_id: str
     frames: int
+    fps: float
     face_frames: int
     expressions: int
     events_path: Path | None
@@ -75,13 +76,18 @@ class BatchRunner:
     """One engine, one video at a time through the live code path."""
 
     def __init__(self, engine=None, face_model: str | None = None, max_faces: int = 1, progress: bool = True):
+        import torch
+
         from fes_live.stream.engine import load_engine
 
+        threads = DetectConfig().torch_threads  # as the detector: results depend on torch's thread count
+        if threads > 0:
+            torch.set_num_threads(threads)
         self.engine = engine if engine is not None else load_engine(None)
         self.face_model, self.max_faces, self.progress = face_model, max_faces, progress
 
     def run(self, video: str | Path, events_path: Path | None, table_path: Path | None, stream_id: str = "",
-            on_frame=None, desc: str = "") -> VideoResult:
+            on_frame=None, desc: str = "", folder_fps: float = 30.0) -> VideoResult:
         """Score every frame of `video`; write its events (JSONL) and table (CSV) when given paths.
 
         `on_frame(frame, faces, features)` is called per frame (`fes-live extract` keeps the features from it).
@@ -95,7 +101,7 @@ class BatchRunner:
         from fes_live.stream.table import FrameTable
 
         with tempfile.TemporaryDirectory(prefix="fes-batch-") as tmp, \
-                open_source(str(video), SourceConfig(realtime=False), stream_id or None) as source, \
+                open_source(str(video), SourceConfig(realtime=False, folder_fps=folder_fps), stream_id or None) as source, \
                 FaceTracker(FaceConfig(face_model=self.face_model, max_faces=self.max_faces)) as tracker:
             sid = source.stream_id
             extractor = FeatureExtractor(FeatureConfig(keep_crop=False))
@@ -149,13 +155,11 @@ class BatchRunner:
                 collect()
             finally:
                 detector.close()
-                face_frames = table.face_frames if table is not None else 0
                 if table is not None:
                     table.close()
-        result = VideoResult(str(video), sid, n, face_frames, expressions, events_path, table_path)
-        if table is None:
-            result.face_frames = -1  # unknown without a table
-        return result
+            fps = float(source.fps or 0.0)
+        return VideoResult(str(video), sid, n, fps, table.face_frames if table is not None else -1, expressions,
+                           events_path, table_path)
 
 
 def _as_received(frames: list) -> list[bytes]:
@@ -195,8 +199,6 @@ def main(args: argparse.Namespace) -> int:
         return 2
     out.mkdir(parents=True, exist_ok=True)
     try:
-        import torch
-        torch.set_num_threads(1)  # like the detector: per-frame GIM batches are tiny
         face_model = str(find_face_model(args.face_model))  # once, before any video: a clear error at once
         runner = BatchRunner(load_engine(args.engine or None, backend=args.backend), face_model,
                              args.max_faces, progress=not args.no_progress)
