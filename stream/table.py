@@ -2,13 +2,13 @@
 
 Face columns come from the ingest's `FaceTracker` (the primary face), the intensity and apex columns from the
 detector's `intensity` events and the expression columns from its `expression` events, so `--record`, `fes-live
-batch` and `fes-live extract --csv` write the same table (columns: docs/table.md). A row waits in memory until its
-frame is `horizon_s` older than the newest frame (the detector has long reported its intensity and any expression
-containing it by then), so memory is bounded on a stream of any length; `close()` writes the rest.
+batch` and `fes-live extract --csv` write the same table (columns: docs/table.md). A row waits in memory until the
+detector has scored `horizon_s` beyond its frame (it has long reported any expression containing it by then), or
+until MAX_HELD rows wait (a detector that fell silent), so memory is bounded on a stream of any length; `close()`
+writes the rest. The face part of a held row is kept as one CSV string (~9 kB).
 """
 from __future__ import annotations
 
-import csv
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -27,6 +27,7 @@ LANDMARK_COLUMNS = tuple(f"x_{i}" for i in range(N_LANDMARKS)) + tuple(f"y_{i}" 
 COLUMNS: tuple[str, ...] = (FACE_COLUMNS + POSE_COLUMNS + LANDMARK_COLUMNS + BLENDSHAPE_NAMES + INTENSITY_COLUMNS
                             + EXPRESSION_COLUMNS)
 HORIZON_S = 20.0  # = the clip recorder's ring: an expression is final well within it
+MAX_HELD = 12_000  # rows held at most (a lossless ingest runs up to ~10 000 frames ahead of the detector)
 
 
 def head_pose(matrix: np.ndarray) -> tuple[float, float, float, float, float, float]:
@@ -45,6 +46,11 @@ def head_pose(matrix: np.ndarray) -> tuple[float, float, float, float, float, fl
     yaw = math.degrees(math.atan2(-r[2, 0], math.hypot(r[2, 1], r[2, 2])))
     roll = math.degrees(math.atan2(r[1, 0], r[0, 0]))
     return yaw, pitch, roll, float(m[0, 3]), float(m[1, 3]), float(m[2, 3])
+
+
+def _cell(text: str) -> str:
+    """A CSV field (quoted when it must be)."""
+    return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(c in text for c in ',"\n\r') else text
 
 
 def face_cells(frame_index: int, pts_s: float, faces) -> list[str]:
@@ -80,9 +86,9 @@ class FrameTable:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.horizon = max(1, round(horizon_s * (fps if fps and fps > 0 else 30.0)))
         self._f = open(self.path, "x", newline="")  # never append to or overwrite an earlier table
-        self._w = csv.writer(self._f, lineterminator="\n")
-        self._w.writerow(COLUMNS)
-        self._rows: deque[tuple[int, list[str]]] = deque()
+        self._f.write(",".join(COLUMNS) + "\n")
+        self._rows: deque[tuple[int, str]] = deque()
+        self._scored = -1  # newest frame the detector has reported an intensity for
         self._intensity: dict[int, tuple[float, float, float]] = {}
         self._expressions: list[_Expression] = []
         self.rows = 0
@@ -91,8 +97,11 @@ class FrameTable:
     def add(self, frame_index: int, pts_s: float, faces) -> None:
         cells = face_cells(frame_index, pts_s, faces)
         self.face_frames += cells[3] == "1"
-        self._rows.append((int(frame_index), cells))
-        while self._rows and self._rows[0][0] <= frame_index - self.horizon:
+        self._rows.append((int(frame_index), ",".join(cells)))
+        self._write_due()
+
+    def _write_due(self) -> None:
+        while self._rows and (self._rows[0][0] <= self._scored - self.horizon or len(self._rows) > MAX_HELD):
             self._write(*self._rows.popleft())
 
     def on_event(self, ev: dict) -> None:
@@ -100,21 +109,23 @@ class FrameTable:
         if ev.get("type") == "intensity":
             for f, v, a in zip(d["frames"], d["values"], d["apex_probs"]):
                 self._intensity[int(f)] = (float(v), float(a[0]), float(a[1]))
+                self._scored = max(self._scored, int(f))
+            self._write_due()
         elif ev.get("type") == "expression":
             self._expressions.append(_Expression(int(d["track"]), int(d["onset"]["frame"]),
                                                  int(d["offset"]["frame"]), d["kind"], d["emotion"],
                                                  float(d["score"])))
 
-    def _write(self, frame: int, cells: list[str]) -> None:
+    def _write(self, frame: int, face: str) -> None:
         i = self._intensity.pop(frame, None)
-        cells = cells + (["", "", ""] if i is None else [f"{v:.6f}" for v in i])
+        cells = ["", "", ""] if i is None else [f"{v:.6f}" for v in i]
         hits = [e for e in self._expressions if e.onset <= frame <= e.offset]
         if hits:  # overlapping expressions (a micro inside a macro): the best-scored one
             e = max(hits, key=lambda e: (e.score, -e.onset))
-            cells += [str(e.track), str(e.onset), str(e.offset), e.kind, e.emotion or ""]
+            cells += [str(e.track), str(e.onset), str(e.offset), e.kind, _cell(e.emotion or "")]
         else:
             cells += [""] * len(EXPRESSION_COLUMNS)
-        self._w.writerow(cells)
+        self._f.write(face + "," + ",".join(cells) + "\n")
         self.rows += 1
         self._expressions = [e for e in self._expressions if e.offset >= frame]
         if len(self._intensity) > 4 * self.horizon:  # values of frames already written (never were rows)
