@@ -45,6 +45,21 @@ class VideoResult:
         return self.face_frames == 0
 
 
+TIMING_KEYS = ("wall_s", "latency_s", "fps_in", "fps_out", "latency_ms_p50", "latency_ms_p99")
+
+
+def timing_free(event: dict) -> dict:
+    """An event without what measures time or the machine (the `publisher` id and every wall_s, latency_s,
+    fps_in/out and latency_ms_* at any depth): what two runs on the same file must have equal."""
+    def strip(v):
+        if isinstance(v, dict):
+            return {k: strip(x) for k, x in v.items() if k not in TIMING_KEYS}
+        if isinstance(v, list):
+            return [strip(x) for x in v]
+        return v
+    return {k: strip(v) for k, v in event.items() if k != "publisher" and k not in TIMING_KEYS}
+
+
 def find_videos(inputs: list[str]) -> list[Path]:
     """Files as given; folders: their video files (by suffix), sorted. A missing input is a clear error."""
     out: list[Path] = []
