@@ -96,6 +96,11 @@ class LslOutlet:
         self.markers.push_sample([json.dumps(ev, separators=(",", ":"))], stamp)
         self.marker_count += 1
 
-    def close(self) -> None:
+    def close(self, linger_s: float = 1.0) -> None:
+        """Destroying an outlet drops what its consumers have not yet read: give them `linger_s` to read it."""
+        if self.data is None:
+            return
+        if self.data.have_consumers() or self.markers.have_consumers():
+            time.sleep(linger_s)
         log.info("%s: LSL sent %d samples, %d markers", self.stream_id, self.samples, self.marker_count)
         self.data = self.markers = None  # the outlets go away with their last reference
