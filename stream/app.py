@@ -12,7 +12,6 @@ import logging
 import signal
 import threading
 import time
-from pathlib import Path
 
 import zmq
 

@@ -115,8 +115,9 @@ class BatchRunner:
         from fes_live.stream.sources import FolderSource, SourceConfig, open_source
         from fes_live.stream.table import FrameTable
 
+        src_cfg = SourceConfig(realtime=False, folder_fps=folder_fps)
         with tempfile.TemporaryDirectory(prefix="fes-batch-") as tmp, \
-                open_source(str(video), SourceConfig(realtime=False, folder_fps=folder_fps), stream_id or None) as source, \
+                open_source(str(video), src_cfg, stream_id or None) as source, \
                 FaceTracker(FaceConfig(face_model=self.face_model, max_faces=self.max_faces)) as tracker:
             sid = source.stream_id
             extractor = FeatureExtractor(FeatureConfig(keep_crop=False))

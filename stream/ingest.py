@@ -3,13 +3,13 @@
 source -> FaceTracker -> FeatureExtractor -> `features` messages to the detector (PUSH, bounded queue, never
 blocking: a frame that does not fit is dropped and counted, and the count travels with the next frame). The stream
 is announced (`control` started / ended / error) on the same socket, so the detector sees it in order with the
-frames.
+frames. Previews (downscaled JPEG + landmarks + box, throttled) go to the viewer's preview endpoint.
 
 Lossless (`--fast`, alias `--lossless`, on a file or frame folder): every frame is scored. The ingest blocks on a
 full queue instead of dropping (backpressure), the `started` message says `lossless`, and the detector then never
 drops that stream's frames and stops draining its socket while the stream's backlog is full. MediaPipe is given
 the frames' own timestamps (PTS) instead of the capture clock, so the result is the same on every run and equals
-`fes-live batch` on the same file. Previews (downscaled JPEG + landmarks + box, throttled) go to the viewer's preview endpoint.
+`fes-live batch` on the same file.
 
 `--features X.npz` replays recorded features (from `fes-live extract`) at their frame rate instead of running the
 face pipeline: the benchmark's load generator, through the same socket and codec.

@@ -35,7 +35,8 @@ def test_smile_events_and_intensity_arrive_on_lsl_with_timestamps(lsl, tmp_path)
     from fes_live.stream.lsl_outlet import CHANNELS
 
     args = ["run", "--source", str(SMILE), "--lossless", "--lsl", "--lsl-wait", "120", "--quiet",
-            "--events-endpoint", f"tcp://127.0.0.1:{free_port()}", "--replay-endpoint", f"tcp://127.0.0.1:{free_port()}",
+            "--events-endpoint", f"tcp://127.0.0.1:{free_port()}",
+            "--replay-endpoint", f"tcp://127.0.0.1:{free_port()}",
             "--features-endpoint", f"ipc://{tmp_path}/f", "--preview-endpoint", f"ipc://{tmp_path}/p"]
     env = dict(os.environ, FES_FACE_MODEL=str(FACE_MODEL), FES_NO_DOWNLOAD="1")
     t_start = lsl.local_clock()
