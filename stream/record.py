@@ -45,6 +45,17 @@ def new_run_folder(base: str | Path) -> Path:
     raise OSError(f"could not create a fresh run folder in {base}")
 
 
+def free_path(path: Path) -> Path:
+    """`path`, or `name-2.ext`, `name-3.ext`...: the first that does not exist. A restarted ingest of the same run
+    starts its frames at 0 again; its table and clips go next to the first ones instead of over them."""
+    k = 1
+    out = path
+    while out.exists():
+        k += 1
+        out = path.with_name(f"{path.stem}-{k}{path.suffix}")
+    return out
+
+
 class IntensityCsv:
     """frame, pts_s, wall_s, intensity, apex_macro, apex_micro per frame of one stream."""
 
@@ -163,7 +174,7 @@ class ClipRecorder:
         if not frames:
             log.warning("clip for %s frames %d-%d: frames no longer in memory", self.stream_id, first, last)
             return
-        path = self.folder / f"{self.stream_id}_{d['onset']['frame']}-{d['offset']['frame']}_{d['kind']}.mp4"
+        path = free_path(self.folder / f"{self.stream_id}_{d['onset']['frame']}-{d['offset']['frame']}_{d['kind']}.mp4")
         with VideoWriter(path, self.fps) as writer:
             for _, jpeg in frames:
                 writer.write(cv2.imdecode(jpeg, cv2.IMREAD_COLOR))
@@ -190,7 +201,7 @@ class Recording:
         self.clips = self.table = self.lsl = None
         if cfg.record_dir:
             self.clips = ClipRecorder(cfg.record_dir, stream_id, fps, cfg.clip_pad_s)
-            self.table = FrameTable(Path(cfg.record_dir) / f"table_{stream_id}.csv", fps)
+            self.table = FrameTable(free_path(Path(cfg.record_dir) / f"table_{stream_id}.csv"), fps)
             self.parts += [self.clips, self.table]
         if getattr(cfg, "lsl", False):
             from fes_live.stream.lsl_outlet import LslOutlet

@@ -89,3 +89,14 @@ def test_intensity_csv_appends_after_restart(tmp_path):
     assert (tmp_path / "intensity_cam0.csv").read_text().splitlines() == [
         "frame,pts_s,wall_s,intensity,apex_macro,apex_micro",
         "0,0.000000,100.000000,0.500000,0.100000,0.200000", "1,,,0.250000,0.000000,1.000000"]
+
+
+def test_a_restarted_ingest_writes_beside_the_first_never_over_it(tmp_path):
+    """Within one run a restarted ingest counts frames from 0 again: a second table (and clips) beside the first."""
+    ep = Endpoints(events=f"tcp://127.0.0.1:{free_port()}", features="ipc:///tmp/unused-f", preview="ipc:///tmp/unused-p")
+    cfg = IngestConfig(endpoints=ep, record_dir=str(tmp_path))
+    for _ in range(2):
+        rec = Recording(cfg, "cam0", 30.0)
+        rec.add(Frame("cam0", 0, 0.0, time.time(), time.monotonic(), np.zeros((8, 8, 3), np.uint8)), None)
+        rec.close(wait_s=0.1)
+    assert sorted(p.name for p in tmp_path.glob("table_*")) == ["table_cam0-2.csv", "table_cam0.csv"]
