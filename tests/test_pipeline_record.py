@@ -93,7 +93,8 @@ def test_intensity_csv_appends_after_restart(tmp_path):
 
 def test_a_restarted_ingest_writes_beside_the_first_never_over_it(tmp_path):
     """Within one run a restarted ingest counts frames from 0 again: a second table (and clips) beside the first."""
-    ep = Endpoints(events=f"tcp://127.0.0.1:{free_port()}", features="ipc:///tmp/unused-f", preview="ipc:///tmp/unused-p")
+    ep = Endpoints(events=f"tcp://127.0.0.1:{free_port()}", features="ipc:///tmp/unused-f",
+                   preview="ipc:///tmp/unused-p")
     cfg = IngestConfig(endpoints=ep, record_dir=str(tmp_path))
     for _ in range(2):
         rec = Recording(cfg, "cam0", 30.0)
