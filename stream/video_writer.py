@@ -8,6 +8,7 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 
@@ -27,9 +28,14 @@ class VideoWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._av = av
         self._container = av.open(str(self.path), "w", format="mp4", options={"movflags": "+faststart"})
-        self._stream = self._container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        rate = Fraction(fps).limit_denominator(1001)
+        self._time_base = 1 / rate
+        self._stream = self._container.add_stream("libx264", rate=rate)
         self._stream.pix_fmt = "yuv420p"
-        self._stream.options = {"crf": str(crf), "preset": preset}
+        # The same frames must give the same file (fes-synth is deterministic by seed). They did not in a process that
+        # had run MediaPipe and numba (x264's float-based macroblock-tree and adaptive quantisation differed from run
+        # to run; found by tests/test_synth_generator.py): one thread, no mbtree, no AQ, and BGR -> I420 by OpenCV.
+        self._stream.options = {"crf": str(crf), "preset": preset, "threads": "1", "x264-params": "mbtree=0:aq-mode=0"}
         self._size: tuple[int, int] | None = None
         self.frames = 0
 
@@ -46,7 +52,9 @@ class VideoWriter:
             self._stream.width, self._stream.height = w, h
         elif self._size != (w, h):
             raise ValueError(f"frame size {w}x{h} differs from the first frame's {self._size[0]}x{self._size[1]}")
-        frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="bgr24")
+        yuv = cv2.cvtColor(np.ascontiguousarray(image[:h, :w]), cv2.COLOR_BGR2YUV_I420)
+        frame = self._av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        frame.pts, frame.time_base = self.frames, self._time_base  # frame n at n / fps
         self._container.mux(self._stream.encode(frame))
         self.frames += 1
 

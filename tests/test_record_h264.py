@@ -50,6 +50,11 @@ def test_clips_and_synth_videos_are_h264(tmp_path):
         sink.write(np.full((241, 321, 3), 20 * i, np.uint8))  # odd sizes are cropped to even
     sink.close()
     assert probe(tmp_path / "synth.mp4") == ("h264", "yuv420p", 10)
+    for name in ("x.mp4", "y.mp4"):  # the same frames, the same file
+        with VideoWriter(tmp_path / name, 30.0) as w:
+            for i in range(20):
+                w.write(np.random.default_rng(i).integers(0, 255, (64, 96, 3), dtype=np.uint8))
+    assert (tmp_path / "x.mp4").read_bytes() == (tmp_path / "y.mp4").read_bytes()
     with pytest.raises(ValueError, match="differs"):
         with VideoWriter(tmp_path / "bad.mp4", 30.0) as w:
             w.write(np.zeros((64, 64, 3), np.uint8))
