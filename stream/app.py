@@ -12,7 +12,6 @@ import logging
 import signal
 import threading
 import time
-from pathlib import Path
 
 import zmq
 
@@ -23,6 +22,7 @@ from fes_live.stream.detect import run_detector
 from fes_live.stream.events import PIPELINE_STREAM, format_event
 from fes_live.stream.ingest import run_ingest
 from fes_live.stream.pipeline_config import DetectConfig, IngestConfig, RunConfig
+from fes_live.stream.record import new_run_folder
 from fes_live.stream.supervise import Supervisor
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def stream_ids(sources: tuple[str, ...]) -> list[str]:
 
 def role_configs(cfg: RunConfig) -> tuple[DetectConfig, dict[str, IngestConfig]]:
     ep = cfg.endpoints.resolved()
-    record = Path(cfg.record_dir) if cfg.record_dir else None
+    record = new_run_folder(cfg.record_dir) if cfg.record_dir else None  # a fresh folder per run
     det = from_dict(DetectConfig, {"endpoints": to_dict(ep), "engine": cfg.engine, "backend": cfg.backend,
                                    "journal": str(record / "events.jsonl") if record else "",
                                    "record_dir": str(record) if record else ""})
@@ -51,7 +51,8 @@ def role_configs(cfg: RunConfig) -> tuple[DetectConfig, dict[str, IngestConfig]]
     for src, sid in zip(cfg.sources, stream_ids(cfg.sources)):
         ingests[f"ingest-{sid}"] = from_dict(IngestConfig, {
             "source": src, "stream_id": sid, "endpoints": to_dict(ep), "fast": cfg.fast,
-            "face_model": cfg.face_model, "record_dir": str(record) if record else ""})
+            "face_model": cfg.face_model, "record_dir": str(record) if record else "",
+            "lsl": cfg.lsl, "lsl_wait_s": cfg.lsl_wait_s})
     return det, ingests
 
 
@@ -162,8 +163,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="webcam index, rtsp:// or http(s):// URL, video file or image folder (repeatable)")
     p.add_argument("--record", default="", metavar="DIR",
                    help="write events.jsonl, per-frame intensity CSVs and a clip around each expression to DIR")
+    p.add_argument("--lsl", action="store_true", help="Lab Streaming Layer outlets: events, I(t) + blendshapes")
+    p.add_argument("--lsl-wait", type=float, default=0.0, metavar="S",
+                   help="with --lsl: wait up to S seconds for an LSL consumer before the sources start")
     p.add_argument("--quiet", action="store_true", help="do not print events on the console (logs only)")
-    p.add_argument("--fast", action="store_true", help="files: as fast as possible, not at their own frame rate")
+    p.add_argument("--fast", "--lossless", dest="fast", action="store_true",
+                   help="files: as fast as possible and lossless (every frame scored, the same result every run)")
     p.add_argument("--engine", default="", help="engine folder (default: the bundled default engine)")
     p.add_argument("--backend", default="auto", help="auto, tensorrt, aoti, export or eager")
     p.add_argument("--face-model", default=None, help="MediaPipe face_landmarker .task file")
@@ -190,6 +195,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             d[key] = value
     if args.fast:
         d["fast"] = True
+    if args.lsl:
+        d["lsl"], d["lsl_wait_s"] = True, args.lsl_wait
     if args.quiet:
         d["console"] = False
     if args.backend != "auto":

@@ -22,6 +22,7 @@ COMMANDS = {
     "extract": ("fes_live.stream.extract", "write per-frame features of a whole video to .npz (for training)"),
     "preview": ("fes_live.stream.preview", "print per-frame face state and features of a source, live"),
     "keygen": ("fes_live.stream.auth", "write CurveZMQ key pairs for endpoints off loopback (docs/security.md)"),
+    "batch": ("fes_live.stream.batch", "score every frame of video files: events + per-frame table per video"),
 }
 
 

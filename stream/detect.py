@@ -83,6 +83,7 @@ class StreamState:
     interval_out: int = 0
     latencies_ms: list = field(default_factory=list)
     csv: object = None
+    lossless: bool = False  # its ingest blocks instead of dropping: never drop its frames (see drain)
 
     def remember(self, f) -> None:
         self.times[f.frame_index] = (f.pts_s, f.wall_s)
@@ -177,7 +178,8 @@ class Detector:
             raise wire.BadMessage(f"{sid}: frame {f.frame_index} after {s.last_frame}: indices must increase")
         s.last_seen_s = time.monotonic()
         taken = self.turn[sid] = self.turn.get(sid, 0) + 1
-        if taken > self.cfg.stream_msgs_per_turn:  # one stream cannot take a whole drain turn
+        if taken > self.cfg.stream_msgs_per_turn and not s.lossless:  # one stream cannot take a whole drain turn
+                                                                        # (a lossless one stops the drain instead)
             s.dropped_detector += 1
             return
         s.last_frame = f.frame_index
@@ -210,7 +212,8 @@ class Detector:
                 if sid in self.streams:
                     message = self._replay_note(self.streams[sid])
                 self._end(sid, "ended", "restarted by its source")
-            s = self._admit(sid, meta.get("source", ""), message, fps=meta.get("fps"))
+            s = self._admit(sid, meta.get("source", ""), message, fps=meta.get("fps"),
+                            lossless=meta.get("lossless") is True)
             if s is not None and self.cfg.admit_frames <= 0:
                 self._promote(s)
         else:  # ended / error
@@ -220,7 +223,7 @@ class Detector:
             self._end(sid, status, meta.get("message", ""))
 
     # ------------------------------------------------------------------ streams
-    def _admit(self, sid: str, source: str, message: str, fps=None) -> StreamState | None:
+    def _admit(self, sid: str, source: str, message: str, fps=None, lossless: bool = False) -> StreamState | None:
         """A pending stream (no spotter yet), or None when too many are pending (refused, counted)."""
         if len(self.pending) >= self.cfg.max_pending_streams:
             self.refused += 1
@@ -228,7 +231,8 @@ class Detector:
                 log.warning("%s refused: %d streams pending already (%d refused so far)", sid[:40],
                             len(self.pending), self.refused)
             return None
-        s = StreamState(sid, None, deque(maxlen=self.cfg.queue_frames), source, fps=fps, message=message)
+        s = StreamState(sid, None, deque(maxlen=None if lossless else self.cfg.queue_frames), source, fps=fps,
+                        message=message, lossless=lossless)
         self.pending[sid] = s
         return s
 
@@ -286,6 +290,8 @@ class Detector:
         if s.csv is not None:
             s.csv.close()
         self._save_state(s)
+        log.info("%s: %s; %d frames in, %d scored, dropped: %d by the ingest, %d by the detector", sid, status,
+                 s.frames_in, s.frames_out, s.dropped_ingest, s.dropped_detector)
         self._emit("stream", sid, {"status": status, "message": message, "source": s.source,
                                                "frames": s.frames_in})
         del self.streams[sid]
@@ -529,7 +535,8 @@ class Detector:
         self.turn.clear()
         deadline = time.monotonic() + self.cfg.drain_budget_s
         n = 0
-        while n < self.cfg.max_batch_msgs and (n % 16 or time.monotonic() < deadline):
+        while (n < self.cfg.max_batch_msgs and (n % 16 or time.monotonic() < deadline)
+               and not self._lossless_backlog()):
             try:
                 frames = wire.recv_frames(self.pull, zmq.NOBLOCK)
             except zmq.Again:
@@ -540,6 +547,10 @@ class Detector:
                 self.handle(frames)
             n += 1
         return n
+
+    def _lossless_backlog(self) -> bool:
+        """A lossless stream has a full backlog: leave the rest on the socket, so that its ingest blocks."""
+        return any(s.lossless and len(s.queue) >= self.cfg.queue_frames for s in self.streams.values())
 
     def step(self, budget_s: float = 0.05) -> bool:
         """Process queued frames round-robin across streams for at most budget_s; True if frames are left.
@@ -669,6 +680,9 @@ def config_from_args(args: argparse.Namespace) -> DetectConfig:
                        ("replay", args.replay_endpoint)):
         if value:
             d["endpoints"][key] = value
+    if args.record:  # a fresh run folder, never an earlier run's
+        from fes_live.stream.record import new_run_folder
+        args.record = str(new_run_folder(args.record))
     for key, value in (("engine", args.engine), ("journal", args.journal), ("record_dir", args.record)):
         if value:
             d[key] = value

@@ -238,8 +238,9 @@ def flow_windows(roi_flow: np.ndarray, centers: np.ndarray, radius: int = 8) -> 
     return padded[centers[:, None] + offsets[None, :]]  # (N, 2r+1, R, 2)
 
 
-def save_features(path: str | Path, feats: list[FrameFeatures], fps: float, crops: bool = False) -> None:
-    """Write the `fes-live extract` .npz layout (docs/contracts.md)."""
+def save_features(path: str | Path, feats: list[FrameFeatures], fps: float, crops: bool = False,
+                  extra: dict | None = None) -> None:
+    """Write the `fes-live extract` .npz layout (docs/contracts.md); `extra`: more named arrays."""
     n = len(feats)
     out = dict(
         geometry=np.stack([f.geometry for f in feats]) if n else np.zeros((0, GEOMETRY_DIM), np.float32),
@@ -250,6 +251,7 @@ def save_features(path: str | Path, feats: list[FrameFeatures], fps: float, crop
         fps=np.float64(fps),
         roi_names=np.array(ROI_NAMES),
     )
+    out.update(extra or {})
     if crops:
         blank = np.zeros((CROP_SIZE, CROP_SIZE, 3), np.uint8)
         out["crops"] = (np.stack([f.crop if f.crop is not None else blank for f in feats]) if n

@@ -5,12 +5,19 @@ blocking: a frame that does not fit is dropped and counted, and the count travel
 is announced (`control` started / ended / error) on the same socket, so the detector sees it in order with the
 frames. Previews (downscaled JPEG + landmarks + box, throttled) go to the viewer's preview endpoint.
 
+Lossless (`--fast`, alias `--lossless`, on a file or frame folder): every frame is scored. The ingest blocks on a
+full queue instead of dropping (backpressure), the `started` message says `lossless`, and the detector then never
+drops that stream's frames and stops draining its socket while the stream's backlog is full. MediaPipe is given
+the frames' own timestamps (PTS) instead of the capture clock, so the result is the same on every run and equals
+`fes-live batch` on the same file.
+
 `--features X.npz` replays recorded features (from `fes-live extract`) at their frame rate instead of running the
 face pipeline: the benchmark's load generator, through the same socket and codec.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import re
 import signal
@@ -24,6 +31,7 @@ import zmq
 from fes_live.stream import auth, wire
 from fes_live.stream.config import from_dict, load_config, to_dict
 from fes_live.stream.pipeline_config import IngestConfig
+from fes_live.stream.record import new_run_folder
 from fes_live.stream.supervise import FATAL_EXIT
 
 log = logging.getLogger(__name__)
@@ -51,8 +59,12 @@ class Sender:
         self.dropped = 0
         self._last_preview = 0.0
 
-    def features(self, stream_id: str, feats, face_state: str) -> bool:
-        ok = wire.send(self.push, wire.features_message(stream_id, feats, face_state, {"dropped": self.dropped}))
+    def features(self, stream_id: str, feats, face_state: str, wait: threading.Event | None = None) -> bool:
+        """Send one frame. `wait` given (lossless): block until the detector has room or until `wait` is set."""
+        msg = wire.features_message(stream_id, feats, face_state, {"dropped": self.dropped})
+        ok = wire.send(self.push, msg)
+        while not ok and wait is not None and not wait.is_set():
+            ok = wire.send(self.push, msg, timeout_s=0.2)
         if ok:
             self.sent += 1
         else:
@@ -101,7 +113,7 @@ def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> 
     restarts it), FATAL_EXIT (2) when the source cannot be opened or the face model is missing (no restart)."""
     from fes_live.stream.face import FaceConfig, FaceTracker
     from fes_live.stream.features import FeatureConfig, FeatureExtractor
-    from fes_live.stream.record import ClipRecorder
+    from fes_live.stream.record import Recording
     from fes_live.stream.sources import SourceConfig, SourceError, open_source
 
     stop_event = stop_event or threading.Event()
@@ -125,27 +137,34 @@ def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> 
     try:
         tracker = FaceTracker(from_dict(FaceConfig, {"face_model": cfg.face_model, "max_faces": cfg.max_faces}))
         extractor = FeatureExtractor(from_dict(FeatureConfig, {"keep_crop": cfg.send_crops}))
-        clips = ClipRecorder(cfg, sid, source.fps) if cfg.record_dir else None
+        recording = Recording(cfg, sid, source.fps) if cfg.record_dir or cfg.lsl else None
     except Exception as e:  # no face model, bad record folder...: say so on the stream, then fail
         log.error("%s: %s", sid, e)
         sender.control(sid, "error", message=f"{type(e).__name__}: {e}", source=cfg.source)
         source.close()
         sender.close()
         return FATAL_EXIT
-    sender.control(sid, "started", source=source.describe(), fps=float(source.fps or 0.0))
-    log.info("%s: %s -> %s", sid, source.describe(), cfg.endpoints.resolved().features)
+    lossless = cfg.fast and not source.live
+    sender.control(sid, "started", source=source.describe(), fps=float(source.fps or 0.0), lossless=lossless)
+    log.info("%s: %s -> %s%s", sid, source.describe(), cfg.endpoints.resolved().features,
+             " (lossless: every frame is scored)" if lossless else "")
     index, code, message = -1, 0, "end of source"
     try:
         for frame in source:
             if stop_event.is_set():
                 message = "stopped"
                 break
+            if lossless:
+                frame = on_source_clock(frame)
             faces = tracker.update(frame)
             feats = extractor.update(frame, faces)
-            sender.features(sid, feats, faces.state.value)
+            if not sender.features(sid, feats, faces.state.value, wait=stop_event if lossless else None):
+                if stop_event.is_set():
+                    message = "stopped"
+                    break
             sender.maybe_preview(frame, faces)
-            if clips is not None:
-                clips.add(frame)
+            if recording is not None:
+                recording.add(frame, faces)
             index = frame.index
     except SourceError as e:
         code, message = 1, str(e)
@@ -154,13 +173,21 @@ def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> 
         status = "error" if code else "ended"
         sender.control(sid, status, message=message, frame_index=max(index, -1), frames=index + 1,
                        dropped=sender.dropped)
-        if clips is not None:
-            clips.close()
+        if recording is not None:
+            recording.close()
         source.close()
         tracker.close()
         sender.close()
-    log.info("%s: %s after %d frames (%d dropped)", sid, message, index + 1, sender.dropped)
+    log.info("%s: %s after %d frames: %d sent, %d not sent (detector queue full)%s", sid, message, index + 1,
+             sender.sent, sender.dropped, "" if lossless else "; frames the detector itself dropped are in its "
+             "stats events (dropped_detector)")
     return code
+
+
+def on_source_clock(frame):
+    """The frame with MediaPipe's clock (`mono_s`) set to its PTS. MediaPipe's landmark smoothing depends on the
+    timestamps it is given; the capture clock differs from run to run, a file's own timestamps do not."""
+    return dataclasses.replace(frame, mono_s=frame.pts_s)
 
 
 def replay_features(cfg: IngestConfig, path: str, fps: float = 0.0, stop_event: threading.Event | None = None,
@@ -209,11 +236,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features-endpoint", default=None, help="detector's features endpoint (default: ipc, local)")
     p.add_argument("--preview-endpoint", default=None, help="viewer's preview endpoint (default: ipc, local)")
     p.add_argument("--no-preview", action="store_true", help="do not publish preview frames")
-    p.add_argument("--fast", action="store_true", help="files: as fast as possible, not at their own frame rate")
+    p.add_argument("--fast", "--lossless", dest="fast", action="store_true",
+                   help="files: as fast as possible and lossless (every frame scored, the same result every run)")
     p.add_argument("--crops", action="store_true", help="send 224x224 face crops (image-backbone engines)")
     p.add_argument("--face-model", default=None, help="MediaPipe face_landmarker .task file")
     p.add_argument("--max-faces", type=int, default=1)
-    p.add_argument("--record", default="", metavar="DIR", help="write a short clip around each expression to DIR/clips")
+    p.add_argument("--record", default="", metavar="DIR",
+                   help="write the per-frame table and a clip around each expression to a new run folder in DIR")
+    p.add_argument("--lsl", action="store_true", help="Lab Streaming Layer outlets: events, I(t) + blendshapes")
+    p.add_argument("--lsl-wait", type=float, default=0.0, metavar="S",
+                   help="with --lsl: wait up to S seconds for an LSL consumer before the source starts")
     p.add_argument("--events-endpoint", default=None, help="detector's event endpoint (for --record clips)")
     p.add_argument("--config", default=None, help="JSON file with IngestConfig fields (flags override it)")
     auth.add_flags(p)
@@ -237,7 +269,9 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
     if args.face_model:
         over["face_model"] = args.face_model
     if args.record:
-        over["record_dir"] = args.record
+        over["record_dir"] = str(new_run_folder(args.record))
+    if args.lsl:
+        over["lsl"], over["lsl_wait_s"] = True, args.lsl_wait
     return from_dict(IngestConfig, {**to_dict(base), **over})
 
 

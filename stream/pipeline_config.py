@@ -74,6 +74,8 @@ class IngestConfig:
     max_faces: int = 1
     record_dir: str = ""  # "" = off; else clips around each expression go to <record_dir>/clips
     clip_pad_s: float = 1.0  # seconds of video kept before the onset and after the offset
+    lsl: bool = False  # Lab Streaming Layer outlets for events, I(t) and blendshapes (stream/lsl_outlet.py)
+    lsl_wait_s: float = 0.0  # with lsl: wait this long for a consumer (e.g. LabRecorder) before the source starts
     end_timeout_s: float = 5.0  # how long the "stream ended" message may wait for a full queue
 
 
@@ -122,6 +124,8 @@ class RunConfig:
     engine: str = ""
     backend: str = "auto"
     face_model: str | None = None
+    lsl: bool = False  # every ingest opens Lab Streaming Layer outlets (IngestConfig.lsl)
+    lsl_wait_s: float = 0.0
     console: bool = True  # print expressions, face and stream changes on stdout (fes-events shows everything)
     max_restarts: int = 5  # per child within restart_window_s, then the child is given up
     restart_window_s: float = 60.0

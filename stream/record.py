@@ -1,15 +1,21 @@
-"""`--record DIR`: what a run leaves behind.
+"""`--record DIR`: what a run leaves behind, in a fresh folder per run, `DIR/<YYYYmmdd-HHMMSS>-<id>/` (a
+second run never appends to or overwrites the first; `new_run_folder`).
 
-- `DIR/events.sqlite`: the detector's journal (every event, see stream/events.py).
-- `DIR/intensity_<stream>.csv`: the intensity curve of every frame (`IntensityCsv`, written by the detector).
-- `DIR/clips/<stream>_<onset>-<offset>_<kind>.mp4`: a short clip around each final expression (`ClipRecorder`,
-  written by the ingest, which is the only role that has the pictures). The ingest keeps the last seconds of
-  frames as JPEGs (a few MB instead of hundreds) and listens for its stream's `expression` events.
+- `events.sqlite`: the detector's journal (every event, see stream/events.py).
+- `intensity_<stream>.csv`: the intensity curve of every frame (`IntensityCsv`, written by the detector).
+- `table_<stream>.csv`: the per-frame table (stream/table.py, docs/table.md), written by the ingest.
+- `clips/<stream>_<onset>-<offset>_<kind>.mp4`: an H.264 clip around each final expression (`ClipRecorder`).
+
+The table and the clips are written by the ingest, the only role that has the pictures and the face; it follows
+its stream's events (`EventTap`: intensity, expressions, the stream's end) and feeds them to each of its
+`Recording`'s parts (clips, table and, with `--lsl`, the Lab Streaming Layer outlet of stream/lsl_outlet.py). Clips
+come from the last seconds of frames kept as JPEGs (a few MB instead of hundreds).
 """
 from __future__ import annotations
 
 import csv
 import logging
+import secrets
 import time
 from collections import deque
 from pathlib import Path
@@ -24,6 +30,30 @@ log = logging.getLogger(__name__)
 
 RING_SECONDS = 20.0  # frames kept for clips: the longest expression + both pads must fit
 CLIP_WIDTH = 640
+
+
+def new_run_folder(base: str | Path) -> Path:
+    """Create and return `base/<YYYYmmdd-HHMMSS>-<4 hex>/`, a folder no earlier run has used."""
+    for _ in range(100):
+        path = Path(base) / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            continue
+        log.info("recording into %s", path)
+        return path
+    raise OSError(f"could not create a fresh run folder in {base}")
+
+
+def free_path(path: Path) -> Path:
+    """`path`, or `name-2.ext`, `name-3.ext`...: the first that does not exist. A restarted ingest of the same run
+    starts its frames at 0 again; its table and clips go next to the first ones instead of over them."""
+    k = 1
+    out = path
+    while out.exists():
+        k += 1
+        out = path.with_name(f"{path.stem}-{k}{path.suffix}")
+    return out
 
 
 class IntensityCsv:
@@ -48,28 +78,71 @@ class IntensityCsv:
         self._f.close()
 
 
-class ClipRecorder:
-    """Ring of recent frames + a SUB on this stream's `expression` events -> one mp4 (mp4v) per expression."""
+class EventTap:
+    """A SUB on one stream's `expression`, `expression.onset`, `expression.cancel`, `intensity`, `face` and `stream`
+    events; `poll()` returns what arrived (bad messages are logged and skipped), `ended` turns True with the
+    stream's end."""
 
-    def __init__(self, cfg, stream_id: str, fps: float, ctx: zmq.Context | None = None):
-        self.folder = Path(cfg.record_dir) / "clips"
+    TYPES = ("expression", "expression.onset", "expression.cancel", "intensity", "face", "stream")
+
+    def __init__(self, endpoint: str, stream_id: str, ctx: zmq.Context | None = None, curve=None):
+        self.stream_id = stream_id
+        self.sub = (ctx or zmq.Context.instance()).socket(zmq.SUB)
+        self.sub.setsockopt(zmq.LINGER, 0)
+        self.sub.setsockopt(zmq.RCVHWM, 100_000)
+        for t in self.TYPES:
+            self.sub.setsockopt(zmq.SUBSCRIBE, f"{t}/{stream_id}".encode())
+        self.ended = False
+        if curve is not None:
+            from fes_live.stream.auth import apply_client
+            apply_client(self.sub, endpoint, curve)
+        self.sub.connect(endpoint)
+
+    def poll(self, timeout_ms: int = 0) -> list[dict]:
+        out = []
+        if timeout_ms and not self.sub.poll(timeout_ms):
+            return out
+        while True:
+            try:
+                msg = wire.recv_nowait(self.sub)
+            except zmq.Again:
+                return out
+            except wire.BadMessage as e:
+                log.warning("event tap: bad event message: %s", e)
+                continue
+            ev = wire.to_event(msg)
+            if ev.get("stream_id") != self.stream_id:  # topics are prefixes: cam1 also takes cam10
+                continue
+            if ev.get("type") == "stream" and ev["data"].get("status") in ("ended", "error"):
+                self.ended = True
+            out.append(ev)
+
+    def until_end(self, wait_s: float) -> list[dict]:
+        """What arrives until the stream's end is announced (at most wait_s)."""
+        out, deadline = [], time.monotonic() + wait_s
+        while not self.ended and time.monotonic() < deadline:
+            out += self.poll(100)
+        return out + self.poll()
+
+    def close(self) -> None:
+        self.sub.close()
+
+
+class ClipRecorder:
+    """Ring of recent frames (JPEG) + the stream's `expression` events -> one H.264 mp4 per expression."""
+
+    def __init__(self, folder: str | Path, stream_id: str, fps: float, pad_s: float = 1.0):
+        self.folder = Path(folder) / "clips"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.stream_id = stream_id
         self.fps = fps if fps and fps > 0 else 30.0
-        self.pad = max(0, round(cfg.clip_pad_s * self.fps))
+        self.pad = max(0, round(pad_s * self.fps))
         self.ring: deque[tuple[int, np.ndarray]] = deque(maxlen=max(1, round(RING_SECONDS * self.fps)))
         self.pending: list[dict] = []
         self.written: list[Path] = []
-        self.sub = (ctx or zmq.Context.instance()).socket(zmq.SUB)
-        self.sub.setsockopt(zmq.LINGER, 0)
-        self.sub.setsockopt(zmq.SUBSCRIBE, f"expression/{stream_id}".encode())
-        self.sub.setsockopt(zmq.SUBSCRIBE, f"stream/{stream_id}".encode())
-        self.ended = False
-        from fes_live.stream.auth import apply_client
-        apply_client(self.sub, cfg.endpoints.events, cfg.endpoints.curve)
-        self.sub.connect(cfg.endpoints.resolved().events)
+        self.last_index: int | None = None
 
-    def add(self, frame) -> None:
+    def add(self, frame, faces=None) -> None:
         img = frame.image
         if img.shape[1] > CLIP_WIDTH:
             s = CLIP_WIDTH / img.shape[1]
@@ -77,25 +150,14 @@ class ClipRecorder:
         ok, jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
         if ok:
             self.ring.append((frame.index, jpeg))
-        self._poll_events()
+        self.last_index = frame.index
         self._write_due(frame.index)
 
-    def _poll_events(self) -> None:
-        while True:
-            try:
-                msg = wire.recv_nowait(self.sub)
-            except zmq.Again:
-                return
-            except wire.BadMessage as e:
-                log.warning("clip recorder: bad event message: %s", e)
-                continue
-            ev = wire.to_event(msg)
-            if ev.get("stream_id") != self.stream_id:
-                continue
-            if ev.get("type") == "expression":
-                self.pending.append(ev)
-            elif ev.get("type") == "stream" and ev["data"].get("status") in ("ended", "error"):
-                self.ended = True
+    def on_event(self, ev: dict) -> None:
+        if ev.get("type") == "expression":
+            self.pending.append(ev)
+            if self.last_index is not None:
+                self._write_due(self.last_index)
 
     def _write_due(self, last_index: int | None) -> None:
         keep = []
@@ -107,29 +169,75 @@ class ClipRecorder:
         self.pending = keep
 
     def _write(self, ev: dict) -> None:
+        from fes_live.stream.video_writer import VideoWriter
+
         d = ev["data"]
         first, last = d["onset"]["frame"] - self.pad, d["offset"]["frame"] + self.pad
         frames = [(i, j) for i, j in self.ring if first <= i <= last]
         if not frames:
             log.warning("clip for %s frames %d-%d: frames no longer in memory", self.stream_id, first, last)
             return
-        path = self.folder / f"{self.stream_id}_{d['onset']['frame']}-{d['offset']['frame']}_{d['kind']}.mp4"
-        writer = None
-        for _, jpeg in frames:
-            img = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
-            if writer is None:
-                writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
-                                         (img.shape[1], img.shape[0]))
-            writer.write(img)
-        writer.release()
+        path = free_path(self.folder / f"{self.stream_id}_{d['onset']['frame']}-{d['offset']['frame']}_{d['kind']}.mp4")
+        with VideoWriter(path, self.fps) as writer:
+            for _, jpeg in frames:
+                writer.write(cv2.imdecode(jpeg, cv2.IMREAD_COLOR))
         self.written.append(path)
         log.info("clip %s (%d frames)", path, len(frames))
 
-    def close(self, wait_s: float = 5.0) -> None:
-        """At the end of the stream: wait (up to wait_s) for the detector's last events, then write pending clips."""
-        deadline = time.monotonic() + wait_s
-        while not self.ended and time.monotonic() < deadline:
-            if self.sub.poll(100):
-                self._poll_events()
+    def close(self) -> None:
+        """Write every pending clip with the frames there are."""
         self._write_due(None)
-        self.sub.close()
+
+
+class Recording:
+    """What the ingest keeps of its stream: clips and the per-frame table (`record_dir`), the LSL outlet (`lsl`).
+
+    `add(frame, faces)` per frame, `close()` at the end: it waits (up to wait_s) for the detector's last events
+    of the stream, then finishes every part.
+    """
+
+    def __init__(self, cfg, stream_id: str, fps: float, ctx: zmq.Context | None = None):
+        from fes_live.stream.table import FrameTable
+
+        self.stream_id = stream_id
+        self.parts: list = []
+        self.clips = self.table = self.lsl = None
+        if cfg.record_dir:
+            self.clips = ClipRecorder(cfg.record_dir, stream_id, fps, cfg.clip_pad_s)
+            self.table = FrameTable(free_path(Path(cfg.record_dir) / f"table_{stream_id}.csv"), fps)
+            self.parts += [self.clips, self.table]
+        if getattr(cfg, "lsl", False):
+            from fes_live.stream.lsl_outlet import LslOutlet
+            self.lsl = LslOutlet(stream_id, fps, wait_s=getattr(cfg, "lsl_wait_s", 0.0))
+            self.parts.append(self.lsl)
+        self.tap = EventTap(cfg.endpoints.resolved().events, stream_id, ctx, cfg.endpoints.curve)
+        self.frames = 0
+
+    def add(self, frame, faces=None) -> None:
+        if self.clips is not None:
+            self.clips.add(frame)
+        if self.table is not None:
+            self.table.add(frame.index, frame.pts_s, faces)
+        if self.lsl is not None:
+            self.lsl.add(frame, faces)
+        self.frames += 1
+        self._dispatch(self.tap.poll())
+
+    def _dispatch(self, events: list[dict]) -> None:
+        for ev in events:
+            for part in self.parts:
+                part.on_event(ev)
+
+    def close(self, wait_s: float = 5.0) -> None:
+        try:
+            self._dispatch(self.tap.until_end(wait_s))
+        finally:
+            self.tap.close()
+            for part in self.parts:
+                part.close()
+        if self.table is not None:
+            if self.table.no_face:
+                log.warning("%s: no face found in %d frames (table %s)", self.stream_id, self.frames, self.table.path)
+            else:
+                log.info("%s: table %s (%d rows, face on %d)", self.stream_id, self.table.path, self.table.rows,
+                         self.table.face_frames)

@@ -184,9 +184,9 @@ def _preview_meta(m: dict) -> None:
     check_int(m["height"], 1, MAX_PIXELS, "meta.height")
 
 
-_CONTROL_KEYS = {"started": {"source", "fps"}, "ended": {"message", "source", "frames", "dropped"},
+_CONTROL_KEYS = {"started": {"source", "fps", "lossless"}, "ended": {"message", "source", "frames", "dropped"},
                  "error": {"message", "source", "frames", "dropped"},
-                 "restarted": {"child", "note", "exitcode", "restarts"}}
+                 "restarted": {"child", "note", "exitcode", "restarts", "note_id"}}
 
 
 def _control_meta(m: dict) -> None:
@@ -201,6 +201,10 @@ def _control_meta(m: dict) -> None:
     for key in ("frames", "dropped"):
         if key in m:
             check_int(m[key], 0, MAX_INT, f"meta.{key}")
+    if "lossless" in m:  # a file ingest that blocks instead of dropping (stream/ingest.py)
+        _check(type(m["lossless"]) is bool, "meta.lossless must be true or false")
+    if "note_id" in m:  # the supervisor's id of a note, sent again after a detector restart (stream/supervise.py)
+        check_text(m["note_id"], "meta.note_id", 64)
     if status == "restarted":
         check_stream_id(m.get("child", "?"))
         _check(m.get("note", "restarted") in SUPERVISOR_NOTES, f"meta.note must be one of {SUPERVISOR_NOTES}")

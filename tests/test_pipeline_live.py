@@ -83,6 +83,7 @@ def test_single_source_end_to_end_with_record(tmp_path):
     evs = col.events
     for ev in evs:
         validate(ev)
+    (rec,) = rec.iterdir()  # --record DIR: a fresh run folder inside DIR
     journal = read_journal(rec / "events.sqlite")
     assert [e["seq"] for e in journal] == list(range(len(journal)))  # gapless from 0
     wanted = [e for e in journal if e["type"] not in ("stats",)]
@@ -172,6 +173,7 @@ def test_two_sources_restarts_replay_and_garbage(tmp_path, engine_dir):
     reader.join(10)
     assert proc.returncode == 0, "".join(log_lines)[-3000:]
     rest = [json.loads(x) for x in out_rest.splitlines()]
+    (rec,) = rec.iterdir()  # --record DIR: a fresh run folder inside DIR
     journal = read_journal(rec / "events.sqlite")
     # killed + restarted subscriber: every event exactly once, nothing missed
     assert [e["seq"] for e in seen + rest] == [e["seq"] for e in journal] == list(range(len(journal)))

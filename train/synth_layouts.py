@@ -71,19 +71,19 @@ def assign_names(records: list[VideoRecord], layout: str, n_faces: int) -> None:
 
 
 class Mp4Sink:
-    """mp4v in an .mp4 via cv2.VideoWriter (lossy: leaves real compression artefacts)."""
+    """H.264 in an .mp4 (stream/video_writer.py: the one writer of fes-live; lossy, so real compression artefacts)."""
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]):
+        from fes_live.stream.video_writer import VideoWriter
+
         self.path = path
-        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-        if not self.writer.isOpened():
-            raise OSError(f"cannot open a video writer for {path}")
+        self.writer = VideoWriter(path, fps)
 
     def write(self, frame: np.ndarray) -> None:
         self.writer.write(frame)
 
     def close(self) -> None:
-        self.writer.release()
+        self.writer.close()
 
 
 class FolderSink:
