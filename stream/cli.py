@@ -12,6 +12,7 @@ import logging
 import sys
 
 from fes_live import version_text
+from fes_live.stream.config import ConfigError
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(processName)s %(name)s %(levelname)s %(message)s")
     try:
         return int(module.main(args) or 0)
+    except ConfigError as e:  # a user error: one line, no traceback
+        print(f"fes-live {name}: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -87,6 +87,8 @@ class Detector:
         self.pull.setsockopt(zmq.LINGER, 0)
         self.pull.bind(ep.features)
         self.publisher = EventPublisher(self.ctx, ep.events, ep.replay, cfg.journal, cfg.replay_memory)
+        if cfg.run_token:  # `fes-live run` checks that the detector answering on the replay port is its own
+            self.publisher.publisher = f"{cfg.run_token}-{self.publisher.publisher}"
         self.streams: dict[str, StreamState] = {}
         self.batcher = GimBatcher(engine.gim) if cfg.batch_streams and hasattr(engine, "gim") else None
         self.bad_messages = 0

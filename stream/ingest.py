@@ -98,24 +98,24 @@ class Sender:
 def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> int:
     """The role: 0 when the source ended (or we were asked to stop), 1 on a source error mid-stream (the supervisor
     restarts it), FATAL_EXIT (2) when the source cannot be opened or the face model is missing (no restart)."""
-    from fes_live.stream.face import FaceConfig, FaceTracker
-    from fes_live.stream.features import FeatureConfig, FeatureExtractor
-    from fes_live.stream.record import ClipRecorder
-    from fes_live.stream.sources import SourceConfig, SourceError, open_source
+    from fes_live.stream.sources import SourceError
 
     stop_event = stop_event or threading.Event()
     if cfg.stream_id and not re.fullmatch(r"[^/\s]{1,128}", cfg.stream_id):
         log.error("stream id %r: use 1-128 characters without '/' or spaces", cfg.stream_id)
         return FATAL_EXIT
     sender = Sender(cfg)
-    try:
-        source = open_source(cfg.source, from_dict(SourceConfig, {"realtime": not cfg.fast}), cfg.stream_id or None)
+    try:  # the source first: a bad one is reported before MediaPipe loads
+        source = open_ingest_source(cfg)
     except SourceError as e:
         sid = cfg.stream_id or "unknown"
         log.error("%s", e)
         sender.control(sid, "error", message=str(e), source=cfg.source)
         sender.close()
         return FATAL_EXIT
+    from fes_live.stream.face import FaceConfig, FaceTracker
+    from fes_live.stream.features import FeatureConfig, FeatureExtractor
+    from fes_live.stream.record import ClipRecorder
     sid = source.stream_id
     try:
         tracker = FaceTracker(from_dict(FaceConfig, {"face_model": cfg.face_model, "max_faces": cfg.max_faces}))
@@ -127,7 +127,16 @@ def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> 
         source.close()
         sender.close()
         return FATAL_EXIT
-    sender.control(sid, "started", source=source.describe(), fps=float(source.fps or 0.0))
+
+    def on_outage(what: str, message: str) -> None:  # a network source went down / came back: one event each
+        if what == "down":
+            sender.control(sid, "error", message=message, source=cfg.source, dropped=sender.dropped)
+        else:
+            sender.control(sid, "started", source=source.describe(), fps=float(source.fps or 0.0))
+
+    source.on_outage = on_outage
+    if not source.start_error:  # else the first reconnect says "error", then "started" once it answers
+        sender.control(sid, "started", source=source.describe(), fps=float(source.fps or 0.0))
     log.info("%s: %s -> %s", sid, source.describe(), cfg.endpoints.resolved().features)
     index, code, message = -1, 0, "end of source"
     try:
@@ -142,8 +151,8 @@ def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> 
             if clips is not None:
                 clips.add(frame)
             index = frame.index
-    except SourceError as e:
-        code, message = 1, str(e)
+    except SourceError as e:  # gave up reconnecting: a restart tries again, unless it never answered at all
+        code, message = (FATAL_EXIT if source.start_error else 1), str(e)
         log.error("%s: %s", sid, e)
     finally:
         status = "error" if code else "ended"
@@ -156,6 +165,15 @@ def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> 
         sender.close()
     log.info("%s: %s after %d frames (%d dropped)", sid, message, index + 1, sender.dropped)
     return code
+
+
+def open_ingest_source(cfg: IngestConfig):
+    """The ingest's source: files at their own rate unless `fast`, looped if asked; network sources are retried
+    at start and after drops for `reconnect_give_up_s` (0: for as long as the pipeline runs)."""
+    from fes_live.stream.sources import SourceConfig, open_source
+    scfg = from_dict(SourceConfig, {"realtime": not cfg.fast, "loop": cfg.loop, "retry_open": True,
+                                    "give_up_after_s": cfg.reconnect_give_up_s})
+    return open_source(cfg.source, scfg, cfg.stream_id or None)
 
 
 def replay_features(cfg: IngestConfig, path: str, fps: float = 0.0, stop_event: threading.Event | None = None,

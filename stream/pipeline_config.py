@@ -13,9 +13,19 @@ from dataclasses import dataclass
 
 
 def runtime_dir() -> str:
-    """Folder for ipc:// sockets: $XDG_RUNTIME_DIR, else /tmp/fes-live-<user> (short: ipc paths max ~100 chars)."""
+    """Folder for ipc:// sockets: $XDG_RUNTIME_DIR, else /tmp/fes-live-<user> (short: ipc paths max ~100 chars).
+
+    Roles started separately (`fes-live detect`, `fes-live ingest`) meet here; `fes-live run` uses a folder of
+    its own inside it (`instance_dir`), so two runs on one machine never share a socket."""
     base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(tempfile.gettempdir(), f"fes-live-{getpass.getuser()}")
     return base
+
+
+def instance_dir() -> str:
+    """A fresh private folder for one `fes-live run`'s ipc sockets: <runtime_dir>/run-<pid>-<random>."""
+    base = runtime_dir()
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    return tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=base)
 
 
 @dataclass(frozen=True)
@@ -30,9 +40,9 @@ class Endpoints:
     replay: str = "tcp://127.0.0.1:5557"  # detector ROUTER: journal replay from a sequence number
     preview: str = ""  # ingest PUB (connect) -> viewer SUB (bind); "" = ipc://<runtime_dir>/preview
 
-    def resolved(self) -> "Endpoints":
-        """The same endpoints with the ipc defaults filled in (and their folder created)."""
-        rt = runtime_dir()
+    def resolved(self, rt: str | None = None) -> "Endpoints":
+        """The same endpoints with the ipc defaults filled in under `rt` (default runtime_dir(), created)."""
+        rt = rt or runtime_dir()
         if not self.features or not self.preview:
             os.makedirs(rt, mode=0o700, exist_ok=True)
         return Endpoints(features=self.features or f"ipc://{rt}/features",
@@ -55,6 +65,8 @@ class IngestConfig:
     preview_quality: int = 75  # JPEG quality
     face_model: str | None = None
     max_faces: int = 1
+    loop: bool = False  # files and folders: start again at the end (a demo clip that plays until Ctrl-C)
+    reconnect_give_up_s: float = 0.0  # network: stop retrying after this long without a frame (0: never)
     record_dir: str = ""  # "" = off; else clips around each expression go to <record_dir>/clips
     clip_pad_s: float = 1.0  # seconds of video kept before the onset and after the offset
     end_timeout_s: float = 5.0  # how long the "stream ended" message may wait for a full queue
@@ -77,6 +89,7 @@ class DetectConfig:
     replay_memory: int = 100_000  # events kept in memory for replay (older ones are read from the journal)
     record_dir: str = ""  # "" = off; else per-frame intensity CSVs go there
     idle_stream_s: float = 30.0  # a stream silent this long is flushed and announced as ended (error)
+    run_token: str = ""  # set by `fes-live run`: prefixes the publisher id so the app knows its own detector
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,9 @@ class RunConfig:
     engine: str = ""
     backend: str = "auto"
     face_model: str | None = None
+    max_faces: int = 1  # faces tracked per source
+    loop: bool = False  # files and folders: play again from the start at the end
+    reconnect_give_up_s: float = 0.0  # network sources: give up after this long without a frame (0: never)
     console: bool = True  # print expressions, face and stream changes on stdout (fes-events shows everything)
     max_restarts: int = 5  # per child within restart_window_s, then the child is given up
     restart_window_s: float = 60.0
