@@ -112,3 +112,69 @@ def test_unreachable_rtsp_is_reported_at_once_then_given_up_as_asked(tmp_path, p
     text = out.join()
     assert proc.returncode != 0, text
     assert "gave up reconnecting" in text and "Traceback" not in text, text
+
+
+@pytest.mark.slow
+def test_rtsp_down_at_start_and_a_60_s_outage_are_survived(tmp_path, procs):
+    """A camera that is down when fes-live starts, comes up, then goes away for 60 s (longer than the old 30 s
+    limit) and comes back: one `stream` error each time it goes down, one `started` each time it is back, and the
+    run goes on until Ctrl-C."""
+    import signal
+    import threading
+
+    from fes_live.stream.client import subscribe
+    from test_ingest_sources import _have_gi, _start_server
+    if not _have_gi():
+        pytest.skip("/usr/bin/python3 lacks gi + GstRtspServer (.ci/run installs them)")
+    need(FACE_MODEL)
+    ffmpeg = shutil.which("ffmpeg") or pytest.skip("ffmpeg not installed")
+    clip = tmp_path / "looped.mp4"  # 2.4 s x 50: longer than the whole test
+    subprocess.run([ffmpeg, "-v", "error", "-stream_loop", "49", "-i", str(need(SMILE)), "-c", "copy", str(clip)],
+                   check=True)
+    port = free_port()
+    url = f"rtsp://127.0.0.1:{port}/live"
+    cmd = fes_live_cmd("--source", url)
+    events, replay = cmd[cmd.index("--events-endpoint") + 1], cmd[cmd.index("--replay-endpoint") + 1]
+    seen: list[dict] = []
+    sub = subscribe(events, replay, types=["stream", "face"], from_seq=0)
+    threading.Thread(target=lambda: [seen.append(e) for e in sub], daemon=True).start()
+    proc = procs.popen(cmd, env=env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = Lines(proc)
+    status = lambda: [e["data"]["status"] for e in seen if e["type"] == "stream"]  # noqa: E731
+
+    def wait_status(wanted: list[str], timeout_s: float) -> None:
+        deadline = time.monotonic() + scaled(timeout_s)
+        while status() != wanted:
+            assert time.monotonic() < deadline and proc.poll() is None, (status(), out.text[-3000:])
+            time.sleep(0.1)
+
+    wait_status(["error"], 120)  # down at start, said once the detector is up
+    assert "retrying" in next(e for e in seen if e["type"] == "stream")["data"]["message"]
+    server = _start_server(clip, port)
+    try:
+        wait_status(["error", "started"], 60)
+        assert out.wait_for("connected after", 5)
+        assert wait_face(seen, 60), out.text[-3000:]
+        server.kill()
+        server.wait()
+        wait_status(["error", "started", "error"], 30)
+        time.sleep(60)  # the outage
+        assert proc.poll() is None, out.text[-3000:]
+        assert status() == ["error", "started", "error"]  # one event per change, none while it stays down
+        server = _start_server(clip, port)
+        wait_status(["error", "started", "error", "started"], 90)
+    finally:
+        server.kill()
+        server.wait()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(scaled(60)) == 0, out.join()[-3000:]
+    assert "Traceback" not in out.join()
+
+
+def wait_face(seen: list[dict], timeout_s: float) -> bool:
+    deadline = time.monotonic() + scaled(timeout_s)
+    while time.monotonic() < deadline:
+        if any(e["type"] == "face" for e in seen):
+            return True
+        time.sleep(0.1)
+    return False
