@@ -225,7 +225,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fast", action="store_true", help="files: as fast as possible, not at their own frame rate")
     p.add_argument("--crops", action="store_true", help="send 224x224 face crops (image-backbone engines)")
     p.add_argument("--face-model", default=None, help="MediaPipe face_landmarker .task file")
-    p.add_argument("--max-faces", type=int, default=1)
+    p.add_argument("--max-faces", type=int, default=1, help="faces tracked in the source (default 1)")
     p.add_argument("--record", default="", metavar="DIR", help="write a short clip around each expression to DIR/clips")
     p.add_argument("--events-endpoint", default=None, help="detector's event endpoint (for --record clips)")
     p.add_argument("--config", default=None, help="JSON file with IngestConfig fields (flags override it)")
