@@ -12,7 +12,7 @@ import logging
 import sys
 
 from fes_live import version_text
-from fes_live.stream.config import ConfigError
+from fes_live.stream.supervise import is_user_error
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
@@ -57,11 +57,13 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(processName)s %(name)s %(levelname)s %(message)s")
     try:
         return int(module.main(args) or 0)
-    except ConfigError as e:  # a user error: one line, no traceback
-        print(f"fes-live {name}: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        if not is_user_error(e):  # a bug: the traceback helps
+            raise
+        print(f"fes-live {name}: error: {e}", file=sys.stderr)  # bad config, source, engine, port: one line
+        return 2
 
 
 if __name__ == "__main__":
