@@ -18,6 +18,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -130,19 +131,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(sup: Supervisor, name: str, port: int, stop: threading.Event) -> bool:
-    """Until 127.0.0.1:port accepts a connection (the child `name` is serving); False if it died or timed out."""
-    deadline = time.monotonic() + VIEWER_START_TIMEOUT_S
+def wait_for_child(sup: Supervisor, name: str, timeout_s: float, stop: threading.Event, ready: Callable):
+    """Poll `ready()` until it gives a value (not None) while the child `name` runs; None when the child died, the
+    time ran out or we were asked to stop."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not stop.is_set():
         sup.poll()
         if not sup.running([name]):
-            return False
+            return None
+        got = ready()
+        if got is not None:
+            return got
+        stop.wait(0.2)
+    return None
+
+
+def wait_for_port(sup: Supervisor, name: str, port: int, stop: threading.Event) -> bool:
+    """Until 127.0.0.1:port accepts a connection (the child `name` is serving); False if it died or timed out."""
+    def accepts():
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return True
         except OSError:
-            stop.wait(0.2)
-    return False
+            return None
+    return bool(wait_for_child(sup, name, VIEWER_START_TIMEOUT_S, stop, accepts))
 
 
 # what `fes-live run` prints on its console (fes-events shows everything, intensity and stats included)
@@ -158,20 +170,16 @@ def print_events(sub: Subscription) -> None:
 def wait_for_detector(sup: Supervisor, replay: str, token: str, stop: threading.Event) -> int | None:
     """Our detector's next seq once it answers a replay request (engine loaded, sockets bound) with this run's
     token; None if it died or timed out. An answer without the token is another process on our port."""
-    deadline = time.monotonic() + ENGINE_LOAD_TIMEOUT_S
-    while time.monotonic() < deadline and not stop.is_set():
-        sup.poll()
-        if not sup.running([DETECTOR]):
-            return None
+    def ours():
         try:
             meta = hello(replay, timeout_s=1.0)
         except ReplayError:
-            continue
+            return None
         if str(meta.get("publisher", "")).startswith(f"{token}-"):
             return int(meta["next_seq"])
         log.warning("%s answers for another detector (publisher %s): waiting for ours", replay, meta.get("publisher"))
-        stop.wait(0.5)
-    return None
+        return None
+    return wait_for_child(sup, DETECTOR, ENGINE_LOAD_TIMEOUT_S, stop, ours)
 
 
 def run(cfg: RunConfig, args: argparse.Namespace | None = None, stop: threading.Event | None = None) -> int:
