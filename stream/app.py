@@ -167,15 +167,16 @@ def print_events(sub: Subscription) -> None:
         print(format_event(ev), flush=True)
 
 
-def wait_for_detector(sup: Supervisor, replay: str, token: str, stop: threading.Event) -> int | None:
+def wait_for_detector(sup: Supervisor, replay: str, stop: threading.Event, token: str = "") -> int | None:
     """Our detector's next seq once it answers a replay request (engine loaded, sockets bound) with this run's
-    token; None if it died or timed out. An answer without the token is another process on our port."""
+    `token` (any, when none is given); None if it died or timed out. An answer without the token is another
+    process on our port."""
     def ours():
         try:
             meta = hello(replay, timeout_s=1.0)
         except ReplayError:
             return None
-        if str(meta.get("publisher", "")).startswith(f"{token}-"):
+        if not token or str(meta.get("publisher", "")).startswith(f"{token}-"):
             return int(meta["next_seq"])
         log.warning("%s answers for another detector (publisher %s): waiting for ours", replay, meta.get("publisher"))
         return None
@@ -217,7 +218,7 @@ def _run(cfg: RunConfig, args: argparse.Namespace | None, stop: threading.Event,
     sup.start(DETECTOR, run_detector, det_cfg)
     code = 0
     try:
-        first_seq = wait_for_detector(sup, ep.replay, token, stop)
+        first_seq = wait_for_detector(sup, ep.replay, stop, token)
         if first_seq is None:
             if not sup.children[DETECTOR].gave_up:  # else it said why, and the supervisor that it gave up
                 log.error("the detector did not come up within %.0f s", ENGINE_LOAD_TIMEOUT_S)

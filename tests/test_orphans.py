@@ -94,9 +94,9 @@ def test_readiness_check_wants_its_own_detector(monkeypatch):
     try:
         monkeypatch.setattr(app, "ENGINE_LOAD_TIMEOUT_S", 3.0)
         stop = threading.Event()
-        assert app.wait_for_detector(sup, f"tcp://127.0.0.1:{port}", "mine", stop) is None
+        assert app.wait_for_detector(sup, f"tcp://127.0.0.1:{port}", stop, "mine") is None
         answer_as[0] = "mine-99887766"
-        assert app.wait_for_detector(sup, f"tcp://127.0.0.1:{port}", "mine", stop) == 7
+        assert app.wait_for_detector(sup, f"tcp://127.0.0.1:{port}", stop, "mine") == 7
     finally:
         sup.stop([app.DETECTOR], 10)
         router.close()
