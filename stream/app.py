@@ -58,7 +58,7 @@ def stream_ids(sources: tuple[str, ...]) -> list[str]:
 def role_configs(cfg: RunConfig, rt: str | None = None, run_token: str = ""
                  ) -> tuple[DetectConfig, dict[str, IngestConfig]]:
     """The roles' configs; ipc endpoints left empty go to the folder `rt` (this run's own)."""
-    ep = cfg.endpoints.resolved(rt)
+    ep = cfg.endpoints.resolved(rt, (free_port(), free_port()))  # where there is no ipc://: free tcp ports
     record = Path(cfg.record_dir) if cfg.record_dir else None
     det = from_dict(DetectConfig, {"endpoints": to_dict(ep), "engine": cfg.engine, "backend": cfg.backend,
                                    "journal": str(record / "events.jsonl") if record else "",

@@ -40,14 +40,24 @@ class Endpoints:
     replay: str = "tcp://127.0.0.1:5557"  # detector ROUTER: journal replay from a sequence number
     preview: str = ""  # ingest PUB (connect) -> viewer SUB (bind); "" = ipc://<runtime_dir>/preview
 
-    def resolved(self, rt: str | None = None) -> "Endpoints":
-        """The same endpoints with the ipc defaults filled in under `rt` (default runtime_dir(), created)."""
+    def resolved(self, rt: str | None = None, tcp_ports: tuple[int, int] = (5558, 5559)) -> "Endpoints":
+        """The same endpoints with the local defaults filled in: ipc sockets in the folder `rt` (default
+        runtime_dir(), created), or, where ZeroMQ has no ipc:// (some Windows builds), tcp on 127.0.0.1 at
+        `tcp_ports` (features, preview)."""
+        if not has_ipc():
+            return Endpoints(features=self.features or f"tcp://127.0.0.1:{tcp_ports[0]}", events=self.events,
+                             replay=self.replay, preview=self.preview or f"tcp://127.0.0.1:{tcp_ports[1]}")
         rt = rt or runtime_dir()
         if not self.features or not self.preview:
             os.makedirs(rt, mode=0o700, exist_ok=True)
         return Endpoints(features=self.features or f"ipc://{rt}/features",
                          events=self.events, replay=self.replay,
                          preview=self.preview or f"ipc://{rt}/preview")
+
+
+def has_ipc() -> bool:
+    import zmq
+    return bool(zmq.has("ipc"))
 
 
 @dataclass(frozen=True)

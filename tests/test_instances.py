@@ -68,3 +68,18 @@ def test_two_instances_never_cross_wire(tmp_path, procs):
         loops = max(f for e in seen if e["type"] == "intensity" for f in e["data"]["frames"])
         assert loops >= 20
     assert list(runtime.iterdir()) == []  # each run removed its own folder
+
+
+def test_without_ipc_each_run_gets_free_tcp_ports(monkeypatch, tmp_path):
+    """Where ZeroMQ has no ipc:// (some Windows builds) the local endpoints are tcp on 127.0.0.1, free per run."""
+    from fes_live.stream import pipeline_config
+    from fes_live.stream.app import role_configs
+    from fes_live.stream.pipeline_config import RunConfig
+    monkeypatch.setattr(pipeline_config, "has_ipc", lambda: False)
+    a, _ = role_configs(RunConfig(sources=("x.mp4",)), str(tmp_path))
+    b, ingests = role_configs(RunConfig(sources=("x.mp4",)), str(tmp_path))
+    for ep in (a.endpoints, b.endpoints):
+        assert ep.features.startswith("tcp://127.0.0.1:") and ep.preview.startswith("tcp://127.0.0.1:")
+    assert a.endpoints.features != b.endpoints.features
+    assert ingests["ingest-x"].endpoints == b.endpoints
+    assert list(tmp_path.iterdir()) == []  # no ipc folder made
