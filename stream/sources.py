@@ -24,9 +24,9 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
 import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # in case cv2 was imported before us
-import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,8 @@ class CaptureSource(Source):
             cap = cv2.VideoCapture(self.uri, cv2.CAP_FFMPEG)
         if not cap.isOpened():
             cap.release()
-            what = {"webcam": "no camera at index", "network": "cannot connect to", "file": "cannot decode video (not a video, or truncated):"}
+            what = {"webcam": "no camera at index", "network": "cannot connect to",
+                    "file": "cannot decode video (not a video, or truncated):"}
             raise SourceError(f"{what[self.kind]} {redact(self.uri)}")
         return cap
 

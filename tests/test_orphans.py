@@ -46,8 +46,9 @@ def test_sigkill_of_fes_live_leaves_nothing_behind(tmp_path, procs):
     ports = [free_port(), free_port(), free_port()]
     env = dict(os.environ, FES_FACE_MODEL=str(FACE_MODEL), FES_NO_DOWNLOAD="1", XDG_RUNTIME_DIR=str(tmp_path))
     clip = need(VIDEO / "pyfeat_single_face.mp4")
-    proc = procs.popen([sys.executable, "-m", "fes_live.stream.cli", "run", "--source", str(clip), "--loop", "--view", "--view-port", str(ports[2]), "--events-endpoint",
-                        f"tcp://127.0.0.1:{ports[0]}", "--replay-endpoint", f"tcp://127.0.0.1:{ports[1]}"],
+    proc = procs.popen([sys.executable, "-m", "fes_live.stream.cli", "run", "--source", str(clip), "--loop", "--view",
+                        "--view-port", str(ports[2]), "--events-endpoint", f"tcp://127.0.0.1:{ports[0]}",
+                        "--replay-endpoint", f"tcp://127.0.0.1:{ports[1]}"],
                        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = Lines(proc)
     assert out.wait_for(r"started ingest-\S+ \(pid \d+\)", 180), out.text[-3000:]
