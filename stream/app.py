@@ -5,8 +5,9 @@ every tcp port is checked to be free; either is a one-line error and exit code 2
 Then the detector; once it answers on its replay endpoint with this run's token (the engine is loaded, and it is
 ours, not another instance's), the viewer (`--view`, waited for so a short clip is not over before it binds),
 then one ingest per source, each a real process. Each run keeps its ipc sockets in a folder of its own. A crashed
-child is restarted (rate-limited) and a `supervisor` event says so. The run ends when every source has ended (files) or on Ctrl-C / SIGTERM: ingests stop first and announce the end of their
-streams, then the detector drains its socket, flushes every stream's pending expressions and exits.
+child is restarted (rate-limited) and a `supervisor` event says so. The run ends when every source has ended
+(files) or on Ctrl-C / SIGTERM: ingests stop first and announce the end of their streams, then the detector drains
+its socket, flushes every stream's pending expressions and exits.
 """
 from __future__ import annotations
 
