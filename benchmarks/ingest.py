@@ -74,11 +74,12 @@ def report(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fes-bench ingest", description=__doc__.splitlines()[0])
-    p.add_argument("--clip", default=str(DEFAULT_CLIP))
-    p.add_argument("--frames", type=int, default=600)
-    p.add_argument("--warmup", type=int, default=30)
-    p.add_argument("--flow-size", type=int, default=112)
-    p.add_argument("--face-model", default=str(DEFAULT_MODEL) if DEFAULT_MODEL.is_file() else None)
+    p.add_argument("--clip", default=str(DEFAULT_CLIP), help="video file to read (default: the smile clip)")
+    p.add_argument("--frames", type=int, default=600, help="frames timed (the clip is looped)")
+    p.add_argument("--warmup", type=int, default=30, help="frames run before timing starts")
+    p.add_argument("--flow-size", type=int, default=112, help="side of the crop the ROI optical flow runs on")
+    p.add_argument("--face-model", default=str(DEFAULT_MODEL) if DEFAULT_MODEL.is_file() else None,
+                   help="MediaPipe face_landmarker .task file")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     if not Path(args.clip).is_file():

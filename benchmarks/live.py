@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=15.0, help="seconds of 30 fps features per stream")
     p.add_argument("--features", default=None, help=".npz from `fes-live extract` (default: extract the smile clip)")
     p.add_argument("--engine", default="", help="engine folder (default: the bundled default engine)")
-    p.add_argument("--backend", default="auto")
+    p.add_argument("--backend", default="auto", help="auto, tensorrt, aoti, export or eager")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -1,7 +1,9 @@
-"""CPU cost of the two models per frame: GIM (one 17-frame window per frame, batched) and FEDN (one window per
-stride), plus the whole OnlineSpotter per frame (both models + post-processing), on random weights and inputs.
+"""CPU cost per frame of GIM, FEDN and the whole OnlineSpotter, on random weights and inputs.
 
-    python -m fes_live.benchmarks.models [--threads 1] [--repeat 50] [--json out.json]
+GIM runs one 17-frame window per frame (batched), FEDN one window per stride, the OnlineSpotter both models plus
+post-processing.
+
+    fes-bench models [--threads 1] [--repeat 50] [--json out.json]
 
 Weights do not change the cost, so no checkpoint is needed; pass `--gim-config/--fedn-config` JSON files to time
 other sizes. Per-frame figures are what one 30 fps stream costs: GIM batch b costs t_b / b per frame, FEDN a
@@ -78,12 +80,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeat", type=int, default=50, help="timed calls per figure (median)")
     p.add_argument("--stride", type=int, default=SpotterConfig().fedn_stride, help="FEDN window stride (frames)")
     p.add_argument("--gim-config", help="GIMConfig JSON (default: the built-in CPU size)")
-    p.add_argument("--fedn-config", help="FEDNConfig JSON")
-    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--fedn-config", help="FEDNConfig JSON (default: the built-in CPU size)")
+    p.add_argument("--json", metavar="PATH", help="also write the results to PATH as JSON")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="fes-bench models", description=__doc__.splitlines()[0])
+    parts = __doc__.strip().split("\n\n")  # summary, what is timed, usage, notes
+    p = argparse.ArgumentParser(prog="fes-bench models", description="\n\n".join(parts[:2]), epilog=parts[-1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     args = p.parse_args(argv)
     res = run(load_config(GIMConfig, args.gim_config), load_config(FEDNConfig, args.fedn_config), args.stride,

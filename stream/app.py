@@ -1,27 +1,37 @@
 """`fes-live [run] --source X [--source Y] [--record DIR] [--fast]`: every role locally, supervised.
 
-Starts the detector, waits until it answers on its replay endpoint (the engine is loaded), then one ingest per
-source, each a real process. A crashed child is restarted (rate-limited) and a `supervisor` event says so. The run
-ends when every source has ended (files) or on Ctrl-C / SIGTERM: ingests stop first and announce the end of their
-streams, then the detector drains its socket, flushes every stream's pending expressions and exits.
+First, in a second or two, what a user can get wrong: every source is opened (and a file's first frame decoded),
+every tcp port is checked to be free; either is a one-line error and exit code 2 before anything slow starts.
+Then the detector; once it answers on its replay endpoint with this run's token (the engine is loaded, and it is
+ours, not another instance's), the viewer (`--view`, waited for so a short clip is not over before it binds),
+then one ingest per source, each a real process. Each run keeps its ipc sockets in a folder of its own. A crashed
+child is restarted (rate-limited) and a `supervisor` event says so. The run ends when every source has ended
+(files) or on Ctrl-C / SIGTERM: ingests stop first and announce the end of their streams, then the detector drains
+its socket, flushes every stream's pending expressions and exits.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import secrets
+import shutil
 import signal
+import socket
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import zmq
 
 from fes_live.stream import auth, wire
-from fes_live.stream.client import ReplayError, Subscription, next_seq
-from fes_live.stream.config import from_dict, load_config, to_dict
+from fes_live.stream.client import ReplayError, Subscription, hello
+from fes_live.stream.config import ConfigError, from_dict, load_config, to_dict
 from fes_live.stream.detect import run_detector
 from fes_live.stream.events import PIPELINE_STREAM, format_event
 from fes_live.stream.ingest import run_ingest
-from fes_live.stream.pipeline_config import DetectConfig, IngestConfig, RunConfig
+from fes_live.stream.pipeline_config import DetectConfig, IngestConfig, RunConfig, instance_dir
 from fes_live.stream.record import new_run_folder
 from fes_live.stream.supervise import Supervisor
 
@@ -29,6 +39,12 @@ log = logging.getLogger(__name__)
 
 DETECTOR = "detector"
 ENGINE_LOAD_TIMEOUT_S = 120.0
+VIEWER_START_TIMEOUT_S = 60.0
+PROBE_TIMEOUT_S = 2.5  # network sources: how long the start-up check waits for an answer
+
+
+class UserError(RuntimeError):
+    """Something the user can fix (a bad source, a port in use): one line, exit code 2, no traceback."""
 
 
 def stream_ids(sources: tuple[str, ...]) -> list[str]:
@@ -41,34 +57,107 @@ def stream_ids(sources: tuple[str, ...]) -> list[str]:
     return ids
 
 
-def role_configs(cfg: RunConfig) -> tuple[DetectConfig, dict[str, IngestConfig]]:
-    ep = cfg.endpoints.resolved()
+def role_configs(cfg: RunConfig, rt: str | None = None, run_token: str = ""
+                 ) -> tuple[DetectConfig, dict[str, IngestConfig]]:
+    """The roles' configs; ipc endpoints left empty go to the folder `rt` (this run's own)."""
+    ep = cfg.endpoints.resolved(rt, (free_port(), free_port()))  # where there is no ipc://: free tcp ports
     record = new_run_folder(cfg.record_dir) if cfg.record_dir else None  # a fresh folder per run
     det = from_dict(DetectConfig, {"endpoints": to_dict(ep), "engine": cfg.engine, "backend": cfg.backend,
-                                   "journal": str(record / "events.jsonl") if record else "",
-                                   "record_dir": str(record) if record else ""})
+                                   "journal": str(record / "events.sqlite") if record else "",
+                                   "record_dir": str(record) if record else "", "run_token": run_token})
     ingests = {}
     for src, sid in zip(cfg.sources, stream_ids(cfg.sources)):
         ingests[f"ingest-{sid}"] = from_dict(IngestConfig, {
             "source": src, "stream_id": sid, "endpoints": to_dict(ep), "fast": cfg.fast,
             "face_model": cfg.face_model, "record_dir": str(record) if record else "",
-            "lsl": cfg.lsl, "lsl_wait_s": cfg.lsl_wait_s})
+            "lsl": cfg.lsl, "lsl_wait_s": cfg.lsl_wait_s,
+            "max_faces": cfg.max_faces, "loop": cfg.loop, "reconnect_give_up_s": cfg.reconnect_give_up_s})
     return det, ingests
 
 
-def extra_roles(args: argparse.Namespace, cfg: RunConfig) -> list[tuple[str, object, object]]:
-    """Optional roles started after the detector and before the ingests: (name, role(cfg, stop_event), cfg).
+def extra_roles(args: argparse.Namespace, cfg: RunConfig, det: DetectConfig) -> list[tuple[str, object, object, int]]:
+    """Optional roles started after the detector and before the ingests: (name, role(cfg, stop_event), cfg, port).
 
-    `--view` starts the browser viewer (stream/view.py), which binds the preview endpoint the ingests connect to.
+    `--view` starts the browser viewer (stream/view.py), which binds the preview endpoint the ingests connect to;
+    the ingests start once its port answers.
     """
     roles = []
     if getattr(args, "view", False):
         from fes_live.stream.view import ViewConfig
         from fes_live.stream.view import run as run_view
-        ep = cfg.endpoints.resolved()
-        roles.append(("viewer", run_view, from_dict(ViewConfig, {"port": args.view_port, "endpoints": to_dict(ep),
-                                                                  "engine": cfg.engine or ""})))
+        roles.append(("viewer", run_view, from_dict(ViewConfig, {"port": args.view_port,
+                                                                  "endpoints": to_dict(det.endpoints),
+                                                                  "engine": cfg.engine or ""}), args.view_port))
     return roles
+
+
+def probe_sources(cfg: RunConfig) -> None:
+    """Open every source once (a file's first frame decoded): a bad one is a UserError within seconds. A network
+    source that does not answer is only reported here: the ingest retries it (`reconnect_give_up_s`)."""
+    from fes_live.stream.sources import NETWORK_SCHEMES, SourceError, probe_source
+    for src in cfg.sources:
+        try:
+            probe_source(src, PROBE_TIMEOUT_S)
+        except SourceError as e:
+            if not src.lower().startswith(NETWORK_SCHEMES):
+                raise UserError(str(e)) from None
+            limit = f"for {cfg.reconnect_give_up_s:g} s" if cfg.reconnect_give_up_s else "until it answers"
+            log.error("%s; will keep trying %s (--give-up-after S to limit)", e, limit)
+
+
+def tcp_port(endpoint: str) -> tuple[str, int] | None:
+    """(host, port) of a tcp:// endpoint we bind, None for ipc:// and others."""
+    if not endpoint.startswith("tcp://"):
+        return None
+    u = urlsplit(endpoint)
+    return (u.hostname or "127.0.0.1", u.port or 0)
+
+
+def check_ports_free(endpoints: list[str]) -> None:
+    """A port another program (or another fes-live) holds is a UserError now, not a detector crash later."""
+    for ep in endpoints:
+        hp = tcp_port(ep)
+        if hp is None or hp[1] == 0:
+            continue
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ binds: TIME_WAIT is no conflict
+            try:
+                s.bind(("" if hp[0] in ("*", "0.0.0.0") else hp[0], hp[1]))
+            except OSError as e:
+                raise UserError(f"{ep}: cannot bind ({e.strerror}); is another fes-live running? "
+                                "(--port auto picks free ports)") from None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_child(sup: Supervisor, name: str, timeout_s: float, stop: threading.Event, ready: Callable):
+    """Poll `ready()` until it gives a value (not None) while the child `name` runs; None when the child died, the
+    time ran out or we were asked to stop."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not stop.is_set():
+        sup.poll()
+        if not sup.running([name]):
+            return None
+        got = ready()
+        if got is not None:
+            return got
+        stop.wait(0.2)
+    return None
+
+
+def wait_for_port(sup: Supervisor, name: str, port: int, stop: threading.Event) -> bool:
+    """Until 127.0.0.1:port accepts a connection (the child `name` is serving); False if it died or timed out."""
+    def accepts():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            return None
+    return bool(wait_for_child(sup, name, VIEWER_START_TIMEOUT_S, stop, accepts))
 
 
 # what `fes-live run` prints on its console (fes-events shows everything, intensity and stats included)
@@ -81,24 +170,43 @@ def print_events(sub: Subscription) -> None:
         print(format_event(ev), flush=True)
 
 
-def wait_for_detector(sup: Supervisor, replay: str, stop: threading.Event, curve=None) -> int | None:
-    """The detector's next seq once it answers a replay request (engine loaded, sockets bound); None if it died."""
-    deadline = time.monotonic() + ENGINE_LOAD_TIMEOUT_S
-    while time.monotonic() < deadline and not stop.is_set():
-        sup.poll()
-        if not sup.running([DETECTOR]):
-            return None
+def wait_for_detector(sup: Supervisor, replay: str, stop: threading.Event, token: str = "",
+                      curve=None) -> int | None:
+    """Our detector's next seq once it answers a replay request (engine loaded, sockets bound) with this run's
+    `token` (any, when none is given); None if it died or timed out. An answer without the token is another
+    process on our port."""
+    def ours():
         try:
-            return next_seq(replay, timeout_s=1.0, curve=curve)
+            meta = hello(replay, timeout_s=1.0, curve=curve)
         except ReplayError:
-            continue
-    return None
+            return None
+        if not token or str(meta.get("publisher", "")).startswith(f"{token}-"):
+            return int(meta["next_seq"])
+        log.warning("%s answers for another detector (publisher %s): waiting for ours", replay, meta.get("publisher"))
+        return None
+    return wait_for_child(sup, DETECTOR, ENGINE_LOAD_TIMEOUT_S, stop, ours)
 
 
 def run(cfg: RunConfig, args: argparse.Namespace | None = None, stop: threading.Event | None = None) -> int:
+    """Check, start and supervise every role; 0 when every source ended, 1 on a failure, 2 on a user error."""
     stop = stop or threading.Event()
-    det_cfg, ingest_cfgs = role_configs(cfg)
+    rt = instance_dir()
+    try:
+        return _run(cfg, args, stop, rt)
+    except UserError as e:
+        log.error("%s", e)
+        return 2
+    finally:
+        shutil.rmtree(rt, ignore_errors=True)
+
+
+def _run(cfg: RunConfig, args: argparse.Namespace | None, stop: threading.Event, rt: str) -> int:
+    token = secrets.token_hex(4)
+    det_cfg, ingest_cfgs = role_configs(cfg, rt, token)
     ep = det_cfg.endpoints
+    extras = extra_roles(args, cfg, det_cfg) if args is not None else []
+    check_ports_free([ep.events, ep.replay] + [f"tcp://127.0.0.1:{port}" for *_, port in extras])
+    probe_sources(cfg)
     ctx = zmq.Context.instance()
     notes = ctx.socket(zmq.PUSH)  # supervisor notes go to the detector, which publishes them as events
     notes.setsockopt(zmq.LINGER, 1000)
@@ -120,17 +228,20 @@ def run(cfg: RunConfig, args: argparse.Namespace | None = None, stop: threading.
     sup.start(DETECTOR, run_detector, det_cfg)
     code = 0
     try:
-        first_seq = wait_for_detector(sup, ep.replay, stop, ep.curve)
+        first_seq = wait_for_detector(sup, ep.replay, stop, token, ep.curve)
         if first_seq is None:
-            log.error("the detector did not come up (see its log above)")
+            if not sup.children[DETECTOR].gave_up:  # else it said why, and the supervisor that it gave up
+                log.error("the detector did not come up within %.0f s", ENGINE_LOAD_TIMEOUT_S)
             return 0 if stop.is_set() else 1
         if cfg.console:  # from the detector's first seq of this run: replay fills in what came before the join
             console = Subscription(ep.events, ep.replay, types=CONSOLE_TYPES, from_seq=first_seq, curve=ep.curve)
             printer = threading.Thread(target=print_events, args=(console,), daemon=True)
             printer.start()
-        extras = extra_roles(args, cfg) if args is not None else []
-        for name, target, role_cfg in extras:
+        for name, target, role_cfg, port in extras:
             sup.start(name, target, role_cfg)
+            if not wait_for_port(sup, name, port, stop):
+                log.error("%s did not come up on port %d", name, port)
+                return 0 if stop.is_set() else 1
         for name, icfg in ingest_cfgs.items():
             sup.start(name, run_ingest, icfg)
         log.info("running %d stream(s); events on %s (fes-events to watch)", len(ingest_cfgs), ep.events)
@@ -162,16 +273,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", action="append", default=[],
                    help="webcam index, rtsp:// or http(s):// URL, video file or image folder (repeatable)")
     p.add_argument("--record", default="", metavar="DIR",
-                   help="write events.jsonl, per-frame intensity CSVs and a clip around each expression to DIR")
+                   help="write the journal (events.sqlite), per-frame CSVs and a clip around each expression to a new run folder in DIR")
     p.add_argument("--lsl", action="store_true", help="Lab Streaming Layer outlets: events, I(t) + blendshapes")
     p.add_argument("--lsl-wait", type=float, default=0.0, metavar="S",
                    help="with --lsl: wait up to S seconds for an LSL consumer before the sources start")
     p.add_argument("--quiet", action="store_true", help="do not print events on the console (logs only)")
     p.add_argument("--fast", "--lossless", dest="fast", action="store_true",
                    help="files: as fast as possible and lossless (every frame scored, the same result every run)")
+    p.add_argument("--loop", action="store_true", help="files and folders: play again from the start (until Ctrl-C)")
+    p.add_argument("--max-faces", type=int, default=None, help="faces tracked per source (default 1)")
+    p.add_argument("--give-up-after", type=float, default=None, metavar="S",
+                   help="network sources: stop reconnecting after S seconds without a frame (default: never)")
     p.add_argument("--engine", default="", help="engine folder (default: the bundled default engine)")
     p.add_argument("--backend", default="auto", help="auto, tensorrt, aoti, export or eager")
     p.add_argument("--face-model", default=None, help="MediaPipe face_landmarker .task file")
+    p.add_argument("--port", default=None, metavar="N|auto",
+                   help="events on tcp://127.0.0.1:N, replay on N+1 (default 5556); auto: free ports, printed")
     p.add_argument("--events-endpoint", default=None, help="event PUB (default tcp://127.0.0.1:5556)")
     p.add_argument("--replay-endpoint", default=None, help="replay endpoint (default tcp://127.0.0.1:5557)")
     p.add_argument("--features-endpoint", default=None, help="ingest -> detector (default: ipc, local)")
@@ -186,6 +303,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     d = to_dict(load_config(RunConfig, args.config))
     if args.source:
         d["sources"] = args.source
+    if args.port is not None:
+        if args.port == "auto":
+            events, replay = free_port(), free_port()
+        elif args.port.isdigit() and 0 < int(args.port) < 65535:
+            events, replay = int(args.port), int(args.port) + 1
+        else:
+            raise ConfigError(f"--port {args.port}: give a port number or 'auto'")
+        d["endpoints"]["events"], d["endpoints"]["replay"] = f"tcp://127.0.0.1:{events}", f"tcp://127.0.0.1:{replay}"
     for key, value in (("features", args.features_endpoint), ("events", args.events_endpoint),
                        ("replay", args.replay_endpoint), ("preview", args.preview_endpoint)):
         if value:
@@ -193,10 +318,15 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     for key, value in (("record_dir", args.record), ("engine", args.engine), ("face_model", args.face_model)):
         if value:
             d[key] = value
-    if args.fast:
-        d["fast"] = True
+    for key, value in (("fast", args.fast), ("loop", args.loop)):
+        if value:
+            d[key] = True
     if args.lsl:
         d["lsl"], d["lsl_wait_s"] = True, args.lsl_wait
+    if args.max_faces is not None:
+        d["max_faces"] = args.max_faces
+    if args.give_up_after is not None:
+        d["reconnect_give_up_s"] = args.give_up_after
     if args.quiet:
         d["console"] = False
     if args.backend != "auto":
@@ -206,7 +336,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args)  # a ConfigError is one line from stream/cli.py
+    if args.port == "auto":
+        print(f"events on {cfg.endpoints.events}, replay on {cfg.endpoints.replay}", flush=True)
     stop = threading.Event()
 
     def on_signal(signum, _frame):

@@ -12,6 +12,7 @@ of wall time), so the event file does not depend on the machine's speed. See doc
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import tempfile
@@ -124,23 +125,23 @@ class BatchRunner:
             cfg = from_dict(DetectConfig, {
                 "endpoints": {"features": f"ipc://{tmp}/features", "events": f"ipc://{tmp}/events",
                               "replay": f"ipc://{tmp}/replay", "preview": f"ipc://{tmp}/preview"},
-                "journal": str(events_path) if events_path else "", "batch_streams": False,
+                "journal": "", "batch_streams": False,
                 "intensity_hz": math.inf})  # an intensity event per processed frame: independent of speed
             detector = Detector(cfg, self.engine)
             table = FrameTable(table_path, source.fps or 30.0) if table_path else None
+            events_file = open(events_path, "wb") if events_path else None  # JSON Lines, bytes as published
             taken = detector.publisher.seq  # events from here on are this video's
             n, expressions = 0, 0
 
             def collect() -> None:
                 nonlocal taken, expressions
-                mem = detector.publisher.memory
-                new = []
-                for ev in reversed(mem):
-                    if ev["seq"] < taken:
-                        break
-                    new.append(ev)
+                detector.journal_turn()  # this turn's events, sent (as the live loop does after each turn)
+                _, rows = detector.publisher.memory.since(taken)
                 taken = detector.publisher.seq
-                for ev in reversed(new):
+                for row in rows:
+                    if events_file is not None:
+                        events_file.write(row[4] + b"\n")
+                    ev = json.loads(row[4])
                     expressions += ev["type"] == "expression" and ev["stream_id"] == sid
                     if table is not None and ev["stream_id"] == sid:
                         table.on_event(ev)
@@ -173,6 +174,8 @@ class BatchRunner:
                 detector.close()
                 if table is not None:
                     table.close()
+                if events_file is not None:
+                    events_file.close()
             fps = float(source.fps or 0.0)
         return VideoResult(str(video), sid, n, fps, table.face_frames if table is not None else -1, expressions,
                            events_path, table_path)

@@ -12,6 +12,7 @@ import logging
 import sys
 
 from fes_live import version_text
+from fes_live.stream.supervise import is_user_error
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
@@ -60,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.main(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        if not is_user_error(e):  # a bug: the traceback helps
+            raise
+        print(f"fes-live {name}: error: {e}", file=sys.stderr)  # bad config, source, engine, port: one line
+        return 2
 
 
 if __name__ == "__main__":

@@ -40,13 +40,7 @@ def fetch(replay: str, first: int, last: int | None = None, *, timeout_s: float 
     out: list[dict] = []
     try:
         while True:
-            sock.send_multipart([b"", *replay_request(first, last, REPLAY_MAX)], copy=False)
-            if not sock.poll(int(timeout_s * 1000)):
-                raise ReplayError(f"no answer from replay endpoint {replay} within {timeout_s:.1f} s")
-            frames = sock.recv_multipart(copy=False)
-            msg = wire.decode(frames[1:] if len(frames[0].bytes) == 0 else frames)
-            if not msg.header.meta.get("ok"):
-                raise ReplayError(f"replay refused: {msg.header.meta.get('error')}")
+            msg = _ask(sock, replay, first, last, timeout_s)
             batch, next_seq = msg.arrays["events"], int(msg.header.meta["next_seq"])
             out += batch
             end = next_seq - 1 if last is None else min(last, next_seq - 1)
@@ -55,6 +49,18 @@ def fetch(replay: str, first: int, last: int | None = None, *, timeout_s: float 
             first = batch[-1]["seq"] + 1
     finally:
         sock.close()
+
+
+def _ask(sock: zmq.Socket, replay: str, first: int, last: int | None, timeout_s: float) -> wire.Message:
+    """One replay request and its answer (ReplayError when there is none in time, or a refusal)."""
+    sock.send_multipart([b"", *replay_request(first, last, REPLAY_MAX)], copy=False)
+    if not sock.poll(int(timeout_s * 1000)):
+        raise ReplayError(f"no answer from replay endpoint {replay} within {timeout_s:.1f} s")
+    frames = sock.recv_multipart(copy=False)
+    msg = wire.decode(frames[1:] if len(frames[0].bytes) == 0 else frames)
+    if not msg.header.meta.get("ok"):
+        raise ReplayError(f"replay refused: {msg.header.meta.get('error')}")
+    return msg
 
 
 class Subscription:
@@ -145,7 +151,21 @@ def next_seq(replay: str, *, timeout_s: float = 3.0, ctx: zmq.Context | None = N
              curve: CurveConfig | None = None) -> int:
     """The publisher's next sequence number (asks for no events); ReplayError when the endpoint does not answer,
     which is also how callers wait for a detector to come up."""
-    return fetch(replay, 0, -1, timeout_s=timeout_s, ctx=ctx, curve=curve)[1]
+    return int(hello(replay, timeout_s=timeout_s, ctx=ctx, curve=curve)["next_seq"])
+
+
+def hello(replay: str, *, timeout_s: float = 3.0, ctx: zmq.Context | None = None,
+          curve: CurveConfig | None = None) -> dict:
+    """The replay endpoint's answer to a request for no events: {"next_seq", "publisher"} of the detector there."""
+    sock = (ctx or zmq.Context.instance()).socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_BYTES["replay"])
+    apply_client(sock, replay, curve or CurveConfig())
+    sock.connect(replay)
+    try:
+        return dict(_ask(sock, replay, 0, -1, timeout_s).header.meta)
+    finally:
+        sock.close()
 
 
 def subscribe(events: str = DEFAULT_EVENTS, replay: str = DEFAULT_REPLAY, *, types: Iterable[str] = (),

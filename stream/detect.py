@@ -121,7 +121,7 @@ class Detector:
                                         journal_max_bytes=int(cfg.journal_max_mb * 2**20),
                                         journal_max_age_s=cfg.journal_max_age_h * 3600.0,
                                         subscriber_buffer_bytes=int(cfg.subscriber_buffer_mb * 2**20),
-                                        autoflush=False, prepare=prepare)
+                                        autoflush=False, prepare=prepare, run_token=cfg.run_token)
         self.streams: dict[str, StreamState] = {}  # real streams, each with its spotter
         self.pending: dict[str, StreamState] = {}  # not yet proven real
         self.turn: dict[str, int] = {}  # frames taken per stream in this drain turn

@@ -464,9 +464,11 @@ class EventPublisher:
 
     def __init__(self, ctx: zmq.Context, events_addr: str, replay_addr: str, journal: str = "",
                  memory_bytes: int = MEMORY_BYTES, *, journal_max_bytes: int = 0, journal_max_age_s: float = 0.0,
-                 subscriber_buffer_bytes: int = SUBSCRIBER_BUFFER_BYTES, autoflush: bool = True, prepare=None):
-        """`prepare(socket, "events" | "replay")`, when given, sets options (limits, CURVE) before each bind."""
-        self.publisher = secrets.token_hex(4)
+                 subscriber_buffer_bytes: int = SUBSCRIBER_BUFFER_BYTES, autoflush: bool = True, prepare=None,
+                 run_token: str = ""):
+        """`prepare(socket, "events" | "replay")`, when given, sets options (limits, CURVE) before each bind;
+        `run_token` prefixes the publisher id (`fes-live run` checks that the detector answering is its own)."""
+        self.publisher = f"{run_token}-{secrets.token_hex(4)}" if run_token else secrets.token_hex(4)
         self.autoflush = autoflush
         self.memory = ReplayBuffer(memory_bytes)
         self.pending: list[tuple[Row, list]] = []  # published, not yet journaled and sent: (row, wire frames)

@@ -111,10 +111,7 @@ class Sender:
 def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> int:
     """The role: 0 when the source ended (or we were asked to stop), 1 on a source error mid-stream (the supervisor
     restarts it), FATAL_EXIT (2) when the source cannot be opened or the face model is missing (no restart)."""
-    from fes_live.stream.face import FaceConfig, FaceTracker
-    from fes_live.stream.features import FeatureConfig, FeatureExtractor
-    from fes_live.stream.record import Recording
-    from fes_live.stream.sources import SourceConfig, SourceError, open_source
+    from fes_live.stream.sources import SourceError
 
     stop_event = stop_event or threading.Event()
     if cfg.stream_id and not re.fullmatch(r"[^/\s]{1,128}", cfg.stream_id):
@@ -125,14 +122,17 @@ def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> 
     except auth.AuthError as e:
         log.error("ingest cannot start: %s", e)
         return FATAL_EXIT
-    try:
-        source = open_source(cfg.source, from_dict(SourceConfig, {"realtime": not cfg.fast}), cfg.stream_id or None)
+    try:  # the source first: a bad one is reported before MediaPipe loads
+        source = open_ingest_source(cfg)
     except SourceError as e:
         sid = cfg.stream_id or "unknown"
         log.error("%s", e)
         sender.control(sid, "error", message=str(e), source=cfg.source)
         sender.close()
         return FATAL_EXIT
+    from fes_live.stream.face import FaceConfig, FaceTracker
+    from fes_live.stream.features import FeatureConfig, FeatureExtractor
+    from fes_live.stream.record import Recording
     sid = source.stream_id
     try:
         tracker = FaceTracker(from_dict(FaceConfig, {"face_model": cfg.face_model, "max_faces": cfg.max_faces}))
@@ -145,7 +145,16 @@ def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> 
         sender.close()
         return FATAL_EXIT
     lossless = cfg.fast and not source.live
-    sender.control(sid, "started", source=source.describe(), fps=float(source.fps or 0.0), lossless=lossless)
+
+    def on_outage(what: str, message: str) -> None:  # a network source went down / came back: one event each
+        if what == "down":
+            sender.control(sid, "error", message=message, source=cfg.source, dropped=sender.dropped)
+        else:
+            sender.control(sid, "started", source=source.describe(), fps=float(source.fps or 0.0))
+
+    source.on_outage = on_outage
+    if not source.start_error:  # else the first reconnect says "error", then "started" once it answers
+        sender.control(sid, "started", source=source.describe(), fps=float(source.fps or 0.0), lossless=lossless)
     log.info("%s: %s -> %s%s", sid, source.describe(), cfg.endpoints.resolved().features,
              " (lossless: every frame is scored)" if lossless else "")
     index, code, message = -1, 0, "end of source"
@@ -166,8 +175,8 @@ def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> 
             if recording is not None:
                 recording.add(frame, faces)
             index = frame.index
-    except SourceError as e:
-        code, message = 1, str(e)
+    except SourceError as e:  # gave up reconnecting: a restart tries again, unless it never answered at all
+        code, message = (FATAL_EXIT if source.start_error else 1), str(e)
         log.error("%s: %s", sid, e)
     finally:
         status = "error" if code else "ended"
@@ -188,6 +197,15 @@ def on_source_clock(frame):
     """The frame with MediaPipe's clock (`mono_s`) set to its PTS. MediaPipe's landmark smoothing depends on the
     timestamps it is given; the capture clock differs from run to run, a file's own timestamps do not."""
     return dataclasses.replace(frame, mono_s=frame.pts_s)
+
+
+def open_ingest_source(cfg: IngestConfig):
+    """The ingest's source: files at their own rate unless `fast`, looped if asked; network sources are retried
+    at start and after drops for `reconnect_give_up_s` (0: for as long as the pipeline runs)."""
+    from fes_live.stream.sources import SourceConfig, open_source
+    scfg = from_dict(SourceConfig, {"realtime": not cfg.fast, "loop": cfg.loop, "retry_open": True,
+                                    "give_up_after_s": cfg.reconnect_give_up_s})
+    return open_source(cfg.source, scfg, cfg.stream_id or None)
 
 
 def replay_features(cfg: IngestConfig, path: str, fps: float = 0.0, stop_event: threading.Event | None = None,
@@ -240,7 +258,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="files: as fast as possible and lossless (every frame scored, the same result every run)")
     p.add_argument("--crops", action="store_true", help="send 224x224 face crops (image-backbone engines)")
     p.add_argument("--face-model", default=None, help="MediaPipe face_landmarker .task file")
-    p.add_argument("--max-faces", type=int, default=1)
+    p.add_argument("--max-faces", type=int, default=1, help="faces tracked in the source (default 1)")
     p.add_argument("--record", default="", metavar="DIR",
                    help="write the per-frame table and a clip around each expression to a new run folder in DIR")
     p.add_argument("--lsl", action="store_true", help="Lab Streaming Layer outlets: events, I(t) + blendshapes")

@@ -13,9 +13,19 @@ from dataclasses import dataclass
 
 
 def runtime_dir() -> str:
-    """Folder for ipc:// sockets: $XDG_RUNTIME_DIR, else /tmp/fes-live-<user> (short: ipc paths max ~100 chars)."""
+    """Folder for ipc:// sockets: $XDG_RUNTIME_DIR, else /tmp/fes-live-<user> (short: ipc paths max ~100 chars).
+
+    Roles started separately (`fes-live detect`, `fes-live ingest`) meet here; `fes-live run` uses a folder of
+    its own inside it (`instance_dir`), so two runs on one machine never share a socket."""
     base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(tempfile.gettempdir(), f"fes-live-{getpass.getuser()}")
     return base
+
+
+def instance_dir() -> str:
+    """A fresh private folder for one `fes-live run`'s ipc sockets: <runtime_dir>/run-<pid>-<random>."""
+    base = runtime_dir()
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    return tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=base)
 
 
 @dataclass(frozen=True)
@@ -47,14 +57,25 @@ class Endpoints:
     preview: str = ""  # ingest PUB (connect) -> viewer SUB (bind); "" = ipc://<runtime_dir>/preview
     curve: CurveConfig = CurveConfig()  # keys for the tcp endpoints that are not loopback
 
-    def resolved(self) -> "Endpoints":
-        """The same endpoints with the ipc defaults filled in (and their folder created)."""
-        rt = runtime_dir()
+    def resolved(self, rt: str | None = None, tcp_ports: tuple[int, int] = (5558, 5559)) -> "Endpoints":
+        """The same endpoints with the local defaults filled in: ipc sockets in the folder `rt` (default
+        runtime_dir(), created), or, where ZeroMQ has no ipc:// (some Windows builds), tcp on 127.0.0.1 at
+        `tcp_ports` (features, preview)."""
+        if not has_ipc():
+            return Endpoints(features=self.features or f"tcp://127.0.0.1:{tcp_ports[0]}", events=self.events,
+                             replay=self.replay, preview=self.preview or f"tcp://127.0.0.1:{tcp_ports[1]}",
+                             curve=self.curve)
+        rt = rt or runtime_dir()
         if not self.features or not self.preview:
             os.makedirs(rt, mode=0o700, exist_ok=True)
         return Endpoints(features=self.features or f"ipc://{rt}/features",
                          events=self.events, replay=self.replay,
                          preview=self.preview or f"ipc://{rt}/preview", curve=self.curve)
+
+
+def has_ipc() -> bool:
+    import zmq
+    return bool(zmq.has("ipc"))
 
 
 @dataclass(frozen=True)
@@ -72,6 +93,8 @@ class IngestConfig:
     preview_quality: int = 75  # JPEG quality
     face_model: str | None = None
     max_faces: int = 1
+    loop: bool = False  # files and folders: start again at the end (a demo clip that plays until Ctrl-C)
+    reconnect_give_up_s: float = 0.0  # network: stop retrying after this long without a frame (0: never)
     record_dir: str = ""  # "" = off; else clips around each expression go to <record_dir>/clips
     clip_pad_s: float = 1.0  # seconds of video kept before the onset and after the offset
     lsl: bool = False  # Lab Streaming Layer outlets for events, I(t) and blendshapes (stream/lsl_outlet.py)
@@ -112,6 +135,7 @@ class DetectConfig:
     stream_msgs_per_turn: int = 128  # frames of one stream taken per loop turn; more are dropped (and counted)
     stats_streams: int = 8  # per-stream stats events up to this many streams; beyond, one detector-wide event
     notes_per_s: float = 10.0  # supervisor notes and ends of unknown streams published per second (burst 2x)
+    run_token: str = ""  # set by `fes-live run`: prefixes the publisher id so the app knows its own detector
 
 
 @dataclass(frozen=True)
@@ -126,6 +150,9 @@ class RunConfig:
     face_model: str | None = None
     lsl: bool = False  # every ingest opens Lab Streaming Layer outlets (IngestConfig.lsl)
     lsl_wait_s: float = 0.0
+    max_faces: int = 1  # faces tracked per source
+    loop: bool = False  # files and folders: play again from the start at the end
+    reconnect_give_up_s: float = 0.0  # network sources: give up after this long without a frame (0: never)
     console: bool = True  # print expressions, face and stream changes on stdout (fes-events shows everything)
     max_restarts: int = 5  # per child within restart_window_s, then the child is given up
     restart_window_s: float = 60.0

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=0, help="stop after this many frames (0: until the end)")
     parser.add_argument("--realtime", action="store_true", help="play files at their own frame rate")
     parser.add_argument("--loop", action="store_true", help="loop a file or folder")
-    parser.add_argument("--max-faces", type=int, default=1)
+    parser.add_argument("--max-faces", type=int, default=1, help="faces tracked in the source (default 1)")
     parser.add_argument("--face-model", default=None, help="MediaPipe face_landmarker .task file")
 
 

@@ -4,7 +4,9 @@ Every frame carries four clocks: its 0-based index, the source timestamp (PTS, s
 their real timing), the capture wall-clock time and the capture time on `time.monotonic()` (RTSP timestamps jump
 and restart, MediaPipe's video mode needs a clock that never goes back). Network sources open and read with a
 timeout instead of hanging and reconnect with exponential backoff after a drop; a missing file or an unreachable
-URL raises `SourceError` within seconds.
+URL raises `SourceError` within seconds. A network source may also be asked to keep trying at start
+(`retry_open`: a camera that is down when the pipeline starts), and reports each outage and recovery through
+`on_outage` so the pipeline can say so on the event stream.
 """
 from __future__ import annotations
 
@@ -12,11 +14,19 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-import numpy as np
+# OpenCV and its FFmpeg print several lines of their own for every source that fails to open ("moov atom not
+# found", "can't open camera by index"); our SourceError says it in one line instead. Read when cv2 loads.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # in case cv2 was imported before us
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +60,7 @@ class SourceConfig:
     backoff_initial_s: float = 0.5    # first wait before reopening; doubles per failed try
     backoff_max_s: float = 8.0
     give_up_after_s: float = 30.0     # no frame for this long while reconnecting -> SourceError (0: never give up)
+    retry_open: bool = False          # network: a source that cannot be opened at start is retried like a drop
     width: int = 0                    # webcam: requested size (0: the driver's default)
     height: int = 0
 
@@ -65,6 +76,7 @@ class Source:
 
     fps: float = 0.0  # nominal frame rate (0 when unknown)
     live: bool = False  # cameras and network streams set their own pace: never slowed down by `realtime`
+    start_error: str = ""  # network: why the first open failed, while it is being retried (`retry_open`)
 
     def __init__(self, uri: str, cfg: SourceConfig, stream_id: str):
         self.uri, self.cfg, self.stream_id = uri, cfg, stream_id
@@ -74,6 +86,7 @@ class Source:
         self._play_start: tuple[float, float] | None = None  # (mono, pts) at the first frame, for realtime pacing
         self.dropped_reconnects = 0
         self._clock0 = time.monotonic()
+        self.on_outage: Callable[[str, str], None] | None = None  # ("down" | "up", message), network sources
 
     def __iter__(self) -> Source:
         return self
@@ -135,13 +148,22 @@ class CaptureSource(Source):
         self.kind = kind  # "file", "webcam" or "network"
         self.live = kind != "file"
         self._cap: cv2.VideoCapture | None = None
-        self._cap = self._open()
-        self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        if not 0 < self.fps < 1000:
-            self.fps = 0.0
+        self._closed = False
         self._live_start = time.monotonic()
         self._last_frame_mono = time.monotonic()  # last good read (or the open): outages are measured from here
-        self._closed = False
+        try:
+            self._cap = self._open()
+        except SourceError as e:
+            if not (kind == "network" and cfg.retry_open and cfg.reconnect):
+                raise
+            log.error("%s; retrying with backoff (%s)", e, f"for {cfg.give_up_after_s:g} s" if cfg.give_up_after_s
+                      else "until it answers")
+            self.start_error = str(e)  # the first _read reconnects
+        self._read_fps()
+
+    def _read_fps(self) -> None:
+        fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0) if self._cap is not None else 0.0
+        self.fps = fps if 0 < fps < 1000 else 0.0
 
     def _open(self) -> cv2.VideoCapture:
         if self.kind == "webcam":
@@ -157,7 +179,8 @@ class CaptureSource(Source):
             cap = cv2.VideoCapture(self.uri, cv2.CAP_FFMPEG)
         if not cap.isOpened():
             cap.release()
-            what = {"webcam": "no camera at index", "network": "cannot connect to", "file": "cannot decode video"}
+            what = {"webcam": "no camera at index", "network": "cannot connect to",
+                    "file": "cannot decode video (not a video, or truncated):"}
             raise SourceError(f"{what[self.kind]} {redact(self.uri)}")
         return cap
 
@@ -193,8 +216,11 @@ class CaptureSource(Source):
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+            log.warning("%s: stream dropped, reconnecting", redact(self.uri))
+            self._tell("down", f"{redact(self.uri)}: stream dropped, reconnecting")
+        elif self.start_error:
+            self._tell("down", f"{self.start_error}; retrying")
         delay = self.cfg.backoff_initial_s
-        log.warning("%s: stream dropped, reconnecting", redact(self.uri))
         while not self._closed:
             waited = time.monotonic() - dropped_at
             if self.cfg.give_up_after_s and waited >= self.cfg.give_up_after_s:
@@ -209,11 +235,23 @@ class CaptureSource(Source):
                 log.info("%s: reconnect failed (%s); next try in %.1f s", redact(self.uri), e, delay)
                 continue
             outage = time.monotonic() - dropped_at
+            if self.start_error:  # the first open: nothing was dropped
+                self.start_error = ""
+                self._read_fps()
+                self._live_start = time.monotonic()
+                log.warning("%s: connected after %.1f s", redact(self.uri), outage)
+                self._tell("up", f"connected after {outage:.1f} s")
+                return
             self.dropped_reconnects += 1
             if self.fps > 0:  # frames the outage cost, beyond the one that is about to arrive
                 self._index += max(0, int(outage * self.fps) - 1)
             log.warning("%s: reconnected after %.1f s", redact(self.uri), outage)
+            self._tell("up", f"reconnected after {outage:.1f} s")
             return
+
+    def _tell(self, what: str, message: str) -> None:
+        if self.on_outage is not None:
+            self.on_outage(what, message)
 
     def close(self) -> None:
         """Release the capture; a reconnect loop in progress stops at its next try."""
@@ -278,6 +316,19 @@ def open_source(uri: str, cfg: SourceConfig = SourceConfig(), stream_id: str | N
     if not os.access(path, os.R_OK):
         raise SourceError(f"cannot read {uri}: permission denied")
     return CaptureSource(str(path), cfg, stream_id, "file")
+
+
+def probe_source(uri: str, timeout_s: float = 2.5) -> str:
+    """Open `uri` and read its first frame (files, folders) or just open it (cameras, network), then close it:
+    a bad source is a one-line SourceError within seconds, before anything slow starts. Returns its description."""
+    cfg = SourceConfig(open_timeout_s=timeout_s, read_timeout_s=timeout_s, reconnect=False)
+    with open_source(uri, cfg) as src:
+        if isinstance(src, FolderSource) or getattr(src, "kind", "") == "file":
+            try:
+                next(src)
+            except StopIteration:
+                raise SourceError(f"{uri}: no frame could be decoded (empty or truncated video?)") from None
+        return src.describe()
 
 
 def redact(uri: str) -> str:

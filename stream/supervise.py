@@ -5,14 +5,25 @@ fresh interpreter: no forked ZeroMQ contexts or MediaPipe threads). Children ign
 the shutdown order (ingests first, then the detector, so pending events are flushed) and signals it through each
 child's stop event. A child that exits 0 is done (a file source ended), one that exits FATAL_EXIT (2) cannot run
 (a missing file) and is given up at once; any other exit is a crash and restarts it, at most `max_restarts` times
-within `window_s` seconds, with a growing delay; after that it is given up.
+within `window_s` seconds, with a growing delay; after that it is given up. An exception that a restart cannot
+fix (a bad config, an unreadable source or engine, a port in use) is logged as one line, without a traceback, and
+counts as FATAL_EXIT.
+
+Children die with their parent: on Linux each child asks the kernel for SIGTERM when the parent dies
+(`PR_SET_PDEATHSIG`), and everywhere a watcher thread notices that the parent is gone (SIGKILL of `fes-live`
+leaves no detector holding the ports) and stops the child, then exits it hard if stopping takes too long.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
 import logging
 import multiprocessing as mp
 import os
 import signal
+import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -32,16 +43,65 @@ NOTES_KEPT = 64  # notes kept for sending again
 OnChange = Callable[[str, str, "int | None", int], None]
 
 
-def _child_main(target: Callable, cfg: Any, stop_event, name: str, log_level: int) -> None:
-    """Entry of every child process: signals -> stop event, logging, the role's exit code."""
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+ORPHAN_GRACE_S = 10.0  # a child whose parent died gets this long to stop cleanly, then exits hard
+
+
+def die_with_parent(parent_pid: int, stop_event) -> None:
+    """Stop this process when `parent_pid` dies: PR_SET_PDEATHSIG on Linux, plus a watcher thread everywhere."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except OSError:
+            pass  # the watcher below still works
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        logging.getLogger(__name__).warning("parent %d is gone: stopping", parent_pid)
+        stop_event.set()
+        time.sleep(ORPHAN_GRACE_S)
+        os._exit(1)
+
+    if os.getppid() != parent_pid:  # died before we got here
+        stop_event.set()
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """An error a restart cannot fix: bad config, unreadable source or engine, port in use, missing file.
+
+    The classes are looked up only in modules already loaded: an exception of a module that was never imported
+    cannot have been raised (and the supervisor never pays for importing torch or OpenCV)."""
+    fatal: list[type] = [FileNotFoundError, PermissionError, IsADirectoryError]
+    for module, name in (("fes_live.stream.config", "ConfigError"), ("fes_live.stream.sources", "SourceError"),
+                         ("fes_live.stream.engine", "EngineError")):
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None:
+            fatal.append(cls)
+    zmq = sys.modules.get("zmq")
+    if zmq is not None and isinstance(exc, zmq.ZMQError) and exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL,
+                                                                           errno.EACCES):
+        return True
+    return isinstance(exc, tuple(fatal))
+
+
+def _child_main(target: Callable, cfg: Any, stop_event, name: str, log_level: int, parent_pid: int) -> None:
+    """Entry of every child process: die with the parent, signals -> stop event, logging, the role's exit code."""
+    die_with_parent(parent_pid, stop_event)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
     logging.basicConfig(level=log_level, format=f"%(asctime)s {name} %(name)s %(levelname)s %(message)s")
     try:
         code = target(cfg, stop_event)
-    except Exception:
-        logging.getLogger(name).exception("role %s crashed", name)
-        code = 1
+    except Exception as e:
+        if is_user_error(e):
+            logging.getLogger(name).error("%s cannot run: %s", name, e)
+            code = FATAL_EXIT
+        else:
+            logging.getLogger(name).exception("role %s crashed", name)
+            code = 1
     raise SystemExit(int(code or 0))
 
 
@@ -78,7 +138,7 @@ class Supervisor:
         self.children[name] = child
         child.stop_event = _MP.Event()
         child.process = _MP.Process(target=_child_main, name=name, daemon=False,
-                                    args=(target, cfg, child.stop_event, name, logging.getLogger().level))
+                                    args=(target, cfg, child.stop_event, name, logging.getLogger().level, os.getpid()))
         child.process.start()
         child.restart_at = None
         log.info("started %s (pid %d)", name, child.process.pid)
@@ -108,7 +168,8 @@ class Supervisor:
                 child.done = True
                 continue
             if code == FATAL_EXIT:
-                log.error("%s cannot run (code %d: bad configuration or input); not restarting", child.name, code)
+                log.error("%s exited with code %d (bad configuration or input, see above): not restarting",
+                          child.name, code)
                 child.done = child.gave_up = True
                 self._notify(child, "gave_up", code)
                 continue

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -37,3 +40,106 @@ def need_tool(name: str) -> str:
 @pytest.fixture
 def face_model() -> Path:
     return need(FACE_MODEL)
+
+
+# Waits in tests are deadlines with polling, scaled by this factor on a slow or busy machine (FES_TEST_SLOWDOWN=3).
+SLOWDOWN = float(os.environ.get("FES_TEST_SLOWDOWN", "1") or 1)
+
+
+def scaled(seconds: float) -> float:
+    return seconds * SLOWDOWN
+
+
+def wait_until(cond, timeout_s: float, poll_s: float = 0.05) -> bool:
+    """Poll `cond()` until it is true or `timeout_s` (scaled) has passed."""
+    deadline = time.monotonic() + scaled(timeout_s)
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(poll_s)
+    return bool(cond())
+
+
+class Procs:
+    """Processes a test starts, each in a process group of its own, all killed (children included) at teardown."""
+
+    def __init__(self):
+        self.started: list[subprocess.Popen] = []
+
+    def popen(self, cmd, **kw) -> subprocess.Popen:
+        kw.setdefault("start_new_session", True)  # its own group: the detector, ingests and viewer die with it
+        proc = subprocess.Popen(cmd, **kw)
+        self.started.append(proc)
+        return proc
+
+    @staticmethod
+    def kill_group(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
+        """SIGTERM the process group, then SIGKILL whatever is left of it after `grace_s`."""
+        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                break
+            try:
+                proc.wait(wait_s)
+            except subprocess.TimeoutExpired:
+                pass
+            if not _group_alive(proc.pid):
+                break
+        try:
+            proc.wait(5.0)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def close(self) -> None:
+        for proc in self.started:
+            self.kill_group(proc, grace_s=0.0 if proc.poll() is not None else 3.0)
+            for f in (proc.stdout, proc.stderr, proc.stdin):
+                if f is not None:
+                    f.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+@pytest.fixture
+def procs():
+    """`procs.popen(cmd, ...)`: like subprocess.Popen, and nothing it started outlives the test."""
+    p = Procs()
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+class Lines:
+    """Collects a process's text stdout line by line in a thread; `wait_for(regex)` polls with a scaled deadline."""
+
+    def __init__(self, proc: subprocess.Popen):
+        import threading
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc.stdout,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout_s: float):
+        import re
+        found = []
+        wait_until(lambda: found.append(re.search(pattern, self.text)) or found[-1], timeout_s)
+        return found[-1] if found else None
+
+    def join(self, timeout_s: float = 10.0) -> str:
+        self._thread.join(scaled(timeout_s))
+        return self.text

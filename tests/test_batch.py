@@ -11,6 +11,7 @@ import pytest
 
 from conftest import FACE_MODEL, REPO, VIDEO, need, need_tool
 from fes_live.stream.batch import timing_free
+from fes_live.stream.events import read_journal
 from fes_live.stream.events import validate
 from fes_live.stream.table import COLUMNS
 from test_events_wire import free_port
@@ -78,7 +79,7 @@ def test_two_batch_runs_and_the_live_lossless_run_agree(sixty_s, tmp_path):
                      *[x for kv in ep.items() for x in kv]])
     assert code == 0, log[-3000:]
     (rec,) = (tmp_path / "rec").iterdir()
-    live = [e for e in events(rec / "events.jsonl") if e["stream_id"] == "smile60"]
+    live = [e for e in read_journal(rec / "events.sqlite") if e["stream_id"] == "smile60"]
     pick = lambda evs, t: [timing_free(e)["data"] for e in evs if e["type"] == t]
     for t in ("expression", "expression.onset", "expression.cancel", "face"):
         assert pick(live, t) == pick(a, t), t

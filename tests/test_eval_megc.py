@@ -17,7 +17,7 @@ BASELINE = DATA / "megc2020_baseline"
 def test_megc2020_baseline_reproduces_official_numbers(capsys):
     gt_file = need(BASELINE / "ground_truth_all_Info.txt")
     rc = main(["megc2020", "--gt", str(gt_file), "--pred-dir", str(BASELINE / "predictions"),
-               "--micro-len", "7:16", "--macro-len", "17:"])
+               "--micro-len", "7:16", "--macro-len", "17:", "--json", "-"])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert report["rule"] == "megc-official"
@@ -130,19 +130,20 @@ def test_score_cli_with_native_files(tmp_path, capsys):
         "intervals": [{"onset": 10, "apex": 15, "offset": 20, "kind": "micro", "emotion": "happiness", "aus": [12]},
                       {"onset": 100, "apex": 130, "offset": 160, "kind": "macro", "emotion": "anger", "aus": [4]}]}))
     (tmp_path / "pred.csv").write_text("video_id,onset,offset,kind,score\nclip1,10,20,micro,0.9\nclip1,0,5,macro,0.3\n")
-    rc = main(["score", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred.csv"), "--out", str(tmp_path / "o")])
+    rc = main(["score", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred.csv"), "--out", str(tmp_path / "o"),
+               "--json", "-"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["megc"]["micro"]["tp"] == 1 and out["megc"]["macro"]["tp"] == 0
     assert out["megc"]["overall"]["f1"] == pytest.approx(2 * 1 / (2 + 2))
     assert (tmp_path / "o" / "ap_vs_iou.png").is_file()
     (tmp_path / "pred.json").write_text(json.dumps({"clip1": [{"onset": 100, "offset": 160, "kind": 0, "score": 1}]}))
-    assert main(["score", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred.json")]) == 0
+    assert main(["score", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred.json"), "--json", "-"]) == 0
     assert json.loads(capsys.readouterr().out)["megc"]["macro"]["tp"] == 1
     (tmp_path / "report.json").write_text(json.dumps({"fold_details": {  # a fes-train report
         "p1": {"predictions": {"clip1": [{"onset": 11, "apex": 15, "offset": 20, "kind": 1, "score": 0.8,
                                           "emotion": -1, "source": "gim"}]}}}}))
-    assert main(["score", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "report.json")]) == 0
+    assert main(["score", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "report.json"), "--json", "-"]) == 0
     assert json.loads(capsys.readouterr().out)["megc"]["micro"]["tp"] == 1
 
 
@@ -187,7 +188,7 @@ def test_dataset_table_scores_like_the_megc_file(tmp_path):
 def test_megc2020_cli_variant_options_and_out(tmp_path, capsys):
     gt_file = need(BASELINE / "ground_truth_all_Info.txt")
     args = ["megc2020", "--gt", str(gt_file), "--pred-dir", str(BASELINE / "predictions"),
-            "--micro-len", "7:16", "--macro-len", "17:"]
+            "--micro-len", "7:16", "--macro-len", "17:", "--json", "-"]
     assert main(args + ["--matching", "one-to-one", "--iou", "exclusive", "--out", str(tmp_path)]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["rule"] == "exclusive-iou+one-to-one+per-class@0.5" and r["macro"]["tp"] == 101

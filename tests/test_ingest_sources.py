@@ -256,3 +256,45 @@ def test_stream_ids_and_credentials_never_leak():
     with pytest.raises(SourceError) as err:
         open_source("rtsp://admin:secret@127.0.0.1:1/live", SourceConfig(open_timeout_s=1.0))
     assert "secret" not in str(err.value)
+
+
+def test_probe_reads_a_first_frame_and_says_what_is_wrong(tmp_path):
+    from fes_live.stream.sources import probe_source
+    clip = need(VIDEO / "pyfeat_single_face.mp4")
+    assert "fps=30" in probe_source(str(clip))
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(clip.read_bytes()[:60_000])  # the index (moov) is at the end: a cut file cannot be decoded
+    t0 = time.monotonic()
+    with pytest.raises(SourceError, match="cannot decode video .*cut.mp4"):
+        probe_source(str(cut))
+    assert time.monotonic() - t0 < 5.0
+
+
+def test_rtsp_down_at_start_is_retried_and_reported(long_clip):
+    """retry_open: a camera that is down when the pipeline starts is waited for, with one "down" and one "up"."""
+    if not _have_gi():
+        pytest.skip("/usr/bin/python3 lacks gi + GstRtspServer")
+    port = _free_port()
+    cfg = SourceConfig(open_timeout_s=1.0, read_timeout_s=2.0, backoff_initial_s=0.2, backoff_max_s=1.0,
+                       give_up_after_s=0.0, retry_open=True)
+    src = open_source(f"rtsp://127.0.0.1:{port}/live", cfg)  # nothing listens yet: no error, it will retry
+    changes = []
+    src.on_outage = lambda what, message: changes.append((what, message))
+    assert src.start_error.startswith("cannot connect") and src.fps == 0.0
+    server = None
+    try:
+        started = threading.Timer(2.0, lambda: changes.append(("server", _start_server(long_clip, port))))
+        started.start()
+        frame = next(src)
+        server = next(s for w, s in changes if w == "server")
+        assert frame.image.shape == (360, 640, 3) and frame.index == 0
+        assert src.fps == pytest.approx(30.0, abs=1.0) and not src.start_error
+        assert [w for w, _ in changes if w != "server"] == ["down", "up"]
+        assert "connected after" in next(m for w, m in changes if w == "up")
+    finally:
+        src.close()
+        started.join()
+        server = server or next((s for w, s in changes if w == "server"), None)
+        if server is not None:
+            server.kill()
+            server.wait()

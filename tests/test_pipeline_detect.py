@@ -11,7 +11,7 @@ import pytest
 import torch
 import zmq
 
-from conftest import FACE_MODEL, REPO, VIDEO, need
+from conftest import FACE_MODEL, REPO, VIDEO, need, scaled
 from fes_live.stream import wire
 from fes_live.stream.client import ReplayError, fetch
 from fes_live.stream.detect import Detector, emotion_names
@@ -60,7 +60,7 @@ def test_lagging_stream_drops_oldest_and_says_so(engine_dir, tmp_path):
         push.send_multipart(wire.features_message("cam0", f, "found" if i == 0 else "tracked", {"dropped": 2}))
     push.send_multipart(wire.control_message("cam0", "ended", message="done", dropped=2))
     received = 0
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + scaled(20)
     while received < 52 and time.monotonic() < deadline:
         received += det.drain(200)
     det.close()
@@ -78,39 +78,39 @@ def test_lagging_stream_drops_oldest_and_says_so(engine_dir, tmp_path):
     assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(40, 50))
 
 
-def test_separate_roles_and_clean_stop(engine_dir, tmp_path):
+def test_separate_roles_and_clean_stop(engine_dir, tmp_path, procs):
     """`fes-live detect` and `fes-live ingest` as separate processes over tcp; SIGINT stops each cleanly."""
     need(FACE_MODEL)
     ep = tcp_endpoints(tmp_path)
     env = dict(os.environ, FES_FACE_MODEL=str(FACE_MODEL), FES_NO_DOWNLOAD="1")
     journal = tmp_path / "events.jsonl"
-    det = subprocess.Popen([sys.executable, "-m", "fes_live.stream.cli", "detect", "--engine", str(engine_dir),
+    det = procs.popen([sys.executable, "-m", "fes_live.stream.cli", "detect", "--engine", str(engine_dir),
                             "--features-endpoint", ep.features, "--events-endpoint", ep.events,
                             "--replay-endpoint", ep.replay, "--journal", str(journal)], env=env, cwd=REPO,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + scaled(90)
     while True:  # the detector answers replay requests once its engine is loaded
         try:
             fetch(ep.replay, 0, -1, timeout_s=1.0)
             break
         except ReplayError:
             assert time.monotonic() < deadline and det.poll() is None
-    ing = subprocess.Popen([sys.executable, "-m", "fes_live.stream.cli", "ingest", "--source",
+    ing = procs.popen([sys.executable, "-m", "fes_live.stream.cli", "ingest", "--source",
                             str(VIDEO / "pyfeat_face_noface.mov"), "--stream-id", "door",
                             "--features-endpoint", ep.features, "--preview-endpoint", ep.preview],
                            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + scaled(90)
     while not any(e["type"] == "face" for e in journal_events(journal)):
         assert time.monotonic() < deadline and ing.poll() is None and det.poll() is None
         time.sleep(0.05)
     ing.send_signal(signal.SIGINT)  # mid-stream (real-time playback takes ~5.6 s)
-    assert ing.wait(30) == 0, ing.stderr.read()[-2000:]
-    deadline = time.monotonic() + 30
+    assert ing.wait(scaled(30)) == 0, ing.stderr.read()[-2000:]
+    deadline = time.monotonic() + scaled(30)
     while not any(e["type"] == "stream" and e["data"]["status"] == "ended" for e in journal_events(journal)):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     det.send_signal(signal.SIGTERM)
-    assert det.wait(30) == 0, det.stderr.read()[-2000:]
+    assert det.wait(scaled(30)) == 0, det.stderr.read()[-2000:]
     evs = read_journal(journal)
     for e in evs:
         validate(e)
@@ -167,7 +167,7 @@ def test_gim_batched_across_streams_gives_the_same_events(engine_dir, tmp_path):
     assert max(calls) > 1 and sum(calls) >= 100  # windows of several streams went in one call
 
 
-def test_live_equals_offline_on_the_same_features(engine_dir, tmp_path):
+def test_live_equals_offline_on_the_same_features(engine_dir, tmp_path, procs):
     """Recorded features of the smile clip through real ingest + detector processes give exactly the expressions
     the same engine finds offline (models.online.spot_video): the pipeline adds transport, never changes results."""
     need(FACE_MODEL)
@@ -181,12 +181,12 @@ def test_live_equals_offline_on_the_same_features(engine_dir, tmp_path):
                     str(npz), "--no-progress"], check=True, capture_output=True, env=env, cwd=REPO, timeout=120)
     ep = tcp_endpoints(tmp_path)
     journal = tmp_path / "events.jsonl"
-    det = subprocess.Popen([sys.executable, "-m", "fes_live.stream.cli", "detect", "--engine", str(engine),
+    det = procs.popen([sys.executable, "-m", "fes_live.stream.cli", "detect", "--engine", str(engine),
                             "--features-endpoint", ep.features, "--events-endpoint", ep.events,
                             "--replay-endpoint", ep.replay, "--journal", str(journal)], env=env, cwd=REPO,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + scaled(90)
         while True:
             try:
                 fetch(ep.replay, 0, -1, timeout_s=1.0)
@@ -197,13 +197,13 @@ def test_live_equals_offline_on_the_same_features(engine_dir, tmp_path):
                               "smile", "--features-endpoint", ep.features, "--no-preview"], env=env, cwd=REPO,
                              capture_output=True, text=True, timeout=60)
         assert ing.returncode == 0, ing.stderr[-2000:]
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + scaled(30)
         while not any(e["type"] == "stream" and e["data"]["status"] == "ended" for e in journal_events(journal)):
             assert time.monotonic() < deadline
             time.sleep(0.05)
     finally:
         det.send_signal(signal.SIGTERM)
-        det.wait(30)
+        det.wait(scaled(30))
     evs = read_journal(journal)
     live = [(e["data"]["onset"]["frame"], e["data"]["apex"]["frame"], e["data"]["offset"]["frame"], e["data"]["kind"])
             for e in evs if e["type"] == "expression"]

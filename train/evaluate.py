@@ -504,6 +504,36 @@ def _brief(report: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in report.items() if k != "per_video"}
 
 
+def summary_table(report: dict[str, Any]) -> str:
+    """The terminal summary of a MEGC report (megc_f1's, or evaluate's with `megc`, `variants`, `map`)."""
+    megc = report.get("megc", report)
+    lines = [f"MEGC spotting F1 ({megc['rule']}" + (f", {megc['videos']} videos" if "videos" in megc else "") + ")",
+             f"{'class':<8} {'predicted':>9} {'truth':>6} {'TP':>5} {'precision':>9} {'recall':>7} {'F1':>7}"]
+    for cls in ("micro", "macro", "overall"):
+        r = megc[cls]
+        lines.append(f"{cls:<8} {r['predictions']:>9} {r['ground_truth']:>6} {r['tp']:>5} {r['precision']:>9.4f} "
+                     f"{r['recall']:>7.4f} {r['f1']:>7.4f}")
+    for name, v in (report.get("variants") or {}).items():
+        lines.append(f"variant {name}: overall F1 {v['overall']['f1']:.4f}")
+    if report.get("map"):
+        m = report["map"]["map"]
+        lines.append("mAP@[.5:.95]: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()))
+    return "\n".join(lines)
+
+
+def emit(report: dict[str, Any], json_path: str | None) -> None:
+    """The summary table on the terminal; the JSON to `json_path` ("-": the JSON on stdout instead)."""
+    text = json.dumps(report, indent=1)
+    if json_path == "-":
+        print(text)
+        return
+    print(summary_table(report))
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(text + "\n")
+        print(f"JSON report: {json_path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fes-eval", description="Score expression spotting (MEGC F1, mAP).")
     parser.add_argument("--version", action="version", version=version_text("fes-eval"))
@@ -512,7 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     rules.add_argument("--matching", choices=MATCHINGS, default="gt-found",
                        help="gt-found = official (TP = GTs found); one-to-one = each GT and prediction used once")
     rules.add_argument("--iou", choices=IOU_MODES, default="inclusive", help="inclusive = official (+1 frame)")
-    rules.add_argument("--iou-threshold", type=float, default=0.5)
+    rules.add_argument("--iou-threshold", type=float, default=0.5, help="a prediction matches at IoU >= this")
+    rules.add_argument("--json", metavar="PATH", help="write the JSON report to PATH ('-': print it instead of "
+                       "the summary table)")
     rules.add_argument("--classes", choices=CLASS_MODES, default="label",
                        help="label = official (per submitted class); duration = class-agnostic, split by length")
     rules.add_argument("--micro-max-len", type=int,
@@ -531,6 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pred", required=True, help="prediction JSON or CSV")
     s.add_argument("--out", help="write report.json, pr_curves.png, ap_vs_iou.png here")
     s.add_argument("--micro-max-len", type=int, help="frames: also report the class-agnostic duration-split variant")
+    s.add_argument("--json", metavar="PATH", help="write the JSON report to PATH ('-': print it instead of the "
+                   "summary table)")
     return parser
 
 
@@ -545,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
                              classes=args.classes, micro_max_len=args.micro_max_len)
             if args.out:
                 evaluate(gt, preds, args.out, micro_max_len=args.micro_max_len, title=str(args.pred_dir))
-            print(json.dumps(report if args.per_video else _brief(report), indent=1))
+            emit(report if args.per_video else _brief(report), args.json)
         else:
             gt, preds = read_ground_truth(args.gt), read_predictions(args.pred)
             unknown = sorted(set(preds) - set(gt))
@@ -554,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"e.g. {unknown[:3]}; their predictions count as false positives", file=sys.stderr)
             report = evaluate(gt, preds, args.out, micro_max_len=args.micro_max_len, title=str(args.pred))
             report["megc"] = _brief(report["megc"])
-            print(json.dumps({k: report[k] for k in ("megc", "variants", "map")}, indent=1))
+            emit({k: report[k] for k in ("megc", "variants", "map")}, args.json)
     except EvalError as e:
         print(f"fes-eval: {e}", file=sys.stderr)
         return 2

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--thresholds", help="JSON file of calibrated thresholds (fes_live.calibration.thresholds) to embed")
     parser.add_argument("--engine-version", help="engine version string (default: package version + date)")
     parser.add_argument("--version", action="version", version=version_text("fes-export"))
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:

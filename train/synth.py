@@ -23,6 +23,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from fes_live import version_text
 from fes_live.stream.config import ConfigError, load_config, to_dict
@@ -129,10 +130,13 @@ class Renderer:
         return np.clip(img.astype(np.float32) * gain + noise, 0, 255).astype(np.uint8)
 
 
-def render_video(warper: FaceWarper, tl: Timeline, cfg: SynthConfig, rng: np.random.Generator, sink) -> None:
+def render_video(warper: FaceWarper, tl: Timeline, cfg: SynthConfig, rng: np.random.Generator, sink,
+                 progress=None) -> None:
     renderer = Renderer(warper, cfg, rng)
     for t in range(tl.n_frames):
         sink.write(renderer.frame(tl, t))
+        if progress is not None:
+            progress.update(1)
 
 
 def load_faces(paths: list[str], cfg: SynthConfig, face_model: str | None = None,
@@ -177,16 +181,21 @@ def generate(faces: list[FaceWarper], cfg: SynthConfig, out: str | Path, videos:
         records.append(VideoRecord(i, f"{warper.face.name}_{i:03d}", warper.face.name, cfg.fps, tl.n_frames,
                                    warper.face.path, seed, cfg.width, cfg.height, tl))
     synth_layouts.assign_names(records, layout, n_faces=len(faces))
+    # a progress bar over every frame of the job on a terminal (none in logs and tests: disable=None)
+    progress = tqdm(total=sum(r.n_frames for r in records), unit="frame", desc="fes-synth", disable=None,
+                    dynamic_ncols=True)
     for rec in records:
         warper = faces[(rec.index - first_index) % len(faces)]
         t0 = time.perf_counter()
         sink = synth_layouts.open_sink(layout, out, rec, cfg)
+        progress.set_postfix_str(rec.video_id)
         try:
-            render_video(warper, rec.timeline, cfg, np.random.default_rng([seed, rec.index, 1]), sink)
+            render_video(warper, rec.timeline, cfg, np.random.default_rng([seed, rec.index, 1]), sink, progress)
         finally:
             sink.close()
         log.info("%s: %d frames, %d expressions in %.1f s", rec.video_id, rec.n_frames,
                  len(rec.timeline.expressions), time.perf_counter() - t0)
+    progress.close()
     if layout == "native":
         write_native_annotations(records, out)
     else:
@@ -220,18 +229,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder (required unless only --contact-sheet is asked for)")
     p.add_argument("--seconds", type=float, help="length of each video (default 60)")
     p.add_argument("--fps", type=float, help="frame rate (default 30; SAMM-LV is 200)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same videos")
     p.add_argument("--videos", type=int, default=1, help="number of videos, round-robin over the faces")
     p.add_argument("--first-index", type=int, default=0,
                    help="index of the first video (its rng stream and name suffix), to add videos to a folder")
-    p.add_argument("--layout", choices=LAYOUTS, default="native")
+    p.add_argument("--layout", choices=LAYOUTS, default="native",
+                   help="native (one folder per video + annotations.csv) or the CAS(ME)^2 / SAMM-LV dataset layouts")
     p.add_argument("--config", help="JSON file of SynthConfig fields (flags below override it)")
-    p.add_argument("--macro-per-min", type=float)
-    p.add_argument("--micro-per-min", type=float)
-    p.add_argument("--blinks-per-min", type=float)
-    p.add_argument("--talk-per-min", type=float)
-    p.add_argument("--head-moves-per-min", type=float)
-    p.add_argument("--noise-sigma", type=float)
+    p.add_argument("--macro-per-min", type=float, help="macro-expressions per minute (default: SynthConfig's)")
+    p.add_argument("--micro-per-min", type=float, help="micro-expressions per minute (default: SynthConfig's)")
+    p.add_argument("--blinks-per-min", type=float, help="blinks per minute (default: SynthConfig's)")
+    p.add_argument("--talk-per-min", type=float, help="talking bouts per minute (default: SynthConfig's)")
+    p.add_argument("--head-moves-per-min", type=float, help="head movements per minute (default: SynthConfig's)")
+    p.add_argument("--noise-sigma", type=float, help="sensor noise, standard deviation in grey levels (default: SynthConfig's)")
     p.add_argument("--size", help="frame size WxH (default 640x480)")
     p.add_argument("--mirror", action="store_true", help="add every face flipped left-right as another subject")
     p.add_argument("--contact-sheet", metavar="PNG", help="also write a contact sheet of the first face's expressions")
@@ -254,7 +264,7 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
 def main(args: argparse.Namespace | list[str] | None = None) -> int:
     if not isinstance(args, argparse.Namespace):
         parser = argparse.ArgumentParser(prog="fes-synth", description=__doc__.split("\n\n")[0])
-        parser.add_argument("--log-level", default="INFO")
+        parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
         parser.add_argument("--version", action="version", version=version_text("fes-synth"))
         add_arguments(parser)
         args = parser.parse_args(args)

@@ -710,11 +710,16 @@ def main_cfg(cfg: TrainConfig) -> dict:
         histories[f"{split.name} GIM"] = gim_hist
         fedn = None
         if cfg.task != "gim":
+            if cfg.task == "gim+fedn-points":
+                log.info("fold %s: GIM done; pseudo-intervals for FEDN from its intensity curves", split.name)
             pseudo = pseudo_intervals(cfg, gim, videos, split.train) if cfg.task == "gim+fedn-points" else None
             fedn, fedn_hist = train_fedn(cfg, split, videos, fold_dir, fps, gim, pseudo)
             histories[f"{split.name} FEDN"] = fedn_hist
+        log.info("fold %s: training done; calibrating score thresholds on %d validation video(s) (the slow part "
+                 "after the last epoch)", split.name, len(split.val))
         thresholds = calibrate_split(cfg, split, videos, gim, fedn, full=True)
         (fold_dir / "thresholds.json").write_text(json.dumps(thresholds, indent=2))
+        log.info("fold %s: spotting %d test video(s) with the selected models", split.name, len(split.test))
         preds = spot_videos(cfg, videos, split.test, gim, fedn, thresholds["spotter"])
         gt = {vid: videos[vid].intervals for vid in split.test}
         fold_data[split.name] = (gt, preds)
@@ -730,6 +735,7 @@ def main_cfg(cfg: TrainConfig) -> dict:
                      {k: v for k, v in histories.items() if k.startswith(split.name)})
         log.info("fold %s: overall F1 %.3f (%.0f s)", split.name,
                  fold_results[split.name]["megc"]["overall"]["f1"], time.time() - t0)
+    log.info("scoring %d fold(s) and writing the report to %s", len(fold_data), out)
     report = evaluate_loso(fold_data, out)
     report["config"] = to_dict(cfg)
     report["fold_details"] = {k: {kk: vv for kk, vv in v.items() if kk != "megc"} for k, v in fold_results.items()}
@@ -902,7 +908,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead of training: re-derive the thresholds of a finished run's --fold into --output")
     parser.add_argument("--fold", default="holdout", help="with --recalibrate: the fold (default holdout)")
     parser.add_argument("-o", "--output", help="with --recalibrate: JSON file to write")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
