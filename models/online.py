@@ -405,6 +405,12 @@ class OnlineSpotter:
 def spot_video(spotter: OnlineSpotter, features: dict) -> list[Proposal]:
     """Run a whole video (the features dict of `fes-live extract` / load_features) through `spotter`, frame by
     frame exactly as live, and return its proposals by onset. The spotter is reset first and after."""
+    found = [u.proposal for u in stream_updates(spotter, features) if isinstance(u, ExpressionUpdate)]
+    return sorted(found, key=lambda p: (p.onset, p.offset))
+
+
+def stream_updates(spotter: OnlineSpotter, features: dict) -> list[Update]:
+    """Every update (intensity, onsets, cancels, expressions) of a whole video pushed frame by frame, then flushed."""
     need = ("geometry", "roi_flow", "face_present", "frame_index")
     missing = [k for k in need if k not in features]
     if missing:
@@ -416,13 +422,10 @@ def spot_video(spotter: OnlineSpotter, features: dict) -> list[Proposal]:
     geometry, flow = features["geometry"], features["roi_flow"]
     face, index = np.asarray(features["face_present"], dtype=bool), np.asarray(features["frame_index"])
     spotter.reset()
-    found: list[Proposal] = []
     updates: list[Update] = []
     for t in range(len(index)):
         updates += spotter.push(int(index[t]), bool(face[t]), geometry[t], flow[t])
-    updates += spotter.flush()
-    found = [u.proposal for u in updates if isinstance(u, ExpressionUpdate)]
-    return sorted(found, key=lambda p: (p.onset, p.offset))
+    return updates + spotter.flush()
 
 
 def eager_gim_fn(model) -> GimFn:
