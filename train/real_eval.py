@@ -389,9 +389,9 @@ def benchmark(engine_path: str | Path | None = None, data: Path = DEFAULT_DATA, 
             plot_clip(Path(out) / "timelines" / f"{name}.png", name, info, runs["engine"], runs["baseline"], role)
         clip_rows[name] = row
     scored_roles = {n: r for n, r in roles.items() if r != "skipped"}
-    report = {"engine": {"path": str(engine.folder), "version": engine.manifest["version"],
+    report = {"engine": {"path": _shown(engine.folder), "version": engine.manifest["version"],
                          "emotions": engine.labels["emotions"]},
-              "data": str(data), "feature_version": version, "overrides": applied,
+              "data": _shown(data), "feature_version": version, "overrides": applied,
               "totals": {s: totals(scores[s], scored_roles) for s in SPOTTERS},
               "skipped": {n: labels[n].get("usable") for n, r in roles.items() if r == "skipped"},
               "clips": clip_rows}
@@ -401,6 +401,12 @@ def benchmark(engine_path: str | Path | None = None, data: Path = DEFAULT_DATA, 
         (Path(out) / "report.json").write_text(json.dumps(report, indent=1, default=float))
         (Path(out) / "report.md").write_text(markdown(report))
     return report
+
+
+def _shown(path: Path) -> str:
+    """A path as the report shows it: relative to the repository (../shared/...), so reports do not name machines."""
+    import os
+    return os.path.relpath(Path(path).resolve(), REPO)
 
 
 def fmt(x, digits: int = 2) -> str:
