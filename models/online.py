@@ -30,6 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from fes_live.models.baseline import BaselineConfig, NeutralBaseline
+from fes_live.models.emotion import EmotionEvidenceConfig, evidence_emotion
 from fes_live.models.proposals import (FEDNDecodeConfig, GIMProposalConfig, fedn_proposals, gim_proposals, iou_1d,
                               nms_1d)
 from fes_live.models.spotting import CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate, Proposal, Update
@@ -62,6 +63,9 @@ class SpotterConfig:
     match_iou: float = 0.3            # GIM proposal takes the emotion of a FEDN interval overlapping this much
     fedn_only_threshold: float = 0.6  # a FEDN interval no GIM proposal claims becomes one above this score
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    emotions: tuple[str, ...] = ()    # the engine's emotion label map (the index of Proposal.emotion); with it,
+                                      # a clear blendshape pattern (models.emotion) overrides the model's emotion
+    emotion_evidence: EmotionEvidenceConfig = field(default_factory=EmotionEvidenceConfig)
 
 
 @dataclass
@@ -110,6 +114,10 @@ class OnlineSpotter:
         self._emitted: deque[Proposal] = deque(maxlen=64)    # recent proposals sent out
         self._adopted: deque[int] = deque(maxlen=64)          # onset tracks a FEDN interval finalised
         self._pending: list[_Pending] = []
+        # (frame, raw blendshapes, deltas from the baseline) of recent face frames, for emotion evidence
+        self._k = cfg.baseline.blendshape_dim
+        self._shapes: deque[tuple[int, np.ndarray, np.ndarray]] = deque(
+            maxlen=self.max_segment + cfg.fedn_window if cfg.emotions else 0)
 
     # ------------------------------------------------------------------------------------------------ input
 
@@ -153,7 +161,10 @@ class OnlineSpotter:
             out += self._curve_point(t, 0.0, (0.0, 0.0))
 
         # FEDN
-        self._fedn_x.append(self.baseline.update(geometry, face_present))
+        delta = self.baseline.update(geometry, face_present)
+        self._fedn_x.append(delta)
+        if face_present and self.cfg.emotions:
+            self._shapes.append((t, geometry[:self._k], delta[:self._k]))
         self._fedn_face.append(face_present)
         n = t - self._fedn_origin + 1
         if self.fedn_fn is not None and n >= cfg.fedn_window and (n - cfg.fedn_window) % cfg.fedn_stride == 0:
@@ -351,8 +362,8 @@ class OnlineSpotter:
             claimed = any(iou_1d([(d.onset, d.offset)], [(p.onset, p.offset)])[0, 0] >= cfg.match_iou
                           for p in self._emitted)
             if not claimed and d.score >= cfg.fedn_only_threshold:
-                d = self._curve_peak(d)
-                out.append(ExpressionUpdate(d, self._adopt_track(d), {"fedn_score": d.score}))
+                d, extras = self._evidence(self._curve_peak(d), {"fedn_score": d.score})
+                out.append(ExpressionUpdate(d, self._adopt_track(d), extras))
                 self._emitted.append(d)
         self._pool = keep
         return out
@@ -397,9 +408,20 @@ class OnlineSpotter:
                     d = fedn[j]
                     p = dataclasses.replace(p, emotion=d.emotion, emotion_probs=d.emotion_probs, source="gim+fedn")
                     extras = {"fedn_score": d.score, "fedn_iou": float(iou[j])}
+            p, extras = self._evidence(p, extras)
             self._emitted.append(p)
             out.append(ExpressionUpdate(p, pend.track if i == 0 else -1, extras))
         return out
+
+    def _evidence(self, p: Proposal, extras: dict) -> tuple[Proposal, dict]:
+        """The emotion a clear blendshape pattern over the interval shows, where it disagrees with the model's."""
+        rows = [(raw, delta) for t, raw, delta in self._shapes if p.onset <= t <= p.offset]
+        name = evidence_emotion(np.array([r for r, _ in rows]), np.array([d for _, d in rows]),
+                                self.cfg.emotion_evidence) if rows else None
+        if name is None or name not in self.cfg.emotions or self.cfg.emotions.index(name) == p.emotion:
+            return p, extras
+        extras = {**extras, "emotion_from": "blendshapes", "model_emotion": p.emotion}
+        return dataclasses.replace(p, emotion=self.cfg.emotions.index(name)), extras
 
 
 def spot_video(spotter: OnlineSpotter, features: dict) -> list[Proposal]:

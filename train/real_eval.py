@@ -489,10 +489,14 @@ def add_arguments(p) -> None:
     p.add_argument("--cache", default=str(DEFAULT_CACHE), help="feature cache folder (outside the repository)")
     p.add_argument("--face-model", default=None, help="MediaPipe face_landmarker .task file")
     p.add_argument("--clip", action="append", default=None, help="only this clip (repeatable)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1: the engine's small per-frame calls run fastest on one)")
     p.add_argument("--out", required=True, help="report folder (report.md, report.json, timelines/)")
 
 
 def main(args) -> int:
+    import torch
+    torch.set_num_threads(max(1, args.threads))
     try:
         report = benchmark(args.engine, Path(args.data), Path(args.out), Path(args.cache),
                            Path(args.overrides) if args.overrides else None, args.face_model, args.clip)
