@@ -8,7 +8,7 @@ deviation from the person's neutral baseline (`models.baseline`), and, for the s
 baseline that started on a smiling face has absorbed the smile, the raw value has not.
 
 The thresholds are set a priori from what the channels mean (0..1 activations), not fitted to any benchmark.
-Pure numpy; the blendshape order is MediaPipe's (`stream.face.BLENDSHAPE_NAMES`; a test checks they agree).
+Pure numpy. `MEDIAPIPE_BLENDSHAPES` is the one list of MediaPipe's blendshape names (`stream.face` uses it).
 """
 from __future__ import annotations
 

@@ -14,7 +14,10 @@ grouping would find, with its margins. A piece with no surviving proposal cancel
 FEDN runs window by window (W frames, every `fedn_stride`) on geometry minus the person's neutral baseline; its
 intervals are NMS'd across windows. A GIM proposal waits until FEDN has covered it (+ `fedn_wait` frames), takes
 the emotion of the best-overlapping FEDN interval, and is emitted; FEDN intervals that no GIM proposal claims
-become proposals of their own (source "fedn") when confident enough. `fedn_fn=None` is GIM only.
+become proposals of their own (source "fedn") when confident enough. `fedn_fn=None` is GIM only. Before an event
+goes out, the blendshapes over it get the last word (`_evidence`): a plain smile or surprise pattern
+(models.emotion) sets the emotion when the engine's label map is known (`emotions`), and, when switched on, an
+event that is speech with no such pattern (models.talking) is dropped.
 
 Memory is bounded: rings of flow (17 + batch), curve (one longest piece + margins), FEDN input (W frames) and a
 few recent intervals. Everything is numpy around the two callables, so the engine, an eager model or a test
@@ -34,6 +37,7 @@ from fes_live.models.emotion import EmotionEvidenceConfig, evidence_emotion
 from fes_live.models.proposals import (FEDNDecodeConfig, GIMProposalConfig, fedn_proposals, gim_proposals, iou_1d,
                               nms_1d)
 from fes_live.models.spotting import CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate, Proposal, Update
+from fes_live.models.talking import TalkingConfig, is_talking
 
 GimFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # (B,17,R,2) -> (intensity (B,), apex_probs (B,2))
 FednFn = Callable[[np.ndarray], Any]                             # (1,W,F) -> (cls_logits (1,N,C), intervals (1,N,2), ..)
@@ -66,6 +70,8 @@ class SpotterConfig:
     emotions: tuple[str, ...] = ()    # the engine's emotion label map (the index of Proposal.emotion); with it,
                                       # a clear blendshape pattern (models.emotion) overrides the model's emotion
     emotion_evidence: EmotionEvidenceConfig = field(default_factory=EmotionEvidenceConfig)
+    talking: TalkingConfig = field(default_factory=TalkingConfig)  # drop events that are speech (models.talking;
+                                                                    # off by default)
 
 
 @dataclass
@@ -114,10 +120,9 @@ class OnlineSpotter:
         self._emitted: deque[Proposal] = deque(maxlen=64)    # recent proposals sent out
         self._adopted: deque[int] = deque(maxlen=64)          # onset tracks a FEDN interval finalised
         self._pending: list[_Pending] = []
-        # (frame, raw blendshapes, deltas from the baseline) of recent face frames, for emotion evidence
+        # (frame, raw blendshapes, deltas from the baseline) of recent face frames: emotion evidence, talking
         self._k = cfg.baseline.blendshape_dim
-        self._shapes: deque[tuple[int, np.ndarray, np.ndarray]] = deque(
-            maxlen=self.max_segment + cfg.fedn_window if cfg.emotions else 0)
+        self._shapes: deque[tuple[int, np.ndarray, np.ndarray]] = deque(maxlen=self.max_segment + cfg.fedn_window)
 
     # ------------------------------------------------------------------------------------------------ input
 
@@ -163,7 +168,7 @@ class OnlineSpotter:
         # FEDN
         delta = self.baseline.update(geometry, face_present)
         self._fedn_x.append(delta)
-        if face_present and self.cfg.emotions:
+        if face_present:
             self._shapes.append((t, geometry[:self._k], delta[:self._k]))
         self._fedn_face.append(face_present)
         n = t - self._fedn_origin + 1
@@ -361,8 +366,10 @@ class OnlineSpotter:
             self._resolved.append(d)
             claimed = any(iou_1d([(d.onset, d.offset)], [(p.onset, p.offset)])[0, 0] >= cfg.match_iou
                           for p in self._emitted)
-            if not claimed and d.score >= cfg.fedn_only_threshold:
-                d, extras = self._evidence(self._curve_peak(d), {"fedn_score": d.score})
+            judged = self._evidence(self._curve_peak(d), {"fedn_score": d.score}) \
+                if not claimed and d.score >= cfg.fedn_only_threshold else None
+            if judged is not None:  # (an onset it would have adopted is cancelled in due course instead)
+                d, extras = judged
                 out.append(ExpressionUpdate(d, self._adopt_track(d), extras))
                 self._emitted.append(d)
         self._pool = keep
@@ -399,7 +406,8 @@ class OnlineSpotter:
         cfg = self.cfg
         fedn = list(self._pool) + list(self._resolved)
         out: list[Update] = []
-        for i, p in enumerate(pend.proposals):
+        track = pend.track
+        for p in pend.proposals:
             extras: dict = {}
             if fedn:
                 iou = iou_1d([(p.onset, p.offset)], [(d.onset, d.offset) for d in fedn])[0]
@@ -408,16 +416,25 @@ class OnlineSpotter:
                     d = fedn[j]
                     p = dataclasses.replace(p, emotion=d.emotion, emotion_probs=d.emotion_probs, source="gim+fedn")
                     extras = {"fedn_score": d.score, "fedn_iou": float(iou[j])}
-            p, extras = self._evidence(p, extras)
+            judged = self._evidence(p, extras)
+            if judged is None:
+                continue
+            p, extras = judged
             self._emitted.append(p)
-            out.append(ExpressionUpdate(p, pend.track if i == 0 else -1, extras))
+            out.append(ExpressionUpdate(p, track, extras))
+            track = -1
+        if track >= 0:  # every proposal of the announced piece was speech
+            out.append(CancelUpdate(pend.start, track))
         return out
 
-    def _evidence(self, p: Proposal, extras: dict) -> tuple[Proposal, dict]:
-        """The emotion a clear blendshape pattern over the interval shows, where it disagrees with the model's."""
+    def _evidence(self, p: Proposal, extras: dict) -> tuple[Proposal, dict] | None:
+        """What the blendshapes over the interval say: None when it is speech with no clear expression in it (drop
+        the event); else the proposal, with the emotion a clear pattern shows where it disagrees with the model's."""
         rows = [(raw, delta) for t, raw, delta in self._shapes if p.onset <= t <= p.offset]
-        name = evidence_emotion(np.array([r for r, _ in rows]), np.array([d for _, d in rows]),
-                                self.cfg.emotion_evidence) if rows else None
+        raw, delta = np.array([r for r, _ in rows]), np.array([d for _, d in rows])
+        name = evidence_emotion(raw, delta, self.cfg.emotion_evidence) if rows else None
+        if name is None and rows and is_talking(raw, self.cfg.fps, self.cfg.talking):
+            return None
         if name is None or name not in self.cfg.emotions or self.cfg.emotions.index(name) == p.emotion:
             return p, extras
         extras = {**extras, "emotion_from": "blendshapes", "model_emotion": p.emotion}

@@ -23,11 +23,8 @@ DEFAULT_CACHE = Path.home() / ".cache" / "fes-live" / "real_dev"
 # ------------------------------------------------------------------------------------------------------- features
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from fes_live.stream.engine import sha256_file
+    return sha256_file(path)
 
 
 def feature_code_version(face_model: Path | None) -> str:
