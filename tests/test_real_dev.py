@@ -68,17 +68,33 @@ def test_blinks_are_not_reported(run):
 
 def test_scoring_rules(labels):
     """The benchmark's own rules on hand-made predictions: TP at IoU >= 0.3, other facial actions neither, FP
-    attributed to the nuisance span it touches, emotion scored on found expressions."""
-    info = labels["liveportrait_d5"]  # pout 36-63, surprise 64-92, smile 104-144, blinks 54-56 and 139-142
+    attributed to the nuisance span it touches, emotion scored on found expressions; and the repository's label
+    correction (liveportrait_d5's 'O' mouth is not a surprise)."""
+    raw = real_eval.load_labels(REAL_DEV, overrides=None)[0]["liveportrait_d5"]
+    # as shipped: pout 36-63, surprise 64-92, smile 104-144, blinks 54-56 and 139-142
     events = [{"onset": 104, "offset": 140, "emotion": "happiness"},   # the smile
               {"onset": 40, "offset": 60, "emotion": "anger"},         # inside the pout only: ignored
               {"onset": 0, "offset": 20, "emotion": None},             # nothing there: FP
               {"onset": 66, "offset": 75, "emotion": "surprise"}]      # surprise at IoU 10/29 = 0.34
-    s = real_eval.score_clip(info, events, "scored")
+    s = real_eval.score_clip(raw, events, "scored")
     assert s["verdicts"] == ["tp", "other", "fp", "tp"]
     found = {e["type"]: e for e in s["expressions"]}
     assert found["smile"]["iou"] == pytest.approx(37 / 41, abs=1e-3) and found["smile"]["emotion_correct"]
     assert found["surprise"]["emotion_correct"] and s["nuisance"]["blink"]["false_alarms"] == 0
+    corrected = real_eval.score_clip(labels["liveportrait_d5"], events, "scored")
+    assert corrected["verdicts"] == ["tp", "other", "fp", "other"]  # 64-92 is an O-mouth there
     held = real_eval.score_clip(labels["eamm_happy"], [{"onset": 0, "offset": 9, "emotion": "sadness"},
                                                        {"onset": 10, "offset": 99, "emotion": "happiness"}], "held")
     assert held["held"] == {"label": "happiness", "said": "happiness", "correct": True}
+
+
+def test_overrides_are_checked(tmp_path):
+    import json
+    bad = tmp_path / "o.json"
+    for entry in ({"clip": "liveportrait_d5", "action": "remove", "match": {"type": "smile"}},          # no reason
+                  {"clip": "liveportrait_d5", "action": "remove", "match": {"type": "blink"}, "reason": "x"},  # 2
+                  {"clip": "liveportrait_d5", "action": "add", "event": {"type": "yawn", "start": 1, "end": 2},
+                   "reason": "x"}):                                                                  # unknown type
+        bad.write_text(json.dumps({"overrides": [entry]}))
+        with pytest.raises(real_eval.RealDevError):
+            real_eval.load_labels(need(REAL_DEV), bad)
