@@ -403,7 +403,7 @@ def benchmark(engine_path: str | Path | None = None, data: Path = DEFAULT_DATA, 
 def _shown(path: Path) -> str:
     """A path as the report shows it: relative to the repository (../shared/...), so reports do not name machines."""
     import os
-    return os.path.relpath(Path(path).resolve(), REPO)
+    return os.path.relpath(Path(path).absolute(), REPO)
 
 
 def fmt(x, digits: int = 2) -> str:
