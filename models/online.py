@@ -14,7 +14,10 @@ grouping would find, with its margins. A piece with no surviving proposal cancel
 FEDN runs window by window (W frames, every `fedn_stride`) on geometry minus the person's neutral baseline; its
 intervals are NMS'd across windows. A GIM proposal waits until FEDN has covered it (+ `fedn_wait` frames), takes
 the emotion of the best-overlapping FEDN interval, and is emitted; FEDN intervals that no GIM proposal claims
-become proposals of their own (source "fedn") when confident enough. `fedn_fn=None` is GIM only.
+become proposals of their own (source "fedn") when confident enough. `fedn_fn=None` is GIM only. Before an event
+goes out, the blendshapes over it get the last word (`_evidence`): a plain smile or surprise pattern
+(models.emotion) sets the emotion when the engine's label map is known (`emotions`), and, when switched on, an
+event that is speech with no such pattern (models.talking) is dropped.
 
 Memory is bounded: rings of flow (17 + batch), curve (one longest piece + margins), FEDN input (W frames) and a
 few recent intervals. Everything is numpy around the two callables, so the engine, an eager model or a test
@@ -35,9 +38,11 @@ from typing import Any, Callable, Generator
 import numpy as np
 
 from fes_live.models.baseline import BaselineConfig, NeutralBaseline
+from fes_live.models.emotion import EmotionEvidenceConfig, evidence_emotion
 from fes_live.models.proposals import (FEDNDecodeConfig, GIMProposalConfig, fedn_proposals, gim_proposals, iou_1d,
                               nms_1d)
 from fes_live.models.spotting import CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate, Proposal, Update
+from fes_live.models.talking import TalkingConfig, is_talking
 
 GimFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # (B,17,R,2) -> (intensity (B,), apex_probs (B,2))
 FednFn = Callable[[np.ndarray], Any]                             # (1,W,F) -> (cls_logits (1,N,C), intervals (1,N,2), ..)
@@ -69,6 +74,11 @@ class SpotterConfig:
     match_iou: float = 0.3            # GIM proposal takes the emotion of a FEDN interval overlapping this much
     fedn_only_threshold: float = 0.6  # a FEDN interval no GIM proposal claims becomes one above this score
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    emotions: tuple[str, ...] = ()    # the engine's emotion label map (the index of Proposal.emotion); with it,
+                                      # a clear blendshape pattern (models.emotion) overrides the model's emotion
+    emotion_evidence: EmotionEvidenceConfig = field(default_factory=EmotionEvidenceConfig)
+    talking: TalkingConfig = field(default_factory=TalkingConfig)  # drop events that are speech (models.talking;
+                                                                    # off by default)
 
 
 @dataclass
@@ -117,6 +127,9 @@ class OnlineSpotter:
         self._emitted: deque[Proposal] = deque(maxlen=64)    # recent proposals sent out
         self._adopted: deque[int] = deque(maxlen=64)          # onset tracks a FEDN interval finalised
         self._pending: list[_Pending] = []
+        # (frame, raw blendshapes, deltas from the baseline) of recent face frames: emotion evidence, talking
+        self._k = cfg.baseline.blendshape_dim
+        self._shapes: deque[tuple[int, np.ndarray, np.ndarray]] = deque(maxlen=self.max_segment + cfg.fedn_window)
 
     # ------------------------------------------------------------------------------------------------ input
 
@@ -173,7 +186,10 @@ class OnlineSpotter:
             out += self._curve_point(t, 0.0, (0.0, 0.0))
 
         # FEDN
-        self._fedn_x.append(self.baseline.update(geometry, face_present))
+        delta = self.baseline.update(geometry, face_present)
+        self._fedn_x.append(delta)
+        if face_present:
+            self._shapes.append((t, geometry[:self._k], delta[:self._k]))
         self._fedn_face.append(face_present)
         n = t - self._fedn_origin + 1
         if self.fedn_fn is not None and n >= cfg.fedn_window and (n - cfg.fedn_window) % cfg.fedn_stride == 0:
@@ -385,9 +401,11 @@ class OnlineSpotter:
             self._resolved.append(d)
             claimed = any(iou_1d([(d.onset, d.offset)], [(p.onset, p.offset)])[0, 0] >= cfg.match_iou
                           for p in self._emitted)
-            if not claimed and d.score >= cfg.fedn_only_threshold:
-                d = self._curve_peak(d)
-                out.append(ExpressionUpdate(d, self._adopt_track(d), {"fedn_score": d.score}))
+            judged = self._evidence(self._curve_peak(d), {"fedn_score": d.score}) \
+                if not claimed and d.score >= cfg.fedn_only_threshold else None
+            if judged is not None:  # (an onset it would have adopted is cancelled in due course instead)
+                d, extras = judged
+                out.append(ExpressionUpdate(d, self._adopt_track(d), extras))
                 self._emitted.append(d)
         self._pool = keep
         return out
@@ -423,7 +441,8 @@ class OnlineSpotter:
         cfg = self.cfg
         fedn = list(self._pool) + list(self._resolved)
         out: list[Update] = []
-        for i, p in enumerate(pend.proposals):
+        track = pend.track
+        for p in pend.proposals:
             extras: dict = {}
             if fedn:
                 iou = iou_1d([(p.onset, p.offset)], [(d.onset, d.offset) for d in fedn])[0]
@@ -432,14 +451,40 @@ class OnlineSpotter:
                     d = fedn[j]
                     p = dataclasses.replace(p, emotion=d.emotion, emotion_probs=d.emotion_probs, source="gim+fedn")
                     extras = {"fedn_score": d.score, "fedn_iou": float(iou[j])}
+            judged = self._evidence(p, extras)
+            if judged is None:
+                continue
+            p, extras = judged
             self._emitted.append(p)
-            out.append(ExpressionUpdate(p, pend.track if i == 0 else -1, extras))
+            out.append(ExpressionUpdate(p, track, extras))
+            track = -1
+        if track >= 0:  # every proposal of the announced piece was speech
+            out.append(CancelUpdate(pend.start, track))
         return out
+
+    def _evidence(self, p: Proposal, extras: dict) -> tuple[Proposal, dict] | None:
+        """What the blendshapes over the interval say: None when it is speech with no clear expression in it (drop
+        the event); else the proposal, with the emotion a clear pattern shows where it disagrees with the model's."""
+        rows = [(raw, delta) for t, raw, delta in self._shapes if p.onset <= t <= p.offset]
+        raw, delta = np.array([r for r, _ in rows]), np.array([d for _, d in rows])
+        name = evidence_emotion(raw, delta, self.cfg.emotion_evidence) if rows else None
+        if name is None and rows and is_talking(raw, self.cfg.fps, self.cfg.talking):
+            return None
+        if name is None or name not in self.cfg.emotions or self.cfg.emotions.index(name) == p.emotion:
+            return p, extras
+        extras = {**extras, "emotion_from": "blendshapes", "model_emotion": p.emotion}
+        return dataclasses.replace(p, emotion=self.cfg.emotions.index(name)), extras
 
 
 def spot_video(spotter: OnlineSpotter, features: dict) -> list[Proposal]:
     """Run a whole video (the features dict of `fes-live extract` / load_features) through `spotter`, frame by
     frame exactly as live, and return its proposals by onset. The spotter is reset first and after."""
+    found = [u.proposal for u in stream_updates(spotter, features) if isinstance(u, ExpressionUpdate)]
+    return sorted(found, key=lambda p: (p.onset, p.offset))
+
+
+def stream_updates(spotter: OnlineSpotter, features: dict) -> list[Update]:
+    """Every update (intensity, onsets, cancels, expressions) of a whole video pushed frame by frame, then flushed."""
     need = ("geometry", "roi_flow", "face_present", "frame_index")
     missing = [k for k in need if k not in features]
     if missing:
@@ -451,13 +496,10 @@ def spot_video(spotter: OnlineSpotter, features: dict) -> list[Proposal]:
     geometry, flow = features["geometry"], features["roi_flow"]
     face, index = np.asarray(features["face_present"], dtype=bool), np.asarray(features["frame_index"])
     spotter.reset()
-    found: list[Proposal] = []
     updates: list[Update] = []
     for t in range(len(index)):
         updates += spotter.push(int(index[t]), bool(face[t]), geometry[t], flow[t])
-    updates += spotter.flush()
-    found = [u.proposal for u in updates if isinstance(u, ExpressionUpdate)]
-    return sorted(found, key=lambda p: (p.onset, p.offset))
+    return updates + spotter.flush()
 
 
 def eager_gim_fn(model) -> GimFn:

@@ -266,6 +266,7 @@ class Engine:
         from fes_live.stream.config import ConfigError, from_dict
         data = dict(self.manifest.get("spotter", {}))
         data["fps"] = float(self.manifest["fps"])
+        data.setdefault("emotions", list(self.manifest["labels"]["emotions"]))
         data.setdefault("baseline", {})
         data["baseline"] = {**data["baseline"], "fps": float(self.manifest["fps"])}
         if self.has_fedn:

@@ -17,23 +17,14 @@ from enum import Enum
 import cv2
 import numpy as np
 
+from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES
 from fes_live.stream.face_model import find_face_model
 from fes_live.stream.sources import Frame
 
 log = logging.getLogger(__name__)
 
 CROP_SIZE = 224
-BLENDSHAPE_NAMES: tuple[str, ...] = (
-    "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight", "cheekPuff",
-    "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight",
-    "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight",
-    "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft", "jawOpen", "jawRight",
-    "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight", "mouthFunnel",
-    "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight", "mouthPucker",
-    "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft",
-    "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight",
-    "noseSneerLeft", "noseSneerRight",
-)
+BLENDSHAPE_NAMES = MEDIAPIPE_BLENDSHAPES  # MediaPipe's order, index 0 `_neutral` (models/emotion.py)
 N_LANDMARKS = 478
 _BLENDSHAPE_INDEX = {name: i for i, name in enumerate(BLENDSHAPE_NAMES)}
 

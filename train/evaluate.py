@@ -565,11 +565,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--micro-max-len", type=int, help="frames: also report the class-agnostic duration-split variant")
     s.add_argument("--json", metavar="PATH", help="write the JSON report to PATH ('-': print it instead of the "
                    "summary table)")
+
+    from fes_live.train import real_eval
+    r = sub.add_parser("real", help="the real-clip benchmark: an engine and the blendshape baseline on "
+                                    "../shared/data/real_dev (docs/real_dev.md)")
+    real_eval.add_arguments(r)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "real":
+        import logging
+        from fes_live.train import real_eval
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        return real_eval.main(args)
     try:
         if args.command == "megc2020":
             gt = read_megc_gt(args.gt)

@@ -1,0 +1,68 @@
+"""Emotion from blendshape evidence: FACS-like patterns of MediaPipe's 52 blendshapes over a spotted interval.
+
+FEDN's emotion head learned the synthetic generator's hand-made displacements and does not transfer to real faces
+(real_dev: smiles called sadness or anger). A broad smile (AU6+12), or raised brows with widened eyes or a dropped
+jaw (AU1+2 with 5 or 26), is unmistakable in the blendshapes whoever the person is; where one of these patterns is
+clearly present it decides the emotion, otherwise FEDN's stays. Evidence is the median over the interval of the
+deviation from the person's neutral baseline (`models.baseline`), and, for the smile, of the raw value too: a
+baseline that started on a smiling face has absorbed the smile, the raw value has not.
+
+The thresholds are set a priori from what the channels mean (0..1 activations), not fitted to any benchmark.
+Pure numpy. `MEDIAPIPE_BLENDSHAPES` is the one list of MediaPipe's blendshape names (`stream.face` uses it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# MediaPipe Face Landmarker's blendshape order (index 0 is `_neutral`)
+MEDIAPIPE_BLENDSHAPES: tuple[str, ...] = (
+    "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight", "cheekPuff",
+    "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight",
+    "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight",
+    "eyeSquintLeft", "eyeSquintRight", "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft", "jawOpen", "jawRight",
+    "mouthClose", "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight", "mouthFunnel",
+    "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight", "mouthPucker",
+    "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthSmileLeft",
+    "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight", "mouthUpperUpLeft", "mouthUpperUpRight",
+    "noseSneerLeft", "noseSneerRight",
+)
+_I = {n: i for i, n in enumerate(MEDIAPIPE_BLENDSHAPES)}
+
+
+def _channels(*names: str) -> np.ndarray:
+    return np.array([_I[n] for n in names])
+
+
+SMILE = _channels("mouthSmileLeft", "mouthSmileRight")
+BROWS_UP = _channels("browInnerUp", "browOuterUpLeft", "browOuterUpRight")
+EYES_WIDE = _channels("eyeWideLeft", "eyeWideRight")
+JAW = _channels("jawOpen")
+
+
+@dataclass(frozen=True)
+class EmotionEvidenceConfig:
+    enabled: bool = True
+    smile_delta: float = 0.3     # happiness: smile this far above the person's neutral ...
+    smile_raw: float = 0.5       # ... or this high outright (a smile the baseline absorbed)
+    brows_delta: float = 0.3     # surprise: brows raised this much ...
+    open_delta: float = 0.2      # ... with eyes widened or jaw dropped this much, and no smile
+
+
+def evidence_emotion(raw: np.ndarray, delta: np.ndarray, cfg: EmotionEvidenceConfig = EmotionEvidenceConfig()
+                     ) -> str | None:
+    """(T, 52) raw blendshapes and deviations from the neutral baseline over an interval -> "happiness",
+    "surprise" or None (no clear pattern: leave the emotion to the model)."""
+    raw = np.asarray(raw, dtype=np.float64).reshape(-1, len(MEDIAPIPE_BLENDSHAPES))
+    delta = np.asarray(delta, dtype=np.float64).reshape(-1, len(MEDIAPIPE_BLENDSHAPES))
+    if not cfg.enabled or len(raw) == 0:
+        return None
+    median = lambda x, idx: float(np.median(x[:, idx].mean(axis=1)))  # noqa: E731
+    smile_d, smile_r = median(delta, SMILE), median(raw, SMILE)
+    if smile_d >= cfg.smile_delta or smile_r >= cfg.smile_raw:
+        return "happiness"
+    opened = max(median(delta, EYES_WIDE), median(delta, JAW))
+    if median(delta, BROWS_UP) >= cfg.brows_delta and opened >= cfg.open_delta and smile_d < cfg.smile_delta / 2:
+        return "surprise"
+    return None

@@ -1,0 +1,104 @@
+"""Emotion from blendshape evidence (models/emotion.py) and its place in the OnlineSpotter."""
+import numpy as np
+
+from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES, SMILE, EmotionEvidenceConfig, evidence_emotion
+from fes_live.models.online import OnlineSpotter, SpotterConfig, spot_video
+from fes_live.models.talking import TalkingConfig
+
+I = {n: i for i, n in enumerate(MEDIAPIPE_BLENDSHAPES)}
+
+
+def test_names_are_mediapipes():
+    assert len(MEDIAPIPE_BLENDSHAPES) == 52 and MEDIAPIPE_BLENDSHAPES[0] == "_neutral"
+    assert MEDIAPIPE_BLENDSHAPES[44:46] == ("mouthSmileLeft", "mouthSmileRight")
+
+
+def frames(n=20, **values):
+    x = np.zeros((n, 52))
+    for name, v in values.items():
+        x[:, I[name]] = v
+    return x
+
+
+def test_patterns():
+    none = np.zeros((20, 52))
+    assert evidence_emotion(none, none) is None
+    smile = frames(mouthSmileLeft=0.6, mouthSmileRight=0.5)
+    assert evidence_emotion(smile, smile) == "happiness"
+    assert evidence_emotion(smile, none) == "happiness"          # absorbed by the baseline, still a smile
+    assert evidence_emotion(frames(mouthSmileLeft=0.2, mouthSmileRight=0.2), none) is None
+    surprise = frames(browInnerUp=0.6, browOuterUpLeft=0.5, browOuterUpRight=0.5, jawOpen=0.4)
+    assert evidence_emotion(surprise, surprise) == "surprise"
+    assert evidence_emotion(frames(browInnerUp=0.6, browOuterUpLeft=0.5, browOuterUpRight=0.5),
+                            frames(browInnerUp=0.6, browOuterUpLeft=0.5, browOuterUpRight=0.5)) is None  # brows only
+    assert evidence_emotion(smile, smile, EmotionEvidenceConfig(enabled=False)) is None
+
+
+def test_spotter_takes_the_smile_over_the_models_emotion():
+    """A test-double FEDN calls a broad smile emotion 2 ("anger"); with the label map known, the blendshapes win
+    and the event says so; without it (emotions=()) the model's emotion stays."""
+    T, W = 200, 64
+    geometry = np.zeros((T, 1008), np.float32)
+    geometry[60:100, SMILE] = 0.7
+    feats = {"geometry": geometry, "roi_flow": np.zeros((T, 12, 2), np.float32),
+             "face_present": np.ones(T, bool), "frame_index": np.arange(T), "fps": 30.0}
+
+    def fedn(x):  # one interval over the smiling frames of the window, emotion 2
+        on = np.flatnonzero(x[0, :, SMILE[0]] > 0.35)
+        logits, iv = np.full((1, 4, 3), -9.0, np.float32), np.zeros((1, 4, 2), np.float32)
+        if len(on):
+            logits[0, 0, 2], iv[0, 0] = 4.0, (on[0], on[-1])
+        return logits, iv
+
+    names = ("happiness", "surprise", "anger")
+    with_map = spot_video(OnlineSpotter(lambda w: (np.zeros(len(w)), np.zeros((len(w), 2))), fedn,
+                                        SpotterConfig(fedn_window=W, emotions=names)), feats)
+    without = spot_video(OnlineSpotter(lambda w: (np.zeros(len(w)), np.zeros((len(w), 2))), fedn,
+                                       SpotterConfig(fedn_window=W)), feats)
+    assert [(p.onset, p.offset, p.emotion) for p in without] == [(60, 99, 2)]
+    assert [(p.onset, p.offset, p.emotion) for p in with_map] == [(60, 99, 0)]
+
+
+def test_jaw_cycles_and_talking():
+    from fes_live.models.talking import is_talking, jaw_cycles
+    t = np.arange(60) / 30.0
+    speech = 0.15 + 0.12 * np.sin(2 * np.pi * 3.0 * t)       # 3 jaw cycles a second for 2 s
+    assert jaw_cycles(speech, 0.08) in (5, 6)
+    assert jaw_cycles(np.linspace(0, 0.8, 60), 0.08) == 0     # one jaw drop held open: no cycle
+    assert jaw_cycles(0.01 * np.sin(2 * np.pi * 5 * t), 0.08) == 0  # jitter
+    raw = np.zeros((60, 52))
+    raw[:, I["jawOpen"]] = speech
+    on = TalkingConfig(enabled=True)
+    assert is_talking(raw, 30.0, on) and not is_talking(raw[:20], 30.0, on)  # under 1 s: not judged
+    assert not is_talking(raw, 30.0)                                          # off by default
+    raw[:, I["jawOpen"]] = np.linspace(0, 0.8, 60)
+    assert not is_talking(raw, 30.0, on)
+
+
+def test_spotter_drops_speech_but_keeps_a_smile_while_talking():
+    """A test-double FEDN reports frames 60-99 (marked in blendshape 0); the jaw moves at 3 cycles a second there.
+    Without a smile the event is speech and is dropped; with a broad smile it stays, as happiness."""
+    T, W = 200, 64
+    geometry = np.zeros((T, 1008), np.float32)
+    geometry[60:100, 0] = 1.0
+    geometry[60:100, I["jawOpen"]] = 0.15 + 0.12 * np.sin(2 * np.pi * 3.0 * np.arange(40) / 30.0)
+
+    def fedn(x):
+        on = np.flatnonzero(x[0, :, 0] > 0.5)
+        logits, iv = np.full((1, 4, 3), -9.0, np.float32), np.zeros((1, 4, 2), np.float32)
+        if len(on):
+            logits[0, 0, 2], iv[0, 0] = 4.0, (on[0], on[-1])
+        return logits, iv
+
+    def run(g):
+        feats = {"geometry": g, "roi_flow": np.zeros((T, 12, 2), np.float32), "face_present": np.ones(T, bool),
+                 "frame_index": np.arange(T), "fps": 30.0}
+        sp = OnlineSpotter(lambda w: (np.zeros(len(w)), np.zeros((len(w), 2))), fedn,
+                           SpotterConfig(fedn_window=W, emotions=("happiness", "surprise", "anger"),
+                                         talking=TalkingConfig(enabled=True)))
+        return [(p.onset, p.offset, p.emotion) for p in spot_video(sp, feats)]
+
+    assert run(geometry) == []
+    smiling = geometry.copy()
+    smiling[60:100, SMILE] = 0.7
+    assert run(smiling) == [(60, 99, 0)]
