@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--features", default=None, help=".npz from `fes-live extract` (default: extract the smile clip)")
     p.add_argument("--engine", default="", help="engine folder (default: the bundled default engine)")
     p.add_argument("--rate", type=float, default=0.0, help="fuzz messages per second (0: as fast as it goes)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the hostile messages (same seed, same run)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(asctime)s %(name)s %(levelname)s %(message)s")

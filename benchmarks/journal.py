@@ -107,11 +107,11 @@ def run(folder: Path, events: int, requests: int, rate: float, seed: int = 0) ->
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="fes-bench journal", description=__doc__.split("\n\n")[0])
-    p.add_argument("--events", type=int, default=300_000)
-    p.add_argument("--requests", type=int, default=50)
+    p.add_argument("--events", type=int, default=300_000, help="events journaled before the replay requests")
+    p.add_argument("--requests", type=int, default=50, help="replay requests from old sequence numbers, timed")
     p.add_argument("--rate", type=float, default=3000.0, help="events/s published meanwhile")
     p.add_argument("--dir", default=None, help="folder for the journal (default: a temporary one)")
-    p.add_argument("--json", default=None)
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         r = run(Path(a.dir or tmp), a.events, a.requests, a.rate)

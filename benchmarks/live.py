@@ -61,16 +61,22 @@ def _percentiles(values: list[float]) -> dict:
             "p99_s": round(float(np.percentile(a, 99)), 4)}
 
 
+def start_detector(ep: Endpoints, fields: dict) -> tuple[Supervisor, object]:
+    """The real detector process on `ep` (DetectConfig `fields` besides the endpoints), once it answers."""
+    from fes_live.stream.detect import run_detector
+    sup = Supervisor(max_restarts=0)
+    child = sup.start(DETECTOR, run_detector, from_dict(DetectConfig, {"endpoints": _d(ep), **fields}))
+    if wait_for_detector(sup, ep.replay, threading.Event()) is None:
+        sup.stop([DETECTOR], 10)
+        raise RuntimeError("detector did not start")
+    return sup, child
+
+
 def run_n(n: int, seconds: float, npz: Path, engine: str, backend: str, tmp: Path) -> dict:
     ep = Endpoints(features=f"ipc://{tmp}/f{n}", events=f"tcp://127.0.0.1:{free_port()}",
                    replay=f"tcp://127.0.0.1:{free_port()}", preview=f"ipc://{tmp}/p{n}")
-    sup = Supervisor(max_restarts=0)
-    from fes_live.stream.detect import run_detector
     from fes_live.stream.ingest import _replay_role
-    sup.start(DETECTOR, run_detector, from_dict(DetectConfig, {"endpoints": _d(ep), "engine": engine,
-                                                              "backend": backend}))
-    if wait_for_detector(sup, ep.replay, threading.Event()) is None:
-        raise RuntimeError("detector did not start")
+    sup, _ = start_detector(ep, {"engine": engine, "backend": backend})
     events: list[tuple[float, dict]] = []
     sub = subscribe(ep.events, ep.replay, idle_timeout_s=10)
     stop_sub = threading.Event()

@@ -39,10 +39,11 @@ from pathlib import Path
 import numpy as np
 
 from fes_live import version_text
-from fes_live.benchmarks.live import DEFAULT_VIDEO, _d, _percentiles, features_file, free_port
-from fes_live.stream.app import DETECTOR, wait_for_detector
+from fes_live.benchmarks.live import DEFAULT_VIDEO, _d, _percentiles, features_file, free_port, start_detector
+from fes_live.stream.app import DETECTOR
 from fes_live.stream.client import subscribe
 from fes_live.stream.config import from_dict
+from fes_live.stream.events import PIPELINE_STREAM
 from fes_live.stream.pipeline_config import DetectConfig, Endpoints
 
 FPS = 30.0
@@ -135,16 +136,12 @@ class GpuSampler(threading.Thread):
 
 
 def run_n(n: int, seconds: float, clips: list[Path], args, tmp: Path) -> dict:
-    from fes_live.stream.detect import run_detector
-    from fes_live.stream.supervise import Supervisor
     ep = Endpoints(features=f"tcp://127.0.0.1:{free_port()}", events=f"tcp://127.0.0.1:{free_port()}",
                    replay=f"tcp://127.0.0.1:{free_port()}", preview=f"ipc://{tmp}/p{n}")
-    sup = Supervisor(max_restarts=0)
-    child = sup.start(DETECTOR, run_detector, from_dict(DetectConfig, {
-        "endpoints": _d(ep), "engine": args.engine, "backend": args.backend, "journal": str(tmp / f"journal-{n}")}))
+    sup, child = start_detector(ep, {"engine": args.engine, "backend": args.backend, "max_streams": max(256, n),
+                                     "max_pending_streams": max(64, n),
+                                     "journal": str(tmp / f"journal-{n}.sqlite")})
     try:
-        if wait_for_detector(sup, ep.replay, threading.Event()) is None:
-            raise RuntimeError("detector did not start")
         events: list[tuple[float, dict]] = []
         sub = subscribe(ep.events, ep.replay, idle_timeout_s=15)
         done = threading.Event()
@@ -162,9 +159,10 @@ def run_n(n: int, seconds: float, clips: list[Path], args, tmp: Path) -> dict:
         time.sleep(0.5)
         sids = [f"s{i}" for i in range(n)]
         k = max(1, min(args.feeders, n))
-        q: mp.Queue = mp.get_context("spawn").Queue()
-        feeders = [mp.get_context("spawn").Process(target=feeder, args=(ep.features, sids[j::k], [str(c) for c in clips],
-                                                                      seconds, q)) for j in range(k)]
+        spawn = mp.get_context("spawn")
+        q: mp.Queue = spawn.Queue()
+        feeders = [spawn.Process(target=feeder, args=(ep.features, sids[j::k], [str(c) for c in clips], seconds, q))
+                   for j in range(k)]
         gpu = GpuSampler()
         gpu.start()
         cpu0, t0 = cpu_seconds(child.process.pid), time.time()
@@ -205,7 +203,11 @@ def run_n(n: int, seconds: float, clips: list[Path], args, tmp: Path) -> dict:
     onset = [recv - e["data"]["onset"]["wall_s"] for recv, e in events
              if e["type"] == "expression.onset" and e["data"]["onset"]["wall_s"] is not None]
     fps_min = min(s["fps"] for s in per_stream.values())
-    drops = fed_drops + sum(s["dropped_detector"] for s in per_stream.values())
+    # beyond DetectConfig.stats_streams streams the detector sends one detector-wide stats event instead of one per
+    # stream: its dropped_detector sums the streams running then
+    pipeline = [e["data"].get("dropped_detector", 0) for e in evs
+                if e["type"] == "stats" and e["stream_id"] == PIPELINE_STREAM]
+    drops = fed_drops + max(sum(s["dropped_detector"] for s in per_stream.values()), max(pipeline, default=0))
     missing = sum(expected - s["frames"] for s in per_stream.values())
     return {"streams": n, "seconds": round(wall, 1), "fps_min": fps_min, "drops": drops, "frames_missing": missing,
             "holds_30fps": fps_min >= HOLD * FPS and drops == 0 and missing == 0,

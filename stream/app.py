@@ -20,7 +20,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import zmq
@@ -273,7 +272,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", action="append", default=[],
                    help="webcam index, rtsp:// or http(s):// URL, video file or image folder (repeatable)")
     p.add_argument("--record", default="", metavar="DIR",
-                   help="write the journal (events.sqlite), per-frame CSVs and a clip around each expression to a new run folder in DIR")
+                   help="write the journal (events.sqlite), per-frame CSVs and a clip around each expression "
+                        "to a new run folder in DIR")
     p.add_argument("--lsl", action="store_true", help="Lab Streaming Layer outlets: events, I(t) + blendshapes")
     p.add_argument("--lsl-wait", type=float, default=0.0, metavar="S",
                    help="with --lsl: wait up to S seconds for an LSL consumer before the sources start")

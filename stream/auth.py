@@ -23,7 +23,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from fes_live.stream.pipeline_config import CurveConfig, Endpoints
+from fes_live.stream.pipeline_config import CurveConfig
 
 log = logging.getLogger(__name__)
 

@@ -613,11 +613,6 @@ class EventPublisher:
             self.journal.close()
 
 
-def parse_replay_request(frames: list) -> wire.ReplayRequest:
-    """The events a replay request asks for; BadMessage (only) for anything that is not a valid request."""
-    return wire.to_replay_request(wire.decode(frames), REPLAY_MAX)
-
-
 def replay_request(first: int, last: int | None = None, limit: int = REPLAY_MAX) -> list:
     """Frames of a replay request for events first..last (None: up to the newest)."""
     meta = {"from": int(first), "to": None if last is None else int(last), "max": int(limit)}

@@ -60,6 +60,18 @@ def wait_until(cond, timeout_s: float, poll_s: float = 0.05) -> bool:
     return bool(cond())
 
 
+def wait_for_detector_process(replay: str, det: subprocess.Popen, log_path: Path, ctx=None,
+                              timeout_s: float = 180) -> int:
+    """A detector process's next seq once its replay endpoint answers; fails with its log if it dies or times out."""
+    from fes_live.stream.client import ReplayError, next_seq
+    deadline = time.monotonic() + scaled(timeout_s)
+    while True:
+        try:
+            return next_seq(replay, timeout_s=1.0, ctx=ctx)
+        except ReplayError:
+            assert det.poll() is None and time.monotonic() < deadline, Path(log_path).read_text()[-3000:]
+
+
 class Procs:
     """Processes a test starts, each in a process group of its own, all killed (children included) at teardown."""
 

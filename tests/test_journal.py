@@ -12,7 +12,7 @@ import time
 import pytest
 import zmq
 
-from conftest import REPO
+from conftest import REPO, wait_for_detector_process
 from fes_live.stream.client import fetch
 from fes_live.stream.events import EventPublisher, Journal, journal_path, read_journal, validate
 from test_events_wire import free_port
@@ -195,7 +195,7 @@ def test_detector_on_a_full_disk_keeps_publishing(tmp_path):
     import resource
 
     from fes_live.stream import wire
-    from fes_live.stream.client import ReplayError, next_seq
+    from fes_live.stream.client import next_seq
     ep = {k: f"tcp://127.0.0.1:{free_port()}" for k in ("features", "events", "replay")}
     log = open(tmp_path / "detector.log", "w")
     config = tmp_path / "detect.json"  # ends of unknown streams fill the journal here: lift their rate limit
@@ -209,13 +209,7 @@ def test_detector_on_a_full_disk_keeps_publishing(tmp_path):
     ctx = zmq.Context()
     push = ctx.socket(zmq.PUSH)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                next_seq(ep["replay"], timeout_s=1.0, ctx=ctx)
-                break
-            except ReplayError:
-                assert det.poll() is None and time.monotonic() < deadline, (tmp_path / "detector.log").read_text()
+        wait_for_detector_process(ep["replay"], det, tmp_path / "detector.log", ctx)
         push.connect(ep["features"])
         sent = 0
         for n in (100, 400):  # ~0.4 MB of events, journaled; then ~1.6 MB more: the "disk" fills up

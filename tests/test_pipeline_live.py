@@ -13,7 +13,7 @@ import zmq
 
 from conftest import FACE_MODEL, REPO, VIDEO, need, scaled
 from fes_live.stream.client import subscribe
-from fes_live.stream.events import journal_events, read_journal, validate
+from fes_live.stream.events import read_journal, validate
 from test_events_wire import free_port
 from test_pipeline_detect import engine_dir  # noqa: F401  (fixture: a real engine from an untrained GIM)
 

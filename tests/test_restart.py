@@ -199,7 +199,7 @@ def test_supervisor_sends_recent_notes_again_after_the_detector_restarts(tmp_pat
     sup.start("ingest-x", crash_once, str(tmp_path / "ingest"))
     sup.start("detector", crash_later, str(tmp_path / "detector"))
     try:
-        assert wait_until(lambda: sup.poll() or (len(sent) >= 3 and sup.children["detector"].alive)), sent
+        assert wait_until(lambda: sup.poll() or (len(sent) >= 3 and sup.children["detector"].alive), 30), sent
     finally:
         sup.stop(["ingest-x", "detector", "never-started"], 10)  # a name never started is skipped
     ingest = [n for n in sent if n[1] == "ingest-x"]

@@ -362,7 +362,7 @@ def test_page_uses_no_stun_by_default_parses_every_message_and_gets_a_slot_after
     served once the viewer's connect deadline has freed the slot."""
     import asyncio
     import concurrent.futures
-    from test_viewer_security import offer_sdp, request
+    from test_viewer_security import nonstandard_event_message, offer_sdp, request
     ep = endpoints(tmp_path)
     ctx = zmq.Context()
     events = ctx.socket(zmq.PUB)  # the detector's event PUB, as far as the viewer can tell
@@ -385,10 +385,12 @@ def test_page_uses_no_stun_by_default_parses_every_message_and_gets_a_slot_after
         assert viewer.status()["counters"]["connect_timeouts"] == 1
         errors_before = len(probe["errors"])
         for i in range(100):  # until the page has them (PUB/SUB joins late)
-            for etype, data in (("stream", {"status": "started", "fps": float("nan")}),
-                                ("stats", {"fps_in": float("inf"), "fps_out": 1.0, "queue": 0})):
-                events.send_multipart(wire.event_message({"v": 1, "type": etype, "stream_id": "s1", "seq": i,
-                                                          "publisher": "p", "wall_s": 1e308, "data": data}))
+            for etype, data, encode in (
+                    ("stream", {"status": "started", "fps": float("nan")}, nonstandard_event_message),  # refused
+                    ("stream", {"status": "started", "fps": 30.0}, wire.event_message),
+                    ("stats", {"fps_in": 1e308, "fps_out": 1.0, "queue": 0}, wire.event_message)):
+                events.send_multipart(encode({"v": 1, "type": etype, "stream_id": "s1", "seq": i,
+                                              "publisher": "p", "wall_s": time.time(), "data": data}))
             if page.evaluate("window.__probe.eventTypes.stream >= 1 && window.__probe.eventTypes.stats >= 1"):
                 break
             time.sleep(0.1)
