@@ -56,10 +56,16 @@ def die_with_parent(parent_pid: int, stop_event) -> None:
         except OSError:
             pass  # the watcher below still works
 
+    hard_stop = hasattr(signal, "alarm")
+    if hard_stop:  # SIGALRM's default action ends the process in the kernel, whatever Python is blocked in
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
     def watch() -> None:
         while os.getppid() == parent_pid:
             time.sleep(0.5)
         logging.getLogger(__name__).warning("parent %d is gone: stopping", parent_pid)
+        if hard_stop:  # a shutdown stuck in C (a ZeroMQ context, a thread join at exit) cannot outlive this
+            signal.alarm(int(ORPHAN_GRACE_S) + 1)
         stop_event.set()
         time.sleep(ORPHAN_GRACE_S)
         os._exit(1)
