@@ -4,8 +4,8 @@ Each stream's next frame is an `OnlineSpotter.steps()` generator that yields the
 (`("gim", windows)`, `("fedn", x)`). A round advances every generator to its next request; all GIM requests of the
 round become one `gim` call on the concatenated windows and all FEDN requests one `fedn_batch` call on the stacked
 windows, and each generator gets its slice back. Rounds repeat until every generator has returned its updates.
-With static-shape backends (AOTInductor / TensorRT built per batch size) the batch is padded up to a bucket, so
-the engine only ever sees the shapes it was compiled for.
+Built with `buckets` (for backends compiled per batch size; today's engines all take any batch), the batch is
+padded up to a bucket, so the engine only ever sees the shapes it was compiled for.
 """
 from __future__ import annotations
 
@@ -52,8 +52,7 @@ class StepBatcher:
     def for_engine(cls, engine) -> "StepBatcher":
         """The batcher of an `Engine` (or a test double with `gim` and optionally `fedn` / `fedn_batch`)."""
         fedn = engine.fedn if getattr(engine, "has_fedn", hasattr(engine, "fedn")) else None
-        return cls(engine.gim, fedn, getattr(engine, "fedn_batch", None) if fedn is not None else None,
-                   getattr(engine, "static_batches", None))
+        return cls(engine.gim, fedn, getattr(engine, "fedn_batch", None) if fedn is not None else None)
 
     @staticmethod
     def _fedn_one_by_one(fedn: Callable) -> Callable:

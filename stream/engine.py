@@ -221,12 +221,6 @@ class Engine:
         outs = [tuple(self.fedn(x[i:i + 1])) for i in range(len(x))]
         return tuple(np.concatenate(field) for field in zip(*outs))
 
-    @property
-    def static_batches(self) -> tuple[int, ...] | None:
-        """Batch sizes the GIM program was compiled for, where it only takes those (None: any batch)."""
-        sizes = self.manifest["models"]["gim"].get("batch_buckets")
-        return tuple(sizes) if sizes and self._runners["gim"].backend in ("aoti", "tensorrt") else None
-
     def fedn(self, x: np.ndarray):
         if not self.has_fedn:
             raise EngineError(f"{self.folder}: this engine has no FEDN model")
