@@ -19,8 +19,22 @@ import torch.nn as nn
 from fes_live.models.anchors import Anchors
 from fes_live.models.backbones import build_backbone
 from fes_live.models.blocks import Attention, ConvBlock1d
+from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES
 
 GEOMETRY_DIM = 1008  # stream.features.GEOMETRY_DIM (models/ imports nothing from stream/)
+INPUT_SETS = ("all", "blendshapes", "expression")
+NOT_EXPRESSION = ("eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft",
+                  "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight")
+
+
+def input_mask(inputs: str, in_dim: int = GEOMETRY_DIM) -> torch.Tensor:
+    """(in_dim,) 0/1 mask of the geometry columns FEDNConfig.inputs keeps (geometry = 52 blendshapes, landmarks)."""
+    mask = torch.ones(in_dim)
+    if inputs in ("blendshapes", "expression"):
+        mask[len(MEDIAPIPE_BLENDSHAPES):] = 0
+    if inputs == "expression":
+        mask[[MEDIAPIPE_BLENDSHAPES.index(n) for n in NOT_EXPRESSION]] = 0
+    return mask
 
 
 @dataclass(frozen=True)
@@ -46,6 +60,10 @@ class FEDNConfig:
     regress_ranges: tuple[tuple[float, float], ...] = ((1.0, 16.0), (12.0, 32.0), (24.0, 64.0), (48.0, 10000.0))
     dropout: float = 0.1              # inside attention
     prior_prob: float = 0.01          # initial class probability (focal-loss style bias init): few positives
+    # Which geometry columns the face-geometry backbone sees: "all" (52 blendshapes + 956 landmark coordinates),
+    # "blendshapes" (landmarks zeroed: on real video head turns and talking move landmarks more than expressions
+    # do), or "expression" (blendshapes without the blink and gaze channels, which are never an expression).
+    inputs: str = "all"
 
     @property
     def strides(self) -> tuple[int, ...]:
@@ -126,7 +144,13 @@ class FEDN(nn.Module):
             raise ValueError(f"FEDNConfig.window {cfg.window} must be a multiple of the top stride {cfg.strides[-1]}")
         if len(cfg.anchor_lengths) != cfg.levels or len(cfg.regress_ranges) != cfg.levels:
             raise ValueError(f"FEDNConfig: need {cfg.levels} anchor_lengths and regress_ranges (one per level)")
+        if cfg.inputs not in INPUT_SETS:
+            raise ValueError(f"FEDNConfig.inputs must be one of {INPUT_SETS}, got {cfg.inputs!r}")
         self.cfg = cfg
+        if cfg.inputs != "all":
+            if cfg.backbone != "face-geometry":
+                raise ValueError(f"FEDNConfig.inputs {cfg.inputs!r} needs the face-geometry backbone")
+            self.register_buffer("input_mask", input_mask(cfg.inputs, cfg.in_dim))
         self.backbone, c0 = build_backbone(cfg.backbone, cfg.in_dim, cfg.backbone_hidden, cfg.backbone_dim,
                                            backbone_state)
         self.segment_attn = SegmentAttention(c0, cfg.dim, cfg.segment, cfg.heads, cfg.dropout)
@@ -139,6 +163,8 @@ class FEDN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> FEDNOutput:
         """x (B, W, in_dim) geometry deltas, or (B, W, 3, 224, 224) crops for resnet18 -> FEDNOutput."""
+        if self.cfg.inputs != "all":
+            x = x * self.input_mask
         f = self.backbone(x)                                      # (B, W, C0)
         f = self.segment_attn(f).transpose(1, 2)                  # (B, C1, W)
         f = self.down(self.window_attn(f))                        # (B, C1, W/4)

@@ -79,6 +79,10 @@ class SpotterConfig:
     emotion_evidence: EmotionEvidenceConfig = field(default_factory=EmotionEvidenceConfig)
     talking: TalkingConfig = field(default_factory=TalkingConfig)  # drop events that are speech (models.talking;
                                                                     # off by default)
+    model_fps: float = 0.0            # the frame rate the models were trained at (the engine's). A stream k =
+                                      # round(fps / model_fps) >= 2 times faster (60, 200 fps) reaches the models
+                                      # at fps / k, k frames made one (geometry averaged, flow summed), so that
+                                      # every window spans the time it was trained on; 0: every frame as it comes
 
 
 @dataclass
@@ -92,6 +96,11 @@ class _Pending:
 
 class OnlineSpotter:
     def __init__(self, gim_fn: GimFn, fedn_fn: FednFn | None = None, cfg: SpotterConfig = SpotterConfig()):
+        self.stream_fps = cfg.fps
+        self.decimate = max(1, int(round(cfg.fps / cfg.model_fps))) if cfg.model_fps > 0 else 1
+        if self.decimate > 1:  # everything below runs at the models' rate; updates are mapped back (_to_stream)
+            fps = cfg.fps / self.decimate
+            cfg = dataclasses.replace(cfg, fps=fps, baseline=dataclasses.replace(cfg.baseline, fps=fps))
         self.gim_fn, self.fedn_fn, self.cfg = gim_fn, fedn_fn, cfg
         self.low = min(cfg.proposals.thresholds)
         # a GIM score is at most 1 + apex_weight (inner - outer <= 1, A <= 1): thresholds above that mean calibration
@@ -104,7 +113,10 @@ class OnlineSpotter:
     def reset(self) -> None:
         """Start a new stream (flush() does this at its end)."""
         cfg = self.cfg
-        self._last: int | None = None            # last frame index pushed
+        self._group: list[tuple[bool, np.ndarray, np.ndarray]] = []  # frames of the model frame being gathered
+        self._group_index = -1                   # its index (stream frame // decimate)
+        self._stream_last: int | None = None     # last stream frame index pushed
+        self._last: int | None = None            # last (model) frame index pushed
         # GIM input: flow of the current face track
         self._track_start: int | None = None     # first frame of the current face track (None: no face)
         self._flow: deque[np.ndarray] = deque()  # at most 2 * radius + gim_batch frames (trimmed in _run_gim)
@@ -151,8 +163,8 @@ class OnlineSpotter:
         """`push` as a generator of model requests (see the module docstring)."""
         cfg = self.cfg
         t = int(frame_index)
-        if self._last is not None and t <= self._last:
-            raise ValueError(f"frame indices must increase: got {t} after {self._last}")
+        if self._stream_last is not None and t <= self._stream_last:
+            raise ValueError(f"frame indices must increase: got {t} after {self._stream_last}")
         geometry = np.asarray(geometry, dtype=np.float32).reshape(-1)
         roi_flow = np.asarray(roi_flow, dtype=np.float32)
         if geometry.shape != (cfg.geometry_dim,) or roi_flow.shape != (cfg.n_rois, 2):
@@ -160,7 +172,40 @@ class OnlineSpotter:
                              f"got {geometry.shape} and {roi_flow.shape}")
         if not (np.isfinite(geometry).all() and np.isfinite(roi_flow).all()):
             raise ValueError(f"frame {t}: geometry or roi_flow holds NaN/inf")  # would poison the baseline
-        face_present = bool(face_present)
+        self._stream_last = t
+        if self.decimate == 1:
+            return (yield from self._model_steps(t, bool(face_present), geometry, roi_flow))
+        out: list[Update] = []
+        if self._group and t // self.decimate != self._group_index:
+            out += yield from self._push_group()
+        self._group.append((bool(face_present), geometry, roi_flow))
+        self._group_index = t // self.decimate
+        return out
+
+    def _push_group(self) -> Steps:
+        """The gathered stream frames as one model frame: a face when most of them have one, their mean geometry
+        and their summed flow (flow is per stream frame: the sum is the motion over the model frame)."""
+        faces = [g for g in self._group if g[0]]
+        face = 2 * len(faces) >= len(self._group)
+        rows = faces or self._group
+        geometry = np.mean([g[1] for g in rows], axis=0).astype(np.float32)
+        flow = np.sum([g[2] for g in faces], axis=0).astype(np.float32) if faces else self._group[0][2] * 0
+        self._group = []
+        updates = yield from self._model_steps(self._group_index, face, geometry, flow)
+        return [self._to_stream(u) for u in updates]
+
+    def _to_stream(self, u: Update) -> Update:
+        """A model-rate update in stream frames: model frame j covers stream frames j*k .. j*k + k - 1."""
+        k = self.decimate
+        if isinstance(u, ExpressionUpdate):
+            p = u.proposal
+            return dataclasses.replace(u, proposal=dataclasses.replace(
+                p, onset=p.onset * k, apex=p.apex * k + k // 2, offset=p.offset * k + k - 1))
+        return dataclasses.replace(u, frame_index=u.frame_index * k)
+
+    def _model_steps(self, t: int, face_present: bool, geometry: np.ndarray, roi_flow: np.ndarray) -> Steps:
+        """One frame at the models' rate."""
+        cfg = self.cfg
         out: list[Update] = []
         gap = self._last is not None and t != self._last + 1
         if self._track_start is not None and (gap or not face_present):
@@ -210,7 +255,7 @@ class OnlineSpotter:
     def carry_state(self) -> dict:
         """What a restarted detector needs to continue this stream the same way (JSON-able, small): the person's
         neutral baseline, the next onset track id and the last frame pushed."""
-        return {"baseline": self.baseline.state(), "next_track": self._next_track, "last_frame": self._last}
+        return {"baseline": self.baseline.state(), "next_track": self._next_track, "last_frame": self._stream_last}
 
     def resume(self, state: dict, baseline: bool = True) -> None:
         """Continue from `carry_state()`: track ids go on after its own; with `baseline`, its neutral face too."""
@@ -225,12 +270,15 @@ class OnlineSpotter:
     def flush_steps(self) -> Steps:
         """`flush` as a generator of model requests."""
         out: list[Update] = []
+        if self._group:
+            out += yield from self._push_group()
+        model: list[Update] = []
         if self._track_start is not None:
-            out += yield from self._end_track()
-        out += yield from self._fedn_tail()
-        out += self._settle(final=True)
+            model += yield from self._end_track()
+        model += yield from self._fedn_tail()
+        model += self._settle(final=True)
         self.reset()
-        return out
+        return out + (model if self.decimate == 1 else [self._to_stream(u) for u in model])
 
     # ------------------------------------------------------------------------------------------------ GIM
 
@@ -489,9 +537,9 @@ def stream_updates(spotter: OnlineSpotter, features: dict) -> list[Update]:
     missing = [k for k in need if k not in features]
     if missing:
         raise ValueError(f"features lack {missing}; expected the arrays of `fes-live extract`")
-    fps = float(features.get("fps", spotter.cfg.fps))
-    if abs(fps - spotter.cfg.fps) > 0.5:
-        raise ValueError(f"video is {fps:g} fps but the spotter is configured for {spotter.cfg.fps:g}; build it "
+    fps = float(features.get("fps", spotter.stream_fps))
+    if abs(fps - spotter.stream_fps) > 0.5:
+        raise ValueError(f"video is {fps:g} fps but the spotter is configured for {spotter.stream_fps:g}; build it "
                          f"with SpotterConfig(fps={fps:g}, ...)")
     geometry, flow = features["geometry"], features["roi_flow"]
     face, index = np.asarray(features["face_present"], dtype=bool), np.asarray(features["frame_index"])

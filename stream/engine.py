@@ -253,16 +253,18 @@ class Engine:
     def labels(self) -> dict:
         return self.manifest["labels"]
 
-    def spotter_config(self):
-        """models.online.SpotterConfig from the manifest (thresholds calibrated at export included); fps and the
-        FEDN window always follow the engine, so a manifest cannot disagree with its own models."""
+    def spotter_config(self, fps: float | None = None):
+        """models.online.SpotterConfig from the manifest (thresholds calibrated at export included) for a stream
+        of `fps` (default: the engine's); the models' rate and FEDN window always follow the engine, so a manifest
+        cannot disagree with its own models, and a faster stream is brought down to the models' rate."""
         from fes_live.models.online import SpotterConfig
         from fes_live.stream.config import ConfigError, from_dict
         data = dict(self.manifest.get("spotter", {}))
-        data["fps"] = float(self.manifest["fps"])
+        data["fps"] = float(fps or self.manifest["fps"])
+        data["model_fps"] = float(self.manifest["fps"])
         data.setdefault("emotions", list(self.manifest["labels"]["emotions"]))
         data.setdefault("baseline", {})
-        data["baseline"] = {**data["baseline"], "fps": float(self.manifest["fps"])}
+        data["baseline"] = {**data["baseline"], "fps": data["fps"]}
         if self.has_fedn:
             data["fedn_window"] = int(self.manifest["models"]["fedn"]["input_shape"][1])
             data["geometry_dim"] = int(self.manifest["models"]["fedn"]["input_shape"][2])
@@ -272,10 +274,10 @@ class Engine:
         except ConfigError as e:
             raise EngineError(str(e)) from None
 
-    def new_spotter(self):
-        """A fresh models.online.OnlineSpotter on this engine's callables (one per stream)."""
+    def new_spotter(self, fps: float | None = None):
+        """A fresh models.online.OnlineSpotter on this engine's callables (one per stream of `fps`)."""
         from fes_live.models.online import OnlineSpotter
-        return OnlineSpotter(self.gim, self.fedn if self.has_fedn else None, self.spotter_config())
+        return OnlineSpotter(self.gim, self.fedn if self.has_fedn else None, self.spotter_config(fps))
 
     def describe(self) -> str:
         m = self.manifest

@@ -1,0 +1,86 @@
+"""Windows mean the same time at any frame rate: a 200 fps stream reaches the models at ~30 fps (issue 10)."""
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, VIDEO, need
+from fes_live.models.online import OnlineSpotter, stream_updates
+from fes_live.models.spotting import ExpressionUpdate, IntensityUpdate, KIND_NAMES
+
+
+@pytest.fixture(scope="module")
+def smile(tmp_path_factory):
+    clip = need(VIDEO / "pyfeat_single_face.mp4")
+    out = tmp_path_factory.mktemp("smile") / "smile.npz"
+    subprocess.run([sys.executable, "-m", "fes_live.stream.cli", "extract", str(clip), "-o", str(out),
+                    "--no-progress"], check=True, cwd=REPO, capture_output=True)
+    return dict(np.load(out))
+
+
+@pytest.fixture(scope="module")
+def engine():
+    import torch
+
+    from fes_live.stream.engine import load_engine
+    torch.set_num_threads(1)
+    return load_engine(None)
+
+
+def faster(f: dict, k: int) -> dict:
+    """The clip as a camera k times faster would see it: every frame k times, flow per frame 1/k."""
+    T = len(f["frame_index"])
+    return {"geometry": np.repeat(f["geometry"], k, axis=0), "roi_flow": np.repeat(f["roi_flow"], k, axis=0) / k,
+            "face_present": np.repeat(f["face_present"], k), "frame_index": np.arange(T * k),
+            "fps": float(f["fps"]) * k}
+
+
+def events(spotter, feats) -> list[tuple]:
+    return [(u.proposal.onset, u.proposal.offset, KIND_NAMES[u.proposal.kind], u.proposal.emotion)
+            for u in stream_updates(spotter, feats) if isinstance(u, ExpressionUpdate)]
+
+
+def test_a_200_fps_stream_gives_the_30_fps_answer_in_its_own_frames(smile, engine):
+    ref = events(engine.new_spotter(fps=float(smile["fps"])), smile)
+    assert len(ref) == 1 and ref[0][2] == "macro", ref
+    k = 7  # 30 -> 210 fps (SAMM-LV and CAS(ME)^2 raw footage are 200 fps)
+    fast = faster(smile, k)
+    spotter = engine.new_spotter(fps=fast["fps"])
+    assert spotter.decimate == k and spotter.stream_fps == fast["fps"]
+    got = events(spotter, fast)
+    (on, off, kind, emo), = ref
+    assert got == [(on * k, off * k + k - 1, kind, emo)], (got, ref)
+    # every update is in stream frames: the intensity curve covers the fast clip's frame range
+    curve = [u.frame_index for u in stream_updates(engine.new_spotter(fps=fast["fps"]), fast)
+             if isinstance(u, IntensityUpdate)]
+    assert curve[0] == 0 and curve[-1] >= len(fast["frame_index"]) - k and curve == sorted(curve)
+
+
+def test_without_resampling_200_fps_breaks_the_answer(smile, engine):
+    """What the engine did before: 128-frame windows are 0.6 s at 210 fps and the smile is not found as it is."""
+    fast = faster(smile, 7)
+    cfg = dataclasses.replace(engine.spotter_config(fast["fps"]), model_fps=0.0)
+    plain = OnlineSpotter(engine.gim, engine.fedn, cfg)
+    assert plain.decimate == 1
+    ref = events(engine.new_spotter(fps=fast["fps"]), fast)
+    assert events(plain, fast) != ref
+
+
+def test_frame_rates_near_the_engines_are_left_alone(engine):
+    for fps, k in ((12.0, 1), (25.0, 1), (30.0, 1), (44.0, 1), (60.0, 2), (120.0, 4), (200.0, 7)):
+        assert engine.new_spotter(fps=fps).decimate == k, fps
+
+
+def test_gaps_and_missing_faces_inside_a_model_frame(engine):
+    """Frames grouped k at a time: a gap skips groups, a group with mostly no face is a no-face frame, and the
+    ordering rule still holds for stream frames."""
+    s = engine.new_spotter(fps=90.0)  # k = 3
+    g, r = np.zeros(1008, np.float32), np.zeros((12, 2), np.float32)
+    for t in (0, 1, 2, 3, 4, 5, 9, 10, 30, 31, 32):
+        s.push(t, t not in (9, 10), g, r)
+    assert s._last == 3 and s._group_index == 10  # groups 0, 1, 3 (no face), then 10 (being gathered)
+    with pytest.raises(ValueError, match="increase"):
+        s.push(31, True, g, r)
+    s.flush()
