@@ -7,8 +7,11 @@ Rule: on a new track (first face frame, or after a frame without a face) the bas
 `warmup_frames` face frames it is their running mean (a person usually starts near neutral); after that a slow
 EMA (time constant `ema_seconds`) follows drift (lighting, posture), but is frozen while the face is expressive,
 i.e. while any blendshape differs from its baseline by more than `freeze_delta` -- so a 3 s smile is not absorbed
-into "neutral". The freeze looks at geometry only (not at a model's intensity), so training needs no model
-outputs to reproduce it exactly. Pure numpy.
+into "neutral". Blendshapes are activations, and an expression raises them: a channel that falls well below its
+baseline (by more than `freeze_delta`) says the baseline was taken on an expression (a face that started out
+smiling or crying), so that channel follows it down quickly (`relax_seconds`), and the next smile stands out again.
+The rules look at geometry only (not at a model's intensity), so training needs no model outputs to reproduce them
+exactly. Pure numpy.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ class BaselineConfig:
     warmup_frames: int = 15        # 0.5 s of running mean before the EMA takes over
     ema_seconds: float = 10.0      # EMA time constant; slow so that expressions barely move it
     freeze_delta: float = 0.15     # blendshape deviation (0..1 scale) above which the baseline is frozen
+    relax_seconds: float = 1.0     # time constant of a blendshape baseline following its channel down (0: never)
     blendshape_dim: int = BLENDSHAPE_DIM
 
 
@@ -33,6 +37,7 @@ class NeutralBaseline:
     def __init__(self, cfg: BaselineConfig = BaselineConfig()):
         self.cfg = cfg
         self.alpha = 1.0 / max(1.0, cfg.ema_seconds * cfg.fps)
+        self.relax = 1.0 / max(1.0, cfg.relax_seconds * cfg.fps) if cfg.relax_seconds > 0 else 0.0
         self.reset()
 
     def reset(self) -> None:
@@ -54,9 +59,13 @@ class NeutralBaseline:
             self.mean += (x - self.mean) / self.count
         else:
             k = self.cfg.blendshape_dim
-            expressive = float(np.max(np.abs(x[:k] - self.mean[:k]), initial=0.0)) > self.cfg.freeze_delta
+            d = x[:k] - self.mean[:k]
+            expressive = float(np.max(np.abs(d), initial=0.0)) > self.cfg.freeze_delta
             if not expressive:
                 self.mean += self.alpha * (x - self.mean)
+            elif self.relax:
+                low = d < -self.cfg.freeze_delta
+                self.mean[:k][low] += self.relax * d[low]
             self.count += 1
         return (x - self.mean).astype(np.float32)
 

@@ -41,3 +41,22 @@ def test_batch_equals_live_and_is_causal():
 def test_shape_error():
     with pytest.raises(ValueError, match="T = len"):
         baseline_normalize(np.zeros((5, 4)), np.ones(4, bool))
+
+
+def test_a_face_that_starts_smiling_does_not_hide_the_next_smile():
+    """Smiling for the warm-up, then neutral for 2 s, then smiling again: the second smile stands out, because the
+    smile channel fell well below the baseline and the baseline followed it down (landmarks wait until then)."""
+    cfg = BaselineConfig(fps=30.0, blendshape_dim=2)
+    b = NeutralBaseline(cfg)
+    smile, neutral = np.array([0.8, 0.05, 1.0]), np.array([0.05, 0.05, 0.0])
+    for _ in range(30):
+        b.update(smile, True)
+    assert b.update(neutral, True)[0] < -0.7  # the baseline is the smile
+    for _ in range(60):
+        b.update(neutral, True)
+    again = b.update(smile, True)
+    assert again[0] > 0.6 and abs(again[1]) < 1e-6
+    stuck = NeutralBaseline(BaselineConfig(fps=30.0, blendshape_dim=2, relax_seconds=0))  # the rule off
+    for g in [smile] * 30 + [neutral] * 61:
+        stuck.update(g, True)
+    assert stuck.update(smile, True)[0] == pytest.approx(0.0, abs=1e-6)
