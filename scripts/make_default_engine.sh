@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Reproduce the bundled default engine (stream/engines/default) and its report (reports/default_engine).
+# Reproduce the bundled default engine (stream/engines/default) and its reports: engine 0.2.0 from synthetic videos
+# (reports/default_engine), then its FEDN fine-tuned on the real dev clips as engine 0.3.0 (reports/real_dev).
 #
 #   scripts/make_default_engine.sh            # everything: data, features, training, export, report
 #   STAGE=train scripts/make_default_engine.sh  # from training on (data and features already there)
 #   STOP_AFTER=data scripts/make_default_engine.sh  # only the data and features
+#   STAGE=real scripts/make_default_engine.sh   # only the real-clip fine-tune (scripts/real_loio.sh) of engine 0.2.0
 #
 # Data: synthetic 60 s videos (fes-synth) made from the real faces in ../shared/data/images. Five identities and
 # their mirrored faces train (30 videos, 10 subjects); pyfeat_45-m7-di-ph is the validation subject that model
@@ -74,13 +76,20 @@ if [ "$STAGE" = export ]; then
   # the engine with the thresholds fes-train calibrated on the validation subject, then its report on the
   # held-out identity and the real clips
   $PY/fes-export "$RUN/train/holdout/gim_best.pt" "$RUN/train/holdout/fedn_best.pt" \
-    --thresholds "$RUN/train/holdout/thresholds.json" -o stream/engines/default --version "$ENGINE_VERSION"
+    --thresholds "$RUN/train/holdout/thresholds.json" -o "$RUN/engine_synth" --engine-version "$ENGINE_VERSION"
   $PY/fes-train configs/default_engine.json --set "data=$DATA" --set "features=$RUN/features" \
-    --report-engine stream/engines/default --report-out reports/default_engine --clips "$SHARED/data/video"
+    --report-engine "$RUN/engine_synth" --report-out reports/default_engine --clips "$SHARED/data/video"
   # the hand-written notes (how the engine was chosen, what it gets wrong) after the generated report
   cat reports/default_engine/notes.md >> reports/default_engine/report.md
   # the training run's own report (selected epochs, validation curves, calibrated thresholds) next to it
   mkdir -p reports/default_engine/training
   cp "$RUN/train/report.md" "$RUN/train/report.json" "$RUN/train/curves_holdout.png" \
     "$RUN/train/holdout/thresholds.json" reports/default_engine/training/
+  STAGE=real
+fi
+
+if [ "$STAGE" = real ]; then
+  # engine 0.3.0 = that synthetic engine with FEDN fine-tuned on the real dev clips: the leave-one-identity-out
+  # figures (reports/real_dev/loio.md), the export into stream/engines/default, the real-clip report
+  START="$RUN/engine_synth" STAGE=${REAL_STAGE:-loio} scripts/real_loio.sh
 fi

@@ -7,5 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 export FES_FACE_MODEL=${FES_FACE_MODEL:-../shared/models/face_landmarker_v2_with_blendshapes.task}
-rm -rf reports/real_dev
+rm -rf reports/real_dev/report.md reports/real_dev/report.json reports/real_dev/timelines  # loio.md stays (scripts/real_loio.sh)
 nice -n 5 "$PY" -m fes_live.train.evaluate real --out reports/real_dev "$@"

@@ -149,22 +149,25 @@ def clip_role(name: str, info: dict) -> str:
 
 # --------------------------------------------------------------------------------------------------------- running
 
-def engine_spotter(engine, fps: float):
-    """The engine's own OnlineSpotter (manifest thresholds), its frame rate following the clip's."""
-    import dataclasses
-    from fes_live.models.online import OnlineSpotter
-    sc = engine.spotter_config()
-    sc = dataclasses.replace(sc, fps=fps, baseline=dataclasses.replace(sc.baseline, fps=fps))
-    return OnlineSpotter(engine.gim, engine.fedn if engine.has_fedn else None, sc)
+def engine_spotter(engine, fps: float, fedn=None, spotter: dict | None = None):
+    """The engine's own OnlineSpotter (manifest thresholds), its frame rate following the clip's. `fedn` replaces
+    the engine's FEDN callable and `spotter` is merged into its spotter config (train.real_train's held-out folds)."""
+    from fes_live.calibration.thresholds import merge_spotter
+    from fes_live.models.online import OnlineSpotter, SpotterConfig
+    from fes_live.stream.config import from_dict, to_dict
+    sc = engine.spotter_config(fps)
+    if spotter:
+        sc = from_dict(SpotterConfig, merge_spotter(to_dict(sc), spotter), where="spotter overrides")
+    return OnlineSpotter(engine.gim, fedn or (engine.fedn if engine.has_fedn else None), sc)
 
 
-def run_engine(engine, feats: dict) -> dict:
+def run_engine(engine, feats: dict, fedn=None, spotter: dict | None = None) -> dict:
     """Push every frame through the engine's spotter -> events, the intensity curve, onsets and cancels."""
     import numpy as np
     from fes_live.models.online import stream_updates
     from fes_live.models.spotting import CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate
     emotions = engine.labels["emotions"]
-    updates = stream_updates(engine_spotter(engine, float(feats["fps"])), feats)
+    updates = stream_updates(engine_spotter(engine, float(feats["fps"]), fedn, spotter), feats)
     curve = sorted((u.frame_index, u.intensity) for u in updates if isinstance(u, IntensityUpdate))
     events = []
     for u in updates:
@@ -386,8 +389,9 @@ def benchmark(engine_path: str | Path | None = None, data: Path = DEFAULT_DATA, 
             plot_clip(Path(out) / "timelines" / f"{name}.png", name, info, runs["engine"], runs["baseline"], role)
         clip_rows[name] = row
     scored_roles = {n: r for n, r in roles.items() if r != "skipped"}
+    fedn_data = (engine.manifest.get("training_data") or {}).get("fedn") or {}
     report = {"engine": {"path": _shown(engine.folder), "version": engine.manifest["version"],
-                         "emotions": engine.labels["emotions"]},
+                         "emotions": engine.labels["emotions"], "fine_tuned_on": fedn_data.get("fine_tuned_on")},
               "data": _shown(data), "feature_version": version, "overrides": applied,
               "totals": {s: totals(scores[s], scored_roles) for s in SPOTTERS},
               "skipped": {n: labels[n].get("usable") for n, r in roles.items() if r == "skipped"},
@@ -422,6 +426,10 @@ def markdown(report: dict) -> str:
         f"computes them (feature code version `{report['feature_version']}`), every frame, through the same online "
         f"path. Labels: `{report['data']}/labels.json` with {len(report['overrides'])} correction(s) from "
         f"`configs/real_dev_overrides.json`. Regenerate with `scripts/real_report.sh`; rules in `docs/real_dev.md`.",
+        *([f"", f"**This engine was fine-tuned on these clips** ({report['engine']['fine_tuned_on']}): the figures "
+           f"below are training-set figures, a regression guard and a picture of what it does, not a measure of "
+           f"real-face performance. The held-out figures (leave one identity out) are in [loio.md](loio.md)."]
+          if report["engine"].get("fine_tuned_on") else []),
         "", f"## Boundaries: {e['clips']} clips ({e['minutes']:.1f} min), {e['expressions']} labelled expressions", "",
         "| figure | engine | baseline | goal |", "|---|---|---|---|"]
     rows = [("recall, IoU >= 0.3", "recall_03"), ("recall, IoU >= 0.5", "recall_05"),

@@ -896,7 +896,12 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fes-train", description=__doc__.splitlines()[0])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["real"]:  # `fes-train real ...`: fine-tune on the real dev clips (train/real_train.py)
+        from fes_live.train.real_train import main as real_main
+        return real_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="fes-train", description=__doc__.splitlines()[0],
+                                     epilog="fes-train real --help: fine-tune FEDN on the real dev clips")
     parser.add_argument("--version", action="version", version=version_text("fes-train"))
     parser.add_argument("config", nargs="?", help="JSON config file (configs/*.json)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
