@@ -5,6 +5,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -40,6 +41,20 @@ def need_tool(name: str) -> str:
 @pytest.fixture
 def face_model() -> Path:
     return need(FACE_MODEL)
+
+
+@pytest.fixture(scope="session")
+def smile_npz(tmp_path_factory) -> Path:
+    """`fes-live extract` of the real smile clip, run once per session (several modules replay these features);
+    read-only for the tests that use it."""
+    clip = need(VIDEO / "pyfeat_single_face.mp4")
+    need(FACE_MODEL)
+    out = tmp_path_factory.mktemp("smile") / "smile.npz"
+    env = dict(os.environ, FES_FACE_MODEL=str(FACE_MODEL), FES_NO_DOWNLOAD="1")
+    done = subprocess.run([sys.executable, "-m", "fes_live.stream.cli", "extract", str(clip), "-o", str(out),
+                           "--no-progress"], cwd=REPO, env=env, capture_output=True, text=True, timeout=scaled(180))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return out
 
 
 # Waits in tests are deadlines with polling, scaled by this factor on a slow or busy machine (FES_TEST_SLOWDOWN=3).

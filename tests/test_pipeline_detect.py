@@ -167,7 +167,7 @@ def test_gim_batched_across_streams_gives_the_same_events(engine_dir, tmp_path):
     assert max(calls) > 1 and sum(calls) >= 100  # windows of several streams went in one call
 
 
-def test_live_equals_offline_on_the_same_features(engine_dir, tmp_path, procs):
+def test_live_equals_offline_on_the_same_features(engine_dir, tmp_path, procs, smile_npz):
     """Recorded features of the smile clip through real ingest + detector processes give exactly the expressions
     the same engine finds offline (models.online.spot_video): the pipeline adds transport, never changes results."""
     need(FACE_MODEL)
@@ -176,9 +176,7 @@ def test_live_equals_offline_on_the_same_features(engine_dir, tmp_path, procs):
     default = REPO / "stream" / "engines" / "default"
     engine = default if (default / "manifest.json").is_file() else engine_dir
     env = dict(os.environ, FES_FACE_MODEL=str(FACE_MODEL), FES_NO_DOWNLOAD="1")
-    npz = tmp_path / "smile.npz"
-    subprocess.run([sys.executable, "-m", "fes_live.stream.cli", "extract", str(VIDEO / "pyfeat_single_face.mp4"), "-o",
-                    str(npz), "--no-progress"], check=True, capture_output=True, env=env, cwd=REPO, timeout=120)
+    npz = smile_npz
     ep = tcp_endpoints(tmp_path)
     journal = tmp_path / "events.jsonl"
     det = procs.popen([sys.executable, "-m", "fes_live.stream.cli", "detect", "--engine", str(engine),
