@@ -170,3 +170,13 @@ class Lines:
     def join(self, timeout_s: float = 10.0) -> str:
         self._thread.join(scaled(timeout_s))
         return self.text
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules with a `slow` or `browser` test run first (each module's tests stay together and in order): with
+    `-n 2 --dist loadfile --no-loadscope-reorder` (README's test command) the long ones start at once on both
+    workers, and the short modules fill in at the end instead of one long module running alone."""
+    heavy = {item.module.__name__ for item in items
+             if item.get_closest_marker("slow") or item.get_closest_marker("browser")}
+    order = {id(item): k for k, item in enumerate(items)}
+    items.sort(key=lambda item: (item.module.__name__ not in heavy, order[id(item)]))

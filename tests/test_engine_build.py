@@ -21,6 +21,7 @@ def small_engine(tmp_path):
     return export([checkpoint(tmp_path / "gim.ckpt", "gim", GIM(cfg).eval(), cfg)], tmp_path / "engine")
 
 
+@pytest.mark.slow
 def test_background_build_then_upgrade(small_engine, tmp_path):
     engine = load_engine(small_engine, device="cpu")
     assert engine.backend.startswith("export")

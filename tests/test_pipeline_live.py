@@ -9,6 +9,7 @@ import threading
 import time
 
 import cv2
+import pytest
 import zmq
 
 from conftest import FACE_MODEL, REPO, VIDEO, need, scaled
@@ -114,6 +115,7 @@ def test_single_source_end_to_end_with_record(tmp_path, procs):
     assert d["onset"]["frame"] <= d["apex"]["frame"] <= d["offset"]["frame"]
     assert abs(d["onset"]["pts_s"] - d["onset"]["frame"] / 30) < 0.01 and d["offset"]["wall_s"] is not None
 
+@pytest.mark.slow
 def test_two_sources_restarts_replay_and_garbage(tmp_path, engine_dir, procs):
     """Needs no skill from the engine: runs on the default engine, or the untrained one when that is missing."""
     need(FACE_MODEL)

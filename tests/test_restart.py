@@ -113,6 +113,7 @@ def _send(push, smile, k, fp, g, r):
     push.send_multipart(wire.features_message("smile", f, "tracked"))
 
 
+@pytest.mark.slow
 def test_sigkilled_detector_resumes_the_stream_with_the_same_answers(smile, engine, tmp_path):
     ep = {k: f"tcp://127.0.0.1:{free_port()}" for k in ("features", "events", "replay")}
     journal = tmp_path / "events.sqlite"
