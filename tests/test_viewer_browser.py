@@ -184,7 +184,8 @@ def test_browser_camera_goes_through_face_tracking_to_the_detector_socket(pw, tm
         cams = viewer.status()["cameras"]["browser-1"]
         assert cams.get("face_found", 0) + cams.get("face_tracked", 0) >= 30, cams
 
-        time.sleep(2)
+        wait_for(page, "window.__probe.latencies.length >= 40 && window.__g2g.lat.length >= 40",
+                 "40 frames timed both ways", 20)
         probe = page.evaluate("({lat: window.__probe.latencies, bandOk: window.__probe.bandOk, "
                               "bandBad: window.__probe.bandBad, errors: window.__probe.errors, "
                               "g2g: {...window.__g2g, captured: null}})")
@@ -358,7 +359,7 @@ def test_browser_camera_stream_reaches_the_detector_and_its_events_come_back(pw,
                        "&& window.__probe.plotPoints >= 20", "the detector's events for browser-1", 60)
         streams = page.evaluate("window.__probe.streams")
         assert streams == ["browser-1"], streams
-        time.sleep(5)  # a few loops of the clip on the plot, for the screenshot
+        time.sleep(1)  # more of the curve on the plot, for the screenshot
         page.screenshot(path=str(tmp_path / "viewer_browser_camera.png"))
         assert not page.evaluate("window.__probe.errors")
     finally:
