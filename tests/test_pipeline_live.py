@@ -116,10 +116,11 @@ def test_single_source_end_to_end_with_record(tmp_path, procs):
     assert abs(d["onset"]["pts_s"] - d["onset"]["frame"] / 30) < 0.01 and d["offset"]["wall_s"] is not None
 
 @pytest.mark.slow
-def test_two_sources_restarts_replay_and_garbage(tmp_path, engine_dir, procs):
+def test_two_sources_restarts_replay_and_garbage(tmp_path, request, procs):
     """Needs no skill from the engine: runs on the default engine, or the untrained one when that is missing."""
     need(FACE_MODEL)
-    engine = ENGINE or ("" if (DEFAULT_ENGINE / "manifest.json").is_file() else engine_dir)
+    # the untrained-GIM engine (an export, seconds) only where there is no bundled one
+    engine = ENGINE or ("" if (DEFAULT_ENGINE / "manifest.json").is_file() else request.getfixturevalue("engine_dir"))
     ep = endpoints(tmp_path)
     col = Collector(ep, 2)
     rec = tmp_path / "rec"
