@@ -44,6 +44,21 @@ def face_model() -> Path:
 
 
 @pytest.fixture(scope="session")
+def engine_dir(tmp_path_factory) -> Path:
+    """A real engine folder written by fes-export from an untrained GIM (the plumbing does not need skill); once
+    per session, read-only for the tests (tests/test_engine_export.py has an engine_dir of its own)."""
+    import torch
+
+    from fes_live.models.gim import GIM, GIMConfig
+    from fes_live.train.export import export
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("engine")
+    torch.save({"model": "gim", "config": {}, "state_dict": GIM(GIMConfig()).state_dict(),
+                "engine": {"fps": 30.0, "emotions": ["happiness", "surprise"]}}, d / "gim.ckpt")
+    return export([d / "gim.ckpt"], d / "engine")
+
+
+@pytest.fixture(scope="session")
 def smile_npz(tmp_path_factory) -> Path:
     """`fes-live extract` of the real smile clip, run once per session (several modules replay these features);
     read-only for the tests that use it."""

@@ -22,7 +22,7 @@ from fes_live.stream.engine import load_engine
 from fes_live.stream.events import REPLAY_MAX, parse_replay_request, validate
 from fes_live.stream.features import GEOMETRY_DIM, FrameFeatures
 from fes_live.stream.pipeline_config import DetectConfig
-from test_pipeline_detect import engine_dir, tcp_endpoints  # noqa: F401  (engine_dir is a fixture)
+from test_pipeline_detect import tcp_endpoints
 
 PAYLOAD = {"features": wire.to_features, "preview": wire.to_preview, "event": wire.to_event,
            "replay": lambda m: wire.to_replay_request(m, REPLAY_MAX), "control": lambda m: m}

@@ -7,7 +7,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 import torch
 import zmq
 
@@ -20,18 +19,6 @@ from fes_live.stream.events import journal_events, read_journal, validate
 from fes_live.stream.features import GEOMETRY_DIM, FrameFeatures
 from fes_live.stream.pipeline_config import DetectConfig, Endpoints
 from test_events_wire import free_port
-
-
-@pytest.fixture(scope="module")
-def engine_dir(tmp_path_factory):
-    """A real engine folder written by fes-export from an untrained GIM (the plumbing does not need skill)."""
-    from fes_live.models.gim import GIM, GIMConfig
-    from fes_live.train.export import export
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("engine")
-    torch.save({"model": "gim", "config": {}, "state_dict": GIM(GIMConfig()).state_dict(),
-                "engine": {"fps": 30.0, "emotions": ["happiness", "surprise"]}}, d / "gim.ckpt")
-    return export([d / "gim.ckpt"], d / "engine")
 
 
 def tcp_endpoints(tmp_path):

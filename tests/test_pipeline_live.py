@@ -16,7 +16,6 @@ from conftest import FACE_MODEL, REPO, VIDEO, need, scaled
 from fes_live.stream.client import subscribe
 from fes_live.stream.events import read_journal, validate
 from test_events_wire import free_port
-from test_pipeline_detect import engine_dir  # noqa: F401  (fixture: a real engine from an untrained GIM)
 
 SMILE = VIDEO / "pyfeat_single_face.mp4"  # smile: onset ~18, offset ~70 (72 frames, 30 fps)
 NOFACE = VIDEO / "pyfeat_face_noface.mov"  # smile, then a hard cut to a cartoon: face lost
