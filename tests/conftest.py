@@ -5,6 +5,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -40,6 +41,35 @@ def need_tool(name: str) -> str:
 @pytest.fixture
 def face_model() -> Path:
     return need(FACE_MODEL)
+
+
+@pytest.fixture(scope="session")
+def engine_dir(tmp_path_factory) -> Path:
+    """A real engine folder written by fes-export from an untrained GIM (the plumbing does not need skill); once
+    per session, read-only for the tests (tests/test_engine_export.py has an engine_dir of its own)."""
+    import torch
+
+    from fes_live.models.gim import GIM, GIMConfig
+    from fes_live.train.export import export
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("engine")
+    torch.save({"model": "gim", "config": {}, "state_dict": GIM(GIMConfig()).state_dict(),
+                "engine": {"fps": 30.0, "emotions": ["happiness", "surprise"]}}, d / "gim.ckpt")
+    return export([d / "gim.ckpt"], d / "engine")
+
+
+@pytest.fixture(scope="session")
+def smile_npz(tmp_path_factory) -> Path:
+    """`fes-live extract` of the real smile clip, run once per session (several modules replay these features);
+    read-only for the tests that use it."""
+    clip = need(VIDEO / "pyfeat_single_face.mp4")
+    need(FACE_MODEL)
+    out = tmp_path_factory.mktemp("smile") / "smile.npz"
+    env = dict(os.environ, FES_FACE_MODEL=str(FACE_MODEL), FES_NO_DOWNLOAD="1")
+    done = subprocess.run([sys.executable, "-m", "fes_live.stream.cli", "extract", str(clip), "-o", str(out),
+                           "--no-progress"], cwd=REPO, env=env, capture_output=True, text=True, timeout=scaled(180))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return out
 
 
 # Waits in tests are deadlines with polling, scaled by this factor on a slow or busy machine (FES_TEST_SLOWDOWN=3).
@@ -155,3 +185,14 @@ class Lines:
     def join(self, timeout_s: float = 10.0) -> str:
         self._thread.join(scaled(timeout_s))
         return self.text
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules with a `slow` or `browser` test run first (each module's tests stay together and in order): with
+    `-n 2 --dist loadfile --no-loadscope-reorder` (README's test command) the long ones start at once on both
+    workers, and the short modules fill in at the end instead of one long module running alone."""
+    def path(item) -> str:
+        return item.nodeid.split("::", 1)[0]
+    heavy = {path(item) for item in items if item.get_closest_marker("slow") or item.get_closest_marker("browser")}
+    order = {id(item): k for k, item in enumerate(items)}
+    items.sort(key=lambda item: (path(item) not in heavy, order[id(item)]))

@@ -17,7 +17,6 @@ from fes_live.stream.features import GEOMETRY_DIM, FrameFeatures
 from fes_live.stream.pipeline_config import CurveConfig, DetectConfig, Endpoints
 from fes_live.stream.supervise import FATAL_EXIT
 from test_events_wire import free_port
-from test_pipeline_detect import engine_dir  # noqa: F401  (a fixture)
 
 
 @pytest.mark.parametrize("addr, auto", [

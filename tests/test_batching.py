@@ -56,10 +56,17 @@ def signature(updates):
     return out
 
 
-@pytest.mark.skipif(not (DEFAULT_ENGINE / "manifest.json").is_file(), reason="no bundled engine")
-def test_step_batcher_gives_each_stream_exactly_its_own_updates():
+@pytest.fixture(scope="module")
+def default_engine():
+    """The bundled engine on its exported programs, loaded once for the module (seconds per load)."""
+    if not (DEFAULT_ENGINE / "manifest.json").is_file():
+        pytest.skip("no bundled engine")
     torch.set_num_threads(1)
-    engine = load_engine(DEFAULT_ENGINE, backend="export")
+    return load_engine(DEFAULT_ENGINE, backend="export")
+
+
+def test_step_batcher_gives_each_stream_exactly_its_own_updates(default_engine):
+    engine = default_engine
     data = streams(4, 200, engine.spotter_config().geometry_dim)
     alone = []
     for geometry, flow, face in data:
@@ -83,9 +90,8 @@ def test_step_batcher_gives_each_stream_exactly_its_own_updates():
     assert batcher.items["fedn"] >= 3 * batcher.calls["fedn"] > 0
 
 
-@pytest.mark.skipif(not (DEFAULT_ENGINE / "manifest.json").is_file(), reason="no bundled engine")
-def test_fedn_batch_equals_one_window_at_a_time():
-    engine = load_engine(DEFAULT_ENGINE, backend="export")
+def test_fedn_batch_equals_one_window_at_a_time(default_engine):
+    engine = default_engine
     w, f = engine.manifest["models"]["fedn"]["input_shape"][1:]
     x = np.random.default_rng(0).normal(0, 0.05, (3, w, f)).astype(np.float32)
     batched = engine.fedn_batch(x)

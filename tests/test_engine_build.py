@@ -11,16 +11,25 @@ from fes_live.stream.engine import EngineError, load_engine
 from fes_live.stream.engine_build import LOCK, build, missing_packages, start_background_build
 from fes_live.stream.pipeline_config import DetectConfig, Endpoints
 from fes_live.train.export import export
-from test_engine_export import checkpoint
+from test_engine_export import checkpoint, copy
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A GIM-only engine, exported once for the module."""
+    torch.manual_seed(2)
+    cfg = GIMConfig(dim=8, heads=2, dim_head=4, mlp_dim=16)
+    tmp = tmp_path_factory.mktemp("small")
+    return export([checkpoint(tmp / "gim.ckpt", "gim", GIM(cfg).eval(), cfg)], tmp / "engine")
 
 
 @pytest.fixture
-def small_engine(tmp_path):
-    torch.manual_seed(2)
-    cfg = GIMConfig(dim=8, heads=2, dim_head=4, mlp_dim=16)
-    return export([checkpoint(tmp_path / "gim.ckpt", "gim", GIM(cfg).eval(), cfg)], tmp_path / "engine")
+def small_engine(exported, tmp_path):
+    """Each test's own copy (the tests build packages and locks into it)."""
+    return copy(exported, tmp_path)
 
 
+@pytest.mark.slow
 def test_background_build_then_upgrade(small_engine, tmp_path):
     engine = load_engine(small_engine, device="cpu")
     assert engine.backend.startswith("export")

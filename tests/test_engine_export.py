@@ -168,6 +168,7 @@ def test_tensorrt_backend(engine_dir, tmp_path):
     assert np.allclose(trt.gim(w)[0], ref.gim(w)[0], atol=2e-2)  # FP16
 
 
+@pytest.mark.slow
 def test_aoti_compile_on_demand_then_auto_picks_it(tmp_path):
     """A GIM-only engine: backend="aoti" compiles and caches the package; "auto" then takes it and agrees."""
     torch.manual_seed(1)

@@ -29,10 +29,15 @@ def test_fes_events_filters_and_replays(tmp_path):
     assert [e["seq"] for e in got] == [1, 3, 5] and all(e["stream_id"] == "a" for e in got)
     # live + human-readable: started first, then events are published
     proc = subprocess.Popen(cmd + ["--type", "stream", "--idle-timeout", "3"], stdout=subprocess.PIPE, text=True)
-    time.sleep(1.5)
-    pub.publish("stream", "cam0", {"status": "started", "message": "", "source": "x.mp4"})
-    pub.publish("face", "cam0", {"state": "lost", "frame": 9, "pts_s": 0.3, "wall_s": 0.0})
-    stdout, _ = proc.communicate(timeout=30)
+    try:
+        time.sleep(1.5)
+        pub.publish("stream", "cam0", {"status": "started", "message": "", "source": "x.mp4"})
+        pub.publish("face", "cam0", {"state": "lost", "frame": 9, "pts_s": 0.3, "wall_s": 0.0})
+        stdout, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
     assert proc.returncode == 0
     lines = stdout.splitlines()
     assert len(lines) == 1 and "cam0" in lines[0] and "stream" in lines[0] and "started x.mp4" in lines[0]

@@ -14,7 +14,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import FACE_MODEL, REPO, VIDEO, need
+from conftest import FACE_MODEL, need
 from fes_live.benchmarks import fuzz
 from fes_live.stream import wire
 from fes_live.stream.detect import Detector
@@ -22,8 +22,7 @@ from fes_live.stream.engine import load_engine
 from fes_live.stream.events import REPLAY_MAX, parse_replay_request, validate
 from fes_live.stream.features import GEOMETRY_DIM, FrameFeatures
 from fes_live.stream.pipeline_config import DetectConfig
-from test_events_wire import free_port
-from test_pipeline_detect import engine_dir, tcp_endpoints  # noqa: F401  (engine_dir is a fixture)
+from test_pipeline_detect import tcp_endpoints
 
 PAYLOAD = {"features": wire.to_features, "preview": wire.to_preview, "event": wire.to_event,
            "replay": lambda m: wire.to_replay_request(m, REPLAY_MAX), "control": lambda m: m}
@@ -211,18 +210,11 @@ RSS_GROWTH_MB = 150  # the detector's growth over the flood (the flood itself co
 
 
 @pytest.mark.slow
-def test_fuzz_against_a_running_detector_with_a_real_stream(tmp_path):
+def test_fuzz_against_a_running_detector_with_a_real_stream(tmp_path, smile_npz):
     """A few thousand hostile messages (every class, random garbage, 10 MB frames, thousands of stream ids) while
     a real stream runs: the detector never exits, the real stream keeps >= 25 fps and exactly its expressions."""
-    import os
-    import subprocess
-    import sys
     need(FACE_MODEL)
-    npz = tmp_path / "smile.npz"
-    env = dict(os.environ, FES_FACE_MODEL=str(FACE_MODEL), FES_NO_DOWNLOAD="1")
-    subprocess.run([sys.executable, "-m", "fes_live.stream.cli", "extract", str(need(VIDEO / "pyfeat_single_face.mp4")),
-                    "-o", str(npz), "--no-progress"], check=True, capture_output=True, env=env, cwd=REPO, timeout=180)
-    r = fuzz.run(npz, 8.0, tmp_path, max_messages=4000, rate=500, warmup_s=3.0)
+    r = fuzz.run(smile_npz, 8.0, tmp_path, max_messages=4000, rate=500, warmup_s=3.0)
     f = r["fuzz"]
     assert f["messages"] >= 3000 and f["huge"] >= 1 and f["stream_ids"] > 500 and f["refused"] > 100, f
     assert r["detector_alive"] and r["detector_restarts"] == 0, r

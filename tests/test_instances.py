@@ -13,6 +13,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from conftest import FACE_MODEL, REPO, VIDEO, Lines, need, scaled
 
 SMILE = VIDEO / "pyfeat_single_face.mp4"
@@ -26,6 +28,7 @@ def start(procs, source, runtime, *args):
     return proc, Lines(proc)
 
 
+@pytest.mark.slow
 def test_two_instances_never_cross_wire(tmp_path, procs):
     from fes_live.stream.client import subscribe
     need(FACE_MODEL)

@@ -7,7 +7,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 import torch
 import zmq
 
@@ -20,18 +19,6 @@ from fes_live.stream.events import journal_events, read_journal, validate
 from fes_live.stream.features import GEOMETRY_DIM, FrameFeatures
 from fes_live.stream.pipeline_config import DetectConfig, Endpoints
 from test_events_wire import free_port
-
-
-@pytest.fixture(scope="module")
-def engine_dir(tmp_path_factory):
-    """A real engine folder written by fes-export from an untrained GIM (the plumbing does not need skill)."""
-    from fes_live.models.gim import GIM, GIMConfig
-    from fes_live.train.export import export
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("engine")
-    torch.save({"model": "gim", "config": {}, "state_dict": GIM(GIMConfig()).state_dict(),
-                "engine": {"fps": 30.0, "emotions": ["happiness", "surprise"]}}, d / "gim.ckpt")
-    return export([d / "gim.ckpt"], d / "engine")
 
 
 def tcp_endpoints(tmp_path):
@@ -167,7 +154,7 @@ def test_gim_batched_across_streams_gives_the_same_events(engine_dir, tmp_path):
     assert max(calls) > 1 and sum(calls) >= 100  # windows of several streams went in one call
 
 
-def test_live_equals_offline_on_the_same_features(engine_dir, tmp_path, procs):
+def test_live_equals_offline_on_the_same_features(engine_dir, tmp_path, procs, smile_npz):
     """Recorded features of the smile clip through real ingest + detector processes give exactly the expressions
     the same engine finds offline (models.online.spot_video): the pipeline adds transport, never changes results."""
     need(FACE_MODEL)
@@ -176,9 +163,7 @@ def test_live_equals_offline_on_the_same_features(engine_dir, tmp_path, procs):
     default = REPO / "stream" / "engines" / "default"
     engine = default if (default / "manifest.json").is_file() else engine_dir
     env = dict(os.environ, FES_FACE_MODEL=str(FACE_MODEL), FES_NO_DOWNLOAD="1")
-    npz = tmp_path / "smile.npz"
-    subprocess.run([sys.executable, "-m", "fes_live.stream.cli", "extract", str(VIDEO / "pyfeat_single_face.mp4"), "-o",
-                    str(npz), "--no-progress"], check=True, capture_output=True, env=env, cwd=REPO, timeout=120)
+    npz = smile_npz
     ep = tcp_endpoints(tmp_path)
     journal = tmp_path / "events.jsonl"
     det = procs.popen([sys.executable, "-m", "fes_live.stream.cli", "detect", "--engine", str(engine),

@@ -9,13 +9,13 @@ import threading
 import time
 
 import cv2
+import pytest
 import zmq
 
 from conftest import FACE_MODEL, REPO, VIDEO, need, scaled
 from fes_live.stream.client import subscribe
 from fes_live.stream.events import read_journal, validate
 from test_events_wire import free_port
-from test_pipeline_detect import engine_dir  # noqa: F401  (fixture: a real engine from an untrained GIM)
 
 SMILE = VIDEO / "pyfeat_single_face.mp4"  # smile: onset ~18, offset ~70 (72 frames, 30 fps)
 NOFACE = VIDEO / "pyfeat_face_noface.mov"  # smile, then a hard cut to a cartoon: face lost
@@ -114,10 +114,12 @@ def test_single_source_end_to_end_with_record(tmp_path, procs):
     assert d["onset"]["frame"] <= d["apex"]["frame"] <= d["offset"]["frame"]
     assert abs(d["onset"]["pts_s"] - d["onset"]["frame"] / 30) < 0.01 and d["offset"]["wall_s"] is not None
 
-def test_two_sources_restarts_replay_and_garbage(tmp_path, engine_dir, procs):
+@pytest.mark.slow
+def test_two_sources_restarts_replay_and_garbage(tmp_path, request, procs):
     """Needs no skill from the engine: runs on the default engine, or the untrained one when that is missing."""
     need(FACE_MODEL)
-    engine = ENGINE or ("" if (DEFAULT_ENGINE / "manifest.json").is_file() else engine_dir)
+    # the untrained-GIM engine (an export, seconds) only where there is no bundled one
+    engine = ENGINE or ("" if (DEFAULT_ENGINE / "manifest.json").is_file() else request.getfixturevalue("engine_dir"))
     ep = endpoints(tmp_path)
     col = Collector(ep, 2)
     rec = tmp_path / "rec"

@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 import zmq
 
-from conftest import REPO, VIDEO, need
+from conftest import REPO, wait_for_detector_process
 from fes_live.models.baseline import BaselineConfig, NeutralBaseline
 from fes_live.models.spotting import KIND_NAMES, ExpressionUpdate
 from fes_live.stream import wire
-from fes_live.stream.client import ReplayError, fetch
 from fes_live.stream.detect import emotion_names
 from fes_live.stream.events import journal_events
 from fes_live.stream.features import FrameFeatures
@@ -26,13 +25,9 @@ LOOPS = 4
 
 
 @pytest.fixture(scope="module")
-def smile(tmp_path_factory):
-    """Features of the real smile clip (`fes-live extract`)."""
-    clip = need(VIDEO / "pyfeat_single_face.mp4")
-    out = tmp_path_factory.mktemp("smile") / "smile.npz"
-    subprocess.run([sys.executable, "-m", "fes_live.stream.cli", "extract", str(clip), "-o", str(out),
-                    "--no-progress"], check=True, cwd=REPO, capture_output=True)
-    return dict(np.load(out))
+def smile(smile_npz):
+    """Features of the real smile clip (`fes-live extract`, once per session: conftest's smile_npz)."""
+    return dict(np.load(smile_npz))
 
 
 @pytest.fixture(scope="module")
@@ -104,13 +99,13 @@ def _detector(tmp_path, ep, journal, name):
                              "--features-endpoint", ep["features"], "--events-endpoint", ep["events"],
                              "--replay-endpoint", ep["replay"], "--journal", str(journal)],
                             cwd=REPO, stdout=log, stderr=log, start_new_session=True)
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            fetch(ep["replay"], 0, -1, timeout_s=1.0)
-            return proc
-        except ReplayError:
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / f"{name}.log").read_text()[-3000:]
+    try:
+        wait_for_detector_process(ep["replay"], proc, tmp_path / f"{name}.log")
+    except BaseException:  # never started for the test: never left behind either
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        raise
+    return proc
 
 
 def _send(push, smile, k, fp, g, r):
@@ -118,6 +113,7 @@ def _send(push, smile, k, fp, g, r):
     push.send_multipart(wire.features_message("smile", f, "tracked"))
 
 
+@pytest.mark.slow
 def test_sigkilled_detector_resumes_the_stream_with_the_same_answers(smile, engine, tmp_path):
     ep = {k: f"tcp://127.0.0.1:{free_port()}" for k in ("features", "events", "replay")}
     journal = tmp_path / "events.sqlite"

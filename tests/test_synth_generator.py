@@ -259,6 +259,7 @@ def test_face_filling_the_frame_still_renders(tmp_path):
     assert changed.sum() > 100 and ys.mean() > face.face.landmarks[1, 1]  # the jaw moved, below the nose tip
 
 
+@pytest.mark.slow
 def test_sixty_second_video_is_fast(tmp_path, capsys):
     """The issue's speed claim: a 60 s 30 fps video with annotations, end to end through the CLI."""
     face = need(VIDEO / "pyfeat_single_face.mp4")

@@ -63,6 +63,7 @@ def tiny_config(root: Path, **changes) -> TrainConfig:
     return load_config(TrainConfig, REPO / "configs" / "tiny.json", data)
 
 
+@pytest.mark.slow
 def test_train_beats_chance_and_exports(tiny, tmp_path):
     torch.set_num_threads(1)
     cfg = tiny_config(tiny)

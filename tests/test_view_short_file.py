@@ -11,10 +11,13 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from conftest import FACE_MODEL, REPO, VIDEO, Lines, need, scaled
 from test_events_wire import free_port
 
 
+@pytest.mark.slow
 def test_view_gets_the_previews_of_a_short_file(tmp_path, procs):
     need(FACE_MODEL)
     need(REPO / "stream" / "engines" / "default" / "manifest.json")

@@ -21,8 +21,8 @@ import zmq
 from fes_live.stream import wire
 from fes_live.stream.client import fetch
 from fes_live.stream.view import BAND_H, draw_band
-from conftest import VIDEO, need
-from test_viewer_server import Viewer, free_port, stop
+from conftest import VIDEO, Procs, need
+from test_viewer_server import Viewer, free_port
 
 pytestmark = pytest.mark.browser
 
@@ -53,6 +53,20 @@ def pw():
 def endpoints(tmp: Path) -> dict:
     return {"preview": f"ipc://{tmp}/preview", "features": f"ipc://{tmp}/features",
             "events": f"tcp://127.0.0.1:{free_port()}", "replay": f"tcp://127.0.0.1:{free_port()}"}
+
+
+def close_all(*things) -> None:
+    """Close each browser, viewer or role that was started (None: never got that far), every one even when one
+    of them fails to close."""
+    errors = []
+    for thing in things:
+        try:
+            if thing is not None:
+                thing.close()
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+    if errors:
+        raise errors[0]
 
 
 def wait_for(page, js: str, what: str, timeout_s: float = 20.0):
@@ -144,9 +158,10 @@ def test_browser_camera_goes_through_face_tracking_to_the_detector_socket(pw, tm
     ctx = zmq.Context()
     detector_in = ctx.socket(zmq.PULL)  # where the detector would listen: we read what the viewer sends it
     detector_in.bind(ep["features"])
-    viewer = Viewer(tmp_path, ep)
-    browser = launch(pw, [f"--use-file-for-fake-video-capture={clip}"])
+    viewer = browser = None
     try:
+        viewer = Viewer(tmp_path, ep)
+        browser = launch(pw, [f"--use-file-for-fake-video-capture={clip}"])
         page = browser.new_page(viewport={"width": 1280, "height": 720})
         page.goto(viewer.url + "?camera=1")
         wait_for(page, "window.__probe.camera && window.__probe.iceState === 'connected'", "ICE with the camera")
@@ -169,7 +184,8 @@ def test_browser_camera_goes_through_face_tracking_to_the_detector_socket(pw, tm
         cams = viewer.status()["cameras"]["browser-1"]
         assert cams.get("face_found", 0) + cams.get("face_tracked", 0) >= 30, cams
 
-        time.sleep(2)
+        wait_for(page, "window.__probe.latencies.length >= 40 && window.__g2g.lat.length >= 40",
+                 "40 frames timed both ways", 20)
         probe = page.evaluate("({lat: window.__probe.latencies, bandOk: window.__probe.bandOk, "
                               "bandBad: window.__probe.bandBad, errors: window.__probe.errors, "
                               "g2g: {...window.__g2g, captured: null}})")
@@ -186,8 +202,7 @@ def test_browser_camera_goes_through_face_tracking_to_the_detector_socket(pw, tm
             print(f"[viewer] browser camera: server receive -> face tracking -> display: {latency_summary(lat)}; "
                   f"band decoded {probe['bandOk']}/{probe['bandOk'] + probe['bandBad']}; screenshot {shot}")
     finally:
-        browser.close()
-        viewer.close()
+        close_all(browser, viewer)
         detector_in.close(0)
         ctx.term()
 
@@ -196,15 +211,16 @@ DEFAULT_ENGINE = REPO / "stream" / "engines" / "default"
 
 
 class Role:
-    """One `fes-live <role>` subprocess with its log in the test's tmp dir."""
+    """One `fes-live <role>` subprocess (its own process group) with its log in the test's tmp dir."""
 
     def __init__(self, tmp: Path, name: str, args: list[str]):
         self.name, self.log = name, open(tmp / f"{name}.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "fes_live.stream.cli", name.split("-")[0], *args], cwd=REPO, stdout=self.log,
-                                     stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
+        self.proc = subprocess.Popen([sys.executable, "-m", "fes_live.stream.cli", name.split("-")[0], *args], cwd=REPO,
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, "PYTHONPATH": str(REPO)})
 
     def close(self) -> None:
-        stop(self.proc, 15)
+        Procs.kill_group(self.proc, grace_s=15.0)
         self.log.close()
 
 
@@ -288,21 +304,17 @@ def test_live_pipeline_in_the_browser(pw, tmp_path, face_model, capsys):
             print(f"[viewer] events {probe['eventTypes']}, onsets turned final: {probe['promoted']}; "
                   f"timeline: {probe['timelineText']!r}; screenshot {shot}")
     finally:
-        if browser is not None:
-            browser.close()
-        for role in reversed(roles):
-            role.close()
-        if viewer is not None:
-            viewer.close()
+        close_all(browser, *reversed(roles), viewer)
 
 
 def test_page_says_reconnecting_and_comes_back_when_the_viewer_restarts(pw, tmp_path):
     """The viewer process stops (SIGTERM) and starts again on the same port: the page shows 'reconnecting…',
     then reconnects by itself and the video plays again."""
     ep = endpoints(tmp_path)
-    viewer = Viewer(tmp_path, ep)
-    browser = launch(pw)
+    viewer = browser = None
     try:
+        viewer = Viewer(tmp_path, ep)
+        browser = launch(pw)
         page = browser.new_page()
         page.goto(viewer.url)
         wait_for(page, "window.__probe.iceState === 'connected' && window.__probe.frames > 3", "first connection")
@@ -310,13 +322,13 @@ def test_page_says_reconnecting_and_comes_back_when_the_viewer_restarts(pw, tmp_
         viewer.close()
         wait_for(page, "document.getElementById('banner').textContent.startsWith('reconnecting')", "'reconnecting'", 10)
         frames = page.evaluate("window.__probe.frames")
-        viewer = Viewer(tmp_path, ep, port=viewer.port)
+        port, viewer = viewer.port, None
+        viewer = Viewer(tmp_path, ep, port=port)
         wait_for(page, f"window.__probe.connects >= 2 && window.__probe.connState === 'connected' "
                        f"&& window.__probe.frames > {frames + 3}", "the reconnection", 30)
         assert page.evaluate("document.getElementById('conn').textContent") == "live"
     finally:
-        browser.close()
-        viewer.close()
+        close_all(browser, viewer)
 
 
 def test_browser_camera_stream_reaches_the_detector_and_its_events_come_back(pw, tmp_path, face_model):
@@ -329,11 +341,12 @@ def test_browser_camera_stream_reaches_the_detector_and_its_events_come_back(pw,
     clip = tmp_path / "face.y4m"
     write_y4m(CLIP, clip)
     ep = endpoints(tmp_path)
-    detector = Role(tmp_path, "detect", ["--engine", str(engine), "--features-endpoint", ep["features"],
-                                         "--events-endpoint", ep["events"], "--replay-endpoint", ep["replay"]])
-    viewer = Viewer(tmp_path, ep, engine=str(engine))
-    browser = launch(pw, [f"--use-file-for-fake-video-capture={clip}"])
+    detector = viewer = browser = None
     try:
+        detector = Role(tmp_path, "detect", ["--engine", str(engine), "--features-endpoint", ep["features"],
+                                             "--events-endpoint", ep["events"], "--replay-endpoint", ep["replay"]])
+        viewer = Viewer(tmp_path, ep, engine=str(engine))
+        browser = launch(pw, [f"--use-file-for-fake-video-capture={clip}"])
         deadline = time.monotonic() + 60  # the detector loads its engine; its periodic stats reach the viewer
         while not any(k.startswith("event:") for k in viewer.status()["counters"]):
             assert time.monotonic() < deadline and detector.proc.poll() is None, \
@@ -346,13 +359,11 @@ def test_browser_camera_stream_reaches_the_detector_and_its_events_come_back(pw,
                        "&& window.__probe.plotPoints >= 20", "the detector's events for browser-1", 60)
         streams = page.evaluate("window.__probe.streams")
         assert streams == ["browser-1"], streams
-        time.sleep(5)  # a few loops of the clip on the plot, for the screenshot
+        time.sleep(1)  # more of the curve on the plot, for the screenshot
         page.screenshot(path=str(tmp_path / "viewer_browser_camera.png"))
         assert not page.evaluate("window.__probe.errors")
     finally:
-        browser.close()
-        viewer.close()
-        detector.close()
+        close_all(browser, viewer, detector)
 
 
 def test_page_uses_no_stun_by_default_parses_every_message_and_gets_a_slot_after_a_dead_offer(pw, tmp_path):
@@ -368,10 +379,11 @@ def test_page_uses_no_stun_by_default_parses_every_message_and_gets_a_slot_after
     events = ctx.socket(zmq.PUB)  # the detector's event PUB, as far as the viewer can tell
     events.setsockopt(zmq.LINGER, 0)
     events.bind(ep["events"])
-    viewer = Viewer(tmp_path, ep, max_peers=1, max_peers_per_client=1, connect_timeout_s=3.0)
-    configured = Viewer(tmp_path / "stun", endpoints(tmp_path / "stun"), ice_servers=["stun:127.0.0.1:9"])
-    browser = launch(pw)
+    viewer = configured = browser = None
     try:
+        viewer = Viewer(tmp_path, ep, max_peers=1, max_peers_per_client=1, connect_timeout_s=3.0)
+        configured = Viewer(tmp_path / "stun", endpoints(tmp_path / "stun"), ice_servers=["stun:127.0.0.1:9"])
+        browser = launch(pw)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:  # playwright's loop runs in this thread
             sdp = json.dumps({"sdp": pool.submit(asyncio.run, offer_sdp()).result(), "type": "offer"})
         assert request(viewer.port, "POST", "/offer", sdp, {"Content-Type": "application/json"})[0] == 200
@@ -402,8 +414,6 @@ def test_page_uses_no_stun_by_default_parses_every_message_and_gets_a_slot_after
         servers = page2.evaluate("window.__probe.iceServers")
         assert [s["urls"] for s in servers] in ([["stun:127.0.0.1:9"]], ["stun:127.0.0.1:9"]), servers
     finally:
-        browser.close()
-        viewer.close()
-        configured.close()
+        close_all(browser, viewer, configured)
         events.close()
         ctx.term()

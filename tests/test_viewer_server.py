@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import zmq
 
+from conftest import Procs, scaled
 from fes_live.stream import wire
 from fes_live.stream.config import ConfigError, from_dict
 from fes_live.stream.view import (BAND_H, TOKEN_MOD, ViewConfig, build_app, draw_band, loopback_candidates_only,
@@ -146,7 +147,9 @@ def _get(url: str, headers: dict | None = None) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout_s: float = 20.0) -> None:
+def wait_http(url: str, proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    """Poll until the viewer answers: a start imports aiortc, OpenCV and torch, slow on a busy machine (scaled)."""
+    timeout_s = scaled(timeout_s)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -189,7 +192,11 @@ def test_cli_serves_with_token_and_survives_garbage_previews(tmp_path):
         assert proc.poll() is None
     finally:
         proc.terminate()
-        out, _ = proc.communicate(timeout=10)
+        try:
+            out, _ = proc.communicate(timeout=scaled(10))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
     assert f"http://127.0.0.1:{port}/?token=s3cret" in out
 
 
@@ -238,7 +245,7 @@ class Viewer:
         return self.log_path.read_text()
 
     def close(self) -> None:
-        stop(self.proc)
+        Procs.kill_group(self.proc, grace_s=10.0)  # its process group: nothing it started outlives it
         self.log.close()
 
 
