@@ -636,7 +636,14 @@ def _finite(value):
 
 
 def run_detector(cfg: DetectConfig, stop_event: threading.Event | None = None) -> int:
-    """The role: load the engine, serve until stopped."""
+    """The role: load the engine, serve until stopped (with `cfg.workers` > 1: a pool of detector workers behind
+    one front, stream/workers.py)."""
+    if not 1 <= cfg.workers <= wire.MAX_LANES:
+        from fes_live.stream.config import ConfigError
+        raise ConfigError(f"workers is {cfg.workers}: give 1 to {wire.MAX_LANES}")
+    if cfg.workers > 1:
+        from fes_live.stream.workers import run_pool
+        return run_pool(cfg, stop_event or threading.Event())
     import torch
 
     from fes_live.stream.engine import load_engine
@@ -669,6 +676,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "survive restarts; an old .jsonl journal is migrated to .sqlite)")
     p.add_argument("--record", default="", metavar="DIR", help="journal + per-frame intensity CSVs into DIR")
     p.add_argument("--queue-frames", type=int, default=None, help="per-stream backlog before dropping the oldest")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="N detector processes behind these endpoints, streams assigned by a hash of their id")
     p.add_argument("--config", default=None, help="JSON file with DetectConfig fields (flags override it)")
     auth.add_flags(p)
 
@@ -691,6 +700,8 @@ def config_from_args(args: argparse.Namespace) -> DetectConfig:
         d["backend"] = args.backend
     if args.queue_frames:
         d["queue_frames"] = args.queue_frames
+    if args.workers is not None:
+        d["workers"] = args.workers
     if d["record_dir"] and not d["journal"]:
         d["journal"] = f"{d['record_dir']}/events.sqlite"
     return from_dict(DetectConfig, d)
