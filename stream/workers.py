@@ -96,7 +96,8 @@ def worker_configs(cfg: DetectConfig, rt: str) -> tuple[FrontConfig, list[Detect
                            curve=cfg.endpoints.curve)
         eps.append(ep)
         workers.append(dataclasses.replace(cfg, endpoints=ep, journal=worker_journal(cfg.journal, i),
-                                           run_token=names[i], workers=1))
+                                           run_token=names[i], workers=1,
+                                           aoti_build=cfg.aoti_build and i == 0))  # one compile per machine
     front = FrontConfig(cfg.endpoints.resolved(), tuple(eps), tuple(names),
                         f"{cfg.run_token}-front" if cfg.run_token else "front", cfg.recv_hwm,
                         cfg.subscriber_buffer_mb)
