@@ -678,6 +678,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queue-frames", type=int, default=None, help="per-stream backlog before dropping the oldest")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="N detector processes behind these endpoints, streams assigned by a hash of their id")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run the workers as Ray actors on this cluster (pip install fes-live[ray]; docs/fleet.md)")
     p.add_argument("--config", default=None, help="JSON file with DetectConfig fields (flags override it)")
     auth.add_flags(p)
 
@@ -712,4 +714,7 @@ def main(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    if args.ray:
+        from fes_live.stream.ray_roles import run_ray_pool
+        return run_ray_pool(cfg, args.ray, stop)
     return run_detector(cfg, stop)
