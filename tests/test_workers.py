@@ -80,9 +80,9 @@ def finals(events, sid) -> list[tuple]:
 
 
 class Pool:
-    """`fes-live detect --workers 2` as a process of its own (killed with its group by `procs`)."""
+    """`fes-live detect --workers 2 [extra]` as a process of its own (killed with its group by `procs`)."""
 
-    def __init__(self, procs, tmp_path):
+    def __init__(self, procs, tmp_path, extra: tuple[str, ...] = ()):
         self.ep = {k: f"tcp://127.0.0.1:{free_port()}" for k in ("features", "events", "replay")}
         self.journal = tmp_path / "events.sqlite"
         self.log = tmp_path / "pool.log"
@@ -90,7 +90,7 @@ class Pool:
         cfg.write_text(json.dumps({"state_interval_s": 0.2, "idle_stream_s": 300.0}))
         with open(self.log, "w") as out:
             self.proc = procs.popen([sys.executable, "-m", "fes_live.stream.cli", "detect", "--workers", "2",
-                                     "--config", str(cfg), "--journal", str(self.journal),
+                                     *extra, "--config", str(cfg), "--journal", str(self.journal),
                                      "--features-endpoint", self.ep["features"], "--events-endpoint",
                                      self.ep["events"], "--replay-endpoint", self.ep["replay"]],
                                     cwd=REPO, stdout=out, stderr=out)
@@ -154,29 +154,34 @@ class Collector(threading.Thread):
 
 
 class Feeder:
-    """One PUSH socket sending the streams' frames round-robin, as edge ingests would; lossless streams block
-    instead of dropping, so every frame reaches a spotter."""
+    """PUSH sockets sending the streams' frames round-robin, as edge ingests would (`endpoint`: one for all, or
+    {stream id: endpoint}); lossless streams block instead of dropping, so every frame reaches a spotter."""
 
-    def __init__(self, endpoint: str, sids: list[str], lossless: bool):
+    def __init__(self, endpoint, sids: list[str], lossless: bool):
         self.ctx = zmq.Context()
-        self.push = self.ctx.socket(zmq.PUSH)
-        self.push.setsockopt(zmq.LINGER, 2000)
-        self.push.setsockopt(zmq.SNDTIMEO, int(scaled(60) * 1000))  # a hang fails instead of blocking the test
-        self.push.connect(endpoint)
+        where = endpoint if isinstance(endpoint, dict) else dict.fromkeys(sids, endpoint)
+        socks = {}
+        for ep in set(where.values()):
+            socks[ep] = self.ctx.socket(zmq.PUSH)
+            socks[ep].setsockopt(zmq.LINGER, 2000)
+            socks[ep].setsockopt(zmq.SNDTIMEO, int(scaled(60) * 1000))  # a hang fails instead of blocking
+            socks[ep].connect(ep)
+        self.push = {sid: socks[ep] for sid, ep in where.items()}
         for sid in sids:
-            self.push.send_multipart(wire.control_message(sid, "started", source="smile.npz", fps=FPS,
-                                                          lossless=lossless))
+            self.push[sid].send_multipart(wire.control_message(sid, "started", source="smile.npz", fps=FPS,
+                                                               lossless=lossless))
 
     def send(self, sid, k, fp, g, r) -> None:
         f = FrameFeatures(k, k / FPS, time.time(), fp, np.asarray(g, np.float32), np.asarray(r, np.float32), None)
-        self.push.send_multipart(wire.features_message(sid, f, "tracked" if fp else "none"))
+        self.push[sid].send_multipart(wire.features_message(sid, f, "tracked" if fp else "none"))
 
     def end(self, sids) -> None:
         for sid in sids:
-            self.push.send_multipart(wire.control_message(sid, "ended", message="end of features"))
+            self.push[sid].send_multipart(wire.control_message(sid, "ended", message="end of features"))
 
     def close(self) -> None:
-        self.push.close()
+        for sock in set(self.push.values()):
+            sock.close()
         self.ctx.term()
 
 
@@ -227,31 +232,27 @@ def test_streams_split_over_two_workers_give_a_single_detectors_expressions(smil
         assert want and finals(evs, sid) == want, (sid, finals(evs, sid), want)
 
 
-def test_a_killed_worker_comes_back_and_subscribers_see_every_event_once(smile, engine, procs, tmp_path):
-    sids = split_streams(2)
+def kill_mid_run(pool: Pool, smile, sids: list[str], endpoint, kill, back) -> tuple[list[dict], dict]:
+    """Streams sids[:2] on worker 0 and sids[2:] on worker 1, paced; `kill()` once worker 1 has published an onset
+    (its state journaled), `back()` waits for its restart while frames kept coming. Every event, and the frames."""
     T = len(smile["face_present"])
     n_frames = 8 * T
     frames = {sid: stream_frames(smile, i, n_frames) for i, sid in enumerate(sids)}
-    victim = sids[2:]  # worker 1's streams
-    pool = Pool(procs, tmp_path)
     sub = Collector(pool)
-    feed = Feeder(pool.ep["features"], sids, lossless=False)
-    old_pid = pool.worker_pid(1)
+    feed = Feeder(endpoint, sids, lossless=False)
     try:
-        k = 0
         killed_at = None
-        while k < n_frames:
+        for k in range(n_frames):
             for sid in sids:
                 feed.send(sid, *frames[sid][k])
-            k += 1
             time.sleep(1 / 60)
-            if killed_at is None and k % 5 == 0 and any(e["type"] == "expression.onset" and e["stream_id"] in victim
+            if killed_at is None and k % 5 == 0 and any(e["type"] == "expression.onset" and e["stream_id"] in sids[2:]
                                                         for e in sub.events):
                 time.sleep(0.5)  # its streams' states are journaled every 0.2 s
-                os.kill(old_pid, signal.SIGKILL)
+                kill()
                 killed_at = k
-            if killed_at is not None and k == killed_at + 30:  # sent while it was dead: the front holds them
-                pool.wait(lambda: pool.worker_pid(1) != old_pid, 60)
+            if killed_at is not None and k == killed_at + 30:  # sent while it was dead
+                back()
                 pool.wait_up()
         assert killed_at is not None and killed_at < n_frames - 3 * T, "no onset early enough on worker 1"
         feed.end(sids)
@@ -260,14 +261,19 @@ def test_a_killed_worker_comes_back_and_subscribers_see_every_event_once(smile, 
     finally:
         feed.close()
     evs = sub.finish()
-    check_lanes(pool, evs)
     assert sub.sub.missed == 0
-    assert any(e["type"] == "supervisor" and e["data"]["child"] == "detector-1" for e in evs)
+    return evs, frames
+
+
+def check_killed_run(pool: Pool, engine, evs: list[dict], sids: list[str], frames: dict) -> None:
+    """Every event once; worker 1 is one numbering under two publisher ids; worker 0's streams are untouched and
+    worker 1's resumed with their saved baselines: the same expressions, no onset left open, no track id twice."""
+    check_lanes(pool, evs)
     names = {e["publisher"] for e in evs if lane_of(e["publisher"]) == sorted(pool.lanes)[1]}
-    assert len(names) == 2  # worker 1 before and after its restart, one numbering
-    for sid in sids[:2]:  # the other worker's streams: untouched
+    assert len(names) == 2, names
+    for sid in sids[:2]:
         assert finals(evs, sid) == reference(engine, frames[sid]), sid
-    for sid in victim:  # resumed with the saved baseline: the same expressions; no onset left open, no track twice
+    for sid in sids[2:]:
         onsets = [e for e in evs if e["type"] == "expression.onset" and e["stream_id"] == sid]
         closing = [e for e in evs if e["type"] in ("expression", "expression.cancel") and e["stream_id"] == sid]
         tracks = [e["data"]["track"] for e in onsets]
@@ -277,3 +283,13 @@ def test_a_killed_worker_comes_back_and_subscribers_see_every_event_once(smile, 
         want = {(kind, emo) for kind, emo, *_ in reference(engine, frames[sid])}
         got = {(kind, emo) for kind, emo, *_ in finals(evs, sid)}
         assert got and got <= want, (sid, got, want)
+
+
+def test_a_killed_worker_comes_back_and_subscribers_see_every_event_once(smile, engine, procs, tmp_path):
+    sids = split_streams(2)
+    pool = Pool(procs, tmp_path)
+    old_pid = pool.worker_pid(1)
+    evs, frames = kill_mid_run(pool, smile, sids, pool.ep["features"], lambda: os.kill(old_pid, signal.SIGKILL),
+                               lambda: pool.wait(lambda: pool.worker_pid(1) != old_pid, 60))
+    check_killed_run(pool, engine, evs, sids, frames)
+    assert any(e["type"] == "supervisor" and e["data"]["child"] == "detector-1" for e in evs)
