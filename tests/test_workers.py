@@ -293,3 +293,47 @@ def test_a_killed_worker_comes_back_and_subscribers_see_every_event_once(smile, 
                                lambda: pool.wait(lambda: pool.worker_pid(1) != old_pid, 60))
     check_killed_run(pool, engine, evs, sids, frames)
     assert any(e["type"] == "supervisor" and e["data"]["child"] == "detector-1" for e in evs)
+
+
+def test_front_checks_what_peers_send(tmp_path):
+    """Garbage on the features endpoint is counted and dropped; a replay request names a lane the front has, a
+    hello waits for every worker; whatever is wrong is an error answer, never a crash or a hang."""
+    import zmq
+
+    from fes_live.stream.pipeline_config import Endpoints
+    from fes_live.stream.workers import Front, FrontConfig
+    workers = tuple(Endpoints(*(f"ipc://{tmp_path}/w{i}-{k}" for k in "fer"), preview="") for i in range(2))
+    ep = Endpoints(*(f"tcp://127.0.0.1:{free_port()}" for _ in range(3)), preview="")
+    front = Front(FrontConfig(ep, workers, ("t-w0", "t-w1"), "t-front"))
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.connect(ep.features)
+    try:
+        for junk in ([b"x"], [b"features/a", b"{not json"], wire.event_message({"stream_id": "a", "type": "stream"})):
+            push.send_multipart(junk)
+        f = FrameFeatures(0, 0.0, time.time(), True, np.zeros(1008, np.float32), np.zeros((12, 2), np.float32), None)
+        push.send_multipart(wire.features_message("a", f))
+        deadline = time.monotonic() + scaled(10)
+        while front.bad_messages < 3 or front.forwarded < 1:
+            front.turn(50)
+            assert time.monotonic() < deadline, (front.bad_messages, front.forwarded)
+        assert (front.bad_messages, front.forwarded) == (3, 1)
+        with pytest.raises(ReplayError, match="not answering yet"):
+            hello(ep.replay, timeout_s=5)  # no worker is up
+        with pytest.raises(ReplayError, match="name one"):
+            fetch(ep.replay, 0, None, timeout_s=5)
+        with pytest.raises(ReplayError, match="no publisher lane"):
+            fetch(ep.replay, 0, None, timeout_s=5, publisher="other-w0")
+        with pytest.raises(ReplayError, match="worker 1 .* not answering"):
+            fetch(ep.replay, 0, None, timeout_s=10, publisher="t-w1")
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.connect(ep.replay)
+        dealer.send_multipart([b"", b"replay", b"[]"])  # not a request: an error answer
+        assert dealer.poll(int(scaled(10) * 1000))
+        answer = wire.decode(dealer.recv_multipart()[1:])
+        assert answer.header.meta["ok"] is False and front.bad_requests >= 3
+        dealer.close()
+    finally:
+        push.close(linger=0)
+        ctx.term()
+        front.close()
