@@ -218,11 +218,17 @@ def test_streams_split_over_two_workers_give_a_single_detectors_expressions(smil
                 feed.send(sid, *frames[sid][k])
         feed.end(sids)
         pool.wait(lambda: sub.ended(sids), 120)
+        # a subscriber joining late, from seq 0: the front's hello tells it the lanes, each is replayed
+        late = list(Subscription(pool.ep["events"], pool.ep["replay"], from_seq=0, types=("expression",),
+                                 idle_timeout_s=2.0))
         pool.stop()
     finally:
         feed.close()
     evs = sub.finish()
     check_lanes(pool, evs)
+    by_lane = lambda e: (lane_of(e["publisher"]), e["seq"])  # noqa: E731 (a late one gets lane after lane)
+    assert sorted(late, key=by_lane) == sorted((e for e in evs if e["type"] == "expression"), key=by_lane)
+    assert len(late) >= 4
     for i, sid in enumerate(sids):
         lanes = {lane_of(e["publisher"]) for e in evs if e["stream_id"] == sid}
         assert lanes == {sorted(pool.lanes)[shard(sid, 2)]}, (sid, lanes)  # one worker per stream, by its hash
