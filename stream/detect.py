@@ -96,6 +96,17 @@ class StreamState:
         return {"frame": int(frame), "pts_s": float(pts), "wall_s": wall}
 
 
+def features_socket(ctx: zmq.Context, guard: auth.ServerAuth, endpoint: str, recv_hwm: int) -> zmq.Socket:
+    """The bound PULL socket ingests send to (of a detector, or of the front of several, stream/workers.py)."""
+    pull = ctx.socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVHWM, recv_hwm)
+    pull.setsockopt(zmq.LINGER, 0)
+    wire.limit_receive(pull, "features", "control")
+    guard.apply(pull, endpoint)
+    pull.bind(endpoint)
+    return pull
+
+
 class Detector:
     def __init__(self, cfg: DetectConfig, engine, ctx: zmq.Context | None = None):
         self.cfg = cfg
@@ -106,12 +117,7 @@ class Detector:
         self.ctx = ctx or zmq.Context.instance()
         self.guard = auth.ServerAuth(self.ctx, ep.curve)
         self.guard.check(ep.features, ep.events, ep.replay)  # AuthError before anything is bound
-        self.pull = self.ctx.socket(zmq.PULL)
-        self.pull.setsockopt(zmq.RCVHWM, cfg.recv_hwm)
-        self.pull.setsockopt(zmq.LINGER, 0)
-        wire.limit_receive(self.pull, "features", "control")
-        self.guard.apply(self.pull, ep.features)
-        self.pull.bind(ep.features)
+        self.pull = features_socket(self.ctx, self.guard, ep.features, cfg.recv_hwm)
 
         def prepare(sock: zmq.Socket, role: str) -> None:  # publisher's sockets get only requests, subscriptions
             wire.limit_receive(sock)
@@ -641,6 +647,13 @@ def run_detector(cfg: DetectConfig, stop_event: threading.Event | None = None) -
     if not 1 <= cfg.workers <= wire.MAX_LANES:
         from fes_live.stream.config import ConfigError
         raise ConfigError(f"workers is {cfg.workers}: give 1 to {wire.MAX_LANES}")
+    from fes_live.stream.supervise import FATAL_EXIT
+    try:
+        auth.ServerAuth(None, cfg.endpoints.curve).check(cfg.endpoints.features, cfg.endpoints.events,
+                                                         cfg.endpoints.replay)  # before the engine loads
+    except auth.AuthError as e:
+        log.error("detector cannot start: %s", e)
+        return FATAL_EXIT
     if cfg.workers > 1:
         from fes_live.stream.workers import run_pool
         return run_pool(cfg, stop_event or threading.Event())
@@ -649,13 +662,6 @@ def run_detector(cfg: DetectConfig, stop_event: threading.Event | None = None) -
     from fes_live.stream.engine import load_engine
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
-    from fes_live.stream.supervise import FATAL_EXIT
-    try:
-        auth.ServerAuth(None, cfg.endpoints.curve).check(cfg.endpoints.features, cfg.endpoints.events,
-                                                         cfg.endpoints.replay)  # before the engine loads
-    except auth.AuthError as e:
-        log.error("detector cannot start: %s", e)
-        return FATAL_EXIT
     engine = load_engine(cfg.engine or None, backend=cfg.backend)
     detector = Detector(cfg, engine)
     if (cfg.aoti_build and os.environ.get("FES_AOTI_BUILD", "1") != "0" and cfg.backend == "auto"

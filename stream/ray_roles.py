@@ -85,7 +85,11 @@ class DetectorActor:
 def connect(address: str):
     """This process as a Ray driver of the cluster at `address`, keeping our SIGINT / SIGTERM handlers (Ray's own
     would end the process without the workers' flush)."""
-    import ray
+    try:
+        import ray
+    except ImportError:
+        from fes_live.stream.config import ConfigError
+        raise ConfigError("--ray needs Ray: pip install 'fes-live[ray]'") from None
     if not ray.is_initialized():
         ours = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, configure_logging=False)
@@ -133,7 +137,7 @@ def run_ray_pool(cfg, address: str, stop_event: threading.Event) -> int:
     """Start the actors, serve the front here until `stop_event`, then stop and remove the actors."""
     from fes_live.stream.client import ReplayError, hello
     from fes_live.stream.pipeline_config import Endpoints
-    from fes_live.stream.workers import Front, FrontConfig, lanes
+    from fes_live.stream.workers import Front, front_config
     ray = connect(address)
     actors = start_actors(cfg, address)
     try:
@@ -149,9 +153,7 @@ def run_ray_pool(cfg, address: str, stop_event: threading.Event) -> int:
                 except ReplayError:
                     if time.monotonic() > deadline or stop_event.is_set():
                         raise RuntimeError(f"detector actor at {w.replay} did not come up") from None
-        front = Front(FrontConfig(cfg.endpoints.resolved(), workers, tuple(lanes(cfg.run_token, cfg.workers)),
-                                  f"{cfg.run_token}-front" if cfg.run_token else "front", cfg.recv_hwm,
-                                  cfg.subscriber_buffer_mb))
+        front = Front(front_config(cfg, list(workers)))
         log.info("detector: %d Ray actors behind %s / %s / %s", len(actors), cfg.endpoints.features,
                  cfg.endpoints.events, cfg.endpoints.replay)
         front_stop = threading.Event()

@@ -38,6 +38,7 @@ from pathlib import Path
 import zmq
 
 from fes_live.stream import auth, wire
+from fes_live.stream.detect import features_socket
 from fes_live.stream.events import PIPELINE_STREAM, REPLAY_IN_FLIGHT, REPLAY_MAX, MAX_EVENT_BYTES
 from fes_live.stream.pipeline_config import DetectConfig, Endpoints, has_ipc, instance_dir
 
@@ -98,10 +99,13 @@ def worker_configs(cfg: DetectConfig, rt: str) -> tuple[FrontConfig, list[Detect
         workers.append(dataclasses.replace(cfg, endpoints=ep, journal=worker_journal(cfg.journal, i),
                                            run_token=names[i], workers=1,
                                            aoti_build=cfg.aoti_build and i == 0))  # one compile per machine
-    front = FrontConfig(cfg.endpoints.resolved(), tuple(eps), tuple(names),
-                        f"{cfg.run_token}-front" if cfg.run_token else "front", cfg.recv_hwm,
-                        cfg.subscriber_buffer_mb)
-    return front, workers
+    return front_config(cfg, eps), workers
+
+
+def front_config(cfg: DetectConfig, workers: list[Endpoints]) -> FrontConfig:
+    """The front of `workers` (worker i on lane i), on the public endpoints of `cfg`."""
+    return FrontConfig(cfg.endpoints.resolved(), tuple(workers), tuple(lanes(cfg.run_token, len(workers))),
+                       f"{cfg.run_token}-front" if cfg.run_token else "front", cfg.recv_hwm, cfg.subscriber_buffer_mb)
 
 
 # ---------------------------------------------------------------------------------------------- the front
@@ -116,12 +120,7 @@ class Front:
         ep = cfg.endpoints
         self.guard = auth.ServerAuth(self.ctx, ep.curve)
         self.guard.check(ep.features, ep.events, ep.replay)
-        self.pull = self.ctx.socket(zmq.PULL)
-        self.pull.setsockopt(zmq.RCVHWM, cfg.recv_hwm)
-        self.pull.setsockopt(zmq.LINGER, 0)
-        wire.limit_receive(self.pull, "features", "control")
-        self.guard.apply(self.pull, ep.features)
-        self.pull.bind(ep.features)
+        self.pull = features_socket(self.ctx, self.guard, ep.features, cfg.recv_hwm)
         self.push = []
         for w in cfg.workers:
             s = self.ctx.socket(zmq.PUSH)
