@@ -360,3 +360,45 @@ def test_front_checks_what_peers_send(tmp_path):
         push.close(linger=0)
         ctx.term()
         front.close()
+
+
+def test_run_with_workers_prints_every_streams_events_and_journals_per_worker(procs, tmp_path):
+    """`fes-live run --workers 2` with two real clips: the app waits for every worker (the front's hello), prints
+    both streams' events from the first of each lane, and each worker journals its own."""
+    import subprocess
+
+    from conftest import FACE_MODEL, VIDEO, need
+    need(FACE_MODEL)
+    clips = [str(need(VIDEO / "pyfeat_single_face.mp4")), str(need(VIDEO / "pyfeat_no_face.mp4"))]
+    env = dict(os.environ, FES_FACE_MODEL=str(FACE_MODEL), FES_NO_DOWNLOAD="1")
+    run = procs.popen([sys.executable, "-m", "fes_live.stream.cli", "run", "--workers", "2", "--fast", "--port",
+                       "auto", "--record", str(tmp_path), *(a for c in clips for a in ("--source", c))],
+                      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = run.communicate(timeout=scaled(240))  # (on a timeout, `procs` ends the whole process group)
+    assert run.returncode == 0, err[-3000:]
+    for sid in ("pyfeat_single_face", "pyfeat_no_face"):
+        assert re.search(rf"{sid} +stream +started", out) and re.search(rf"{sid} +stream +ended", out), out
+    assert re.search(r"pyfeat_single_face +expression +track \d+ macro", out), out
+    folder = next(tmp_path.iterdir())
+    journals = [journal_events(folder / f"events.w{i}.sqlite") for i in range(2)]
+    owners = {e["stream_id"]: i for i, evs in enumerate(journals) for e in evs if e["stream_id"] != "pipeline"}
+    assert owners == {sid: shard(sid, 2) for sid in ("pyfeat_single_face", "pyfeat_no_face")}, owners
+
+
+def test_replay_meta_of_a_front_is_checked():
+    from fes_live.stream.events import replay_request
+
+    def answer(meta):
+        return wire.encode("replay", wire.Header("replay", "pipeline", meta={"ok": True, "next_seq": 0,
+                                                                             "publisher": "f", **meta}))
+    assert wire.decode(answer({"publishers": {"t-w0": 3, "t-w1": 0}})).header.meta["publishers"]["t-w0"] == 3
+    for bad in ({"publishers": [1]}, {"publishers": {"t-w0": -1}}, {"publishers": {"x" * 65: 0}},
+                {"publishers": {f"w{i}": 0 for i in range(65)}}, {"publishers": {"w0": 1.5}}):
+        with pytest.raises(wire.BadMessage):
+            wire.decode(answer(bad))
+    assert wire.decode(replay_request(0, publisher="t-w1")).header.meta["publisher"] == "t-w1"
+    frames = replay_request(0)
+    head = json.loads(frames[1])
+    head["meta"]["publisher"] = 7
+    with pytest.raises(wire.BadMessage):
+        wire.decode([frames[0], json.dumps(head).encode()])
