@@ -126,6 +126,7 @@ class Front:
             s = self.ctx.socket(zmq.PUSH)
             s.setsockopt(zmq.SNDHWM, cfg.recv_hwm)
             s.setsockopt(zmq.LINGER, 0)
+            auth.apply_client(s, w.features, ep.curve)  # (workers off loopback: Ray actors on other nodes)
             s.connect(w.features)
             self.push.append(s)
         self.backlog: list[deque] = [deque() for _ in range(self.n)]
@@ -137,6 +138,7 @@ class Front:
         self.sub.setsockopt(zmq.RCVHWM, 100_000)
         self.sub.setsockopt(zmq.MAXMSGSIZE, wire.MAX_BYTES["event"])
         for w in cfg.workers:
+            auth.apply_client(self.sub, w.events, ep.curve)
             self.sub.connect(w.events)
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, max(1, int(cfg.subscriber_buffer_mb * 2**20) // MAX_EVENT_BYTES))
@@ -294,6 +296,7 @@ class Front:
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_BYTES["replay"])
+        auth.apply_client(sock, self.cfg.workers[i].replay, self.cfg.endpoints.curve)
         sock.connect(self.cfg.workers[i].replay)
         try:
             sock.send_multipart([b"", *request], copy=False)
@@ -312,7 +315,8 @@ class Front:
         seqs = {}
         for i, lane in enumerate(self.cfg.lanes):
             try:
-                seqs[lane] = int(hello(self.cfg.workers[i].replay, timeout_s=1.0, ctx=self.ctx)["next_seq"])
+                seqs[lane] = int(hello(self.cfg.workers[i].replay, timeout_s=1.0, ctx=self.ctx,
+                                       curve=self.cfg.endpoints.curve)["next_seq"])
             except (ReplayError, wire.BadMessage):
                 return self._reply({"ok": False, "error": f"worker {i} ({lane}) is not answering yet"})
         return self._reply({"ok": True, "publishers": seqs})

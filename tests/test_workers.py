@@ -2,6 +2,7 @@
 the real smile clip. Streams split over both workers give exactly the expressions of a single detector; events
 reach subscribers as one stream, numbered per worker (lane); a SIGKILLed worker is restarted and resumes its
 streams, and the subscriber sees every event exactly once."""
+import dataclasses
 import json
 import os
 import re
@@ -83,12 +84,16 @@ def finals(events, sid) -> list[tuple]:
 class Pool:
     """`fes-live detect --workers 2 [extra]` as a process of its own (killed with its group by `procs`)."""
 
-    def __init__(self, procs, tmp_path, extra: tuple[str, ...] = ()):
+    def __init__(self, procs, tmp_path, extra: tuple[str, ...] = (), curve=None):
         self.ep = {k: f"tcp://127.0.0.1:{free_port()}" for k in ("features", "events", "replay")}
+        self.curve = curve
         self.journal = tmp_path / "events.sqlite"
         self.log = tmp_path / "pool.log"
         cfg = tmp_path / "detect.json"
-        cfg.write_text(json.dumps({"state_interval_s": 0.2, "idle_stream_s": 300.0}))
+        fields = {"state_interval_s": 0.2, "idle_stream_s": 300.0}
+        if curve is not None:
+            fields["endpoints"] = {"curve": dataclasses.asdict(curve)}
+        cfg.write_text(json.dumps(fields))
         with open(self.log, "w") as out:
             self.proc = procs.popen([sys.executable, "-m", "fes_live.stream.cli", "detect", "--workers", "2",
                                      *extra, "--config", str(cfg), "--journal", str(self.journal),
@@ -103,7 +108,7 @@ class Pool:
 
         def up():
             try:
-                got.update(hello(self.ep["replay"], timeout_s=1.0)["publishers"])
+                got.update(hello(self.ep["replay"], timeout_s=1.0, curve=self.curve)["publishers"])
                 return True
             except ReplayError:
                 assert self.proc.poll() is None, self.log.read_text()[-3000:]
@@ -134,7 +139,8 @@ class Collector(threading.Thread):
 
     def __init__(self, pool: Pool):
         super().__init__(daemon=True)
-        self.sub = Subscription(pool.ep["events"], pool.ep["replay"], from_seq=pool.lanes, idle_timeout_s=None)
+        self.sub = Subscription(pool.ep["events"], pool.ep["replay"], from_seq=pool.lanes, idle_timeout_s=None,
+                                curve=pool.curve)
         self.events: list[dict] = []
         self.start()
 
@@ -158,7 +164,9 @@ class Feeder:
     """PUSH sockets sending the streams' frames round-robin, as edge ingests would (`endpoint`: one for all, or
     {stream id: endpoint}); lossless streams block instead of dropping, so every frame reaches a spotter."""
 
-    def __init__(self, endpoint, sids: list[str], lossless: bool):
+    def __init__(self, endpoint, sids: list[str], lossless: bool, curve=None):
+        from fes_live.stream.auth import apply_client
+        from fes_live.stream.pipeline_config import CurveConfig
         self.ctx = zmq.Context()
         where = endpoint if isinstance(endpoint, dict) else dict.fromkeys(sids, endpoint)
         socks = {}
@@ -166,6 +174,7 @@ class Feeder:
             socks[ep] = self.ctx.socket(zmq.PUSH)
             socks[ep].setsockopt(zmq.LINGER, 2000)
             socks[ep].setsockopt(zmq.SNDTIMEO, int(scaled(60) * 1000))  # a hang fails instead of blocking
+            apply_client(socks[ep], ep, curve or CurveConfig())
             socks[ep].connect(ep)
         self.push = {sid: socks[ep] for sid, ep in where.items()}
         for sid in sids:
@@ -402,3 +411,31 @@ def test_replay_meta_of_a_front_is_checked():
     head["meta"]["publisher"] = 7
     with pytest.raises(wire.BadMessage):
         wire.decode([frames[0], json.dumps(head).encode()])
+
+
+def test_workers_front_authenticates_on_tcp(smile, procs, tmp_path):
+    """With CURVE required (as off loopback), the front admits only known client keys on all three endpoints; the
+    workers behind it, on private ipc sockets, need none."""
+    from fes_live.stream import auth
+    from fes_live.stream.pipeline_config import CurveConfig
+    good = CurveConfig(**auth.keygen(tmp_path / "keys"), require="always")
+    pool = Pool(procs, tmp_path, curve=good)
+    with pytest.raises(ReplayError):
+        hello(pool.ep["replay"], timeout_s=2.0)  # no keys: no answer
+    sub = Collector(pool)
+    keyed, plain = Feeder(pool.ep["features"], ["keyed"], lossless=True, curve=good), \
+        Feeder(pool.ep["features"], ["plain"], lossless=False)
+    try:
+        frames = stream_frames(smile, 0, 60)
+        for k in range(60):
+            keyed.send("keyed", *frames[k])
+            plain.send("plain", *frames[k])  # (queued on a connection whose handshake never completes)
+        keyed.end(["keyed"])
+        plain.end(["plain"])
+        pool.wait(lambda: sub.ended(["keyed"]), 60)
+        pool.stop()
+    finally:
+        keyed.close()
+        plain.close()
+    evs = sub.finish()
+    assert {e["stream_id"] for e in evs} <= {"keyed", "pipeline"} and any(e["stream_id"] == "keyed" for e in evs)
