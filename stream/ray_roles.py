@@ -122,15 +122,27 @@ def start_actors(cfg, address: str) -> list:
 
 def features_endpoint(address: str, stream_id: str) -> str:
     """For an ingest: the features endpoint of the detector actor that owns `stream_id`, found by name."""
+    from fes_live.stream.config import ConfigError
     from fes_live.stream.workers import shard
+    ours = not _ray_connected()  # a connection opened here (an ingest's) is closed again
     ray = connect(address)
-    pattern = re.compile(ACTOR.format(r"(\d+)"))
-    n = sum(1 for a in ray.util.list_named_actors(all_namespaces=True)
-            if a.get("namespace") == NAMESPACE and pattern.fullmatch(a.get("name", "")))
-    if n == 0:
-        raise RuntimeError(f"no fes-live detector actors on the Ray cluster at {address}")
-    actor = ray.get_actor(ACTOR.format(shard(stream_id, n)), namespace=NAMESPACE)
-    return ray.get(actor.endpoints.remote(), timeout=60)["features"]
+    try:
+        pattern = re.compile(ACTOR.format(r"(\d+)"))
+        n = sum(1 for a in ray.util.list_named_actors(all_namespaces=True)
+                if a.get("namespace") == NAMESPACE and pattern.fullmatch(a.get("name", "")))
+        if n == 0:
+            raise ConfigError(f"no fes-live detector actors on the Ray cluster at {address}")
+        actor = ray.get_actor(ACTOR.format(shard(stream_id, n)), namespace=NAMESPACE)
+        return ray.get(actor.endpoints.remote(), timeout=60)["features"]
+    finally:
+        if ours:
+            ray.shutdown()
+
+
+def _ray_connected() -> bool:
+    import sys
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
 
 
 def run_ray_pool(cfg, address: str, stop_event: threading.Event) -> int:

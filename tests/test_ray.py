@@ -5,6 +5,7 @@ streams with the same expressions, and the subscriber sees every event once. Ski
 (`pip install fes-live[ray]`)."""
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,10 +14,12 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from conftest import Procs, scaled, wait_until  # noqa: E402
+from conftest import REPO, Procs, scaled, wait_until  # noqa: E402
 from fes_live.stream.ray_roles import ACTOR, NAMESPACE, features_endpoint  # noqa: E402
 from test_events_wire import free_port  # noqa: E402
-from test_workers import Pool, check_killed_run, engine, kill_mid_run, smile, split_streams  # noqa: E402,F401
+from fes_live.stream.workers import shard  # noqa: E402
+from test_workers import (Pool, check_killed_run, engine, kill_mid_run, smile, smile_npz,  # noqa: E402,F401
+                          split_streams)
 
 
 def _session_members(sids: set[int]) -> list[int]:
@@ -70,7 +73,8 @@ def cluster(tmp_path_factory):
             f.close()
 
 
-def test_detector_actors_on_two_nodes_come_back_after_ray_kills_one(cluster, smile, engine, procs, tmp_path):
+def test_detector_actors_on_two_nodes_come_back_after_ray_kills_one(cluster, smile, smile_npz, engine, procs,
+                                                                     tmp_path):
     sids = split_streams(2)
     pool = Pool(procs, tmp_path, ("--ray", cluster))
     actors = [ray.get_actor(ACTOR.format(i), namespace=NAMESPACE) for i in range(2)]
@@ -78,6 +82,14 @@ def test_detector_actors_on_two_nodes_come_back_after_ray_kills_one(cluster, smi
     assert where[0]["node"] != where[1]["node"], where  # one per node
     ends = {sid: features_endpoint(cluster, sid) for sid in sids}  # as an ingest finds its detector: by name
     assert len(set(ends.values())) == 2 and ends[sids[2]] == ray.get(actors[1].endpoints.remote())["features"]
+    # a real ingest process does the same (`fes-live ingest --ray`) and its stream lands on that actor
+    ingest = subprocess.run([sys.executable, "-m", "fes_live.stream.cli", "ingest", "--features", str(smile_npz),
+                             "--stream-id", "by-name", "--ray", cluster, "--no-preview"], cwd=REPO,
+                            capture_output=True, text=True, timeout=scaled(120))
+    owner = ray.get(actors[shard("by-name", 2)].endpoints.remote())["features"]
+    assert ingest.returncode == 0 and f"sending to its detector actor at {owner}" in ingest.stderr, ingest.stderr
+    pool.wait(lambda: any(e["stream_id"] == "by-name" and e["type"] == "stream" and e["data"]["status"] == "ended"
+                          for e in pool.journal_of(shard("by-name", 2))), 60)
 
     def back():
         deadline = time.monotonic() + scaled(120)

@@ -30,13 +30,18 @@ FEDN_WINDOW = 128  # frames (docs/contracts.md)
 
 
 @pytest.fixture(scope="module")
-def smile(tmp_path_factory):
+def smile_npz(tmp_path_factory):
     """Features of the real smile clip (`fes-live extract`, as benchmarks/scale.py replays them)."""
     from fes_live.benchmarks.live import DEFAULT_VIDEO, features_file
-    from fes_live.benchmarks.scale import load_clips
     from conftest import need
     need(DEFAULT_VIDEO)
-    return load_clips([features_file(DEFAULT_VIDEO, tmp_path_factory.mktemp("smile"))])[0]
+    return features_file(DEFAULT_VIDEO, tmp_path_factory.mktemp("smile"))
+
+
+@pytest.fixture(scope="module")
+def smile(smile_npz):
+    from fes_live.benchmarks.scale import load_clips
+    return load_clips([smile_npz])[0]
 
 
 @pytest.fixture(scope="module")
