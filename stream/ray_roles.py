@@ -14,6 +14,7 @@ IP, CurveZMQ-authenticated with the keys of `--keys` (which every node must hold
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -31,7 +32,7 @@ READY_TIMEOUT_S = 300.0
 def actor_options(i: int, gpus: bool) -> dict:
     """Where and how Ray runs worker i: one GPU each where there are GPUs (else one CPU), restarted forever."""
     opts = {"name": ACTOR.format(i), "namespace": NAMESPACE, "max_restarts": -1, "max_task_retries": -1,
-            "max_concurrency": 4}  # (endpoints / ping answer while the loop runs in its own thread)
+            "max_concurrency": 4}  # (endpoints, where and stop answer while the loop runs in its own thread)
     opts.update({"num_gpus": 1, "num_cpus": 0} if gpus else {"num_cpus": 1})
     return opts
 
@@ -39,13 +40,15 @@ def actor_options(i: int, gpus: bool) -> dict:
 class DetectorActor:
     """One detector worker inside a Ray actor process: the detector loop in a thread, stopped by `stop`."""
 
-    def __init__(self, cfg, host: str, ports: tuple[int, int, int]):
-        import dataclasses
-
+    def __init__(self, cfg, loopback: bool, ports: tuple[int, int, int]):
+        """`cfg`: the worker's DetectConfig (its endpoints replaced here); `loopback`: bind 127.0.0.1, else this
+        node's IP; `ports`: features, events, replay."""
         from fes_live.stream.detect import run_detector
         from fes_live.stream.pipeline_config import Endpoints
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-        if host != "127.0.0.1":
+        if loopback:
+            host = "127.0.0.1"
+        else:
             import ray
             host = ray.util.get_node_ip_address()
         f, e, r = (f"tcp://{host}:{p}" for p in ports)
@@ -103,19 +106,16 @@ def start_actors(cfg, address: str) -> list:
     """`cfg.workers` named detector actors, each with its own lane and journal; returned once each answers."""
     from fes_live.stream.app import free_port
     from fes_live.stream.auth import is_loopback
-    from fes_live.stream.workers import lanes, worker_journal
-    import dataclasses
+    from fes_live.stream.workers import worker_config
     ray = connect(address)
     gpus = ray.cluster_resources().get("GPU", 0) > 0
-    host = "127.0.0.1" if is_loopback(cfg.endpoints.resolved().features) else "node"
+    loopback = is_loopback(cfg.endpoints.resolved().features)
     actor_cls = ray.remote(DetectorActor)
-    names = lanes(cfg.run_token, cfg.workers)
     actors = []
     for i in range(cfg.workers):
-        wcfg = dataclasses.replace(cfg, workers=1, run_token=names[i], journal=worker_journal(cfg.journal, i),
-                                   aoti_build=False)
         ports = (free_port(), free_port(), free_port())  # chosen once: a restarted actor binds the same ones
-        actors.append(actor_cls.options(**actor_options(i, gpus)).remote(wcfg, host, ports))
+        actors.append(actor_cls.options(**actor_options(i, gpus)).remote(worker_config(cfg, i, cfg.endpoints),
+                                                                        loopback, ports))
     ray.get([a.endpoints.remote() for a in actors], timeout=READY_TIMEOUT_S)
     return actors
 

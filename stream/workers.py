@@ -57,9 +57,9 @@ def shard(stream_id: str, n: int) -> int:
     return zlib.crc32(stream_id.encode()) % n
 
 
-def lanes(run_token: str, n: int) -> list[str]:
-    """Each worker's lane (the stable part of its publisher id): `<run_token>-w<i>`, or `w<i>` without a token."""
-    return [f"{run_token}-w{i}" if run_token else f"w{i}" for i in range(n)]
+def lane(run_token: str, i: int) -> str:
+    """Worker i's lane (the stable part of its publisher id): `<run_token>-w<i>`, or `w<i>` without a token."""
+    return f"{run_token}-w{i}" if run_token else f"w{i}"
 
 
 def worker_journal(journal: str, i: int) -> str:
@@ -85,10 +85,8 @@ def worker_configs(cfg: DetectConfig, rt: str) -> tuple[FrontConfig, list[Detect
     """The front's config and one DetectConfig per worker: private endpoints in the folder `rt`, own journal, own
     lane (run token)."""
     from fes_live.stream.app import free_port
-    n = cfg.workers
-    names = lanes(cfg.run_token, n)
     eps, workers = [], []
-    for i in range(n):
+    for i in range(cfg.workers):
         if has_ipc():
             ep = Endpoints(features=f"ipc://{rt}/w{i}-f", events=f"ipc://{rt}/w{i}-e", replay=f"ipc://{rt}/w{i}-r",
                            preview="", curve=cfg.endpoints.curve)
@@ -96,15 +94,20 @@ def worker_configs(cfg: DetectConfig, rt: str) -> tuple[FrontConfig, list[Detect
             ep = Endpoints(*(f"tcp://127.0.0.1:{free_port()}" for _ in range(3)), preview="",
                            curve=cfg.endpoints.curve)
         eps.append(ep)
-        workers.append(dataclasses.replace(cfg, endpoints=ep, journal=worker_journal(cfg.journal, i),
-                                           run_token=names[i], workers=1,
-                                           aoti_build=cfg.aoti_build and i == 0))  # one compile per machine
+        workers.append(worker_config(cfg, i, ep))
     return front_config(cfg, eps), workers
+
+
+def worker_config(cfg: DetectConfig, i: int, ep: Endpoints) -> DetectConfig:
+    """Worker i of a pool configured by `cfg`: on `ep`, with its own lane (run token) and journal."""
+    return dataclasses.replace(cfg, endpoints=ep, journal=worker_journal(cfg.journal, i),
+                               run_token=lane(cfg.run_token, i), workers=1,
+                               aoti_build=cfg.aoti_build and i == 0)  # one compile per machine
 
 
 def front_config(cfg: DetectConfig, workers: list[Endpoints]) -> FrontConfig:
     """The front of `workers` (worker i on lane i), on the public endpoints of `cfg`."""
-    return FrontConfig(cfg.endpoints.resolved(), tuple(workers), tuple(lanes(cfg.run_token, len(workers))),
+    return FrontConfig(cfg.endpoints.resolved(), tuple(workers), tuple(lane(cfg.run_token, i) for i in range(len(workers))),
                        f"{cfg.run_token}-front" if cfg.run_token else "front", cfg.recv_hwm, cfg.subscriber_buffer_mb)
 
 
