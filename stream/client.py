@@ -90,6 +90,7 @@ class Subscription:
         self.curve = curve or CurveConfig()
         self.types, self.streams = set(types), set(streams)
         self.from_seq = from_seq
+        self.start_all = from_seq if isinstance(from_seq, int) else None  # where a lane first seen live starts
         self.lanes: dict[str, int] = {}  # per lane: the seq we expect next
         self.publishers: dict[str, str] = {}  # per lane: the publisher id seen last
         self.idle_timeout_s = idle_timeout_s
@@ -125,8 +126,8 @@ class Subscription:
             return {str(k): int(v) for k, v in self.from_seq.items()}
         try:
             meta = hello(self.replay_addr, ctx=self.ctx, curve=self.curve)
-        except (ReplayError, wire.BadMessage) as e:
-            log.warning("could not replay from %s: %s", self.from_seq, e)
+        except (ReplayError, wire.BadMessage) as e:  # (each lane is replayed when its first live event comes)
+            log.warning("could not replay from %s yet: %s", self.from_seq, e)
             return {}
         lanes = meta.get("publishers") or {lane_of(meta["publisher"]): meta["next_seq"]}
         return {lane: int(self.from_seq) for lane in lanes}
@@ -157,7 +158,7 @@ class Subscription:
                     log.warning("dropped a bad event message: %s", e)
                     continue
                 lane = lane_of(publisher)
-                expected = self.lanes.get(lane)
+                expected = self.lanes.get(lane, self.start_all)
                 if expected is not None and publisher != self.publishers.get(lane) and seq < expected:
                     log.info("publisher %s restarted without a journal; numbering starts again at %d", lane, seq)
                     expected = seq

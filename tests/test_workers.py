@@ -444,3 +444,33 @@ def test_workers_front_authenticates_on_tcp(smile, procs, tmp_path):
         plain.close()
     evs = sub.finish()
     assert {e["stream_id"] for e in evs} <= {"keyed", "pipeline"} and any(e["stream_id"] == "keyed" for e in evs)
+
+
+def test_a_subscriber_from_seq_0_started_before_the_publisher_misses_nothing(tmp_path):
+    """`fes-events --replay-from 0` before the detector is up: the hello finds nobody, so each lane is replayed from
+    0 when its first live event arrives (the events published before the SUB connected come from replay)."""
+    from fes_live.stream.events import EventPublisher
+    ctx = zmq.Context()
+    ctx.setsockopt(zmq.RECONNECT_IVL, 2000)  # the SUB socket tries again every 2 s: it misses the first events
+    ev, rp = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    sub = Subscription(ev, rp, from_seq=0, ctx=ctx)
+    got = []
+    t = threading.Thread(target=lambda: got.extend(sub), daemon=True)
+    t.start()
+    time.sleep(3.5)  # the subscriber's hello (3 s) has given up
+    pub = EventPublisher(ctx, ev, rp, run_token="t")
+    try:
+        for i in range(5):
+            pub.publish("face", "cam0", {"state": "found", "frame": i, "pts_s": i / 30, "wall_s": 1.0})
+        assert len(got) == 0
+        deadline = time.monotonic() + scaled(15)
+        while not got:
+            pub.publish("face", "cam0", {"state": "found", "frame": pub.seq, "pts_s": 0.0, "wall_s": 1.0})
+            assert time.monotonic() < deadline, "the subscriber never connected"
+            time.sleep(0.3)
+        sub.idle_timeout_s = 1.0
+        t.join(scaled(20))
+    finally:
+        pub.close()
+        ctx.destroy(linger=0)
+    assert [e["seq"] for e in got] == list(range(pub.seq)) and sub.missed == 0, [e["seq"] for e in got]
