@@ -105,12 +105,18 @@ def feeder(endpoint: str, stream_ids: list[str], clip_paths: list[str], seconds:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc (Linux); NaN elsewhere."""
+    """utime + stime of a process and its living descendants (a pool's front and workers), from /proc (Linux);
+    NaN elsewhere."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return float("nan")
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return own + sum(c for c in (cpu_seconds(int(k)) for k in children) if c == c)
 
 
 class GpuSampler(threading.Thread):
@@ -139,7 +145,7 @@ def run_n(n: int, seconds: float, clips: list[Path], args, tmp: Path) -> dict:
     ep = Endpoints(features=f"tcp://127.0.0.1:{free_port()}", events=f"tcp://127.0.0.1:{free_port()}",
                    replay=f"tcp://127.0.0.1:{free_port()}", preview=f"ipc://{tmp}/p{n}")
     sup, child = start_detector(ep, {"engine": args.engine, "backend": args.backend, "max_streams": max(256, n),
-                                     "max_pending_streams": max(64, n),
+                                     "max_pending_streams": max(64, n), "workers": args.workers,
                                      "journal": str(tmp / f"journal-{n}.sqlite")})
     try:
         events: list[tuple[float, dict]] = []
@@ -325,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--feeders", type=int, default=1, help="feeder processes sending the streams (edge ingests)")
     p.add_argument("--engine", default="", help="engine folder (default: the bundled default engine)")
     p.add_argument("--backend", default="auto", help="auto, tensorrt, aoti, export or eager")
+    p.add_argument("--workers", type=int, default=1, help="detector worker processes (fes-live detect --workers)")
     p.add_argument("--keep-going", action="store_true", help="try every N even after one did not hold")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
@@ -361,9 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"detector stages, ms per stream-frame at N={stages['streams']} (in process): decode {stages['decode_ms']}, "
           f"spotter {stages['spotter_ms']}, models {stages['model_ms']}, publish {stages['publish_ms']}, "
           f"total {stages['total_ms']}")
-    print(f"machine: {os.cpu_count()} CPU cores; GPU: {'nvidia-smi present' if shutil.which('nvidia-smi') else 'none'}")
+    print(f"detector workers: {args.workers}; machine: {os.cpu_count()} CPU cores; GPU: {'nvidia-smi present' if shutil.which('nvidia-smi') else 'none'}")
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "largest_n_30fps": best, "model_ceiling": ceiling,
                                                "ratio_to_ceiling": ratio, "stages": stages,
-                                               "cpu_count": os.cpu_count()}, indent=2))
+                                               "cpu_count": os.cpu_count(), "workers": args.workers}, indent=2))
     return 0

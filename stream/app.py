@@ -63,7 +63,8 @@ def role_configs(cfg: RunConfig, rt: str | None = None, run_token: str = ""
     record = new_run_folder(cfg.record_dir) if cfg.record_dir else None  # a fresh folder per run
     det = from_dict(DetectConfig, {"endpoints": to_dict(ep), "engine": cfg.engine, "backend": cfg.backend,
                                    "journal": str(record / "events.sqlite") if record else "",
-                                   "record_dir": str(record) if record else "", "run_token": run_token})
+                                   "record_dir": str(record) if record else "", "run_token": run_token,
+                                   "workers": cfg.workers})
     ingests = {}
     for src, sid in zip(cfg.sources, stream_ids(cfg.sources)):
         ingests[f"ingest-{sid}"] = from_dict(IngestConfig, {
@@ -170,17 +171,17 @@ def print_events(sub: Subscription) -> None:
 
 
 def wait_for_detector(sup: Supervisor, replay: str, stop: threading.Event, token: str = "",
-                      curve=None) -> int | None:
+                      curve=None) -> int | dict | None:
     """Our detector's next seq once it answers a replay request (engine loaded, sockets bound) with this run's
-    `token` (any, when none is given); None if it died or timed out. An answer without the token is another
-    process on our port."""
+    `token` (any, when none is given), {lane: next seq} from a front of workers; None if it died or timed out. An
+    answer without the token is another process on our port."""
     def ours():
         try:
             meta = hello(replay, timeout_s=1.0, curve=curve)
         except ReplayError:
             return None
         if not token or str(meta.get("publisher", "")).startswith(f"{token}-"):
-            return int(meta["next_seq"])
+            return meta.get("publishers") or int(meta["next_seq"])
         log.warning("%s answers for another detector (publisher %s): waiting for ours", replay, meta.get("publisher"))
         return None
     return wait_for_child(sup, DETECTOR, ENGINE_LOAD_TIMEOUT_S, stop, ours)
@@ -286,6 +287,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="network sources: stop reconnecting after S seconds without a frame (default: never)")
     p.add_argument("--engine", default="", help="engine folder (default: the bundled default engine)")
     p.add_argument("--backend", default="auto", help="auto, tensorrt, aoti, export or eager")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="N detector worker processes, streams assigned by a hash of their id (fes-live detect)")
     p.add_argument("--face-model", default=None, help="MediaPipe face_landmarker .task file")
     p.add_argument("--port", default=None, metavar="N|auto",
                    help="events on tcp://127.0.0.1:N, replay on N+1 (default 5556); auto: free ports, printed")
@@ -323,6 +326,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             d[key] = True
     if args.lsl:
         d["lsl"], d["lsl_wait_s"] = True, args.lsl_wait
+    if args.workers is not None:
+        d["workers"] = args.workers
     if args.max_faces is not None:
         d["max_faces"] = args.max_faces
     if args.give_up_after is not None:

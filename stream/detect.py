@@ -96,6 +96,17 @@ class StreamState:
         return {"frame": int(frame), "pts_s": float(pts), "wall_s": wall}
 
 
+def features_socket(ctx: zmq.Context, guard: auth.ServerAuth, endpoint: str, recv_hwm: int) -> zmq.Socket:
+    """The bound PULL socket ingests send to (of a detector, or of the front of several, stream/workers.py)."""
+    pull = ctx.socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVHWM, recv_hwm)
+    pull.setsockopt(zmq.LINGER, 0)
+    wire.limit_receive(pull, "features", "control")
+    guard.apply(pull, endpoint)
+    pull.bind(endpoint)
+    return pull
+
+
 class Detector:
     def __init__(self, cfg: DetectConfig, engine, ctx: zmq.Context | None = None):
         self.cfg = cfg
@@ -106,12 +117,7 @@ class Detector:
         self.ctx = ctx or zmq.Context.instance()
         self.guard = auth.ServerAuth(self.ctx, ep.curve)
         self.guard.check(ep.features, ep.events, ep.replay)  # AuthError before anything is bound
-        self.pull = self.ctx.socket(zmq.PULL)
-        self.pull.setsockopt(zmq.RCVHWM, cfg.recv_hwm)
-        self.pull.setsockopt(zmq.LINGER, 0)
-        wire.limit_receive(self.pull, "features", "control")
-        self.guard.apply(self.pull, ep.features)
-        self.pull.bind(ep.features)
+        self.pull = features_socket(self.ctx, self.guard, ep.features, cfg.recv_hwm)
 
         def prepare(sock: zmq.Socket, role: str) -> None:  # publisher's sockets get only requests, subscriptions
             wire.limit_receive(sock)
@@ -636,12 +642,11 @@ def _finite(value):
 
 
 def run_detector(cfg: DetectConfig, stop_event: threading.Event | None = None) -> int:
-    """The role: load the engine, serve until stopped."""
-    import torch
-
-    from fes_live.stream.engine import load_engine
-    if cfg.torch_threads > 0:
-        torch.set_num_threads(cfg.torch_threads)
+    """The role: load the engine, serve until stopped (with `cfg.workers` > 1: a pool of detector workers behind
+    one front, stream/workers.py)."""
+    if not 1 <= cfg.workers <= wire.MAX_LANES:
+        from fes_live.stream.config import ConfigError
+        raise ConfigError(f"workers is {cfg.workers}: give 1 to {wire.MAX_LANES}")
     from fes_live.stream.supervise import FATAL_EXIT
     try:
         auth.ServerAuth(None, cfg.endpoints.curve).check(cfg.endpoints.features, cfg.endpoints.events,
@@ -649,6 +654,14 @@ def run_detector(cfg: DetectConfig, stop_event: threading.Event | None = None) -
     except auth.AuthError as e:
         log.error("detector cannot start: %s", e)
         return FATAL_EXIT
+    if cfg.workers > 1:
+        from fes_live.stream.workers import run_pool
+        return run_pool(cfg, stop_event or threading.Event())
+    import torch
+
+    from fes_live.stream.engine import load_engine
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
     engine = load_engine(cfg.engine or None, backend=cfg.backend)
     detector = Detector(cfg, engine)
     if (cfg.aoti_build and os.environ.get("FES_AOTI_BUILD", "1") != "0" and cfg.backend == "auto"
@@ -669,6 +682,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "survive restarts; an old .jsonl journal is migrated to .sqlite)")
     p.add_argument("--record", default="", metavar="DIR", help="journal + per-frame intensity CSVs into DIR")
     p.add_argument("--queue-frames", type=int, default=None, help="per-stream backlog before dropping the oldest")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="N detector processes behind these endpoints, streams assigned by a hash of their id")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run the workers as Ray actors on this cluster (pip install fes-live[ray]; docs/fleet.md)")
     p.add_argument("--config", default=None, help="JSON file with DetectConfig fields (flags override it)")
     auth.add_flags(p)
 
@@ -691,6 +708,8 @@ def config_from_args(args: argparse.Namespace) -> DetectConfig:
         d["backend"] = args.backend
     if args.queue_frames:
         d["queue_frames"] = args.queue_frames
+    if args.workers is not None:
+        d["workers"] = args.workers
     if d["record_dir"] and not d["journal"]:
         d["journal"] = f"{d['record_dir']}/events.sqlite"
     return from_dict(DetectConfig, d)
@@ -701,4 +720,7 @@ def main(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    if args.ray:
+        from fes_live.stream.ray_roles import run_ray_pool
+        return run_ray_pool(cfg, args.ray, stop)
     return run_detector(cfg, stop)

@@ -613,9 +613,12 @@ class EventPublisher:
             self.journal.close()
 
 
-def replay_request(first: int, last: int | None = None, limit: int = REPLAY_MAX) -> list:
-    """Frames of a replay request for events first..last (None: up to the newest)."""
+def replay_request(first: int, last: int | None = None, limit: int = REPLAY_MAX, publisher: str = "") -> list:
+    """Frames of a replay request for events first..last (None: up to the newest); `publisher`: the lane asked for
+    at a front of several detector workers (stream/workers.py), ignored by a single detector."""
     meta = {"from": int(first), "to": None if last is None else int(last), "max": int(limit)}
+    if publisher:
+        meta["publisher"] = publisher
     return wire.encode("replay", wire.Header("replay", PIPELINE_STREAM, meta=meta))
 
 

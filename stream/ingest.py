@@ -265,6 +265,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lsl-wait", type=float, default=0.0, metavar="S",
                    help="with --lsl: wait up to S seconds for an LSL consumer before the source starts")
     p.add_argument("--events-endpoint", default=None, help="detector's event endpoint (for --record clips)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="instead of --features-endpoint: the detector actor owning this stream on this Ray cluster")
     p.add_argument("--config", default=None, help="JSON file with IngestConfig fields (flags override it)")
     auth.add_flags(p)
 
@@ -290,6 +292,13 @@ def config_from_args(args: argparse.Namespace) -> IngestConfig:
         over["record_dir"] = str(new_run_folder(args.record))
     if args.lsl:
         over["lsl"], over["lsl_wait_s"] = True, args.lsl_wait
+    if args.ray:  # send to the detector actor that owns this stream, found by name (stream/ray_roles.py)
+        from fes_live.stream.ray_roles import features_endpoint
+        from fes_live.stream.sources import default_stream_id
+        over["stream_id"] = over["stream_id"] or ("replay" if args.features else
+                                                  default_stream_id(over.get("source", base.source)))
+        over["endpoints"]["features"] = features_endpoint(args.ray, over["stream_id"])
+        log.info("%s: sending to its detector actor at %s", over["stream_id"], over["endpoints"]["features"])
     return from_dict(IngestConfig, {**to_dict(base), **over})
 
 

@@ -136,6 +136,7 @@ class DetectConfig:
     stats_streams: int = 8  # per-stream stats events up to this many streams; beyond, one detector-wide event
     notes_per_s: float = 10.0  # supervisor notes and ends of unknown streams published per second (burst 2x)
     run_token: str = ""  # set by `fes-live run`: prefixes the publisher id so the app knows its own detector
+    workers: int = 1  # detector processes behind one set of endpoints, streams sharded by id (stream/workers.py)
 
 
 @dataclass(frozen=True)
@@ -157,3 +158,4 @@ class RunConfig:
     max_restarts: int = 5  # per child within restart_window_s, then the child is given up
     restart_window_s: float = 60.0
     shutdown_timeout_s: float = 10.0
+    workers: int = 1  # detector worker processes (DetectConfig.workers)

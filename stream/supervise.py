@@ -130,8 +130,12 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, max_restarts: int = 5, window_s: float = 60.0, on_change: OnChange | None = None):
+    def __init__(self, max_restarts: int = 5, window_s: float = 60.0, on_change: OnChange | None = None,
+                 notes_to: str = NOTES_TO):
+        """`notes_to`: the child that publishes the notes (a pool of detector workers names the one that owns the
+        pipeline stream)."""
         self.max_restarts, self.window_s = max_restarts, window_s
+        self.notes_to = notes_to
         self.on_change = on_change
         self.children: dict[str, Child] = {}
         self.notes: deque[tuple[str, str, str, int | None, int]] = deque(maxlen=NOTES_KEPT)  # id, child, status, ..
@@ -161,7 +165,7 @@ class Supervisor:
                     self.start(child.name, child.target, child.cfg)
                     earlier = list(self.notes)
                     self._notify(child, "restarted", child.last_exitcode)
-                    if child.name == NOTES_TO:  # notes it had received but not published died with it
+                    if child.name == self.notes_to:  # notes it had received but not published died with it
                         for note in earlier:
                             self._send(*note)
                 continue

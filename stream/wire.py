@@ -16,7 +16,8 @@ Payload kinds:
 - `preview`  ingest -> viewer: a downscaled JPEG of the frame, the primary face's landmarks and box (preview pixels).
 - `control`  ingest -> detector (stream started / ended / error) and supervisor -> detector (a child restarted).
 - `event`    detector -> subscribers: one event dict (see stream/events.py and stream/event.schema.json).
-- `replay`   client <-> detector's replay endpoint: a request (meta: from, to, max) and its answer (a JSON list).
+- `replay`   client <-> detector's replay endpoint: a request (meta: from, to, max, and at a workers' front the
+  publisher lane) and its answer (a JSON list).
 """
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ MAX_PIXELS = 1 << 16  # preview width / height, box coordinates
 # sets ZeroMQ's MAXMSGSIZE (a per-frame limit: a larger frame disconnects its peer) from these.
 MAX_BYTES = {"features": 1 << 18, "control": 0, "preview": 1 << 22, "event": 1 << 20, "replay": 1 << 26}
 MAX_PARTS = 2 + MAX_ARRAYS  # topic, header, buffers
+MAX_LANES = 64  # publishers behind one replay front (detector workers)
 
 
 class BadMessage(ValueError):
@@ -219,14 +221,23 @@ def _event_meta(m: dict) -> None:
 
 def _replay_meta(m: dict) -> None:
     if "ok" in m:  # an answer
-        _meta_keys(m, {"ok", "error", "next_seq", "publisher"}, {"ok", "next_seq", "publisher"}, "replay answer")
+        _meta_keys(m, {"ok", "error", "next_seq", "publisher", "publishers"}, {"ok", "next_seq", "publisher"},
+                   "replay answer")
         _check(type(m["ok"]) is bool, "meta.ok must be true or false")
         check_int(m["next_seq"], 0, MAX_INT, "meta.next_seq")
         check_text(m["publisher"], "meta.publisher", 64)
         if "error" in m:
             check_text(m["error"], "meta.error")
+        if "publishers" in m:  # a front of several detector workers (stream/workers.py): {lane: next seq}
+            lanes = m["publishers"]
+            _check(isinstance(lanes, dict) and len(lanes) <= MAX_LANES, f"meta.publishers: <= {MAX_LANES} lanes")
+            for lane, seq in lanes.items():
+                check_text(lane, "meta.publishers lane", 64)
+                check_int(seq, 0, MAX_INT, "meta.publishers seq")
         return
-    _meta_keys(m, {"from", "to", "max"}, {"from"}, "replay request")
+    _meta_keys(m, {"from", "to", "max", "publisher"}, {"from"}, "replay request")
+    if "publisher" in m:  # whose events, at a front of several publishers: a lane (stream/client.py: lane_of)
+        check_text(m["publisher"], "meta.publisher", 64)
     check_int(m["from"], 0, MAX_INT, "meta.from")
     if m.get("to") is not None:
         check_int(m["to"], -1, MAX_INT, "meta.to")
