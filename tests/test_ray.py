@@ -53,11 +53,11 @@ def cluster(tmp_path_factory):
             procs.popen([ray_bin, "start", *args, "--temp-dir", str(tmp / name), *common],
                         stdout=logs[-1], stderr=logs[-1], env=dict(os.environ, RAY_USAGE_STATS_ENABLED="0"))
             if name == "head":
-                assert wait_until(lambda: "--block" in (tmp / "head.log").read_text(), 120), \
+                assert wait_until(lambda: "--block" in (tmp / "head.log").read_text(), 300), \
                     (tmp / "head.log").read_text()[-2000:]
         address = f"127.0.0.1:{port}"
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
-        assert wait_until(lambda: sum(n["Alive"] for n in ray.nodes()) == 2, 120), (tmp / "node2.log").read_text()
+        assert wait_until(lambda: sum(n["Alive"] for n in ray.nodes()) == 2, 300), (tmp / "node2.log").read_text()
         yield address
     finally:
         if ray.is_initialized():
@@ -73,6 +73,7 @@ def cluster(tmp_path_factory):
             f.close()
 
 
+@pytest.mark.slow
 def test_detector_actors_on_two_nodes_come_back_after_ray_kills_one(cluster, smile, smile_npz, engine, procs,
                                                                      tmp_path):
     sids = split_streams(2)
