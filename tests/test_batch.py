@@ -101,15 +101,18 @@ def test_two_batch_runs_and_the_live_lossless_run_agree(sixty_s, tmp_path, procs
     assert code == 0, log[-3000:]
     (rec,) = (tmp_path / "rec").iterdir()
     live = [e for e in read_journal(rec / "events.sqlite") if e["stream_id"] == "smile60"]
+    # first that the live run saw every frame once, as one stream from its start (else the comparison is moot)
+    streams = [e["data"] for e in live if e["type"] == "stream"]
+    last = [e["data"] for e in live if e["type"] == "stats"][-1]
+    assert last["frames_out"] == 1800 and last["dropped_ingest"] == 0 and last["dropped_detector"] == 0, (last, streams)
+    assert "1800 sent, 0 not sent" in log, log[-3000:]  # the ingest's own count
+    assert [s["status"] for s in streams] == ["started", "ended"], streams
     pick = lambda evs, t: [timing_free(e)["data"] for e in evs if e["type"] == t]
     for t in ("expression", "expression.onset", "expression.cancel", "face"):
         assert pick(live, t) == pick(a, t), t
     curve = lambda evs: [(f, v) for e in evs if e["type"] == "intensity" for f, v in zip(e["data"]["frames"],
                                                                                          e["data"]["values"])]
     assert curve(live) == curve(a)
-    last = [e["data"] for e in live if e["type"] == "stats"][-1]
-    assert last["frames_out"] == 1800 and last["dropped_ingest"] == 0 and last["dropped_detector"] == 0
-    assert "1800 sent, 0 not sent" in log  # the ingest's own count
     assert (rec / "table_smile60.csv").read_bytes() == (outs[0] / "smile60.csv").read_bytes()
 
 

@@ -4,9 +4,11 @@ send to it directly; an actor killed by Ray (`ray.kill(no_restart=False)`) mid-r
 streams with the same expressions, and the subscriber sees every event once. Skipped where ray is not installed
 (`pip install fes-live[ray]`)."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,10 +38,11 @@ def _session_members(sids: set[int]) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster():
     """A head node and a second node with a resource of its own, each `ray start --block` in a session of its own;
     the finalizer kills both sessions (raylets, GCS and every worker process) whatever happened."""
-    tmp = tmp_path_factory.mktemp("ray")
+    # Ray's session sockets must fit AF_UNIX's 107 bytes: pytest's (and xdist's) temp paths are too long for them
+    tmp = Path(tempfile.mkdtemp(prefix="fes-ray-", dir="/tmp"))
     ray_bin = str(Path(sys.executable).with_name("ray"))
     port = free_port()
     common = ["--num-cpus", "1", "--disable-usage-stats", "--object-store-memory", str(100 << 20), "--block"]
@@ -71,6 +74,7 @@ def cluster(tmp_path_factory):
                 pass
         for f in logs:
             f.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.mark.slow
