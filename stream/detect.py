@@ -69,6 +69,7 @@ class StreamState:
     fps: float | None = None  # as announced by its `started` message
     message: str = ""  # of its `stream started` event
     last_frame: int = -1  # newest frame index queued: indices must increase
+    announced: bool = False  # it came with its ingest's `started` message (source, fps, lossless known)
     refused: bool = False  # proven real while every spotter slot was taken
     times: dict = field(default_factory=dict)  # frame -> (pts_s, wall_s)
     order: deque = field(default_factory=deque)
@@ -220,6 +221,8 @@ class Detector:
                 self._end(sid, "ended", "restarted by its source")
             s = self._admit(sid, meta.get("source", ""), message, fps=meta.get("fps"),
                             lossless=meta.get("lossless") is True)
+            if s is not None:
+                s.announced = True
             if s is not None and self.cfg.admit_frames <= 0:
                 self._promote(s)
         else:  # ended / error
@@ -428,8 +431,12 @@ class Detector:
 
     def housekeeping(self) -> None:
         now = time.monotonic()
-        for sid in [k for k, s in self.pending.items() if now - s.last_seen_s > self.cfg.pending_idle_s]:
-            del self.pending[sid]  # never proven real: forgotten without an event
+        # never proven real: forgotten without an event. A stream its ingest announced waits as long as a running one:
+        # a file ingest can take seconds from `started` to its first frames on a busy machine (model load), and
+        # forgetting it would lose what `started` said (fps, lossless) when its frames come
+        for sid in [k for k, s in self.pending.items()
+                    if now - s.last_seen_s > (self.cfg.idle_stream_s if s.announced else self.cfg.pending_idle_s)]:
+            del self.pending[sid]
             self.evicted += 1
         idle = [k for k, s in self.streams.items() if now - s.last_seen_s > self.cfg.idle_stream_s]
         for sid in idle[:CLOSES_PER_TURN]:

@@ -129,7 +129,8 @@ class DetectConfig:
     max_streams: int = 256  # streams with a spotter; frames of further streams are refused and counted
     max_pending_streams: int = 64  # streams not yet proven real (cheap: a short queue, no spotter)
     admit_frames: int = 10  # valid feature frames, in increasing order, before a stream gets its spotter
-    pending_idle_s: float = 3.0  # a stream that has not proven real and is silent this long is forgotten
+    pending_idle_s: float = 3.0  # a stream that has not proven real and is silent this long is forgotten (one its
+                                 # ingest announced with `started`: idle_stream_s)
     recv_hwm: int = 1000  # messages ZeroMQ queues per connected ingest before it stops reading that peer
     drain_budget_s: float = 0.02  # per loop turn, at most this long receiving before the streams get processed
     stream_msgs_per_turn: int = 128  # frames of one stream taken per loop turn; more are dropped (and counted)

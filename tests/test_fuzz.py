@@ -225,3 +225,22 @@ def test_fuzz_against_a_running_detector_with_a_real_stream(tmp_path, smile_npz)
     assert stats["bad_messages"] > 1000 and stats["refused"] > 0 and stats["errors"] == 0
     assert r["rss_after_mb"] - r["rss_before_mb"] < RSS_GROWTH_MB, r
     assert not math.isnan(r["rss_after_mb"])
+
+
+def test_an_announced_stream_waits_for_its_first_frames(engine_dir, tmp_path):
+    """`started`, then seconds before the first frame (a file ingest loading its model on a busy machine): the
+    pending stream keeps what `started` said, so a lossless stream stays lossless (a CI run lost 166 frames so)."""
+    det = Detector(DetectConfig(endpoints=tcp_endpoints(tmp_path), admit_frames=3, pending_idle_s=0.2),
+                   load_engine(engine_dir))
+    try:
+        det.handle(wire.control_message("file", "started", source="f.mp4", fps=30.0, lossless=True))
+        det.handle(frame_msg("noise", 0))  # features only: forgotten after pending_idle_s
+        time.sleep(0.3)
+        det.housekeeping()
+        assert list(det.pending) == ["file"] and det.evicted == 1
+        for i in range(3):
+            det.handle(frame_msg("file", i))
+        s = det.streams["file"]
+        assert s.queue.maxlen is None and s.fps == 30.0 and s.source == "f.mp4"  # lossless: never drops
+    finally:
+        det.close()
