@@ -78,3 +78,22 @@ def test_finetune_learns_and_exports_an_engine_that_loads(engine, tmp_path):
     x[0, 40:80, 44:46] = 0.6
     eager = model(torch.from_numpy(x)).cls_logits.detach().numpy()
     np.testing.assert_allclose(e.fedn(x).cls_logits, eager, atol=1e-4)
+
+
+def test_loio_scores_each_identity_with_a_model_that_never_saw_it(engine, monkeypatch):
+    """Each fold trains on the other identities' clips only, and every clip is scored once, by its own fold."""
+    seen = []
+    real_finetune = rt.finetune
+
+    def finetune(engine, clips, cfg, desc="", progress=True):
+        seen.append(sorted({c.identity for c in clips}))
+        return real_finetune(engine, clips, cfg, desc, progress)
+    monkeypatch.setattr(rt, "finetune", finetune)
+    feats = {"geometry": np.zeros((90, 1008), np.float32), "roi_flow": np.zeros((90, 12, 2), np.float32),
+             "face_present": np.ones(90, bool), "frame_index": np.arange(90), "fps": 30.0}
+    clips = []
+    for k, ident in enumerate("aab"):
+        c = clip(T=90, gt=((20, 50),), other=(), seed=k)
+        clips.append(rt.Clip(f"{ident}{k}", ident, 30.0, c.inputs, c.gt, c.labels, c.ignore, feats))
+    events = rt.loio(engine, clips, rt.RealTrainConfig(epochs=1, windows_per_clip=2), progress=False)
+    assert seen == [["b"], ["a"]] and sorted(events) == ["a0", "a1", "b2"]

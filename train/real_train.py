@@ -37,6 +37,7 @@ from fes_live.stream.config import ConfigError, from_dict, to_dict
 from fes_live.train import real_eval
 from fes_live.train.losses import fedn_loss
 from fes_live.train.targets import AssignConfig, assign_anchor_targets
+from fes_live.train.train import fedn_runner
 
 log = logging.getLogger("fes-train-real")
 
@@ -191,17 +192,12 @@ def finetune(engine, clips: list[Clip], cfg: RealTrainConfig, desc: str = "FEDN"
     return model.eval()
 
 
-def fedn_fn(model):
-    from fes_live.train.train import fedn_runner
-    return fedn_runner(model)
-
-
 def spotter_overrides(cfg: RealTrainConfig) -> dict:
     """What the fine-tuned engine's manifest says of its spotter: FEDN-only proposals at the fixed threshold."""
     return {"fedn_only_threshold": cfg.fedn_only_threshold, "proposals": {"score_threshold": [10.0, 10.0]}}
 
 
-def loio(engine, clips: list[Clip], labels: dict, cfg: RealTrainConfig, progress: bool = True,
+def loio(engine, clips: list[Clip], cfg: RealTrainConfig, progress: bool = True,
          only: list[str] | None = None, models: Path | None = None) -> dict:
     """Leave one identity out: {clip: events} with each clip's events from the model that never saw its person
     (`only`: just these identities' folds; `models`: keep each fold's weights there, `<identity>.pt`)."""
@@ -217,7 +213,7 @@ def loio(engine, clips: list[Clip], labels: dict, cfg: RealTrainConfig, progress
                         "trained_on": sorted(c.name for c in train)}, models / f"{ident}.pt")
         for c in clips:
             if c.identity == ident:
-                run = real_eval.run_engine(engine, c.feats, fedn=fedn_fn(model), spotter=spotter_overrides(cfg))
+                run = real_eval.run_engine(engine, c.feats, fedn=fedn_runner(model), spotter=spotter_overrides(cfg))
                 events[c.name] = run["events"]
         log.info("fold %d/%d %s: %d training clips, %.0f s so far", k + 1, len(identities), ident, len(train),
                  time.monotonic() - started)
@@ -344,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                                    Path(args.overrides) if args.overrides else None, args.face_model)
         if args.loio:
             out = Path(args.loio)
-            events = loio(engine, clips, labels, cfg, not args.no_progress,
+            events = loio(engine, clips, cfg, not args.no_progress,
                           models=Path(args.keep_folds) if args.keep_folds else None)
             report = loio_report(engine, clips, labels, events, cfg)
             out.mkdir(parents=True, exist_ok=True)
