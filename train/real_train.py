@@ -20,7 +20,6 @@ at random (`rate`), so the model sees expressions at other speeds and frame rate
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -86,7 +85,6 @@ def load_clips(engine, data: Path, cache: Path, overrides: Path | None, face_mod
     fm = real_eval.find_face_model(data, face_model)
     version = real_eval.feature_code_version(fm)
     emotions = list(engine.labels["emotions"])
-    base_cfg = engine.spotter_config().baseline
     clips = []
     for name in sorted(labels):
         info = labels[name]
@@ -94,8 +92,7 @@ def load_clips(engine, data: Path, cache: Path, overrides: Path | None, face_mod
             continue
         feats = real_eval.clip_features(data / "clips" / f"{name}.mp4", cache, fm, version)
         fps = float(feats["fps"])
-        inputs = baseline_normalize(feats["geometry"], feats["face_present"],
-                                    dataclasses.replace(base_cfg, fps=fps))
+        inputs = baseline_normalize(feats["geometry"], feats["face_present"], engine.spotter_config(fps).baseline)
         expr = [e for e in info["events"] if real_eval.label_kind(e["type"]) == "expression"]
         other = [e for e in info["events"] if real_eval.label_kind(e["type"]) == "other"]
         clips.append(Clip(name, real_eval.identity(name), fps, inputs,

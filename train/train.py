@@ -755,11 +755,8 @@ REAL_CLIPS = {  # ../shared/data/video: what a good engine does on them
 
 def spot_with_engine(engine, features: dict) -> list:
     """The deployed path: a spotter from the engine (manifest thresholds), fps following the clip."""
-    from fes_live.models.online import OnlineSpotter, spot_video
-    sc = engine.spotter_config()
-    fps = float(features.get("fps", sc.fps))
-    sc = dataclasses.replace(sc, fps=fps, baseline=dataclasses.replace(sc.baseline, fps=fps))
-    return spot_video(OnlineSpotter(engine.gim, engine.fedn if engine.has_fedn else None, sc), features)
+    from fes_live.models.online import spot_video
+    return spot_video(engine.new_spotter(float(features.get("fps", engine.manifest["fps"]))), features)
 
 
 def per_frame_cost(engine, repeats: int = 50) -> dict[str, float]:
