@@ -30,7 +30,7 @@ from fes_live.stream.config import ConfigError, from_dict, load_config, to_dict
 from fes_live.stream.detect import run_detector
 from fes_live.stream.events import PIPELINE_STREAM, format_event
 from fes_live.stream.ingest import run_ingest
-from fes_live.stream.pipeline_config import DetectConfig, IngestConfig, RunConfig, instance_dir
+from fes_live.stream.pipeline_config import ENGINE_HELP, DetectConfig, IngestConfig, RunConfig, instance_dir
 from fes_live.stream.record import new_run_folder
 from fes_live.stream.supervise import Supervisor
 
@@ -285,7 +285,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-faces", type=int, default=None, help="faces tracked per source (default 1)")
     p.add_argument("--give-up-after", type=float, default=None, metavar="S",
                    help="network sources: stop reconnecting after S seconds without a frame (default: never)")
-    p.add_argument("--engine", default="", help="engine folder (default: the bundled default engine)")
+    p.add_argument("--engine", default="", help=ENGINE_HELP)
     p.add_argument("--backend", default="auto", help="auto, tensorrt, aoti, export or eager")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="N detector worker processes, streams assigned by a hash of their id (fes-live detect)")

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from fes_live.stream import wire
 from fes_live.stream.config import from_dict
-from fes_live.stream.pipeline_config import DetectConfig
+from fes_live.stream.pipeline_config import ENGINE_HELP, DetectConfig
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="FOLDER_OR_FILE", help="video files, or folders of videos")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="folder for <name>.events.jsonl and <name>.csv per video (existing files are never replaced)")
-    p.add_argument("--engine", default="", help="engine folder (default: the bundled default engine)")
+    p.add_argument("--engine", default="", help=ENGINE_HELP)
     p.add_argument("--backend", default="auto", help="auto, tensorrt, aoti, export or eager")
     p.add_argument("--face-model", default=None, help="MediaPipe face_landmarker .task file")
     p.add_argument("--max-faces", type=int, default=1, help="faces to track (the primary one is scored)")

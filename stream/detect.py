@@ -34,7 +34,7 @@ from fes_live.stream import auth, wire
 from fes_live.stream.batching import StepBatcher
 from fes_live.stream.config import from_dict, load_config, to_dict
 from fes_live.stream.events import PIPELINE_STREAM, EventError, EventPublisher
-from fes_live.stream.pipeline_config import DetectConfig
+from fes_live.stream.pipeline_config import ENGINE_HELP, DetectConfig
 
 log = logging.getLogger(__name__)
 
@@ -680,7 +680,7 @@ def run_detector(cfg: DetectConfig, stop_event: threading.Event | None = None) -
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", default="", help="engine folder (default: the bundled default engine)")
+    p.add_argument("--engine", default="", help=ENGINE_HELP)
     p.add_argument("--backend", default="auto", help="auto, tensorrt, aoti, export or eager")
     p.add_argument("--features-endpoint", default=None, help="bind for ingests (default: ipc, local)")
     p.add_argument("--events-endpoint", default=None, help="event PUB bind (default tcp://127.0.0.1:5556)")

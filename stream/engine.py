@@ -31,7 +31,7 @@ import torch.nn as nn
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-DEFAULT_ENGINE = Path(__file__).resolve().parent / "engines" / "default"
+from fes_live.stream.pipeline_config import DEFAULT_ENGINE, engine_folder  # noqa: F401  (re-exported)
 BACKENDS = ("tensorrt", "aoti", "export", "eager")
 MODEL_NAMES = ("gim", "fedn")
 REQUIRED_KEYS = ("format_version", "version", "models", "fps", "window", "stride", "labels", "thresholds",
@@ -454,7 +454,7 @@ def load_engine(path: str | Path | None = None, backend: str = "auto", device: s
     A named backend compiles its variant on demand if missing (and caches it), and fails with EngineError if it
     cannot be used.
     """
-    folder = Path(path) if path is not None else DEFAULT_ENGINE
+    folder = engine_folder(path)
     manifest = read_manifest(folder)
     verify_files(folder, manifest)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

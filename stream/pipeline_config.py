@@ -10,6 +10,22 @@ import getpass
 import os
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
+
+BUNDLED_ENGINES = Path(__file__).resolve().parent / "engines"
+DEFAULT_ENGINE = BUNDLED_ENGINES / "default"
+ENGINE_HELP = ("engine folder, or the name of a bundled one: default (real faces; the default) or lab (also "
+               "micro-expressions, docs/real_dev.md)")
+
+
+def engine_folder(path: str | Path | None) -> Path:
+    """A folder as given, or a bundled engine by name when no such folder exists here (`--engine lab`)."""
+    if path is None or str(path) == "":
+        return DEFAULT_ENGINE
+    folder = Path(path)
+    if not folder.exists() and folder.name == str(path) and (BUNDLED_ENGINES / folder.name).is_dir():
+        return BUNDLED_ENGINES / folder.name
+    return folder
 
 
 def runtime_dir() -> str:
@@ -106,7 +122,7 @@ class IngestConfig:
 class DetectConfig:
     """The detector service: many streams in, events out."""
     endpoints: Endpoints = Endpoints()
-    engine: str = ""  # "" = the bundled default engine
+    engine: str = ""  # "" = the bundled default engine; a folder or a bundled engine's name (engine_folder)
     backend: str = "auto"
     torch_threads: int = 1  # per-frame GIM batches are tiny: one thread is fastest and leaves cores to ingests
     batch_streams: bool = True  # one engine call per model for the frames of all busy streams (stream/batching.py)

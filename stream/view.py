@@ -48,7 +48,7 @@ import numpy as np
 
 from fes_live.stream import wire
 from fes_live.stream.config import from_dict, load_config, to_dict
-from fes_live.stream.pipeline_config import Endpoints
+from fes_live.stream.pipeline_config import Endpoints, engine_folder
 from fes_live.stream.view_camera import CameraIngest
 
 log = logging.getLogger(__name__)
@@ -252,7 +252,7 @@ def parse_json(body: bytes) -> Any:
 def plot_thresholds(engine: str = "") -> list[dict]:
     """The intensity levels the detector acts on, from the engine's manifest (its `spotter` section, else the
     SpotterConfig defaults): the onset threshold and the lowest proposal threshold. [] without an engine."""
-    folder = Path(engine) if engine else Path(__file__).with_name("engines") / "default"
+    folder = engine_folder(engine)
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
         spotter = manifest.get("spotter", {}) if isinstance(manifest, dict) else {}

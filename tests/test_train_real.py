@@ -97,3 +97,44 @@ def test_loio_scores_each_identity_with_a_model_that_never_saw_it(engine, monkey
         clips.append(rt.Clip(f"{ident}{k}", ident, 30.0, c.inputs, c.gt, c.labels, c.ignore, feats))
     events = rt.loio(engine, clips, rt.RealTrainConfig(epochs=1, windows_per_clip=2), progress=False)
     assert seen == [["b"], ["a"]] and sorted(events) == ["a0", "a1", "b2"]
+
+
+def test_synthetic_videos_train_in_every_fold_and_are_never_held_out(engine, monkeypatch):
+    seen = []
+    real_finetune = rt.finetune
+
+    def finetune(engine, clips, cfg, desc="", progress=True):
+        seen.append(sorted(c.identity for c in clips))
+        return real_finetune(engine, clips, cfg, desc, progress)
+    monkeypatch.setattr(rt, "finetune", finetune)
+    feats = {"geometry": np.zeros((90, 1008), np.float32), "roi_flow": np.zeros((90, 12, 2), np.float32),
+             "face_present": np.ones(90, bool), "frame_index": np.arange(90), "fps": 30.0}
+    c = clip(T=90, gt=((20, 50),), other=(), seed=0)
+    real = [rt.Clip(f"{i}", i, 30.0, c.inputs, c.gt, c.labels, c.ignore, feats) for i in "ab"]
+    synth = [rt.Clip("s0", "synth:p", 30.0, c.inputs, c.gt, c.labels, c.ignore, feats, synthetic=True)]
+    events = rt.loio(engine, real, rt.RealTrainConfig(epochs=1, windows_per_clip=2, synth_windows_per_clip=2),
+                     progress=False, synth=synth)
+    assert seen == [["b", "synth:p"], ["a", "synth:p"]] and sorted(events) == ["a", "b"]
+
+
+def test_load_synth_reads_a_native_set_and_its_features(engine, tmp_path):
+    """fes-synth's layout (a JSON per video) and `fes-live extract`'s npz become clips with the labels' emotions;
+    a video without features is a clear error."""
+    from fes_live.stream.features import FrameFeatures, save_features
+    data, feats = tmp_path / "set", tmp_path / "features"
+    data.mkdir()
+    feats.mkdir()
+    meta = {"video_id": "p_000", "subject": "p", "fps": 30.0, "n_frames": 120,
+            "intervals": [{"onset": 10, "apex": 14, "offset": 20, "kind": "micro", "emotion": "sadness"},
+                          {"onset": 50, "apex": 70, "offset": 90, "kind": "macro", "emotion": "happiness"}]}
+    (data / "p_000.json").write_text(json.dumps(meta))
+    (data / "p_000.mp4").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="no features for synthetic video p_000"):
+        rt.load_synth(engine, data, feats)
+    save_features(feats / "p_000.npz", [FrameFeatures(i, i / 30, 0.0, True, np.zeros(1008, np.float32),
+                                                      np.zeros((12, 2), np.float32), None) for i in range(120)], 30.0)
+    (c,) = rt.load_synth(engine, data, feats)
+    emotions = list(engine.labels["emotions"])
+    assert c.synthetic and c.identity == "synth:p" and c.inputs.shape == (120, 1008)
+    assert c.gt.tolist() == [[10, 20], [50, 90]]
+    assert c.labels.tolist() == [emotions.index("sadness"), emotions.index("happiness")]

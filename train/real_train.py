@@ -16,6 +16,11 @@ Targets: expressions are positives with a training emotion (below); "other facia
 are left out of the loss, as the benchmark neither requires nor penalises them; everything else, talking, blinks
 and glances included, is background. Windows are drawn half on an expression, half anywhere, and time-stretched
 at random (`rate`), so the model sees expressions at other speeds and frame rates.
+
+`--synth DIR --synth-features DIR` trains on synthetic videos too (fes-synth's native layout, people who are in no
+scored clip; `scripts/synth_sets.sh`): real clips alone teach talking and real dynamics but hold no
+micro-expression, and a model trained on them alone forgets the synthetic ones (engine 0.3.0: F1 0.15 on held-out
+synthetic videos). The synthetic videos are in every fold's training set, as none of their people is held out.
 """
 from __future__ import annotations
 
@@ -56,6 +61,8 @@ class RealTrainConfig:
     weight_decay: float = 1e-4
     batch: int = 8
     windows_per_clip: int = 12         # per clip and epoch; half of them hold an expression
+    synth_windows_per_clip: int = 36   # per synthetic video (60 s, about 7 expressions) and epoch; chosen on the
+                                       # synthetic validation videos (12 forgot more of them), not on a real fold
     rate: tuple[float, float] = (0.75, 1.33)  # time-stretch range of a training window (source frames per frame)
     min_inside: float = 0.7            # a label counts for a window when this much of it is inside
     fedn_only_threshold: float = 0.5   # the spotter's FEDN-only score threshold for the fine-tuned model: fixed a
@@ -76,6 +83,7 @@ class Clip:
     labels: np.ndarray       # (M,) training emotion index
     ignore: np.ndarray       # (K, 2) other facial actions: out of the loss
     feats: dict              # the clip's features (for evaluation through the online spotter)
+    synthetic: bool = False  # a fes-synth video (its person is in no real clip)
 
 
 def load_clips(engine, data: Path, cache: Path, overrides: Path | None, face_model: str | None) -> tuple[list[Clip], dict]:
@@ -101,6 +109,31 @@ def load_clips(engine, data: Path, cache: Path, overrides: Path | None, face_mod
                           np.array([[e["start"], e["end"]] for e in other], dtype=np.float64).reshape(-1, 2),
                           feats))
     return clips, labels
+
+
+def load_synth(engine, data: Path, features: Path) -> list[Clip]:
+    """fes-synth videos (native layout) and their extracted features as training clips; identities are prefixed
+    `synth:` so that no fold ever holds them out."""
+    from fes_live.models.baseline import baseline_normalize
+    from fes_live.stream.features import load_features
+    from fes_live.train.datasets import load_native
+    ds = load_native(data)
+    emotions = list(engine.labels["emotions"])
+    gt = ds.by_video()
+    clips = []
+    for v in ds.videos:
+        path = features / f"{v.video_id}.npz"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no features for synthetic video {v.video_id} "
+                                    f"(fes-live extract, or scripts/synth_sets.sh)")
+        feats = load_features(path)
+        inputs = baseline_normalize(feats["geometry"], feats["face_present"], engine.spotter_config(v.fps).baseline)
+        ivs = gt[v.video_id]
+        clips.append(Clip(v.video_id, f"synth:{v.subject}", v.fps, inputs,
+                          np.array([[i.onset, i.offset] for i in ivs], dtype=np.float64).reshape(-1, 2),
+                          np.array([emotions.index(i.emotion) for i in ivs], dtype=np.int64),
+                          np.zeros((0, 2)), feats, synthetic=True))
+    return clips
 
 
 def base_fedn(engine, inputs: str):
@@ -164,7 +197,8 @@ def finetune(engine, clips: list[Clip], cfg: RealTrainConfig, desc: str = "FEDN"
     for epoch in bar:
         model.train()
         rng = np.random.default_rng([cfg.seed, epoch])
-        samples = [(i, k % 2 == 0) for i in range(len(clips)) for k in range(cfg.windows_per_clip)]
+        samples = [(i, k % 2 == 0) for i, c in enumerate(clips)
+                   for k in range(cfg.synth_windows_per_clip if c.synthetic else cfg.windows_per_clip)]
         rng.shuffle(samples)
         total, steps = 0.0, 0
         for b in range(0, len(samples), cfg.batch):
@@ -195,14 +229,15 @@ def spotter_overrides(cfg: RealTrainConfig) -> dict:
 
 
 def loio(engine, clips: list[Clip], cfg: RealTrainConfig, progress: bool = True,
-         only: list[str] | None = None, models: Path | None = None) -> dict:
+         only: list[str] | None = None, models: Path | None = None, synth: list[Clip] = ()) -> dict:
     """Leave one identity out: {clip: events} with each clip's events from the model that never saw its person
-    (`only`: just these identities' folds; `models`: keep each fold's weights there, `<identity>.pt`)."""
+    (`only`: just these identities' folds; `models`: keep each fold's weights there, `<identity>.pt`; `synth`:
+    synthetic clips every fold trains on)."""
     identities = sorted({c.identity for c in clips} if not only else set(only))
     events: dict[str, list] = {}
     started = time.monotonic()
     for k, ident in enumerate(identities):
-        train = [c for c in clips if c.identity != ident]
+        train = [c for c in clips if c.identity != ident] + list(synth)
         model = finetune(engine, train, cfg, desc=f"fold {k + 1}/{len(identities)} ({ident})", progress=progress)
         if models is not None:
             models.mkdir(parents=True, exist_ok=True)
@@ -217,7 +252,8 @@ def loio(engine, clips: list[Clip], cfg: RealTrainConfig, progress: bool = True,
     return events
 
 
-def loio_report(engine, clips: list[Clip], labels: dict, events: dict, cfg: RealTrainConfig) -> dict:
+def loio_report(engine, clips: list[Clip], labels: dict, events: dict, cfg: RealTrainConfig,
+                synth: list[Clip] = ()) -> dict:
     """The LOIO events scored by the benchmark's rules, beside the engine as shipped on the same clips."""
     shipped = {c.name: real_eval.run_engine(engine, c.feats)["events"] for c in clips}
     roles = {c.name: "scored" for c in clips}
@@ -226,6 +262,7 @@ def loio_report(engine, clips: list[Clip], labels: dict, events: dict, cfg: Real
     return {"config": to_dict(cfg), "start_engine": {"path": real_eval._shown(engine.folder),
                                                     "version": engine.manifest["version"]},
             "identities": sorted({c.identity for c in clips}),
+            "synthetic_videos": sorted(c.name for c in synth),
             "totals": {k: real_eval.totals(v, roles) for k, v in scores.items()},
             "clips": {n: {"identity": next(c.identity for c in clips if c.name == n),
                           "loio": scores["loio"][n], "start": scores["start"][n], "events": events[n]}
@@ -236,12 +273,16 @@ def loio_markdown(report: dict) -> str:
     fmt = real_eval.fmt
     t = report["totals"]
     a, b = t["loio"], t["start"]
-    lines = ["# Real dev clips, leave one identity out: FEDN fine-tuned on real clips", "",
+    synth = report.get("synthetic_videos", [])
+    also = (f" and on {len(synth)} synthetic videos of {len({v.rsplit('_', 1)[0] for v in synth})} other people "
+            f"(`scripts/synth_sets.sh`; in every fold)" if synth else "")
+    lines = ["# Real dev clips, leave one identity out: FEDN fine-tuned on real clips"
+             + (" and synthetic videos" if synth else ""), "",
              f"Start: engine `{report['start_engine']['path']}` v{report['start_engine']['version']}. For each of "
              f"the {len(report['identities'])} identities of the {a['clips']} scored clips, FEDN is fine-tuned on "
-             f"the other identities' clips (`train/real_train.py`, recipe below, fixed before any fold ran, no "
+             f"the other identities' clips{also} (`train/real_train.py`, recipe below, fixed before any fold ran, no "
              f"selection on any fold) and scored on that identity's clips through the online spotter, every frame. "
-             f"Regenerate with `scripts/real_loio.sh`.", "",
+             f"Regenerate with `{'JOINT=1 ' if synth else ''}scripts/real_loio.sh`.", "",
              "| figure | fine-tuned, held-out identity | start engine | goal |", "|---|---|---|---|"]
     for label, k, goal in (("recall, IoU >= 0.3", "recall_03", ">= 0.8"), ("recall, IoU >= 0.5", "recall_05", ""),
                            ("recall at 0.3, high-confidence labels", "recall_03_high", ""),
@@ -268,7 +309,8 @@ def loio_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def export_engine(engine, model, cfg: RealTrainConfig, clips: list[Clip], out: Path, version: str) -> Path:
+def export_engine(engine, model, cfg: RealTrainConfig, clips: list[Clip], out: Path, version: str,
+                  synth_data: str | None = None) -> Path:
     """An engine folder: the start engine's GIM, the fine-tuned FEDN, the fixed threshold in the manifest."""
     from fes_live.calibration.thresholds import merge_spotter
     from fes_live.train.export import export
@@ -288,8 +330,11 @@ def export_engine(engine, model, cfg: RealTrainConfig, clips: list[Clip], out: P
                             "stride": int(m["stride"]["fedn"]), "feature_dim": int(m["models"]["fedn"]["config"]["in_dim"]),
                             "training_data": {"start": f"engine {m['version']} FEDN "
                                               f"({m.get('training_data', {}).get('fedn', {}).get('data', 'synthetic')})",
-                                              "fine_tuned_on": "real_dev scored clips (../shared/data/real_dev)",
-                                              "clips": [c.name for c in clips], "recipe": to_dict(cfg)}}}
+                                              "fine_tuned_on": "real_dev scored clips (../shared/data/real_dev)"
+                                              + (f" and synthetic videos ({synth_data})" if synth_data else ""),
+                                              "clips": [c.name for c in clips if not c.synthetic],
+                                              "synthetic_videos": [c.name for c in clips if c.synthetic],
+                                              "recipe": to_dict(cfg)}}}
     torch.save(gim_ckpt, tmp / "gim.ckpt")
     torch.save(fedn_ckpt, tmp / "fedn.ckpt")
     old = m.get("thresholds", {})
@@ -316,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None, help="JSON of RealTrainConfig fields (unknown keys are errors)")
     p.add_argument("--loio", metavar="DIR", help="leave-one-identity-out run: write loio.md and loio.json here")
     p.add_argument("--keep-folds", metavar="DIR", help="with --loio: keep each fold's FEDN weights here")
+    p.add_argument("--synth", metavar="DIR", help="also train on these fes-synth videos (native layout)")
+    p.add_argument("--synth-features", metavar="DIR", help="with --synth: their features, <video_id>.npz")
     p.add_argument("--export", metavar="DIR", help="train on every scored clip and write an engine folder here")
     p.add_argument("--engine-version", default="0.3.0", help="version of the exported engine")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -325,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not args.loio and not args.export:
         p.error("give --loio DIR, --export DIR or both")
+    if bool(args.synth) != bool(args.synth_features):
+        p.error("--synth and --synth-features go together")
     torch.set_num_threads(max(1, args.threads))
     from fes_live.stream.engine import EngineError, load_engine
     try:
@@ -335,11 +384,15 @@ def main(argv: list[str] | None = None) -> int:
             raise EngineError(f"{engine.folder}: no FEDN to fine-tune")
         clips, labels = load_clips(engine, Path(args.data), Path(args.cache),
                                    Path(args.overrides) if args.overrides else None, args.face_model)
+        synth = load_synth(engine, Path(args.synth), Path(args.synth_features)) if args.synth else []
+        if synth:
+            log.info("%d synthetic videos (%d expressions) join every fold's training set", len(synth),
+                     sum(len(c.gt) for c in synth))
         if args.loio:
             out = Path(args.loio)
             events = loio(engine, clips, cfg, not args.no_progress,
-                          models=Path(args.keep_folds) if args.keep_folds else None)
-            report = loio_report(engine, clips, labels, events, cfg)
+                          models=Path(args.keep_folds) if args.keep_folds else None, synth=synth)
+            report = loio_report(engine, clips, labels, events, cfg, synth)
             out.mkdir(parents=True, exist_ok=True)
             (out / "loio.json").write_text(json.dumps(report, indent=1, default=float))
             (out / "loio.md").write_text(loio_markdown(report))
@@ -350,8 +403,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"{real_eval.fmt(t['nuisance']['talking']['fa_per_min'])} emotion {real_eval.fmt(t['emotion_acc'])}")
             print(f"-> {out / 'loio.md'}")
         if args.export:
-            model = finetune(engine, clips, cfg, desc="all clips", progress=not args.no_progress)
-            print(export_engine(engine, model, cfg, clips, Path(args.export), args.engine_version))
+            model = finetune(engine, clips + synth, cfg, desc="all clips", progress=not args.no_progress)
+            print(export_engine(engine, model, cfg, clips + synth, Path(args.export), args.engine_version,
+                                args.synth))
     except (ConfigError, EngineError, real_eval.RealDevError, FileNotFoundError, ValueError) as e:
         print(f"fes-train real: {e}", file=sys.stderr)
         return 1
