@@ -31,7 +31,7 @@ import torch.nn as nn
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-from fes_live.stream.pipeline_config import DEFAULT_ENGINE, engine_folder  # noqa: F401  (re-exported)
+from fes_live.stream.pipeline_config import BUNDLED_ENGINES, DEFAULT_ENGINE, engine_folder  # noqa: F401
 BACKENDS = ("tensorrt", "aoti", "export", "eager")
 MODEL_NAMES = ("gim", "fedn")
 REQUIRED_KEYS = ("format_version", "version", "models", "fps", "window", "stride", "labels", "thresholds",
@@ -112,7 +112,8 @@ def read_manifest(folder: Path) -> dict:
     """manifest.json of an engine folder, checked for the keys and version this loader understands."""
     path = folder / "manifest.json"
     if not folder.is_dir():
-        raise EngineError(f"{folder}: engine folder not found")
+        bundled = ", ".join(sorted(p.name for p in BUNDLED_ENGINES.iterdir() if (p / "manifest.json").is_file()))
+        raise EngineError(f"{folder}: engine folder not found (bundled engines, by name: {bundled})")
     if not path.is_file():
         raise EngineError(f"{path}: missing (not an engine folder?)")
     try:

@@ -1,7 +1,8 @@
 """The bundled default engine loads with no arguments, on the CPU, and spots a stream through its spotter."""
 import numpy as np
+import pytest
 
-from fes_live.stream.engine import DEFAULT_ENGINE, load_engine
+from fes_live.stream.engine import DEFAULT_ENGINE, EngineError, load_engine
 
 
 def test_default_engine_loads_and_runs():
@@ -41,6 +42,8 @@ def test_lab_engine_is_bundled_by_name_and_finds_micro_expressions(tmp_path):
     from fes_live.train.evaluate import megc_f1
     from fes_live.train.train import spot_with_engine
     assert engine_folder("lab") == BUNDLED_ENGINES / "lab" and engine_folder(str(tmp_path)) == tmp_path
+    with pytest.raises(EngineError, match="nosuch: engine folder not found .bundled engines, by name: default, lab"):
+        load_engine("nosuch")
     lab = load_engine("lab", backend="export", device="cpu")
     assert lab.manifest["training_data"]["fedn"]["synthetic_videos"]
     assert sum(p.stat().st_size for p in lab.folder.iterdir()) < 20 * 2 ** 20
