@@ -92,6 +92,11 @@ class StreamState:
         while len(self.order) > TIMES_KEPT:
             self.times.pop(self.order.popleft(), None)
 
+    def rate(self, default: float) -> float:
+        """The frame rate its spotter and its timestamps go by: as announced, else `default` (the engine's) when
+        the source did not know it (0) or gave less than 1 fps."""
+        return self.fps if self.fps and self.fps >= 1.0 else default
+
     def point(self, frame: int, fps: float) -> dict:
         pts, wall = self.times.get(frame, (frame / fps, None))
         return {"frame": int(frame), "pts_s": float(pts), "wall_s": wall}
@@ -254,7 +259,7 @@ class Detector:
                 log.warning("%s refused: %d streams running (max_streams)", s.stream_id, len(self.streams))
             return False
         del self.pending[s.stream_id]
-        s.spotter = self.engine.new_spotter(fps=s.fps if s.fps and s.fps >= 1.0 else None)
+        s.spotter = self.engine.new_spotter(fps=s.rate(self.fps))
         self._resume(s, joined=s.message == "joined mid-stream")
         if self.cfg.record_dir:
             from fes_live.stream.record import IntensityCsv
@@ -359,7 +364,7 @@ class Detector:
                     s.csv.write(u.frame_index, pts, wall, u.intensity, u.apex_probs)
             elif isinstance(u, OnsetUpdate):
                 self._emit_intensity(s, force=True)  # the curve up to the onset first
-                onset = s.point(u.frame_index, s.fps or self.fps)
+                onset = s.point(u.frame_index, s.rate(self.fps))
                 self._emit("expression.onset", s.stream_id, {
                     "track": int(u.track), "onset": onset, "intensity": float(u.intensity),
                     "latency_s": _latency(onset)})
@@ -373,7 +378,7 @@ class Detector:
 
     def _expression(self, s: StreamState, u: ExpressionUpdate) -> dict:
         p = u.proposal
-        onset, apex, offset = (s.point(i, s.fps or self.fps) for i in (p.onset, p.apex, p.offset))
+        onset, apex, offset = (s.point(i, s.rate(self.fps)) for i in (p.onset, p.apex, p.offset))
         names = self.emotions
         probs = {(names[i] if i < len(names) else str(i)): float(min(max(v, 0.0), 1.0))
                  for i, v in enumerate(p.emotion_probs)}
@@ -381,7 +386,7 @@ class Detector:
         return {"track": int(max(u.track, -1)), "onset": onset, "apex": apex, "offset": offset,
                 "kind": KIND_NAMES[p.kind], "emotion": emotion, "emotion_probs": probs, "score": float(p.score),
                 "peak_intensity": float(p.peak_intensity), "models": [m for m in p.source.split("+") if m],
-                "duration_s": max(0.0, offset["pts_s"] - onset["pts_s"] + 1.0 / (s.fps or self.fps)),
+                "duration_s": max(0.0, offset["pts_s"] - onset["pts_s"] + 1.0 / s.rate(self.fps)),
                 "latency_s": _latency(offset)}
 
     def _emit_intensity(self, s: StreamState, force: bool = False) -> None:

@@ -28,10 +28,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from fes_live.stream.pipeline_config import BUNDLED_ENGINES, DEFAULT_ENGINE, engine_folder  # noqa: F401 (re-export)
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-from fes_live.stream.pipeline_config import BUNDLED_ENGINES, DEFAULT_ENGINE, engine_folder  # noqa: F401
 BACKENDS = ("tensorrt", "aoti", "export", "eager")
 MODEL_NAMES = ("gim", "fedn")
 REQUIRED_KEYS = ("format_version", "version", "models", "fps", "window", "stride", "labels", "thresholds",
