@@ -52,19 +52,16 @@ make_set() {  # make_set NAME SEED FIRST FACES... [-- fes-synth flags]
     i=$((i + 1))
   done
   wait
+  # merge the parts: videos and their JSON labels side by side, their rows appended to the set's annotations.csv
   for part in "$dir"/part_*; do
     [ -d "$part" ] || continue
     mv "$part"/*.mp4 "$dir"/
     mv "$part/synth_manifest.json" "$dir/synth_manifest_$(basename "$part").json"
     mv "$part"/*.json "$dir"/
+    [ -f "$dir/annotations.csv" ] || head -1 "$part/annotations.csv" > "$dir/annotations.csv"
+    tail -n +2 "$part/annotations.csv" >> "$dir/annotations.csv"
     rm -r "$part"
   done
-  # one annotations.csv for the set, from every video's JSON
-  $PY/python -c "import sys; from fes_live.train.datasets import load_native; \
-from fes_live.train.synth import CSV_FIELDS; import csv; ds = load_native(sys.argv[1]); \
-w = csv.writer(open(sys.argv[1] + '/annotations.csv', 'w', newline='')); w.writerow(CSV_FIELDS); \
-[w.writerow([i.video_id, i.subject, i.onset, i.apex, i.offset, ('macro', 'micro')[i.kind], i.emotion, '']) \
- for i in ds.intervals]" "$dir"
 }
 
 extract() {  # extract NAME: features/NAME/<video>.npz for every video of the set
