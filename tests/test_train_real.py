@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES
 from fes_live.models.fedn import input_mask
 from fes_live.train import real_train as rt
 
@@ -37,6 +38,34 @@ def test_window_sample_maps_labels_into_the_stretched_window():
         inside = (frames >= np.ceil(s)) & (frames <= np.floor(e))
         assert (x[inside, 44] > 0.4).all() and (x[~inside & ((frames < s - 1) | (frames > e + 1)), 44] < 0.2).all()
         assert ign.shape == (1, 2)
+
+
+def test_clean_talking_keeps_long_runs_without_expressions():
+    events = [{"type": "talking", "start": 0, "end": 199}, {"type": "smile", "start": 50, "end": 80},
+              {"type": "pout", "start": 170, "end": 175}, {"type": "blink", "start": 10, "end": 15}]
+    runs = rt.clean_talking(events, frames=190, fps=30.0)
+    # 0-49 and 81-169 are long enough; 176-189 (14 frames) is under a second; the blink does not cut talking
+    assert runs.tolist() == [[0.0, 49.0], [81.0, 169.0]]
+    assert rt.clean_talking([{"type": "smile", "start": 0, "end": 99}], 100, 30.0).shape == (0, 2)
+
+
+def test_overlay_talking_moves_only_speech_channels_and_keeps_a_stronger_expression():
+    cols = rt.speech_channels()
+    names = list(MEDIAPIPE_BLENDSHAPES)
+    assert {names[i] for i in cols} >= {"jawOpen", "mouthSmileLeft", "mouthFunnel"}
+    assert not {names[i] for i in cols} & {"browInnerUp", "eyeBlinkLeft", "cheekSquintLeft"}
+    target = clip(T=128, gt=((40, 90),))                        # smile 0.6 on mouthSmile (44, 45)
+    donor = clip(T=300, gt=(), seed=1)
+    jaw = names.index("jawOpen")
+    donor.inputs[:, jaw] = 0.05 + 0.25 * (np.sin(np.arange(300) / 2.0) > 0)   # the jaw opening and closing
+    donor.inputs[:, 44] = 0.2                                  # speech's weak smile reading
+    x = target.inputs.copy()
+    rt.overlay_talking(x, 128, donor, np.array([0.0, 299.0]), np.random.default_rng(0), cols)
+    assert np.array_equal(x[:, ~np.isin(np.arange(1008), cols)], target.inputs[:, ~np.isin(np.arange(1008), cols)])
+    starts = [k for k in range(300 - 128 + 1) if np.array_equal(x[:, jaw], donor.inputs[k:k + 128, jaw])]
+    assert starts and x[:, jaw].max() == pytest.approx(0.3)   # one stretch of the donor's talking, in order
+    assert (x[40:91, 44] > 0.5).all()                          # the smile stays a smile
+    assert (np.abs(x[:40, 44] - 0.2) < 1e-6).all()             # the neutral mouth now reads speech's smile
 
 
 def test_targets_leave_other_facial_actions_out_of_the_loss(engine):
@@ -80,6 +109,20 @@ def test_finetune_learns_and_exports_an_engine_that_loads(engine, tmp_path):
     np.testing.assert_allclose(e.fedn(x).cls_logits, eager, atol=1e-4)
 
 
+def test_soup_is_the_average_of_the_seeds_fine_tunes(engine):
+    clips = [clip(seed=i, gt=((60 + 20 * i, 100 + 20 * i),)) for i in range(2)]
+    parts = [rt.finetune(engine, clips, rt.RealTrainConfig(epochs=1, windows_per_clip=4, lr=1e-3, seed=k),
+                         progress=False).state_dict() for k in (0, 1)]
+    soup = rt.finetune(engine, clips, rt.RealTrainConfig(epochs=1, windows_per_clip=4, lr=1e-3, soup=2),
+                       progress=False).state_dict()
+    for k, v in soup.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, (parts[0][k] + parts[1][k]) / 2)
+    moved = [k for k, v in parts[0].items() if v.is_floating_point() and not torch.equal(v, parts[1][k])]
+    assert moved, "two seeds gave the same weights: the soup would average nothing"
+    assert rt.RealTrainConfig().soup == 1  # engine 0.3.0's recipe is one fine-tune
+
+
 def test_loio_scores_each_identity_with_a_model_that_never_saw_it(engine, monkeypatch):
     """Each fold trains on the other identities' clips only, and every clip is scored once, by its own fold."""
     seen = []
@@ -95,8 +138,64 @@ def test_loio_scores_each_identity_with_a_model_that_never_saw_it(engine, monkey
     for k, ident in enumerate("aab"):
         c = clip(T=90, gt=((20, 50),), other=(), seed=k)
         clips.append(rt.Clip(f"{ident}{k}", ident, 30.0, c.inputs, c.gt, c.labels, c.ignore, feats))
-    events = rt.loio(engine, clips, rt.RealTrainConfig(epochs=1, windows_per_clip=2), progress=False)
+    events, thresholds = rt.loio(engine, clips, rt.RealTrainConfig(epochs=1, windows_per_clip=2), progress=False)
+    assert thresholds == {}
     assert seen == [["b"], ["a"]] and sorted(events) == ["a0", "a1", "b2"]
+
+
+def test_best_threshold_takes_the_best_f1_and_the_higher_of_a_tie():
+    info = {"fps": 30.0, "frames": 300, "events": [{"type": "smile", "start": 100, "end": 140}]}
+    hit = {"onset": 100, "offset": 140, "emotion": "happiness"}
+    miss = {"onset": 200, "offset": 230, "emotion": "happiness"}
+    labels = {"a": info, "b": info}
+    by_t = {0.5: {"a": [hit, miss], "b": [hit, miss]}, 0.7: {"a": [hit], "b": [hit, miss]},
+            0.8: {"a": [hit], "b": [hit]}, 0.9: {"a": [hit], "b": [hit]}, 0.95: {"a": [], "b": []}}
+    assert rt.best_threshold(by_t, labels, ["a", "b"]) == 0.9          # F1 1.0 at 0.8 and 0.9: the higher
+    assert rt.best_threshold({0.5: by_t[0.5], 0.95: by_t[0.95]}, labels, ["a"]) == 0.5
+
+
+def test_loio_chooses_each_folds_threshold_on_the_other_folds_only(engine, monkeypatch):
+    asked = []
+    real_best = rt.best_threshold
+
+    def best(by_threshold, labels, names):
+        asked.append(sorted(names))
+        return real_best(by_threshold, labels, names)
+    monkeypatch.setattr(rt, "best_threshold", best)
+    feats = {"geometry": np.zeros((90, 1008), np.float32), "roi_flow": np.zeros((90, 12, 2), np.float32),
+             "face_present": np.ones(90, bool), "frame_index": np.arange(90), "fps": 30.0}
+    clips, labels = [], {}
+    for k, ident in enumerate("aab"):
+        c = clip(T=90, gt=((20, 50),), other=(), seed=k)
+        clips.append(rt.Clip(f"{ident}{k}", ident, 30.0, c.inputs, c.gt, c.labels, c.ignore, feats))
+        labels[f"{ident}{k}"] = {"fps": 30.0, "frames": 90, "events": [{"type": "smile", "start": 20, "end": 50}]}
+    cfg = rt.RealTrainConfig(epochs=1, windows_per_clip=2, select_threshold=(0.5, 0.9))
+    with pytest.raises(ValueError, match="labels"):
+        rt.loio(engine, clips, cfg, progress=False)
+    events, chosen = rt.loio(engine, clips, cfg, progress=False, labels=labels)
+    assert asked == [["b2"], ["a0", "a1"], ["a0", "a1", "b2"]]     # a's fold on b's clips, b's on a's, then all
+    assert set(chosen) == {"a", "b", "all"} and set(chosen.values()) <= {0.5, 0.9}
+    assert sorted(events) == ["a0", "a1", "b2"]
+
+
+def test_loio_reuses_kept_folds_of_the_same_recipe_only(engine, monkeypatch, tmp_path):
+    feats = {"geometry": np.zeros((90, 1008), np.float32), "roi_flow": np.zeros((90, 12, 2), np.float32),
+             "face_present": np.ones(90, bool), "frame_index": np.arange(90), "fps": 30.0}
+    clips = [rt.Clip(i, i, 30.0, c.inputs, c.gt, c.labels, c.ignore, feats)
+             for i, c in (("a", clip(T=90, gt=((20, 50),), other=(), seed=0)),
+                          ("b", clip(T=90, gt=((30, 60),), other=(), seed=1)))]
+    cfg = rt.RealTrainConfig(epochs=1, windows_per_clip=2)
+    first, _ = rt.loio(engine, clips, cfg, progress=False, models=tmp_path)
+    trained = []
+    real_finetune = rt.finetune
+    monkeypatch.setattr(rt, "finetune", lambda *a, **k: trained.append(1) or real_finetune(*a, **k))
+    again, _ = rt.loio(engine, clips, rt.RealTrainConfig(epochs=1, windows_per_clip=2, fedn_only_threshold=0.6),
+                       progress=False, reuse=tmp_path)
+    assert trained == [] and all(e["score"] >= 0.6 for ev in again.values() for e in ev)
+    same, _ = rt.loio(engine, clips, cfg, progress=False, reuse=tmp_path)
+    assert trained == [] and same == first
+    rt.loio(engine, clips, rt.RealTrainConfig(epochs=1, windows_per_clip=2, seed=5), progress=False, reuse=tmp_path)
+    assert trained == [1, 1]                                    # another recipe: both folds trained again
 
 
 def test_synthetic_videos_train_in_every_fold_and_are_never_held_out(engine, monkeypatch):
@@ -112,7 +211,7 @@ def test_synthetic_videos_train_in_every_fold_and_are_never_held_out(engine, mon
     c = clip(T=90, gt=((20, 50),), other=(), seed=0)
     real = [rt.Clip(f"{i}", i, 30.0, c.inputs, c.gt, c.labels, c.ignore, feats) for i in "ab"]
     synth = [rt.Clip("s0", "synth:p", 30.0, c.inputs, c.gt, c.labels, c.ignore, feats, synthetic=True)]
-    events = rt.loio(engine, real, rt.RealTrainConfig(epochs=1, windows_per_clip=2, synth_windows_per_clip=2),
+    events, _ = rt.loio(engine, real, rt.RealTrainConfig(epochs=1, windows_per_clip=2, synth_windows_per_clip=2),
                      progress=False, synth=synth)
     assert seen == [["b", "synth:p"], ["a", "synth:p"]] and sorted(events) == ["a", "b"]
 

@@ -29,7 +29,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +66,18 @@ class RealTrainConfig:
     rate: tuple[float, float] = (0.75, 1.33)  # time-stretch range of a training window (source frames per frame)
     min_inside: float = 0.7            # a label counts for a window when this much of it is inside
     fedn_only_threshold: float = 0.5   # the spotter's FEDN-only score threshold for the fine-tuned model: fixed a
-                                       # priori (the sigmoid's midpoint), never tuned on a reported fold
+                                       # priori (the sigmoid's midpoint) unless select_threshold is given
+    select_threshold: tuple[float, ...] = ()  # candidate thresholds: with --loio, each fold's is the one with the
+                                       # best F1 on the *other* folds' held-out clips (nested: never on the fold it
+                                       # reports), the exported engine's the best on all of them; () keeps the fixed one
     fedn_inputs: str = "expression"    # FEDNConfig.inputs of the fine-tuned model: blendshapes without blink and
                                        # gaze channels (landmarks move with head turns and talking)
+    talking_overlay: float = 0.0       # fraction of windows that get a training clip's talking laid over their
+                                       # mouth and jaw channels (speech on other faces, over neutral stretches and
+                                       # over expressions; labels unchanged): 0 is engine 0.3.0's recipe
+    soup: int = 1                      # fine-tunes (seeds seed, seed + 1, ...) whose weights are averaged into the
+                                       # model (a uniform model soup: same start, so one basin; costs training time,
+                                       # not inference time): 1 is engine 0.3.0's recipe
     seed: int = 0
     assign: AssignConfig = AssignConfig()
 
@@ -84,6 +93,8 @@ class Clip:
     ignore: np.ndarray       # (K, 2) other facial actions: out of the loss
     feats: dict              # the clip's features (for evaluation through the online spotter)
     synthetic: bool = False  # a fes-synth video (its person is in no real clip)
+    talking: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (R, 2) labelled talking with no
+                             # expression or other facial action in it, runs of >= 1 s (the overlay's donors)
 
 
 def load_clips(engine, data: Path, cache: Path, overrides: Path | None, face_model: str | None) -> tuple[list[Clip], dict]:
@@ -107,8 +118,44 @@ def load_clips(engine, data: Path, cache: Path, overrides: Path | None, face_mod
                           np.array([[e["start"], e["end"]] for e in expr], dtype=np.float64).reshape(-1, 2),
                           np.array([emotions.index(TRAIN_EMOTION[e["type"]]) for e in expr], dtype=np.int64),
                           np.array([[e["start"], e["end"]] for e in other], dtype=np.float64).reshape(-1, 2),
-                          feats))
+                          feats, talking=clean_talking(info["events"], len(inputs), fps)))
     return clips, labels
+
+
+def clean_talking(events: list[dict], frames: int, fps: float, min_seconds: float = 1.0) -> np.ndarray:
+    """(R, 2) inclusive runs of labelled talking that overlap no expression or other facial action."""
+    talk = np.zeros(frames, bool)
+    for e in events:
+        if e["type"] == "talking":
+            talk[int(e["start"]):min(int(e["end"]), frames - 1) + 1] = True
+    for e in events:
+        if real_eval.label_kind(e["type"]) in ("expression", "other"):
+            talk[int(e["start"]):int(e["end"]) + 1] = False
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], talk.astype(np.int8), [0]])))
+    runs = edges.reshape(-1, 2) - [0, 1]
+    return runs[(runs[:, 1] - runs[:, 0] + 1) >= min_seconds * fps].astype(np.float64).reshape(-1, 2)
+
+
+def speech_channels() -> np.ndarray:
+    """The geometry columns speech moves: MediaPipe's mouth* and jaw* blendshapes (smile readings included, which
+    speech raises on real faces: liveportrait_d13's talking reads mouthSmile 0.6)."""
+    from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES
+    return np.array([i for i, n in enumerate(MEDIAPIPE_BLENDSHAPES) if n.startswith(("mouth", "jaw"))])
+
+
+def overlay_talking(x: np.ndarray, n_valid: int, donor: Clip, run: np.ndarray, rng: np.random.Generator,
+                    cols: np.ndarray) -> None:
+    """Lay a stretch of `donor`'s talking over window `x` in place: on the speech channels, per frame and channel,
+    whichever of the two deviates more from its own neutral baseline (a smile stays a smile, a neutral mouth
+    talks)."""
+    a, b = int(run[0]), int(run[1])
+    length = min(b - a + 1, n_valid)
+    if length <= 0:
+        return
+    s = int(rng.integers(a, b - length + 2))
+    t = int(rng.integers(0, n_valid - length + 1))
+    mine, theirs = x[t:t + length][:, cols], donor.inputs[s:s + length][:, cols]
+    x[t:t + length, cols] = np.where(np.abs(theirs) > np.abs(mine), theirs, mine)
 
 
 def load_synth(engine, data: Path, features: Path) -> list[Clip]:
@@ -187,10 +234,25 @@ def targets(model, gt: np.ndarray, labels: np.ndarray, ignore: np.ndarray, W: in
 
 
 def finetune(engine, clips: list[Clip], cfg: RealTrainConfig, desc: str = "FEDN", progress: bool = True):
-    """The engine's FEDN trained further on `clips` for `cfg.epochs` (no selection: the last epoch is the model)."""
+    """The engine's FEDN trained further on `clips` for `cfg.epochs` (no selection: the last epoch is the model);
+    with `cfg.soup` > 1, the average of that many such fine-tunes from consecutive seeds."""
+    if cfg.soup <= 1:
+        return finetune_one(engine, clips, cfg, desc, progress)
+    models = [finetune_one(engine, clips, replace(cfg, seed=cfg.seed + k), f"{desc} soup {k + 1}/{cfg.soup}", progress)
+              for k in range(cfg.soup)]
+    states = [m.state_dict() for m in models]
+    soup = {k: torch.stack([s[k] for s in states]).mean(0) if v.is_floating_point() else v
+            for k, v in states[0].items()}
+    models[0].load_state_dict(soup)
+    return models[0].eval()
+
+
+def finetune_one(engine, clips: list[Clip], cfg: RealTrainConfig, desc: str, progress: bool):
     torch.manual_seed(cfg.seed)
     model = base_fedn(engine, cfg.fedn_inputs)
     W, C = model.cfg.window, model.cfg.num_classes
+    donors = [(c, run) for c in clips for run in c.talking]    # the training clips' own talking: never a held-out one
+    cols = speech_channels()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
     bar = tqdm(range(cfg.epochs), desc=desc, unit="epoch", disable=not progress, leave=False)
@@ -204,7 +266,10 @@ def finetune(engine, clips: list[Clip], cfg: RealTrainConfig, desc: str = "FEDN"
         for b in range(0, len(samples), cfg.batch):
             xs, tgs = [], []
             for i, on_expr in samples[b:b + cfg.batch]:
-                x, gt, ign, _ = window_sample(clips[i], W, rng, cfg, on_expr)
+                x, gt, ign, n_valid = window_sample(clips[i], W, rng, cfg, on_expr)
+                if cfg.talking_overlay > 0 and donors and rng.random() < cfg.talking_overlay:
+                    donor, run = donors[rng.integers(len(donors))]
+                    overlay_talking(x, n_valid, donor, run, rng, cols)
                 xs.append(x)
                 tgs.append(targets(model, gt, clips[i].labels, ign, W, cfg))
             o = model(torch.from_numpy(np.stack(xs)))
@@ -229,31 +294,81 @@ def spotter_overrides(cfg: RealTrainConfig) -> dict:
 
 
 def loio(engine, clips: list[Clip], cfg: RealTrainConfig, progress: bool = True,
-         only: list[str] | None = None, models: Path | None = None, synth: list[Clip] = ()) -> dict:
-    """Leave one identity out: {clip: events} with each clip's events from the model that never saw its person
-    (`only`: just these identities' folds; `models`: keep each fold's weights there, `<identity>.pt`; `synth`:
-    synthetic clips every fold trains on)."""
+         only: list[str] | None = None, models: Path | None = None, synth: list[Clip] = (),
+         labels: dict | None = None, reuse: Path | None = None) -> tuple[dict, dict]:
+    """Leave one identity out -> ({clip: events}, thresholds): each clip's events from the model that never saw its
+    person (`only`: just these identities' folds; `models`: keep each fold's weights there, `<identity>.pt`; `synth`:
+    synthetic clips every fold trains on; `reuse`: take a fold's model from there when it was kept with this recipe
+    and these training clips, to re-score without retraining). With `cfg.select_threshold` (needs `labels`), thresholds is
+    {identity: the threshold its clips were scored at, chosen on the other folds; "all": the best on every fold}."""
     identities = sorted({c.identity for c in clips} if not only else set(only))
-    events: dict[str, list] = {}
+    grid = tuple(cfg.select_threshold) or (cfg.fedn_only_threshold,)
+    if cfg.select_threshold and labels is None:
+        raise ValueError("select_threshold needs the labels to score the other folds")
+    by_threshold: dict[float, dict[str, list]] = {t: {} for t in grid}
     started = time.monotonic()
     for k, ident in enumerate(identities):
         train = [c for c in clips if c.identity != ident] + list(synth)
-        model = finetune(engine, train, cfg, desc=f"fold {k + 1}/{len(identities)} ({ident})", progress=progress)
+        model = kept_fold(engine, reuse / f"{ident}.pt", train, cfg) if reuse is not None else None
+        if model is None:
+            model = finetune(engine, train, cfg, desc=f"fold {k + 1}/{len(identities)} ({ident})", progress=progress)
         if models is not None:
             models.mkdir(parents=True, exist_ok=True)
-            torch.save({"config": to_dict(model.cfg), "state_dict": model.state_dict(),
+            torch.save({"config": to_dict(model.cfg), "state_dict": model.state_dict(), "recipe": training_recipe(cfg),
                         "trained_on": sorted(c.name for c in train)}, models / f"{ident}.pt")
         for c in clips:
             if c.identity == ident:
-                run = real_eval.run_engine(engine, c.feats, fedn=fedn_runner(model), spotter=spotter_overrides(cfg))
-                events[c.name] = run["events"]
+                for t in grid:
+                    run = real_eval.run_engine(engine, c.feats, fedn=fedn_runner(model),
+                                               spotter=spotter_overrides(replace(cfg, fedn_only_threshold=t)))
+                    by_threshold[t][c.name] = run["events"]
         log.info("fold %d/%d %s: %d training clips, %.0f s so far", k + 1, len(identities), ident, len(train),
                  time.monotonic() - started)
-    return events
+    if not cfg.select_threshold:
+        return by_threshold[grid[0]], {}
+    held = [c for c in clips if c.identity in identities]
+    chosen = {ident: best_threshold(by_threshold, labels, [c.name for c in held if c.identity != ident])
+              for ident in identities}
+    chosen["all"] = best_threshold(by_threshold, labels, [c.name for c in held])
+    events = {c.name: by_threshold[chosen[c.identity]][c.name] for c in held}
+    log.info("thresholds chosen on the other folds: %s", chosen)
+    return events, chosen
+
+
+def training_recipe(cfg: RealTrainConfig) -> dict:
+    """The recipe fields that shape the trained weights (not the thresholds applied afterwards)."""
+    return {k: v for k, v in to_dict(cfg).items() if k not in ("fedn_only_threshold", "select_threshold")}
+
+
+def kept_fold(engine, path: Path, train: list[Clip], cfg: RealTrainConfig):
+    """A fold model kept by an earlier run, if it was trained on exactly `train` with this recipe; else None."""
+    if not path.is_file():
+        return None
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    recipe = json.loads(json.dumps(training_recipe(cfg)))  # tuples as lists, as the checkpoint holds them
+    if ckpt.get("trained_on") != sorted(c.name for c in train) or ckpt.get("recipe", recipe) != recipe:
+        log.warning("%s: kept with other clips or another recipe: training this fold again", path)
+        return None
+    if "recipe" not in ckpt:
+        log.warning("%s: kept without its recipe (an older run): taken as this one", path)
+    model = base_fedn(engine, cfg.fedn_inputs)
+    model.load_state_dict(ckpt["state_dict"])
+    log.info("%s: reused", path)
+    return model.eval()
+
+
+def best_threshold(by_threshold: dict[float, dict[str, list]], labels: dict, names: list[str]) -> float:
+    """The threshold whose events on `names` have the best pooled F1 (IoU 0.3); a tie goes to the higher one."""
+    def f1(t: float) -> float:
+        scores = {n: real_eval.score_clip(labels[n], by_threshold[t][n], "scored") for n in names}
+        tot = real_eval.totals(scores, {n: "scored" for n in names})
+        r, p = tot["recall_03"] or 0.0, tot["precision"] or 0.0
+        return 2 * r * p / (r + p) if r + p else 0.0
+    return max(sorted(by_threshold), key=lambda t: (round(f1(t), 9), t))
 
 
 def loio_report(engine, clips: list[Clip], labels: dict, events: dict, cfg: RealTrainConfig,
-                synth: list[Clip] = ()) -> dict:
+                synth: list[Clip] = (), thresholds: dict | None = None) -> dict:
     """The LOIO events scored by the benchmark's rules, beside the engine as shipped on the same clips."""
     shipped = {c.name: real_eval.run_engine(engine, c.feats)["events"] for c in clips}
     roles = {c.name: "scored" for c in clips}
@@ -263,6 +378,7 @@ def loio_report(engine, clips: list[Clip], labels: dict, events: dict, cfg: Real
                                                     "version": engine.manifest["version"]},
             "identities": sorted({c.identity for c in clips}),
             "synthetic_videos": sorted(c.name for c in synth),
+            "thresholds": thresholds or {},
             "totals": {k: real_eval.totals(v, roles) for k, v in scores.items()},
             "clips": {n: {"identity": next(c.identity for c in clips if c.name == n),
                           "loio": scores["loio"][n], "start": scores["start"][n], "events": events[n]}
@@ -305,6 +421,14 @@ def loio_markdown(report: dict) -> str:
         fb = sum(f["iou"] >= 0.3 for f in lb["expressions"])
         lines.append(f"| {name} | {c['identity']} | {fa} / {fb} of {len(la['expressions'])} | "
                      f"{la['predictions']} ({la['fp']}) | {lb['predictions']} ({lb['fp']}) |")
+    chosen = report.get("thresholds") or {}
+    if chosen:
+        per_fold = sorted(v for k, v in chosen.items() if k != "all")
+        counts = ", ".join(f"{t} ({per_fold.count(t)} folds)" for t in sorted(set(per_fold)))
+        lines += ["", "## FEDN-only threshold, chosen nested", "",
+                  f"Each fold's held-out clips were scored at the threshold of {report['config']['select_threshold']} "
+                  f"with the best F1 (IoU 0.3) on the other folds' held-out clips, never on its own: {counts}. The "
+                  f"exported engine takes the best on all folds: {chosen['all']}."]
     lines += ["", "## Recipe", "", "```json", json.dumps(report["config"], indent=1), "```", ""]
     return "\n".join(lines)
 
@@ -341,7 +465,9 @@ def export_engine(engine, model, cfg: RealTrainConfig, clips: list[Clip], out: P
     thresholds = {**{k: v for k, v in old.items() if k not in ("spotter", "calibrated_on")},
                   "fedn_only": cfg.fedn_only_threshold,
                   "spotter": merge_spotter(old.get("spotter", {}), spotter_overrides(cfg)),
-                  "calibrated_on": {"rule": "fixed a priori (train/real_train.py RealTrainConfig)"}}
+                  "calibrated_on": {"rule": f"best F1 (IoU 0.3) of {list(cfg.select_threshold)} on the leave-one-"
+                                            f"identity-out held-out clips (fes-train real --loio)"
+                                    if cfg.select_threshold else "fixed a priori (train/real_train.py RealTrainConfig)"}}
     for k in ("val_f1", "val_gt", "val_predictions_at_zero", "val_f1_rerun"):
         thresholds.pop(k, None)
     path = export([tmp / "gim.ckpt", tmp / "fedn.ckpt"], out, thresholds=thresholds, version=version)
@@ -361,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None, help="JSON of RealTrainConfig fields (unknown keys are errors)")
     p.add_argument("--loio", metavar="DIR", help="leave-one-identity-out run: write loio.md and loio.json here")
     p.add_argument("--keep-folds", metavar="DIR", help="with --loio: keep each fold's FEDN weights here")
+    p.add_argument("--reuse-folds", metavar="DIR", help="with --loio: take fold models kept there (same recipe and "
+                   "clips) instead of training them again, e.g. to re-score with other thresholds")
     p.add_argument("--synth", metavar="DIR", help="also train on these fes-synth videos (native layout)")
     p.add_argument("--synth-features", metavar="DIR", help="with --synth: their features, <video_id>.npz")
     p.add_argument("--export", metavar="DIR", help="train on every scored clip and write an engine folder here")
@@ -390,9 +518,10 @@ def main(argv: list[str] | None = None) -> int:
                      sum(len(c.gt) for c in synth))
         if args.loio:
             out = Path(args.loio)
-            events = loio(engine, clips, cfg, not args.no_progress,
-                          models=Path(args.keep_folds) if args.keep_folds else None, synth=synth)
-            report = loio_report(engine, clips, labels, events, cfg, synth)
+            events, chosen = loio(engine, clips, cfg, not args.no_progress,
+                                  models=Path(args.keep_folds) if args.keep_folds else None, synth=synth,
+                                  labels=labels, reuse=Path(args.reuse_folds) if args.reuse_folds else None)
+            report = loio_report(engine, clips, labels, events, cfg, synth, chosen)
             out.mkdir(parents=True, exist_ok=True)
             (out / "loio.json").write_text(json.dumps(report, indent=1, default=float))
             (out / "loio.md").write_text(loio_markdown(report))
@@ -403,6 +532,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"{real_eval.fmt(t['nuisance']['talking']['fa_per_min'])} emotion {real_eval.fmt(t['emotion_acc'])}")
             print(f"-> {out / 'loio.md'}")
         if args.export:
+            if cfg.select_threshold:
+                if not args.loio:
+                    raise ValueError("select_threshold chooses the engine's threshold on the folds: give --loio too")
+                cfg = replace(cfg, fedn_only_threshold=chosen["all"])
             model = finetune(engine, clips + synth, cfg, desc="all clips", progress=not args.no_progress)
             print(export_engine(engine, model, cfg, clips + synth, Path(args.export), args.engine_version,
                                 args.synth))
