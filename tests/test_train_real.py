@@ -138,7 +138,7 @@ def test_loio_scores_each_identity_with_a_model_that_never_saw_it(engine, monkey
     for k, ident in enumerate("aab"):
         c = clip(T=90, gt=((20, 50),), other=(), seed=k)
         clips.append(rt.Clip(f"{ident}{k}", ident, 30.0, c.inputs, c.gt, c.labels, c.ignore, feats))
-    events, thresholds = rt.loio(engine, clips, rt.RealTrainConfig(epochs=1, windows_per_clip=2), progress=False)
+    events, thresholds = rt.loio(engine, clips, rt.RealTrainConfig(epochs=1, windows_per_clip=2, select_threshold=()), progress=False)
     assert thresholds == {}
     assert seen == [["b"], ["a"]] and sorted(events) == ["a0", "a1", "b2"]
 
@@ -184,18 +184,22 @@ def test_loio_reuses_kept_folds_of_the_same_recipe_only(engine, monkeypatch, tmp
     clips = [rt.Clip(i, i, 30.0, c.inputs, c.gt, c.labels, c.ignore, feats)
              for i, c in (("a", clip(T=90, gt=((20, 50),), other=(), seed=0)),
                           ("b", clip(T=90, gt=((30, 60),), other=(), seed=1)))]
-    cfg = rt.RealTrainConfig(epochs=1, windows_per_clip=2)
+    cfg = rt.RealTrainConfig(epochs=1, windows_per_clip=2, select_threshold=())
     first, _ = rt.loio(engine, clips, cfg, progress=False, models=tmp_path)
     trained = []
     real_finetune = rt.finetune
     monkeypatch.setattr(rt, "finetune", lambda *a, **k: trained.append(1) or real_finetune(*a, **k))
-    again, _ = rt.loio(engine, clips, rt.RealTrainConfig(epochs=1, windows_per_clip=2, fedn_only_threshold=0.6),
+    again, _ = rt.loio(engine, clips, rt.RealTrainConfig(epochs=1, windows_per_clip=2, fedn_only_threshold=0.6, select_threshold=()),
                        progress=False, reuse=tmp_path)
     assert trained == [] and all(e["score"] >= 0.6 for ev in again.values() for e in ev)
     same, _ = rt.loio(engine, clips, cfg, progress=False, reuse=tmp_path)
     assert trained == [] and same == first
-    rt.loio(engine, clips, rt.RealTrainConfig(epochs=1, windows_per_clip=2, seed=5), progress=False, reuse=tmp_path)
+    rt.loio(engine, clips, rt.RealTrainConfig(epochs=1, windows_per_clip=2, seed=5, select_threshold=()), progress=False, reuse=tmp_path)
     assert trained == [1, 1]                                    # another recipe: both folds trained again
+    relabelled = [clips[0], rt.Clip("b", "b", 30.0, clips[1].inputs, np.array([[35.0, 60.0]]), clips[1].labels,
+                                    clips[1].ignore, feats)]
+    rt.loio(engine, relabelled, cfg, progress=False, reuse=tmp_path)
+    assert trained == [1, 1, 1]                                 # a's fold learnt b's old label: trained again
 
 
 def test_synthetic_videos_train_in_every_fold_and_are_never_held_out(engine, monkeypatch):
@@ -211,7 +215,7 @@ def test_synthetic_videos_train_in_every_fold_and_are_never_held_out(engine, mon
     c = clip(T=90, gt=((20, 50),), other=(), seed=0)
     real = [rt.Clip(f"{i}", i, 30.0, c.inputs, c.gt, c.labels, c.ignore, feats) for i in "ab"]
     synth = [rt.Clip("s0", "synth:p", 30.0, c.inputs, c.gt, c.labels, c.ignore, feats, synthetic=True)]
-    events, _ = rt.loio(engine, real, rt.RealTrainConfig(epochs=1, windows_per_clip=2, synth_windows_per_clip=2),
+    events, _ = rt.loio(engine, real, rt.RealTrainConfig(epochs=1, windows_per_clip=2, synth_windows_per_clip=2, select_threshold=()),
                      progress=False, synth=synth)
     assert seen == [["b", "synth:p"], ["a", "synth:p"]] and sorted(events) == ["a", "b"]
 

@@ -65,16 +65,17 @@ class RealTrainConfig:
                                        # synthetic validation videos (12 forgot more of them), not on a real fold
     rate: tuple[float, float] = (0.75, 1.33)  # time-stretch range of a training window (source frames per frame)
     min_inside: float = 0.7            # a label counts for a window when this much of it is inside
-    fedn_only_threshold: float = 0.5   # the spotter's FEDN-only score threshold for the fine-tuned model: fixed a
-                                       # priori (the sigmoid's midpoint) unless select_threshold is given
-    select_threshold: tuple[float, ...] = ()  # candidate thresholds: with --loio, each fold's is the one with the
-                                       # best F1 on the *other* folds' held-out clips (nested: never on the fold it
-                                       # reports), the exported engine's the best on all of them; () keeps the fixed one
+    fedn_only_threshold: float = 0.5   # the spotter's FEDN-only score threshold when select_threshold is () (engine
+                                       # 0.3.0: fixed a priori, the sigmoid's midpoint)
+    select_threshold: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)  # candidates: with --loio, each fold's is the
+                                       # one with the best F1 on the *other* folds' held-out clips (nested: never on
+                                       # the fold it reports), the exported engine's the best on all of them (0.5.0)
     fedn_inputs: str = "expression"    # FEDNConfig.inputs of the fine-tuned model: blendshapes without blink and
                                        # gaze channels (landmarks move with head turns and talking)
     talking_overlay: float = 0.0       # fraction of windows that get a training clip's talking laid over their
                                        # mouth and jaw channels (speech on other faces, over neutral stretches and
-                                       # over expressions; labels unchanged): 0 is engine 0.3.0's recipe
+                                       # over expressions; labels unchanged): 0.5 measured worse on the folds
+                                       # once thresholds are chosen (docs/real_dev.md), so off
     soup: int = 1                      # fine-tunes (seeds seed, seed + 1, ...) whose weights are averaged into the
                                        # model (a uniform model soup: same start, so one basin; costs training time,
                                        # not inference time): 1 is engine 0.3.0's recipe
@@ -315,7 +316,8 @@ def loio(engine, clips: list[Clip], cfg: RealTrainConfig, progress: bool = True,
         if models is not None:
             models.mkdir(parents=True, exist_ok=True)
             torch.save({"config": to_dict(model.cfg), "state_dict": model.state_dict(), "recipe": training_recipe(cfg),
-                        "trained_on": sorted(c.name for c in train)}, models / f"{ident}.pt")
+                        "targets": targets_digest(train), "trained_on": sorted(c.name for c in train)},
+                       models / f"{ident}.pt")
         for c in clips:
             if c.identity == ident:
                 for t in grid:
@@ -340,17 +342,28 @@ def training_recipe(cfg: RealTrainConfig) -> dict:
     return {k: v for k, v in to_dict(cfg).items() if k not in ("fedn_only_threshold", "select_threshold")}
 
 
+def targets_digest(clips: list[Clip]) -> str:
+    """What a fold learnt from, beyond the recipe: each training clip's name, labels and talking runs (a label
+    correction changes it)."""
+    import hashlib
+    h = hashlib.sha256()
+    for c in sorted(clips, key=lambda c: c.name):
+        h.update(c.name.encode())
+        for a in (c.gt, c.labels, c.ignore, c.talking):
+            h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
 def kept_fold(engine, path: Path, train: list[Clip], cfg: RealTrainConfig):
-    """A fold model kept by an earlier run, if it was trained on exactly `train` with this recipe; else None."""
+    """A fold model kept by an earlier run, if it learnt from exactly `train`'s targets with this recipe; else
+    None."""
     if not path.is_file():
         return None
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     recipe = json.loads(json.dumps(training_recipe(cfg)))  # tuples as lists, as the checkpoint holds them
-    if ckpt.get("trained_on") != sorted(c.name for c in train) or ckpt.get("recipe", recipe) != recipe:
-        log.warning("%s: kept with other clips or another recipe: training this fold again", path)
+    if ckpt.get("recipe") != recipe or ckpt.get("targets") != targets_digest(train):
+        log.warning("%s: kept from another recipe, other clips or other labels: training this fold again", path)
         return None
-    if "recipe" not in ckpt:
-        log.warning("%s: kept without its recipe (an older run): taken as this one", path)
     model = base_fedn(engine, cfg.fedn_inputs)
     model.load_state_dict(ckpt["state_dict"])
     log.info("%s: reused", path)
