@@ -30,12 +30,18 @@ class BaselineConfig:
     ema_seconds: float = 10.0      # EMA time constant; slow so that expressions barely move it
     freeze_delta: float = 0.15     # blendshape deviation (0..1 scale) above which the baseline is frozen
     relax_seconds: float = 1.0     # time constant of a blendshape baseline following its channel down (0: never)
+    neutral_ceiling: tuple[float, ...] = ()  # per blendshape, the most a neutral face reads: a new baseline starts
+                                   # no higher, so a face that is already smiling when it appears shows its smile
+                                   # (() : no ceiling)
     blendshape_dim: int = BLENDSHAPE_DIM
 
 
 class NeutralBaseline:
     def __init__(self, cfg: BaselineConfig = BaselineConfig()):
+        if cfg.neutral_ceiling and len(cfg.neutral_ceiling) != cfg.blendshape_dim:
+            raise ValueError(f"neutral_ceiling needs {cfg.blendshape_dim} values, got {len(cfg.neutral_ceiling)}")
         self.cfg = cfg
+        self.ceiling = np.asarray(cfg.neutral_ceiling, dtype=np.float64) if cfg.neutral_ceiling else None
         self.alpha = 1.0 / max(1.0, cfg.ema_seconds * cfg.fps)
         self.relax = 1.0 / max(1.0, cfg.relax_seconds * cfg.fps) if cfg.relax_seconds > 0 else 0.0
         self.reset()
@@ -51,14 +57,16 @@ class NeutralBaseline:
         if not face_present:
             self.reset()
             return np.zeros(x.shape, dtype=np.float32)
-        if self.mean is None:
-            self.mean = x.copy()
-            self.count = 1
-        elif self.count < self.cfg.warmup_frames:
-            self.count += 1
-            self.mean += (x - self.mean) / self.count
+        k = self.cfg.blendshape_dim
+        if self.mean is None or self.count < self.cfg.warmup_frames:
+            if self.mean is None:
+                self.mean, self.count = x.copy(), 1
+            else:
+                self.count += 1
+                self.mean += (x - self.mean) / self.count
+            if self.ceiling is not None:
+                self.mean[:k] = np.minimum(self.mean[:k], self.ceiling)
         else:
-            k = self.cfg.blendshape_dim
             d = x[:k] - self.mean[:k]
             expressive = float(np.max(np.abs(d), initial=0.0)) > self.cfg.freeze_delta
             if not expressive:

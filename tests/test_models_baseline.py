@@ -60,3 +60,21 @@ def test_a_face_that_starts_smiling_does_not_hide_the_next_smile():
     for g in [smile] * 30 + [neutral] * 61:
         stuck.update(g, True)
     assert stuck.update(smile, True)[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_neutral_ceiling_shows_a_smile_the_face_appeared_with():
+    """A face smiling from its first frame: without a ceiling the smile becomes the neutral face; with one, the
+    baseline starts no higher than a resting face reads, the smile stands out and the landmarks are untouched."""
+    smile = np.zeros((40, 4))
+    smile[:20, 0] = 0.8           # blendshape 0 smiles for 20 frames, then rests at 0.05
+    smile[20:, 0] = 0.05
+    smile[:, 2:] = 3.0            # landmarks
+    plain = BaselineConfig(fps=10.0, warmup_frames=5, blendshape_dim=2)
+    capped = BaselineConfig(fps=10.0, warmup_frames=5, blendshape_dim=2, neutral_ceiling=(0.1, 1.0))
+    face = np.ones(40, bool)
+    assert np.abs(baseline_normalize(smile, face, plain)[:20, 0]).max() < 1e-6
+    out = baseline_normalize(smile, face, capped)
+    assert (out[:20, 0] == pytest.approx(0.7)) and np.abs(out[25:, 0]).max() < 0.06
+    assert not out[:, 1:].any()
+    with pytest.raises(ValueError, match="2 values"):
+        NeutralBaseline(BaselineConfig(blendshape_dim=2, neutral_ceiling=(0.1,)))

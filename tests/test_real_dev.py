@@ -2,7 +2,7 @@
 expressions and must not report their talking and blinks.
 
 Each clip runs through the benchmark's own path (`fes-eval real`: live-ingest features, every frame, the engine's
-OnlineSpotter) and is scored by its rules. Engine 0.3.0's FEDN was fine-tuned on the scored clips (`fes-train
+OnlineSpotter) and is scored by its rules. The default engine's FEDN was fine-tuned on the scored clips (`fes-train
 real`), so these are a regression guard, not a measure (that is `reports/real_dev/loio.md`); the held-emotion
 `eamm_*` clips were never trained on. What an engine gets wrong is marked xfail(strict=True), so an engine that
 fixes it turns the mark into a failure that asks for the mark to go.

@@ -1,5 +1,6 @@
 """`fes-train real` (train/real_train.py): targets, time-stretched windows, the fine-tune and its engine."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -109,20 +110,6 @@ def test_finetune_learns_and_exports_an_engine_that_loads(engine, tmp_path):
     np.testing.assert_allclose(e.fedn(x).cls_logits, eager, atol=1e-4)
 
 
-def test_soup_is_the_average_of_the_seeds_fine_tunes(engine):
-    clips = [clip(seed=i, gt=((60 + 20 * i, 100 + 20 * i),)) for i in range(2)]
-    parts = [rt.finetune(engine, clips, rt.RealTrainConfig(epochs=1, windows_per_clip=4, lr=1e-3, seed=k),
-                         progress=False).state_dict() for k in (0, 1)]
-    soup = rt.finetune(engine, clips, rt.RealTrainConfig(epochs=1, windows_per_clip=4, lr=1e-3, soup=2),
-                       progress=False).state_dict()
-    for k, v in soup.items():
-        if v.is_floating_point():
-            torch.testing.assert_close(v, (parts[0][k] + parts[1][k]) / 2)
-    moved = [k for k, v in parts[0].items() if v.is_floating_point() and not torch.equal(v, parts[1][k])]
-    assert moved, "two seeds gave the same weights: the soup would average nothing"
-    assert rt.RealTrainConfig().soup == 1  # engine 0.3.0's recipe is one fine-tune
-
-
 def test_loio_scores_each_identity_with_a_model_that_never_saw_it(engine, monkeypatch):
     """Each fold trains on the other identities' clips only, and every clip is scored once, by its own fold."""
     seen = []
@@ -138,7 +125,8 @@ def test_loio_scores_each_identity_with_a_model_that_never_saw_it(engine, monkey
     for k, ident in enumerate("aab"):
         c = clip(T=90, gt=((20, 50),), other=(), seed=k)
         clips.append(rt.Clip(f"{ident}{k}", ident, 30.0, c.inputs, c.gt, c.labels, c.ignore, feats))
-    events, thresholds = rt.loio(engine, clips, rt.RealTrainConfig(epochs=1, windows_per_clip=2, select_threshold=()), progress=False)
+    cfg = rt.RealTrainConfig(epochs=1, windows_per_clip=2, select_threshold=())
+    events, thresholds = rt.loio(engine, clips, cfg, progress=False)
     assert thresholds == {}
     assert seen == [["b"], ["a"]] and sorted(events) == ["a0", "a1", "b2"]
 
@@ -189,12 +177,11 @@ def test_loio_reuses_kept_folds_of_the_same_recipe_only(engine, monkeypatch, tmp
     trained = []
     real_finetune = rt.finetune
     monkeypatch.setattr(rt, "finetune", lambda *a, **k: trained.append(1) or real_finetune(*a, **k))
-    again, _ = rt.loio(engine, clips, rt.RealTrainConfig(epochs=1, windows_per_clip=2, fedn_only_threshold=0.6, select_threshold=()),
-                       progress=False, reuse=tmp_path)
+    again, _ = rt.loio(engine, clips, replace(cfg, fedn_only_threshold=0.6), progress=False, reuse=tmp_path)
     assert trained == [] and all(e["score"] >= 0.6 for ev in again.values() for e in ev)
     same, _ = rt.loio(engine, clips, cfg, progress=False, reuse=tmp_path)
     assert trained == [] and same == first
-    rt.loio(engine, clips, rt.RealTrainConfig(epochs=1, windows_per_clip=2, seed=5, select_threshold=()), progress=False, reuse=tmp_path)
+    rt.loio(engine, clips, replace(cfg, seed=5), progress=False, reuse=tmp_path)
     assert trained == [1, 1]                                    # another recipe: both folds trained again
     relabelled = [clips[0], rt.Clip("b", "b", 30.0, clips[1].inputs, np.array([[35.0, 60.0]]), clips[1].labels,
                                     clips[1].ignore, feats)]
@@ -215,7 +202,8 @@ def test_synthetic_videos_train_in_every_fold_and_are_never_held_out(engine, mon
     c = clip(T=90, gt=((20, 50),), other=(), seed=0)
     real = [rt.Clip(f"{i}", i, 30.0, c.inputs, c.gt, c.labels, c.ignore, feats) for i in "ab"]
     synth = [rt.Clip("s0", "synth:p", 30.0, c.inputs, c.gt, c.labels, c.ignore, feats, synthetic=True)]
-    events, _ = rt.loio(engine, real, rt.RealTrainConfig(epochs=1, windows_per_clip=2, synth_windows_per_clip=2, select_threshold=()),
+    cfg = rt.RealTrainConfig(epochs=1, windows_per_clip=2, synth_windows_per_clip=2, select_threshold=())
+    events, _ = rt.loio(engine, real, cfg,
                      progress=False, synth=synth)
     assert seen == [["b", "synth:p"], ["a", "synth:p"]] and sorted(events) == ["a", "b"]
 
@@ -241,3 +229,16 @@ def test_load_synth_reads_a_native_set_and_its_features(engine, tmp_path):
     assert c.synthetic and c.identity == "synth:p" and c.inputs.shape == (120, 1008)
     assert c.gt.tolist() == [[10, 20], [50, 90]]
     assert c.labels.tolist() == [emotions.index("sadness"), emotions.index("happiness")]
+
+
+def test_neutral_ceiling_reaches_training_inputs_folds_and_engine(engine):
+    cfg = rt.RealTrainConfig(neutral_ceiling=("mouthSmileLeft", "mouthSmileRight"))
+    values = rt.ceiling_values(cfg)
+    names = list(MEDIAPIPE_BLENDSHAPES)
+    assert len(values) == 52 and values[names.index("mouthSmileLeft")] < 0.5 and values[names.index("jawOpen")] == 1.0
+    assert rt.baseline_config(engine, 30.0, cfg).neutral_ceiling == values
+    assert rt.baseline_config(engine, 30.0, rt.RealTrainConfig()).neutral_ceiling == ()
+    assert rt.spotter_overrides(cfg)["baseline"]["neutral_ceiling"] == list(values)
+    assert "baseline" not in rt.spotter_overrides(rt.RealTrainConfig())
+    with pytest.raises(ValueError, match="not blendshapes"):
+        rt.ceiling_values(rt.RealTrainConfig(neutral_ceiling=("smile",)))

@@ -76,9 +76,10 @@ class RealTrainConfig:
                                        # mouth and jaw channels (speech on other faces, over neutral stretches and
                                        # over expressions; labels unchanged): 0.5 measured worse on the folds
                                        # once thresholds are chosen (docs/real_dev.md), so off
-    soup: int = 1                      # fine-tunes (seeds seed, seed + 1, ...) whose weights are averaged into the
-                                       # model (a uniform model soup: same start, so one basin; costs training time,
-                                       # not inference time): 1 is engine 0.3.0's recipe
+    neutral_ceiling: tuple[str, ...] = ()  # blendshapes whose new neutral baseline starts no higher than a resting
+                                       # face reads (configs/neutral_ceiling.json, scripts/neutral_ceiling.py), so a
+                                       # face already smiling when it appears shows its smile; in training inputs,
+                                       # in the folds' spotter and in the exported engine's
     seed: int = 0
     assign: AssignConfig = AssignConfig()
 
@@ -98,7 +99,29 @@ class Clip:
                              # expression or other facial action in it, runs of >= 1 s (the overlay's donors)
 
 
-def load_clips(engine, data: Path, cache: Path, overrides: Path | None, face_model: str | None) -> tuple[list[Clip], dict]:
+NEUTRAL_CEILING = real_eval.REPO / "configs" / "neutral_ceiling.json"
+
+
+def ceiling_values(cfg: RealTrainConfig) -> tuple[float, ...]:
+    """BaselineConfig.neutral_ceiling for `cfg.neutral_ceiling`'s channels (1.0, no ceiling, for the others)."""
+    if not cfg.neutral_ceiling:
+        return ()
+    from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES
+    values = json.loads(NEUTRAL_CEILING.read_text())["ceiling"]
+    unknown = sorted(set(cfg.neutral_ceiling) - set(values))
+    if unknown:
+        raise ValueError(f"neutral_ceiling: {unknown} are not blendshapes of {NEUTRAL_CEILING}")
+    return tuple(float(values[n]) if n in cfg.neutral_ceiling else 1.0 for n in MEDIAPIPE_BLENDSHAPES)
+
+
+def baseline_config(engine, fps: float, cfg: RealTrainConfig):
+    """The neutral baseline the fine-tuned engine's spotter runs, so training inputs are what it will see."""
+    base = engine.spotter_config(fps).baseline
+    return replace(base, neutral_ceiling=ceiling_values(cfg)) if cfg.neutral_ceiling else base
+
+
+def load_clips(engine, data: Path, cache: Path, overrides: Path | None, face_model: str | None,
+               cfg: RealTrainConfig = RealTrainConfig()) -> tuple[list[Clip], dict]:
     """Every scored clip of the dev set (real_eval.clip_role) with its features and training targets."""
     from fes_live.models.baseline import baseline_normalize
     labels, _ = real_eval.load_labels(data, overrides)
@@ -112,7 +135,7 @@ def load_clips(engine, data: Path, cache: Path, overrides: Path | None, face_mod
             continue
         feats = real_eval.clip_features(data / "clips" / f"{name}.mp4", cache, fm, version)
         fps = float(feats["fps"])
-        inputs = baseline_normalize(feats["geometry"], feats["face_present"], engine.spotter_config(fps).baseline)
+        inputs = baseline_normalize(feats["geometry"], feats["face_present"], baseline_config(engine, fps, cfg))
         expr = [e for e in info["events"] if real_eval.label_kind(e["type"]) == "expression"]
         other = [e for e in info["events"] if real_eval.label_kind(e["type"]) == "other"]
         clips.append(Clip(name, real_eval.identity(name), fps, inputs,
@@ -159,7 +182,7 @@ def overlay_talking(x: np.ndarray, n_valid: int, donor: Clip, run: np.ndarray, r
     x[t:t + length, cols] = np.where(np.abs(theirs) > np.abs(mine), theirs, mine)
 
 
-def load_synth(engine, data: Path, features: Path) -> list[Clip]:
+def load_synth(engine, data: Path, features: Path, cfg: RealTrainConfig = RealTrainConfig()) -> list[Clip]:
     """fes-synth videos (native layout) and their extracted features as training clips; identities are prefixed
     `synth:` so that no fold ever holds them out."""
     from fes_live.models.baseline import baseline_normalize
@@ -175,7 +198,7 @@ def load_synth(engine, data: Path, features: Path) -> list[Clip]:
             raise FileNotFoundError(f"{path}: no features for synthetic video {v.video_id} "
                                     f"(fes-live extract, or scripts/synth_sets.sh)")
         feats = load_features(path)
-        inputs = baseline_normalize(feats["geometry"], feats["face_present"], engine.spotter_config(v.fps).baseline)
+        inputs = baseline_normalize(feats["geometry"], feats["face_present"], baseline_config(engine, v.fps, cfg))
         ivs = gt[v.video_id]
         clips.append(Clip(v.video_id, f"synth:{v.subject}", v.fps, inputs,
                           np.array([[i.onset, i.offset] for i in ivs], dtype=np.float64).reshape(-1, 2),
@@ -235,20 +258,7 @@ def targets(model, gt: np.ndarray, labels: np.ndarray, ignore: np.ndarray, W: in
 
 
 def finetune(engine, clips: list[Clip], cfg: RealTrainConfig, desc: str = "FEDN", progress: bool = True):
-    """The engine's FEDN trained further on `clips` for `cfg.epochs` (no selection: the last epoch is the model);
-    with `cfg.soup` > 1, the average of that many such fine-tunes from consecutive seeds."""
-    if cfg.soup <= 1:
-        return finetune_one(engine, clips, cfg, desc, progress)
-    models = [finetune_one(engine, clips, replace(cfg, seed=cfg.seed + k), f"{desc} soup {k + 1}/{cfg.soup}", progress)
-              for k in range(cfg.soup)]
-    states = [m.state_dict() for m in models]
-    soup = {k: torch.stack([s[k] for s in states]).mean(0) if v.is_floating_point() else v
-            for k, v in states[0].items()}
-    models[0].load_state_dict(soup)
-    return models[0].eval()
-
-
-def finetune_one(engine, clips: list[Clip], cfg: RealTrainConfig, desc: str, progress: bool):
+    """The engine's FEDN trained further on `clips` for `cfg.epochs` (no selection: the last epoch is the model)."""
     torch.manual_seed(cfg.seed)
     model = base_fedn(engine, cfg.fedn_inputs)
     W, C = model.cfg.window, model.cfg.num_classes
@@ -291,7 +301,10 @@ def finetune_one(engine, clips: list[Clip], cfg: RealTrainConfig, desc: str, pro
 
 def spotter_overrides(cfg: RealTrainConfig) -> dict:
     """What the fine-tuned engine's manifest says of its spotter: FEDN-only proposals at the fixed threshold."""
-    return {"fedn_only_threshold": cfg.fedn_only_threshold, "proposals": {"score_threshold": [10.0, 10.0]}}
+    out = {"fedn_only_threshold": cfg.fedn_only_threshold, "proposals": {"score_threshold": [10.0, 10.0]}}
+    if cfg.neutral_ceiling:
+        out["baseline"] = {"neutral_ceiling": list(ceiling_values(cfg))}
+    return out
 
 
 def loio(engine, clips: list[Clip], cfg: RealTrainConfig, progress: bool = True,
@@ -300,8 +313,9 @@ def loio(engine, clips: list[Clip], cfg: RealTrainConfig, progress: bool = True,
     """Leave one identity out -> ({clip: events}, thresholds): each clip's events from the model that never saw its
     person (`only`: just these identities' folds; `models`: keep each fold's weights there, `<identity>.pt`; `synth`:
     synthetic clips every fold trains on; `reuse`: take a fold's model from there when it was kept with this recipe
-    and these training clips, to re-score without retraining). With `cfg.select_threshold` (needs `labels`), thresholds is
-    {identity: the threshold its clips were scored at, chosen on the other folds; "all": the best on every fold}."""
+    and these training clips, to re-score without retraining). With `cfg.select_threshold` (needs `labels`),
+    thresholds is {identity: the threshold its clips were scored at, chosen on the other folds; "all": the best on
+    every fold}."""
     identities = sorted({c.identity for c in clips} if not only else set(only))
     grid = tuple(cfg.select_threshold) or (cfg.fedn_only_threshold,)
     if cfg.select_threshold and labels is None:
@@ -339,7 +353,10 @@ def loio(engine, clips: list[Clip], cfg: RealTrainConfig, progress: bool = True,
 
 def training_recipe(cfg: RealTrainConfig) -> dict:
     """The recipe fields that shape the trained weights (not the thresholds applied afterwards)."""
-    return {k: v for k, v in to_dict(cfg).items() if k not in ("fedn_only_threshold", "select_threshold")}
+    recipe = {k: v for k, v in to_dict(cfg).items() if k not in ("fedn_only_threshold", "select_threshold")}
+    if cfg.neutral_ceiling:
+        recipe["neutral_ceiling_values"] = list(ceiling_values(cfg))
+    return recipe
 
 
 def targets_digest(clips: list[Clip]) -> str:
@@ -478,9 +495,9 @@ def export_engine(engine, model, cfg: RealTrainConfig, clips: list[Clip], out: P
     thresholds = {**{k: v for k, v in old.items() if k not in ("spotter", "calibrated_on")},
                   "fedn_only": cfg.fedn_only_threshold,
                   "spotter": merge_spotter(old.get("spotter", {}), spotter_overrides(cfg)),
-                  "calibrated_on": {"rule": f"best F1 (IoU 0.3) of {list(cfg.select_threshold)} on the leave-one-"
-                                            f"identity-out held-out clips (fes-train real --loio)"
-                                    if cfg.select_threshold else "fixed a priori (train/real_train.py RealTrainConfig)"}}
+                  "calibrated_on": {"rule": (f"best F1 (IoU 0.3) of {list(cfg.select_threshold)} on the leave-one-"
+                                             f"identity-out held-out clips (fes-train real --loio)")
+                                    if cfg.select_threshold else "fixed a priori (RealTrainConfig)"}}
     for k in ("val_f1", "val_gt", "val_predictions_at_zero", "val_f1_rerun"):
         thresholds.pop(k, None)
     path = export([tmp / "gim.ckpt", tmp / "fedn.ckpt"], out, thresholds=thresholds, version=version)
@@ -524,8 +541,8 @@ def main(argv: list[str] | None = None) -> int:
         if not engine.has_fedn:
             raise EngineError(f"{engine.folder}: no FEDN to fine-tune")
         clips, labels = load_clips(engine, Path(args.data), Path(args.cache),
-                                   Path(args.overrides) if args.overrides else None, args.face_model)
-        synth = load_synth(engine, Path(args.synth), Path(args.synth_features)) if args.synth else []
+                                   Path(args.overrides) if args.overrides else None, args.face_model, cfg)
+        synth = load_synth(engine, Path(args.synth), Path(args.synth_features), cfg) if args.synth else []
         if synth:
             log.info("%d synthetic videos (%d expressions) join every fold's training set", len(synth),
                      sum(len(c.gt) for c in synth))
