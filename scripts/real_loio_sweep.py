@@ -1,8 +1,8 @@
 """Post-hoc: the kept leave-one-identity-out fold models (`scripts/real_loio.sh` keeps them in runs/real_loio) re-run
 on their held-out clips with other spotter settings (FEDN-only threshold, cross-window NMS, the talking gate).
 
-This is selection on the reported folds, so its figures are optimistic; docs/real_dev.md quotes them as such, and
-the shipped engine keeps the a-priori settings. `.venv/bin/python scripts/real_loio_sweep.py [START_ENGINE] [FOLDS]`
+This is selection on the reported folds, so its figures are optimistic; docs/real_dev.md quotes them as such. The
+shipped engine's threshold is chosen nested instead (`fes-train real`, `select_threshold`). `.venv/bin/python scripts/real_loio_sweep.py [START_ENGINE] [FOLDS]`
 """
 import itertools
 import sys
