@@ -169,7 +169,7 @@ class Feeder:
     """PUSH sockets sending the streams' frames round-robin, as edge ingests would (`endpoint`: one for all, or
     {stream id: endpoint}); lossless streams block instead of dropping, so every frame reaches a spotter."""
 
-    def __init__(self, endpoint, sids: list[str], lossless: bool, curve=None):
+    def __init__(self, endpoint, sids: list[str], lossless: bool, curve=None, intruder: bool = False):
         from fes_live.stream.auth import apply_client
         from fes_live.stream.pipeline_config import CurveConfig
         self.ctx = zmq.Context()
@@ -178,21 +178,30 @@ class Feeder:
         for ep in set(where.values()):
             socks[ep] = self.ctx.socket(zmq.PUSH)
             socks[ep].setsockopt(zmq.LINGER, 2000)
-            socks[ep].setsockopt(zmq.SNDTIMEO, int(scaled(60) * 1000))  # a hang fails instead of blocking
+            # a hang fails instead of blocking; an intruder's connection never completes its handshake, so its
+            # frames queue or are refused (zmq.Again), whichever the handshake's timing gives
+            socks[ep].setsockopt(zmq.SNDTIMEO, 0 if intruder else int(scaled(60) * 1000))
             apply_client(socks[ep], ep, curve or CurveConfig())
             socks[ep].connect(ep)
         self.push = {sid: socks[ep] for sid, ep in where.items()}
+        self.intruder = intruder
         for sid in sids:
-            self.push[sid].send_multipart(wire.control_message(sid, "started", source="smile.npz", fps=FPS,
-                                                               lossless=lossless))
+            self._send(sid, wire.control_message(sid, "started", source="smile.npz", fps=FPS, lossless=lossless))
+
+    def _send(self, sid, frames) -> None:
+        try:
+            self.push[sid].send_multipart(frames)
+        except zmq.Again:
+            if not self.intruder:
+                raise
 
     def send(self, sid, k, fp, g, r) -> None:
         f = FrameFeatures(k, k / FPS, time.time(), fp, np.asarray(g, np.float32), np.asarray(r, np.float32), None)
-        self.push[sid].send_multipart(wire.features_message(sid, f, "tracked" if fp else "none"))
+        self._send(sid, wire.features_message(sid, f, "tracked" if fp else "none"))
 
     def end(self, sids) -> None:
         for sid in sids:
-            self.push[sid].send_multipart(wire.control_message(sid, "ended", message="end of features"))
+            self._send(sid, wire.control_message(sid, "ended", message="end of features"))
 
     def close(self) -> None:
         for sock in set(self.push.values()):
@@ -429,12 +438,12 @@ def test_workers_front_authenticates_on_tcp(smile, procs, tmp_path):
         hello(pool.ep["replay"], timeout_s=2.0)  # no keys: no answer
     sub = Collector(pool)
     keyed, plain = Feeder(pool.ep["features"], ["keyed"], lossless=True, curve=good), \
-        Feeder(pool.ep["features"], ["plain"], lossless=False)
+        Feeder(pool.ep["features"], ["plain"], lossless=False, intruder=True)
     try:
         frames = stream_frames(smile, 0, 60)
         for k in range(60):
             keyed.send("keyed", *frames[k])
-            plain.send("plain", *frames[k])  # (queued on a connection whose handshake never completes)
+            plain.send("plain", *frames[k])  # (queued or refused: its handshake never completes)
         keyed.end(["keyed"])
         plain.end(["plain"])
         pool.wait(lambda: sub.ended(["keyed"]), 60)
