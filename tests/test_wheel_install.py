@@ -70,8 +70,8 @@ def test_wheel_runs_beside_user_files_named_models_and_stream(wheel_venv, procs)
     events, replay = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(FES_FACE_MODEL=str(FACE_MODEL), FES_NO_DOWNLOAD="1", XDG_RUNTIME_DIR=str(user))
-    sub = procs.popen([python, "-u", "subscriber.py", events, replay], cwd=user, env=env, stdout=subprocess.PIPE,
-                      stderr=subprocess.STDOUT, text=True)
+    sub = procs.popen([python, "-X", "faulthandler", "-u", "subscriber.py", events, replay], cwd=user, env=env,
+                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sub_out = Lines(sub)
     run = procs.popen([fes_live, "--source", str(smile), "--events-endpoint", events, "--replay-endpoint", replay],
                       cwd=user, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -81,7 +81,12 @@ def test_wheel_runs_beside_user_files_named_models_and_stream(wheel_venv, procs)
     assert "pyfeat_single_face" in log and "expression" in log and "Traceback" not in log, log[-3000:]
     assert sub_out.wait_for(r"pyfeat_single_face: macro happiness from", 15), sub_out.text + log[-2000:]
     sub.send_signal(signal.SIGINT)  # how the example ends: quietly
-    assert sub.wait(scaled(15)) == 0
+    try:
+        code = sub.wait(scaled(15))
+    except subprocess.TimeoutExpired:  # say where it is stuck: faulthandler prints every thread's stack on SIGABRT
+        sub.send_signal(signal.SIGABRT)
+        pytest.fail("the subscriber example did not end on SIGINT:\n" + sub_out.join(5)[-6000:])
+    assert code == 0
     text = sub_out.join()
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
     finals = [line for line in text.splitlines() if " from " in line]
