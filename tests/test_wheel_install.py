@@ -70,8 +70,11 @@ def test_wheel_runs_beside_user_files_named_models_and_stream(wheel_venv, procs)
     events, replay = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(FES_FACE_MODEL=str(FACE_MODEL), FES_NO_DOWNLOAD="1", XDG_RUNTIME_DIR=str(user))
+    # Ctrl-C as in a terminal: a suite started in the background (`cmd &` in a script) hands its children SIGINT
+    # ignored, and Python then never raises KeyboardInterrupt
     sub = procs.popen([python, "-X", "faulthandler", "-u", "subscriber.py", events, replay], cwd=user, env=env,
-                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     sub_out = Lines(sub)
     run = procs.popen([fes_live, "--source", str(smile), "--events-endpoint", events, "--replay-endpoint", replay],
                       cwd=user, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
