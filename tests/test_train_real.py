@@ -8,6 +8,7 @@ import torch
 
 from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES
 from fes_live.models.fedn import input_mask
+from fes_live.train import real_eval
 from fes_live.train import real_train as rt
 
 
@@ -138,17 +139,19 @@ def test_best_threshold_takes_the_best_f1_and_the_higher_of_a_tie():
     labels = {"a": info, "b": info}
     by_t = {0.5: {"a": [hit, miss], "b": [hit, miss]}, 0.7: {"a": [hit], "b": [hit, miss]},
             0.8: {"a": [hit], "b": [hit]}, 0.9: {"a": [hit], "b": [hit]}, 0.95: {"a": [], "b": []}}
-    assert rt.best_threshold(by_t, labels, ["a", "b"]) == 0.9          # F1 1.0 at 0.8 and 0.9: the higher
-    assert rt.best_threshold({0.5: by_t[0.5], 0.95: by_t[0.95]}, labels, ["a"]) == 0.5
+    scores = {t: {n: real_eval.score_clip(labels[n], ev, "scored") for n, ev in by_n.items()}
+              for t, by_n in by_t.items()}
+    assert rt.best_threshold(scores, ["a", "b"]) == 0.9          # F1 1.0 at 0.8 and 0.9: the higher
+    assert rt.best_threshold({0.5: scores[0.5], 0.95: scores[0.95]}, ["a"]) == 0.5
 
 
 def test_loio_chooses_each_folds_threshold_on_the_other_folds_only(engine, monkeypatch):
     asked = []
     real_best = rt.best_threshold
 
-    def best(by_threshold, labels, names):
+    def best(scores, names):
         asked.append(sorted(names))
-        return real_best(by_threshold, labels, names)
+        return real_best(scores, names)
     monkeypatch.setattr(rt, "best_threshold", best)
     feats = {"geometry": np.zeros((90, 1008), np.float32), "roi_flow": np.zeros((90, 12, 2), np.float32),
              "face_present": np.ones(90, bool), "frame_index": np.arange(90), "fps": 30.0}

@@ -325,9 +325,10 @@ def loio(engine, clips: list[Clip], cfg: RealTrainConfig, progress: bool = True,
     for k, ident in enumerate(identities):
         train = [c for c in clips if c.identity != ident] + list(synth)
         model = kept_fold(engine, reuse / f"{ident}.pt", train, cfg) if reuse is not None else None
-        if model is None:
+        trained = model is None
+        if trained:
             model = finetune(engine, train, cfg, desc=f"fold {k + 1}/{len(identities)} ({ident})", progress=progress)
-        if models is not None:
+        if models is not None and (trained or reuse != models):
             models.mkdir(parents=True, exist_ok=True)
             torch.save({"config": to_dict(model.cfg), "state_dict": model.state_dict(), "recipe": training_recipe(cfg),
                         "targets": targets_digest(train), "trained_on": sorted(c.name for c in train)},
@@ -343,9 +344,10 @@ def loio(engine, clips: list[Clip], cfg: RealTrainConfig, progress: bool = True,
     if not cfg.select_threshold:
         return by_threshold[grid[0]], {}
     held = [c for c in clips if c.identity in identities]
-    chosen = {ident: best_threshold(by_threshold, labels, [c.name for c in held if c.identity != ident])
-              for ident in identities}
-    chosen["all"] = best_threshold(by_threshold, labels, [c.name for c in held])
+    scores = {t: {c.name: real_eval.score_clip(labels[c.name], by_threshold[t][c.name], "scored") for c in held}
+              for t in grid}
+    chosen = {ident: best_threshold(scores, [c.name for c in held if c.identity != ident]) for ident in identities}
+    chosen["all"] = best_threshold(scores, [c.name for c in held])
     events = {c.name: by_threshold[chosen[c.identity]][c.name] for c in held}
     log.info("thresholds chosen on the other folds: %s", chosen)
     return events, chosen
@@ -387,14 +389,14 @@ def kept_fold(engine, path: Path, train: list[Clip], cfg: RealTrainConfig):
     return model.eval()
 
 
-def best_threshold(by_threshold: dict[float, dict[str, list]], labels: dict, names: list[str]) -> float:
-    """The threshold whose events on `names` have the best pooled F1 (IoU 0.3); a tie goes to the higher one."""
+def best_threshold(scores: dict[float, dict[str, dict]], names: list[str]) -> float:
+    """The threshold whose clip scores ({threshold: {clip: real_eval.score_clip}}) on `names` have the best pooled
+    F1 (IoU 0.3); a tie goes to the higher one."""
     def f1(t: float) -> float:
-        scores = {n: real_eval.score_clip(labels[n], by_threshold[t][n], "scored") for n in names}
-        tot = real_eval.totals(scores, {n: "scored" for n in names})
+        tot = real_eval.totals({n: scores[t][n] for n in names}, {n: "scored" for n in names})
         r, p = tot["recall_03"] or 0.0, tot["precision"] or 0.0
         return 2 * r * p / (r + p) if r + p else 0.0
-    return max(sorted(by_threshold), key=lambda t: (round(f1(t), 9), t))
+    return max(sorted(scores), key=lambda t: (round(f1(t), 9), t))
 
 
 def loio_report(engine, clips: list[Clip], labels: dict, events: dict, cfg: RealTrainConfig,
