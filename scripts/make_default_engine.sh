@@ -14,18 +14,13 @@
 # selection and threshold calibration use (8 videos); the held-out identity 2008_002506 with its own seed (1000) is
 # the test set and is used for nothing else (6 videos; the first 2 are the test set of engine 0.1.0).
 # (The two other photos in ../shared/data/images are group shots with faces too small to warp.)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=.venv/bin
-SHARED=${FES_SHARED_DIR:-../shared}
+source "$(dirname "$0")/common.sh"
 IMAGES=$SHARED/data/images
 RUN=${RUN:-runs/default_engine}
 DATA=$RUN/synth
 STAGE=${STAGE:-data}
 STOP_AFTER=${STOP_AFTER:-}
 ENGINE_VERSION=0.2.0
-export FES_FACE_MODEL=${FES_FACE_MODEL:-$SHARED/models/face_landmarker_v2_with_blendshapes.task}
-export FES_NO_DOWNLOAD=1
 
 if [ "$STAGE" = data ]; then
   rm -rf "$DATA"

@@ -7,16 +7,11 @@
 #
 #   scripts/synth_sets.sh            # both sets into runs/synth_sets
 #   ONLY=train scripts/synth_sets.sh # or ONLY=test
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=.venv/bin
-SHARED=${FES_SHARED_DIR:-../shared}
+source "$(dirname "$0")/common.sh"
 FACES=$SHARED/data/faces
 OUT=${OUT:-runs/synth_sets}
 JOBS=${JOBS:-2}
 ONLY=${ONLY:-}
-export FES_FACE_MODEL=${FES_FACE_MODEL:-$SHARED/models/face_landmarker_v2_with_blendshapes.task}
-export FES_NO_DOWNLOAD=1
 
 # training people (person ids of the faces README): P01 P02 P03 P04 P06 P08 P09 P10; P07 is fomm_10's actor and
 # P12-P31 are real dev people, so none of them is here. Seed 6000 (0-5000 were used by earlier sets).
