@@ -1,0 +1,62 @@
+"""Kept leave-one-identity-out fold models re-run on their held-out clips with other spotter settings (inference
+only, nothing retrained): the figures at each FEDN-only threshold, and with the threshold chosen nested as
+`fes-train real` chooses it (each fold's on the other folds).
+
+    .venv/bin/python scripts/real_loio_rescore.py [--folds runs/real_loio] [--spotter '{"fedn_stride": 8}']
+
+docs/real_dev.md quotes it for settings that do not change the weights (FEDN window stride). Choosing among such
+settings by these figures is selection on the reported folds.
+"""
+import argparse
+import json
+from dataclasses import replace
+
+import torch
+
+from fes_live.stream.engine import load_engine
+from fes_live.train import real_eval, real_train
+
+GRID = real_train.RealTrainConfig().select_threshold
+
+
+def line(t: dict) -> str:
+    n = t["nuisance"]
+    return (f"recall {real_eval.fmt(t['recall_03'])} / {real_eval.fmt(t['recall_05'])} precision "
+            f"{real_eval.fmt(t['precision'])} (TP {t['tp']} FP {t['fp']}) FA/min talking "
+            f"{real_eval.fmt(n['talking']['fa_per_min'])} blink {real_eval.fmt(n['blink']['fa_per_min'])} gaze "
+            f"{real_eval.fmt(n['gaze']['fa_per_min'])} emotion {real_eval.fmt(t['emotion_acc'])}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--start", default="runs/start_engine", help="the engine the folds were fine-tuned from")
+    p.add_argument("--folds", default="runs/real_loio", help="<identity>.pt of `fes-train real --keep-folds`")
+    p.add_argument("--spotter", default="{}", help="JSON merged into every run's spotter config")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    extra = json.loads(args.spotter)
+    engine = load_engine(args.start, backend="export", device="cpu")
+    clips, labels = real_train.load_clips(engine, real_eval.DEFAULT_DATA, real_eval.DEFAULT_CACHE,
+                                          real_eval.DEFAULT_OVERRIDES, None)
+    cfg = real_train.RealTrainConfig()
+    scores: dict[float, dict[str, dict]] = {t: {} for t in GRID}
+    for c in clips:
+        model = real_train.base_fedn(engine, cfg.fedn_inputs)
+        model.load_state_dict(torch.load(f"{args.folds}/{c.identity}.pt", weights_only=True)["state_dict"])
+        runner = real_train.fedn_runner(model.eval())
+        for t in GRID:
+            spotter = {**real_train.spotter_overrides(replace(cfg, fedn_only_threshold=t)), **extra}
+            events = real_eval.run_engine(engine, c.feats, fedn=runner, spotter=spotter)["events"]
+            scores[t][c.name] = real_eval.score_clip(labels[c.name], events, "scored")
+    roles = {c.name: "scored" for c in clips}
+    for t in GRID:
+        print(f"threshold {t}: {line(real_eval.totals(scores[t], roles))}")
+    identities = sorted({c.identity for c in clips})
+    chosen = {i: real_train.best_threshold(scores, [c.name for c in clips if c.identity != i]) for i in identities}
+    nested = {c.name: scores[chosen[c.identity]][c.name] for c in clips}
+    print(f"nested (folds chose {sorted(set(chosen.values()))}; on all folds "
+          f"{real_train.best_threshold(scores, [c.name for c in clips])}): {line(real_eval.totals(nested, roles))}")
+
+
+if __name__ == "__main__":
+    main()
