@@ -412,12 +412,6 @@ class ReplayServer:
             except wire.BadMessage as e:  # too many frames: drained, but the identity is not trusted for an answer
                 self._bad(e)
                 continue
-            except wire.BadMessage as e:  # too many frames: drained, but the identity is not trusted for an answer
-                self.bad_requests += 1
-                served += 1
-                if self.bad_requests <= 10 or self.bad_requests % 1000 == 0:
-                    log.warning("bad replay request (%d so far): %s", self.bad_requests, e)
-                continue
             ident, rest = frames[0], frames[1:]
             envelope = []
             if rest and len(rest[0].bytes) == 0:  # REQ/DEALER-with-delimiter framing
@@ -433,12 +427,11 @@ class ReplayServer:
                 body, meta = b"[]", {"ok": False, "error": str(e)[:200], "next_seq": next_seq,
                                      "publisher": self.publisher}
             reply = _json_message("replay", wire.Header("replay", PIPELINE_STREAM, meta=meta), "events", body)
-            try:
-                self.sock.send_multipart([ident, *envelope, *reply], flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:  # this client has REPLAY_IN_FLIGHT unread answers: it gets no more
+            sent = wire.send_to_peer(self.sock, [ident, *envelope, *reply])
+            if sent == "full":  # this client has REPLAY_IN_FLIGHT unread answers: it gets no more
                 self.dropped += 1
-            except zmq.ZMQError as e:  # the client has gone (EHOSTUNREACH)
-                log.debug("replay answer not sent: %s", e)
+            elif sent == "gone":
+                log.debug("replay answer not sent: the client has gone")
             served += 1
             self.served += 1
 

@@ -347,6 +347,22 @@ def send(sock: zmq.Socket, frames: list, *, timeout_s: float = 0.0) -> bool:
         return False
 
 
+def send_to_peer(sock: zmq.Socket, frames: list) -> str:
+    """A ROUTER_MANDATORY answer without blocking -> "sent", "full" (the peer has SNDHWM unread answers) or "gone".
+    ZeroMQ learns that a peer has read its answers from commands it processes lazily, so a full pipe is asked again
+    once those are processed: without that, a client that had read every answer was now and then refused one."""
+    for attempt in range(2):
+        try:
+            sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            return "sent"
+        except zmq.Again:
+            if attempt == 0:
+                sock.getsockopt(zmq.EVENTS)  # processes the socket's pending commands (the pipe's credit)
+        except zmq.ZMQError:  # EHOSTUNREACH: the peer has gone
+            return "gone"
+    return "full"
+
+
 def recv(sock: zmq.Socket) -> Message:
     """Receive and decode one message (blocking per the socket's RCVTIMEO); BadMessage on garbage."""
     return decode(recv_frames(sock))

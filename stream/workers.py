@@ -284,10 +284,8 @@ class Front:
         except wire.BadMessage as e:
             self.bad_requests += 1
             reply = self._reply({"ok": False, "error": str(e)[:200]})
-        try:
-            router.send_multipart([ident, *envelope, *reply], flags=zmq.NOBLOCK, copy=False)
-        except zmq.ZMQError:  # the client is gone or has REPLAY_IN_FLIGHT unread answers
-            pass
+        wire.send_to_peer(router, [ident, *envelope, *reply])  # not sent: the client is gone or has
+                                                                # REPLAY_IN_FLIGHT unread answers
 
     def _reply(self, meta: dict, events: list | None = None) -> list:
         return wire.encode("replay", wire.Header("replay", PIPELINE_STREAM,
