@@ -10,6 +10,7 @@ settings by these figures is selection on the reported folds.
 import argparse
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -41,8 +42,10 @@ def main() -> None:
     cfg = real_train.RealTrainConfig()
     scores: dict[float, dict[str, dict]] = {t: {} for t in GRID}
     for c in clips:
+        # the weights as kept, without kept_fold's recipe check: a fold kept before a recipe field was added or
+        # removed (runs/real_loio has `soup`) holds the same weights
         model = real_train.base_fedn(engine, cfg.fedn_inputs)
-        model.load_state_dict(torch.load(f"{args.folds}/{c.identity}.pt", weights_only=True)["state_dict"])
+        model.load_state_dict(torch.load(Path(args.folds) / f"{c.identity}.pt", weights_only=True)["state_dict"])
         runner = real_train.fedn_runner(model.eval())
         for t in GRID:
             spotter = {**real_train.spotter_overrides(replace(cfg, fedn_only_threshold=t)), **extra}
@@ -52,10 +55,10 @@ def main() -> None:
     for t in GRID:
         print(f"threshold {t}: {line(real_eval.totals(scores[t], roles))}")
     identities = sorted({c.identity for c in clips})
-    chosen = {i: real_train.best_threshold(scores, [c.name for c in clips if c.identity != i]) for i in identities}
+    chosen = real_train.nested_thresholds(scores, clips, identities)
     nested = {c.name: scores[chosen[c.identity]][c.name] for c in clips}
-    print(f"nested (folds chose {sorted(set(chosen.values()))}; on all folds "
-          f"{real_train.best_threshold(scores, [c.name for c in clips])}): {line(real_eval.totals(nested, roles))}")
+    print(f"nested (folds chose {sorted({chosen[i] for i in identities})}; on all folds {chosen['all']}): "
+          f"{line(real_eval.totals(nested, roles))}")
 
 
 if __name__ == "__main__":

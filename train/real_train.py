@@ -346,8 +346,7 @@ def loio(engine, clips: list[Clip], cfg: RealTrainConfig, progress: bool = True,
     held = [c for c in clips if c.identity in identities]
     scores = {t: {c.name: real_eval.score_clip(labels[c.name], by_threshold[t][c.name], "scored") for c in held}
               for t in grid}
-    chosen = {ident: best_threshold(scores, [c.name for c in held if c.identity != ident]) for ident in identities}
-    chosen["all"] = best_threshold(scores, [c.name for c in held])
+    chosen = nested_thresholds(scores, held, identities)
     events = {c.name: by_threshold[chosen[c.identity]][c.name] for c in held}
     log.info("thresholds chosen on the other folds: %s", chosen)
     return events, chosen
@@ -397,6 +396,14 @@ def best_threshold(scores: dict[float, dict[str, dict]], names: list[str]) -> fl
         r, p = tot["recall_03"] or 0.0, tot["precision"] or 0.0
         return 2 * r * p / (r + p) if r + p else 0.0
     return max(sorted(scores), key=lambda t: (round(f1(t), 9), t))
+
+
+def nested_thresholds(scores: dict[float, dict[str, dict]], held: list[Clip], identities: list[str]) -> dict:
+    """{identity: the best threshold (best_threshold) on the *other* identities' held-out clips; "all": the best
+    on every one of them}: model selection never looks at the fold it reports."""
+    chosen = {ident: best_threshold(scores, [c.name for c in held if c.identity != ident]) for ident in identities}
+    chosen["all"] = best_threshold(scores, [c.name for c in held])
+    return chosen
 
 
 def loio_report(engine, clips: list[Clip], labels: dict, events: dict, cfg: RealTrainConfig,
