@@ -8,7 +8,6 @@ frame and prints the figures and the ratio to the goal: 60 fps, twice real time 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -16,6 +15,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from fes_live.benchmarks.run import emit
 
 GOAL_FPS = 60.0
 DEFAULT_CLIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "video" / "pyfeat_single_face.mp4"
@@ -86,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clip not found: {args.clip}", file=sys.stderr)
         return 1
     r = run(args.clip, args.frames, args.warmup, args.face_model, args.flow_size)
-    print(report(r))
-    if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=2))
-    return 0
+    return emit(report(r), r, args.json)
 
 
 if __name__ == "__main__":

@@ -6,15 +6,26 @@
     fes-bench scale    the largest N streams one detector holds at 30 fps, against the model-only ceiling
     fes-bench journal  replay from old sequence numbers of a 300k-event journal while events flow
     fes-bench fuzz     hostile messages against a detector while a real stream runs: survival, RSS, fps
+    fes-bench synth    fes-synth speed: one annotated 60 s video through the CLI, against real time
 """
 from __future__ import annotations
 
 import importlib
+import json
 import sys
+from pathlib import Path
 
 from fes_live import version_text
 
-BENCHMARKS = ("ingest", "models", "live", "scale", "journal", "fuzz")
+BENCHMARKS = ("ingest", "models", "live", "scale", "journal", "fuzz", "synth")
+
+
+def emit(report: str, figures: dict, json_path: str | None) -> int:
+    """Print a benchmark's report and, with --json, write its figures; 0, the exit code of a finished run."""
+    print(report)
+    if json_path:
+        Path(json_path).write_text(json.dumps(figures, indent=2))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,9 +27,7 @@ import zmq
 from fes_live.stream import auth, wire
 from fes_live.stream.client import ReplayError, Subscription, hello
 from fes_live.stream.config import ConfigError, from_dict, load_config, to_dict
-from fes_live.stream.detect import run_detector
 from fes_live.stream.events import PIPELINE_STREAM, format_event
-from fes_live.stream.ingest import run_ingest
 from fes_live.stream.pipeline_config import ENGINE_HELP, DetectConfig, IngestConfig, RunConfig, instance_dir
 from fes_live.stream.record import new_run_folder
 from fes_live.stream.supervise import Supervisor
@@ -225,7 +223,7 @@ def _run(cfg: RunConfig, args: argparse.Namespace | None, stop: threading.Event,
 
     sup = Supervisor(cfg.max_restarts, cfg.restart_window_s, on_change)
     console, printer = None, None
-    sup.start(DETECTOR, run_detector, det_cfg)
+    sup.start(DETECTOR, "fes_live.stream.detect:run_detector", det_cfg)
     code = 0
     try:
         first_seq = wait_for_detector(sup, ep.replay, stop, token, ep.curve)
@@ -243,7 +241,7 @@ def _run(cfg: RunConfig, args: argparse.Namespace | None, stop: threading.Event,
                 log.error("%s did not come up on port %d", name, port)
                 return 0 if stop.is_set() else 1
         for name, icfg in ingest_cfgs.items():
-            sup.start(name, run_ingest, icfg)
+            sup.start(name, "fes_live.stream.ingest:run_ingest", icfg)
         log.info("running %d stream(s); events on %s (fes-events to watch)", len(ingest_cfgs), ep.events)
         while not stop.is_set():
             sup.poll()

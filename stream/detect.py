@@ -102,17 +102,6 @@ class StreamState:
         return {"frame": int(frame), "pts_s": float(pts), "wall_s": wall}
 
 
-def features_socket(ctx: zmq.Context, guard: auth.ServerAuth, endpoint: str, recv_hwm: int) -> zmq.Socket:
-    """The bound PULL socket ingests send to (of a detector, or of the front of several, stream/workers.py)."""
-    pull = ctx.socket(zmq.PULL)
-    pull.setsockopt(zmq.RCVHWM, recv_hwm)
-    pull.setsockopt(zmq.LINGER, 0)
-    wire.limit_receive(pull, "features", "control")
-    guard.apply(pull, endpoint)
-    pull.bind(endpoint)
-    return pull
-
-
 class Detector:
     def __init__(self, cfg: DetectConfig, engine, ctx: zmq.Context | None = None):
         self.cfg = cfg
@@ -123,7 +112,7 @@ class Detector:
         self.ctx = ctx or zmq.Context.instance()
         self.guard = auth.ServerAuth(self.ctx, ep.curve)
         self.guard.check(ep.features, ep.events, ep.replay)  # AuthError before anything is bound
-        self.pull = features_socket(self.ctx, self.guard, ep.features, cfg.recv_hwm)
+        self.pull = wire.features_socket(self.ctx, self.guard, ep.features, cfg.recv_hwm)
 
         def prepare(sock: zmq.Socket, role: str) -> None:  # publisher's sockets get only requests, subscriptions
             wire.limit_receive(sock)

@@ -2,9 +2,9 @@
 fastest backend without anyone waiting for the compile.
 
 An engine ships exported programs (portable) but no compiled packages (they depend on the machine and on the torch
-build). The first detector that starts on a machine without them spots on the exported program at once and starts
-`python -m fes_live.stream.engine_build ENGINE` at low priority (about one or two minutes per model on a small CPU,
-finishing even if the detector stops first); when it has finished, the detector switches to the packages between two
+build). The first detector that starts on a machine without them spots at once (eager where the engine's probe
+checks it, else the exported program) and starts `python -m fes_live.stream.engine_build ENGINE` at low priority
+(about one or two minutes per model on a small CPU, finishing even if the detector stops first); when it has finished, the detector switches to the packages between two
 frames (`Engine.upgrade`), and every later start takes them directly. The packages go to the engine's cache
 (`engine.cache_dir`) with the sha256 of the program they were compiled from, so a changed engine is never run
 through a stale package. A lock file keeps two detectors from compiling the same engine at once. `FES_AOTI_BUILD=0`

@@ -322,6 +322,18 @@ def limit_receive(sock: zmq.Socket, *kinds: str) -> None:
     sock.setsockopt(zmq.MAXMSGSIZE, largest)
 
 
+def features_socket(ctx: zmq.Context, guard, endpoint: str, recv_hwm: int) -> zmq.Socket:
+    """The bound PULL socket ingests send to (of a detector, or of the front of several, stream/workers.py);
+    `guard` is the owner's auth.ServerAuth."""
+    pull = ctx.socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVHWM, recv_hwm)
+    pull.setsockopt(zmq.LINGER, 0)
+    limit_receive(pull, "features", "control")
+    guard.apply(pull, endpoint)
+    pull.bind(endpoint)
+    return pull
+
+
 def recv_frames(sock: zmq.Socket, flags: int = 0, max_parts: int = MAX_PARTS) -> list:
     """One multipart message, frame by frame: more than `max_parts` frames are drained and raise BadMessage (a
     peer cannot make us hold a message of a million parts). zmq.Again when NOBLOCK and nothing waits."""

@@ -38,7 +38,6 @@ from pathlib import Path
 import zmq
 
 from fes_live.stream import auth, wire
-from fes_live.stream.detect import features_socket
 from fes_live.stream.events import PIPELINE_STREAM, REPLAY_IN_FLIGHT, REPLAY_MAX, MAX_EVENT_BYTES
 from fes_live.stream.pipeline_config import DetectConfig, Endpoints, has_ipc, instance_dir
 
@@ -123,7 +122,7 @@ class Front:
         ep = cfg.endpoints
         self.guard = auth.ServerAuth(self.ctx, ep.curve)
         self.guard.check(ep.features, ep.events, ep.replay)
-        self.pull = features_socket(self.ctx, self.guard, ep.features, cfg.recv_hwm)
+        self.pull = wire.features_socket(self.ctx, self.guard, ep.features, cfg.recv_hwm)
         self.push = []
         for w in cfg.workers:
             s = self.ctx.socket(zmq.PUSH)
@@ -333,7 +332,6 @@ def run_front(cfg: FrontConfig, stop_event: threading.Event | None = None) -> in
 def run_pool(cfg: DetectConfig, stop_event: threading.Event) -> int:
     """The front and `cfg.workers` detector workers, supervised until `stop_event`; a worker that crashes is
     restarted (rate-limited). Workers stop before the front, so their last events still go out through it."""
-    from fes_live.stream.detect import run_detector
     from fes_live.stream.supervise import FATAL_EXIT, Supervisor
     rt = instance_dir()
     front_cfg, worker_cfgs = worker_configs(cfg, rt)
@@ -354,7 +352,7 @@ def run_pool(cfg: DetectConfig, stop_event: threading.Event) -> int:
     try:
         sup.start(FRONT, run_front, front_cfg)
         for name, wcfg in zip(names, worker_cfgs):
-            sup.start(name, run_detector, wcfg)
+            sup.start(name, "fes_live.stream.detect:run_detector", wcfg)
         log.info("detector: %d workers behind %s / %s / %s", cfg.workers, front_cfg.endpoints.features,
                  front_cfg.endpoints.events, front_cfg.endpoints.replay)
         while not stop_event.is_set():

@@ -189,8 +189,8 @@ class Lines:
 
 def pytest_collection_modifyitems(config, items):
     """Modules with a `slow` or `browser` test run first (each module's tests stay together and in order): with
-    `-n 2 --dist loadfile --no-loadscope-reorder` (README's test command) the long ones start at once on both
-    workers, and the short modules fill in at the end instead of one long module running alone."""
+    `-n 3 --dist loadfile --no-loadscope-reorder` (README's test command) the long ones start at once on every
+    worker, and the short modules fill in at the end instead of one long module running alone."""
     def path(item) -> str:
         return item.nodeid.split("::", 1)[0]
     heavy = {path(item) for item in items if item.get_closest_marker("slow") or item.get_closest_marker("browser")}

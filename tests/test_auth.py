@@ -10,7 +10,7 @@ import zmq
 
 from fes_live.stream import auth, wire
 from fes_live.stream.cli import main as cli_main
-from fes_live.stream.client import ReplayError, fetch, subscribe
+from fes_live.stream.client import ReplayError, _ask, fetch, subscribe
 from fes_live.stream.detect import Detector, run_detector
 from fes_live.stream.engine import load_engine
 from fes_live.stream.features import GEOMETRY_DIM, FrameFeatures
@@ -51,6 +51,47 @@ def test_missing_keys_refuse_to_start_with_one_clear_line(tmp_path, caplog):
     keys = auth.curve_paths(tmp_path)  # paths given, files absent
     with pytest.raises(auth.AuthError, match="cannot read"):
         auth.ServerAuth(None, CurveConfig(**keys, require="always")).check(ep.features)
+
+
+def test_a_replay_client_whose_handshake_failed_gets_an_error_not_a_hang(tmp_path):
+    """After a failed CURVE handshake ZeroMQ drops the DEALER's pipe, and a plain send then blocks for ever: a
+    request must wait for room within its timeout. (This hung the suite once, in the test below; before the fix
+    every try here but those within the first few ms of the connect hung.)"""
+    good = CurveConfig(**auth.keygen(tmp_path / "keys"), require="always")
+    other = auth.keygen(tmp_path / "intruder")
+    bad = CurveConfig(client_secret=other["client_secret"], server_public=good.server_public, require="always")
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    ctx = zmq.Context()
+    server = ctx.socket(zmq.ROUTER)
+    server.setsockopt(zmq.LINGER, 0)
+    guard = auth.ServerAuth(ctx, good)
+    guard.apply(server, addr)
+    server.bind(addr)
+    outcomes: list[str] = []
+
+    def ask(client) -> None:
+        try:
+            _ask(client, addr, 0, -1, timeout_s=0.2)
+            outcomes.append("answered")
+        except ReplayError as e:
+            outcomes.append(str(e))
+
+    try:
+        for delay_s in (0.0, 0.05, 0.1, 0.2, 0.3):  # the handshake fails within a few ms of the connect
+            client = ctx.socket(zmq.DEALER)
+            client.setsockopt(zmq.LINGER, 0)
+            auth.apply_client(client, addr, bad)
+            client.connect(addr)
+            time.sleep(delay_s)
+            asker = threading.Thread(target=ask, args=(client,), daemon=True)
+            asker.start()
+            asker.join(5)
+            assert not asker.is_alive(), f"the replay request hung ({delay_s} s after the connect)"
+            client.close()
+        assert len(outcomes) == 5 and all("within 0.2 s" in o for o in outcomes), outcomes
+    finally:
+        server.close()
+        guard.close()
 
 
 def frames_of(sid: str, n: int) -> list[list]:

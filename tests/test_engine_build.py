@@ -32,7 +32,7 @@ def small_engine(exported, tmp_path):
 @pytest.mark.slow
 def test_background_build_then_upgrade(small_engine, tmp_path):
     engine = load_engine(small_engine, device="cpu")
-    assert engine.backend.startswith("export")
+    assert engine.backend.startswith("eager")  # until the packages exist
     assert missing_packages(small_engine, engine.manifest) == ["gim"]
     w = np.random.default_rng(0).normal(size=(5, 17, 12, 2)).astype(np.float32)
     before = engine.gim(w)
@@ -57,4 +57,4 @@ def test_a_running_build_is_not_started_twice(small_engine):
     with pytest.raises(EngineError, match="another build"):
         build(small_engine)
     engine = load_engine(small_engine, device="cpu")
-    assert not engine.upgrade("aoti") and engine.backend.startswith("export")  # nothing built: stays
+    assert not engine.upgrade("aoti") and engine.backend.startswith("eager")  # nothing built: stays

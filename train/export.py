@@ -18,8 +18,9 @@ import torch
 
 from fes_live import version_text
 from fes_live.calibration.thresholds import merge_spotter
-from fes_live.stream.engine import (FORMAT_VERSION, EngineError, _dynamic_shapes, build_model, compile_aoti, compile_tensorrt,
-                           inference_module, load_engine, write_manifest)
+from fes_live.stream.engine import (FORMAT_VERSION, EngineError, _dynamic_shapes, build_model, compile_aoti,
+                                    compile_tensorrt, fingerprint, inference_module, load_engine, probe_input,
+                                    write_manifest)
 
 log = logging.getLogger("fes-export")
 
@@ -61,11 +62,13 @@ def export_model(ckpt: dict, out: Path) -> dict:
     with torch.no_grad():
         program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_shapes({"input_shape": shape}))
     torch.export.save(program, str(out / f"{name}.pt2"))
+    with torch.no_grad():  # what the eager backend must reproduce to be taken before the program (engine.py)
+        probe = fingerprint(t.numpy() for t in program.module()(torch.from_numpy(probe_input({"input_shape": shape}))))
     torch.save(build_model(name, ckpt["config"], ckpt["state_dict"]).state_dict(), out / f"{name}.pt")
     from fes_live.stream.engine import model_classes
     outputs = ["intensity", "apex_probs"] if name == "gim" else list(model_classes("fedn")[2]._fields)
     return {"config": ckpt["config"], "input_shape": shape, "program": f"{name}.pt2", "weights": f"{name}.pt",
-            "outputs": outputs, "feature": ckpt["engine"].get("feature", ""),
+            "outputs": outputs, "probe": probe, "feature": ckpt["engine"].get("feature", ""),
             "epoch": ckpt.get("epoch"), "selected_on": ckpt.get("selected_on", "")}
 
 
