@@ -14,9 +14,9 @@ program itself), then eager unchecked. `backend="auto"` takes the best one that 
 `Engine.backend` says which and why. Eager loads in a tenth of a second and runs batch-1 calls ~20% faster than
 the exported program (which takes ~2.6 s to deserialize), but it runs this code's models: the probe (the exported
 program's outputs on a fixed input, written at export) is what shows that the code still computes what was
-exported, so an engine from another version of the code falls back to its exported program. Compiled variants can also be built on demand
-(`compile_aoti`, `compile_tensorrt`) and are cached next to the engine (or in ~/.cache/fes-live/engines when the
-folder is read-only). Every failure to load is an `EngineError` that names the file and the problem.
+exported, so an engine from another version of the code falls back to its exported program. Compiled variants
+can also be built on demand (`compile_aoti`, `compile_tensorrt`) and are cached next to the engine (or in
+~/.cache/fes-live/engines when the folder is read-only). Every failure to load is an `EngineError` that names the file and the problem.
 """
 from __future__ import annotations
 
@@ -477,7 +477,7 @@ def _try_backend(folder: Path, manifest: dict, backend: str, device: str, compil
             raise EngineError(f"unknown backend {backend!r}; choose one of {('auto',) + BACKENDS}")
         runner = Runner(name, backend, fn, device)
         _check_runs(runner, entry, path)
-        if checked and backend == "eager":
+        if checked:  # (eager only: the backend that runs this code's models)
             _check_probe(runner, entry, path)
         runners[name] = runner
     return runners
