@@ -69,12 +69,13 @@ def _ask(sock: zmq.Socket, replay: str, first: int, last: int | None, timeout_s:
     deadline = time.monotonic() + timeout_s
     # a DEALER blocks a send while it has no peer (an endpoint that is down, a CURVE handshake that failed and is
     # retried): wait for room within the same timeout, never for ever
+    unreachable = ReplayError(f"cannot reach replay endpoint {replay} within {timeout_s:.1f} s")
     if not sock.poll(int(timeout_s * 1000), zmq.POLLOUT):
-        raise ReplayError(f"cannot reach replay endpoint {replay} within {timeout_s:.1f} s")
+        raise unreachable
     try:
         sock.send_multipart([b"", *replay_request(first, last, REPLAY_MAX, publisher)], flags=zmq.NOBLOCK, copy=False)
     except zmq.Again:
-        raise ReplayError(f"cannot reach replay endpoint {replay} within {timeout_s:.1f} s") from None
+        raise unreachable from None
     if not sock.poll(max(0, int((deadline - time.monotonic()) * 1000))):
         raise ReplayError(f"no answer from replay endpoint {replay} within {timeout_s:.1f} s")
     frames = sock.recv_multipart(copy=False)
