@@ -1,5 +1,10 @@
-"""The background AOTInductor build: a detector on the exported program switches to the packages once they exist."""
+"""AOTInductor packages, built in the background (a detector switches to them once they exist) or on demand.
+
+Both tests need the same tiny GIM compiled (about a minute of CPU here): the background build compiles it for
+real, in its child process, and the on-demand test reuses that package instead of compiling it a second time."""
 from __future__ import annotations
+
+import shutil
 
 import numpy as np
 import pytest
@@ -7,7 +12,7 @@ import torch
 
 from fes_live.models.gim import GIM, GIMConfig
 from fes_live.stream.detect import Detector
-from fes_live.stream.engine import EngineError, load_engine
+from fes_live.stream.engine import EngineError, aoti_name, compile_aoti, load_engine, read_manifest
 from fes_live.stream.engine_build import LOCK, build, missing_packages, start_background_build
 from fes_live.stream.pipeline_config import DetectConfig, Endpoints
 from fes_live.train.export import export
@@ -29,8 +34,14 @@ def small_engine(exported, tmp_path):
     return copy(exported, tmp_path)
 
 
+@pytest.fixture(scope="module")
+def built():
+    """The package the background build compiled, kept for the on-demand test (empty if that test did not run)."""
+    return {}
+
+
 @pytest.mark.slow
-def test_background_build_then_upgrade(small_engine, tmp_path):
+def test_background_build_then_upgrade(small_engine, tmp_path, built):
     engine = load_engine(small_engine, device="cpu")
     assert engine.backend.startswith("eager")  # until the packages exist
     assert missing_packages(small_engine, engine.manifest) == ["gim"]
@@ -49,6 +60,35 @@ def test_background_build_then_upgrade(small_engine, tmp_path):
     for a, b in zip(engine.gim(w), before):
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert load_engine(small_engine, device="cpu").backend.startswith("aoti")  # later starts take it directly
+    built["gim"] = small_engine / aoti_name("gim", "cpu")
+
+
+@pytest.mark.slow
+def test_aoti_compile_on_demand_then_auto_picks_it(small_engine, tmp_path, built, monkeypatch):
+    """backend="aoti" compiles the missing package into the engine's cache and loads it; "auto" then takes it and
+    agrees with eager. The compile itself is torch's: the background build's package of this same engine stands in
+    for it where that test ran (the program handed to the compiler is still loaded and checked)."""
+    if "gim" not in built:
+        built["gim"] = compile_aoti(small_engine, read_manifest(small_engine), "gim", "cpu", out_dir=tmp_path)
+    compiled = []
+
+    def compile_(program, package_path):
+        assert isinstance(program, torch.export.ExportedProgram)
+        compiled.append(package_path)
+        shutil.copyfile(built["gim"], package_path)
+        return package_path
+
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", compile_)
+    aoti = load_engine(small_engine, backend="aoti", device="cpu")
+    assert not aoti.has_fedn and aoti.backend.startswith("aoti")
+    assert compiled == [str(small_engine / aoti_name("gim", "cpu"))]  # cached in the engine's folder
+    monkeypatch.undo()
+    auto = load_engine(small_engine, device="cpu")
+    assert auto.backend.startswith("aoti") and not compiled[1:]
+    w = np.random.default_rng(0).normal(size=(3, 17, 12, 2)).astype(np.float32)
+    ref = load_engine(small_engine, backend="eager", device="cpu").gim(w)
+    for a, b in zip(auto.gim(w), ref):
+        assert np.allclose(a, b, atol=1e-5)
 
 
 def test_a_running_build_is_not_started_twice(small_engine):

@@ -185,20 +185,3 @@ def test_tensorrt_backend(engine_dir, tmp_path):
     ref = load_engine(eng, backend="eager", device="cpu")
     w = np.random.default_rng(0).normal(size=(8, 17, 12, 2)).astype(np.float32)
     assert np.allclose(trt.gim(w)[0], ref.gim(w)[0], atol=2e-2)  # FP16
-
-
-@pytest.mark.slow
-def test_aoti_compile_on_demand_then_auto_picks_it(tmp_path):
-    """A GIM-only engine: backend="aoti" compiles and caches the package; "auto" then takes it and agrees."""
-    torch.manual_seed(1)
-    cfg = GIMConfig(dim=8, heads=2, dim_head=4, mlp_dim=16)
-    g = checkpoint(tmp_path / "gim.ckpt", "gim", GIM(cfg).eval(), cfg)
-    eng = export([g], tmp_path / "engine")
-    aoti = load_engine(eng, backend="aoti", device="cpu")
-    assert (eng / "gim.aoti-cpu.pt2").is_file() and not aoti.has_fedn
-    auto = load_engine(eng, device="cpu")
-    assert auto.backend.startswith("aoti")
-    w = np.random.default_rng(0).normal(size=(3, 17, 12, 2)).astype(np.float32)
-    ref = load_engine(eng, backend="eager", device="cpu").gim(w)
-    for a, b in zip(auto.gim(w), ref):
-        assert np.allclose(a, b, atol=1e-5)
