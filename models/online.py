@@ -236,10 +236,12 @@ class OnlineSpotter:
         if face_present:
             self._shapes.append((t, geometry[:self._k], delta[:self._k]))
         self._fedn_face.append(face_present)
+        # The window grid is on frame numbers, not on the run's first frame: a detector that takes over a stream
+        # mid-way (a restart, a reconnect) looks at the same windows as one that saw the stream from frame 0.
         n = t - self._fedn_origin + 1
-        if self.fedn_fn is not None and n >= cfg.fedn_window and (n - cfg.fedn_window) % cfg.fedn_stride == 0:
+        if self.fedn_fn is not None and n >= cfg.fedn_window and (t + 1 - cfg.fedn_window) % cfg.fedn_stride == 0:
             out += yield from self._run_fedn(t - cfg.fedn_window + 1, cfg.fedn_window, tail=False)
-        elif self.fedn_fn is not None and n < cfg.fedn_window and n % cfg.fedn_stride == 0:
+        elif self.fedn_fn is not None and n < cfg.fedn_window and (t + 1) % cfg.fedn_stride == 0:
             # a stream's first W frames: zero-padded windows every stride (as training pads a video's last
             # window), so an expression in its first seconds is not held back until W frames have arrived
             out += yield from self._run_fedn(self._fedn_origin, n, tail=False)

@@ -142,6 +142,35 @@ def test_fedn_gives_emotion_and_fedn_only_proposals():
     assert len(got[0].emotion_probs) == 3 and got[0].emotion_probs[2] > 0.9
 
 
+def test_fedn_windows_sit_on_frame_numbers_so_a_detector_taking_over_mid_stream_sees_the_same_ones():
+    """A restarted detector starts a stream at its next frame (here 37): once it has a window of its own, its FEDN
+    windows end on the same frames as those of a detector that saw the stream from frame 0, and so agree with it."""
+    curve, apex = bumps(300)
+    marker = np.zeros(300, bool)
+    marker[200:230] = True
+    feats = video(curve, apex, marker=marker)
+    cfg = SpotterConfig(fedn_window=64, fedn_stride=16)
+
+    def run(first):
+        ends = []
+        fedn = marker_fedn(64)
+
+        def fn(x):
+            ends.append(sp._fedn_done)  # the last frame of the window being run
+            return fedn(x)
+        sp = OnlineSpotter(curve_gim, fn, cfg)
+        got = []
+        for t in range(first, 300):
+            got += sp.push(t, True, feats["geometry"][t], feats["roi_flow"][t])
+        got += sp.flush()
+        return ends, [(u.proposal.onset, u.proposal.offset) for u in got if isinstance(u, ExpressionUpdate)]
+
+    (ends0, found0), (ends37, found37) = run(0), run(37)
+    assert ends37[0] == 47 and all((e + 1) % 16 == 0 for e in ends37[:-1])  # the first, padded window included
+    assert [e for e in ends37 if e >= 37 + 64] == [e for e in ends0 if e >= 37 + 64]
+    assert (200, 229) in found0 and [f for f in found37 if f[0] >= 37 + 64] == [f for f in found0 if f[0] >= 37 + 64]
+
+
 def test_fedn_turns_an_announced_onset_gim_dropped_into_the_expression():
     """A long expression whose flow only moves at its start: GIM announces an onset but its 4-frame piece yields no
     proposal; FEDN, which sees the face's shape over the whole window, spots the expression. The final event

