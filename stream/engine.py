@@ -32,7 +32,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from fes_live.stream.pipeline_config import BUNDLED_ENGINES, DEFAULT_ENGINE, engine_folder  # noqa: F401 (re-export)
+from fes_live.stream.pipeline_config import (BUNDLED_ENGINES, DEFAULT_ENGINE, EngineError,  # noqa: F401 (re-export)
+                                             engine_folder)
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,6 @@ BACKENDS = ("tensorrt", "aoti", "export", "eager")
 MODEL_NAMES = ("gim", "fedn")
 REQUIRED_KEYS = ("format_version", "version", "models", "fps", "window", "stride", "labels", "thresholds",
                  "feature_type", "training_data", "files")
-
-
-class EngineError(RuntimeError):
-    """An engine that cannot be used: missing, corrupt or mismatched file, unknown backend."""
 
 
 # ----------------------------------------------------------------------------------------------- inference wrappers

@@ -83,7 +83,7 @@ class _Collect:
 
 
 def main(args: argparse.Namespace) -> int:
-    from fes_live.stream.engine import EngineError
+    from fes_live.stream.pipeline_config import EngineError
     from fes_live.stream.table import POSE_COLUMNS
 
     t0 = time.perf_counter()

@@ -18,6 +18,11 @@ ENGINE_HELP = ("engine folder, or the name of a bundled one: default (real faces
                "micro-expressions, docs/real_dev.md)")
 
 
+class EngineError(RuntimeError):
+    """An engine that cannot be used: missing, corrupt or mismatched file, unknown backend. (Here, not in
+    stream.engine, so that commands that only report it, `fes-live extract`, do not import torch.)"""
+
+
 def engine_folder(path: str | Path | None) -> Path:
     """A folder as given, or a bundled engine by name when no such folder exists here (`--engine lab`)."""
     if path is None or str(path) == "":

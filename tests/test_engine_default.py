@@ -47,7 +47,7 @@ def test_lab_engine_is_bundled_by_name_and_finds_micro_expressions(tmp_path):
     lab = load_engine("lab", backend="export", device="cpu")
     assert lab.manifest["training_data"]["fedn"]["synthetic_videos"]
     assert sum(p.stat().st_size for p in lab.folder.iterdir()) < 20 * 2 ** 20
-    cfg = from_dict(synth.SynthConfig, {"seconds": 24.0, "macro_per_min": 5, "micro_per_min": 10})
+    cfg = from_dict(synth.SynthConfig, {"seconds": 12.0, "macro_per_min": 10, "micro_per_min": 20})
     face = synth.load_faces([str(need(VIDEO / "pyfeat_single_face.mp4"))], cfg, str(need(FACE_MODEL)))[0]
     rec = synth.generate([face], cfg, tmp_path / "set", videos=1, seed=9100)[0]
     micro = sum(e.kind == "micro" for e in rec.timeline.expressions)

@@ -93,6 +93,7 @@ def test_base_fedn_keeps_the_weights_and_sees_only_expression_channels(engine):
         assert torch.allclose(model.eval()(x).cls_logits, model(y).cls_logits)
 
 
+@pytest.mark.slow
 def test_finetune_learns_and_exports_an_engine_that_loads(engine, tmp_path):
     cfg = rt.RealTrainConfig(epochs=3, windows_per_clip=8, lr=1e-3)
     clips = [clip(seed=i, gt=((60 + 20 * i, 100 + 20 * i),)) for i in range(3)]

@@ -228,6 +228,7 @@ def test_shard_is_stable_and_spreads():
     assert counts.min() > 60, counts
 
 
+@pytest.mark.slow
 def test_streams_split_over_two_workers_give_a_single_detectors_expressions(smile, engine, procs, tmp_path):
     sids = split_streams(2)
     n_frames = 4 * len(smile["face_present"])
@@ -331,6 +332,7 @@ def check_killed_run(pool: Pool, engine, evs: list[dict], sids: list[str], frame
         assert got and got == want, (sid, restart, got, want)
 
 
+@pytest.mark.slow
 def test_a_killed_worker_comes_back_and_subscribers_see_every_event_once(smile, engine, procs, tmp_path):
     sids = split_streams(2)
     pool = Pool(procs, tmp_path)
