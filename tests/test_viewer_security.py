@@ -216,6 +216,7 @@ class Client:
 
 # ---------------------------------------------------------------- slots
 
+@pytest.mark.slow
 def test_offers_that_never_connect_lose_their_slot_and_one_client_cannot_take_them_all(viewers):
     timeout_s = 2.0
     v = viewers(max_peers=4, max_peers_per_client=2, connect_timeout_s=timeout_s)
