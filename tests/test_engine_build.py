@@ -1,6 +1,6 @@
 """AOTInductor packages, built in the background (a detector switches to them once they exist) or on demand.
 
-Both tests need the same tiny GIM compiled (about a minute of CPU here): the background build compiles it for
+Both tests need the same tiny GIM compiled (about 30 s of CPU here): the background build compiles it for
 real, in its child process, and the on-demand test reuses that package instead of compiling it a second time."""
 from __future__ import annotations
 
