@@ -246,3 +246,59 @@ def test_neutral_ceiling_reaches_training_inputs_folds_and_engine(engine):
     assert "baseline" not in rt.spotter_overrides(rt.RealTrainConfig())
     with pytest.raises(ValueError, match="not blendshapes"):
         rt.ceiling_values(rt.RealTrainConfig(neutral_ceiling=("smile",)))
+
+
+def test_held_clips_train_as_background_get_their_own_folds_and_never_choose_a_threshold(engine, monkeypatch):
+    """held_as_background: a held-emotion clip trains with no interval in every other fold, is scored (for its
+    emotion) by the fold that left its person out, and the thresholds are chosen on the scored clips alone."""
+    seen, asked = [], []
+    real_finetune, real_best = rt.finetune, rt.best_threshold
+
+    def finetune(engine, clips, cfg, desc="", progress=True):
+        seen.append(sorted(c.name for c in clips))
+        assert all(len(c.gt) == 0 for c in clips if c.role == "held")
+        return real_finetune(engine, clips, cfg, desc, progress)
+
+    def best(scores, names):
+        asked.append(sorted(names))
+        return real_best(scores, names)
+    monkeypatch.setattr(rt, "finetune", finetune)
+    monkeypatch.setattr(rt, "best_threshold", best)
+    feats = {"geometry": np.zeros((90, 1008), np.float32), "roi_flow": np.zeros((90, 12, 2), np.float32),
+             "face_present": np.ones(90, bool), "frame_index": np.arange(90), "fps": 30.0}
+    c = clip(T=90, gt=((20, 50),), other=(), seed=0)
+    smile = [{"type": "smile", "start": 20, "end": 50}]
+    clips = [rt.Clip(n, n, 30.0, c.inputs, c.gt, c.labels, c.ignore, feats) for n in "ab"]
+    clips.append(rt.Clip("eamm_x", "eamm_x", 30.0, c.inputs, np.zeros((0, 2)), np.zeros(0, np.int64),
+                         np.zeros((0, 2)), feats, role="held"))
+    labels = {"a": {"fps": 30.0, "frames": 90, "events": smile}, "b": {"fps": 30.0, "frames": 90, "events": smile},
+              "eamm_x": {"fps": 30.0, "frames": 90, "events": [{"type": "smile", "start": 0, "end": 89},
+                                                               {"type": "talking", "start": 0, "end": 89}]}}
+    cfg = rt.RealTrainConfig(epochs=1, windows_per_clip=2, select_threshold=(0.5, 0.9), held_as_background=True)
+    events, chosen = rt.loio(engine, clips, cfg, progress=False, labels=labels)
+    assert seen == [["b", "eamm_x"], ["a", "eamm_x"], ["a", "b"]]
+    assert asked == [["b"], ["a"], ["a", "b"], ["a", "b"]]          # a's, b's, eamm_x's fold, then all
+    assert sorted(events) == ["a", "b", "eamm_x"] and set(chosen) == {"a", "b", "eamm_x", "all"}
+    report = rt.loio_report(engine, clips, labels, events, cfg, thresholds=chosen)
+    assert report["totals"]["loio"]["clips"] == 2 and report["totals"]["loio"]["held_clips"] == 1
+    assert "held happiness: said" in rt.loio_markdown(report)
+
+
+def test_load_clips_takes_held_clips_only_when_asked(engine, tmp_path, monkeypatch):
+    labels = {"a": {"fps": 30.0, "frames": 90, "usable": "expression test",
+                    "events": [{"type": "smile", "start": 20, "end": 50}]},
+              "eamm_x": {"fps": 30.0, "frames": 90, "usable": "expression-while-talking",
+                         "events": [{"type": "smile", "start": 0, "end": 89},
+                                    {"type": "talking", "start": 0, "end": 89}]}}
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    feats = {"geometry": np.zeros((90, 1008), np.float32), "roi_flow": np.zeros((90, 12, 2), np.float32),
+             "face_present": np.ones(90, bool), "frame_index": np.arange(90), "fps": 30.0}
+    monkeypatch.setattr(real_eval, "clip_features", lambda *a, **k: feats)
+    monkeypatch.setattr(real_eval, "find_face_model", lambda *a: None)
+    monkeypatch.setattr(real_eval, "feature_code_version", lambda *a: "v")
+    clips, _ = rt.load_clips(engine, tmp_path, tmp_path, None, None)
+    assert [c.name for c in clips] == ["a"]
+    clips, _ = rt.load_clips(engine, tmp_path, tmp_path, None, None, rt.RealTrainConfig(held_as_background=True))
+    held = clips[1]
+    assert [c.name for c in clips] == ["a", "eamm_x"] and held.role == "held"
+    assert held.gt.shape == (0, 2) and held.ignore.shape == (0, 2) and len(held.talking) == 0

@@ -80,6 +80,11 @@ class RealTrainConfig:
                                        # face reads (configs/neutral_ceiling.json, scripts/neutral_ceiling.py), so a
                                        # face already smiling when it appears shows its smile; in training inputs,
                                        # in the folds' spotter and in the exported engine's
+    held_as_background: bool = False   # the held-emotion clips (eamm_*: one emotion held while talking, no onset or
+                                       # offset inside) train as background, as their labels say: real speech of 5
+                                       # more people, smiling, frowning and raising brows as they talk. Their
+                                       # identities get folds of their own, so their emotion is still scored by a
+                                       # model that never saw them
     seed: int = 0
     assign: AssignConfig = AssignConfig()
 
@@ -95,6 +100,7 @@ class Clip:
     ignore: np.ndarray       # (K, 2) other facial actions: out of the loss
     feats: dict              # the clip's features (for evaluation through the online spotter)
     synthetic: bool = False  # a fes-synth video (its person is in no real clip)
+    role: str = "scored"     # real_eval.clip_role: "scored" (boundaries) or "held" (emotion only; trains as background)
     talking: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (R, 2) labelled talking with no
                              # expression or other facial action in it, runs of >= 1 s (the overlay's donors)
 
@@ -122,7 +128,8 @@ def baseline_config(engine, fps: float, cfg: RealTrainConfig):
 
 def load_clips(engine, data: Path, cache: Path, overrides: Path | None, face_model: str | None,
                cfg: RealTrainConfig = RealTrainConfig()) -> tuple[list[Clip], dict]:
-    """Every scored clip of the dev set (real_eval.clip_role) with its features and training targets."""
+    """Every scored clip of the dev set (real_eval.clip_role) with its features and training targets, and with
+    `cfg.held_as_background` the held-emotion clips as background (no expression interval, nothing ignored)."""
     from fes_live.models.baseline import baseline_normalize
     labels, _ = real_eval.load_labels(data, overrides)
     fm = real_eval.find_face_model(data, face_model)
@@ -131,18 +138,20 @@ def load_clips(engine, data: Path, cache: Path, overrides: Path | None, face_mod
     clips = []
     for name in sorted(labels):
         info = labels[name]
-        if real_eval.clip_role(name, info) != "scored":
+        role = real_eval.clip_role(name, info)
+        if role != "scored" and not (role == "held" and cfg.held_as_background):
             continue
         feats = real_eval.clip_features(data / "clips" / f"{name}.mp4", cache, fm, version)
         fps = float(feats["fps"])
         inputs = baseline_normalize(feats["geometry"], feats["face_present"], baseline_config(engine, fps, cfg))
-        expr = [e for e in info["events"] if real_eval.label_kind(e["type"]) == "expression"]
-        other = [e for e in info["events"] if real_eval.label_kind(e["type"]) == "other"]
+        events = info["events"] if role == "scored" else []
+        expr = [e for e in events if real_eval.label_kind(e["type"]) == "expression"]
+        other = [e for e in events if real_eval.label_kind(e["type"]) == "other"]
         clips.append(Clip(name, real_eval.identity(name), fps, inputs,
                           np.array([[e["start"], e["end"]] for e in expr], dtype=np.float64).reshape(-1, 2),
                           np.array([emotions.index(TRAIN_EMOTION[e["type"]]) for e in expr], dtype=np.int64),
                           np.array([[e["start"], e["end"]] for e in other], dtype=np.float64).reshape(-1, 2),
-                          feats, talking=clean_talking(info["events"], len(inputs), fps)))
+                          feats, talking=clean_talking(events, len(inputs), fps), role=role))
     return clips, labels
 
 
@@ -343,11 +352,11 @@ def loio(engine, clips: list[Clip], cfg: RealTrainConfig, progress: bool = True,
                  time.monotonic() - started)
     if not cfg.select_threshold:
         return by_threshold[grid[0]], {}
-    held = [c for c in clips if c.identity in identities]
-    scores = {t: {c.name: real_eval.score_clip(labels[c.name], by_threshold[t][c.name], "scored") for c in held}
+    out = [c for c in clips if c.identity in identities and c.role == "scored"]  # thresholds: boundary F1 only
+    scores = {t: {c.name: real_eval.score_clip(labels[c.name], by_threshold[t][c.name], "scored") for c in out}
               for t in grid}
-    chosen = nested_thresholds(scores, held, identities)
-    events = {c.name: by_threshold[chosen[c.identity]][c.name] for c in held}
+    chosen = nested_thresholds(scores, out, identities)
+    events = {c.name: by_threshold[chosen[c.identity]][c.name] for c in clips if c.identity in identities}
     log.info("thresholds chosen on the other folds: %s", chosen)
     return events, chosen
 
@@ -410,9 +419,9 @@ def loio_report(engine, clips: list[Clip], labels: dict, events: dict, cfg: Real
                 synth: list[Clip] = (), thresholds: dict | None = None) -> dict:
     """The LOIO events scored by the benchmark's rules, beside the engine as shipped on the same clips."""
     shipped = {c.name: real_eval.run_engine(engine, c.feats)["events"] for c in clips}
-    roles = {c.name: "scored" for c in clips}
-    scores = {"loio": {n: real_eval.score_clip(labels[n], ev, "scored") for n, ev in events.items()},
-              "start": {n: real_eval.score_clip(labels[n], ev, "scored") for n, ev in shipped.items()}}
+    roles = {c.name: c.role for c in clips}
+    scores = {"loio": {n: real_eval.score_clip(labels[n], ev, roles[n]) for n, ev in events.items()},
+              "start": {n: real_eval.score_clip(labels[n], ev, roles[n]) for n, ev in shipped.items()}}
     return {"config": to_dict(cfg), "start_engine": {"path": real_eval._shown(engine.folder),
                                                     "version": engine.manifest["version"]},
             "identities": sorted({c.identity for c in clips}),
@@ -431,10 +440,11 @@ def loio_markdown(report: dict) -> str:
     synth = report.get("synthetic_videos", [])
     also = (f" and on {len(synth)} synthetic videos of {len({v.rsplit('_', 1)[0] for v in synth})} other people "
             f"(`scripts/synth_sets.sh`; in every fold)" if synth else "")
+    held = f" and the {a['held_clips']} held-emotion clips (trained as background)" if a["held_clips"] else ""
     lines = ["# Real dev clips, leave one identity out: FEDN fine-tuned on real clips"
              + (" and synthetic videos" if synth else ""), "",
              f"Start: engine `{report['start_engine']['path']}` v{report['start_engine']['version']}. For each of "
-             f"the {len(report['identities'])} identities of the {a['clips']} scored clips, FEDN is fine-tuned on "
+             f"the {len(report['identities'])} identities of the {a['clips']} scored clips{held}, FEDN is fine-tuned on "
              f"the other identities' clips{also} (`train/real_train.py`, recipe below, fixed before any fold ran, no "
              f"selection on any fold) and scored on that identity's clips through the online spotter, every frame. "
              f"Regenerate with `{'JOINT=1 ' if synth else ''}scripts/real_loio.sh`.", "",
@@ -445,6 +455,9 @@ def loio_markdown(report: dict) -> str:
                            ("false alarms per minute, overall", "fa_per_min", ""),
                            ("emotion right, found expressions with an emotion", "emotion_acc", ">= 0.75")):
         lines.append(f"| {label} | **{fmt(a[k])}** | {fmt(b[k])} | {goal} |")
+    if a["held_clips"]:
+        lines.append(f"| emotion right, held-emotion clips (eamm_*, {a['held_clips']}; trained as background) | "
+                     f"**{fmt(a['held_acc'])}** | {fmt(b['held_acc'])} | |")
     lines.append(f"| predictions: TP / FP / on other facial actions only | {a['tp']} / {a['fp']} / {a['ignored']} | "
                  f"{b['tp']} / {b['fp']} / {b['ignored']} | |")
     for g in real_eval.NUISANCES:
@@ -456,6 +469,10 @@ def loio_markdown(report: dict) -> str:
               "fine-tuned | events (FP) start |", "|---|---|---|---|---|"]
     for name, c in report["clips"].items():
         la, lb = c["loio"], c["start"]
+        if "held" in la:
+            lines.append(f"| {name} | {c['identity']} | held {la['held']['label']}: said {la['held']['said'] or 'nothing'}"
+                         f" / {lb['held']['said'] or 'nothing'} | {la['predictions']} | {lb['predictions']} |")
+            continue
         fa = sum(f["iou"] >= 0.3 for f in la["expressions"])
         fb = sum(f["iou"] >= 0.3 for f in lb["expressions"])
         lines.append(f"| {name} | {c['identity']} | {fa} / {fb} of {len(la['expressions'])} | "
