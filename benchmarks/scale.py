@@ -17,7 +17,10 @@ In the same run, with the same engine and backend:
   tried (one GIM window per stream per frame, one FEDN window per stream every stride frames), as streams at 30
   fps on the detector's cores, and the ratio of the largest N that held to it;
 - per-stage times of the detector's own loop (decode + queue, spotter, model calls, publishing), in ms per
-  stream-frame, from an in-process pass over the same messages.
+  stream-frame, from an in-process pass over the same messages;
+- the spotter's own share of final latency: each clip once through the engine's spotter without sockets, seconds
+  from each final event's offset frame to the frame that emitted it (the rest of the measured latency is sockets,
+  queues and a busy detector).
 
     fes-bench scale --streams 8,16,24,32,48 --seconds 20
 """
@@ -264,6 +267,30 @@ def model_ceiling(n: int, args) -> dict:
     return out
 
 
+def spotter_lag(clips: list[Path], args) -> dict:
+    """The spotter's own share of final latency: each clip once through the engine's spotter, in process, no
+    sockets; per final event, seconds from its offset frame to the frame whose push emitted it (an event emitted
+    by the flush at a clip's end counts from its last frame). What the sockets and queues add is the rest."""
+    import torch
+
+    from fes_live.models.spotting import ExpressionUpdate
+    from fes_live.stream.engine import load_engine
+    torch.set_num_threads(1)
+    engine = load_engine(args.engine or None, backend=args.backend)
+    lags = []
+    for clip in load_clips(clips):
+        spotter = engine.new_spotter(FPS)
+        n = len(clip["face_present"])
+        for t in range(n + 1):
+            updates = (spotter.push(t, bool(clip["face_present"][t]), clip["geometry"][t], clip["roi_flow"][t])
+                       if t < n else spotter.flush())
+            lags += [(min(t, n - 1) - u.proposal.offset) / FPS for u in updates if isinstance(u, ExpressionUpdate)]
+    out = _percentiles(lags)
+    out["p90_s"] = round(float(np.percentile(lags, 90)), 4) if lags else None
+    out["max_s"] = round(max(lags), 4) if lags else None
+    return out
+
+
 def stage_profile(n: int, frames: int, clips: list[Path], args) -> dict:
     """ms per stream-frame of the detector's own stages, in process: the same Detector class and messages."""
     import torch
@@ -356,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         top = max(r["streams"] for r in results)
         ceiling = model_ceiling(top, args)
         stages = stage_profile(min(top, 32), 150, clips, args)
+        lag = spotter_lag(clips, args)
     ratio = round(best / ceiling["streams_at_30fps"], 3) if ceiling["streams_at_30fps"] else None
     held = next((r for r in results if r["streams"] == best), None)
     print(f"largest N holding 30 fps with no drops: {best}" +
@@ -368,9 +396,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"detector stages, ms per stream-frame at N={stages['streams']} (in process): decode {stages['decode_ms']}, "
           f"spotter {stages['spotter_ms']}, models {stages['model_ms']}, publish {stages['publish_ms']}, "
           f"total {stages['total_ms']}")
+    print(f"spotter's own share of final latency (each clip once, in process, no sockets): p50/p90/p99 "
+          f"{lag['p50_s']}/{lag['p90_s']}/{lag['p99_s']} s, max {lag['max_s']} s (n={lag['n']})")
     print(f"detector workers: {args.workers}; machine: {os.cpu_count()} CPU cores; GPU: {'nvidia-smi present' if shutil.which('nvidia-smi') else 'none'}")
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "largest_n_30fps": best, "model_ceiling": ceiling,
-                                               "ratio_to_ceiling": ratio, "stages": stages,
+                                               "ratio_to_ceiling": ratio, "stages": stages, "spotter_lag": lag,
                                                "cpu_count": os.cpu_count(), "workers": args.workers}, indent=2))
     return 0
