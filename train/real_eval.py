@@ -41,11 +41,17 @@ def feature_code_version(face_model: Path | None) -> str:
 
 
 def clip_features(clip: Path, cache: Path, face_model: Path | None, code_version: str | None = None) -> dict:
-    """The clip's per-frame features as the live ingest computes them, cached as
-    `<cache>/<clip stem>-<clip sha256[:12]>-<code version>.npz`."""
+    """The clip's per-frame features as the live ingest computes them, cached (`cached_features`)."""
+    from fes_live.stream.features import load_features
+    return load_features(cached_features(clip, cache, face_model, code_version))
+
+
+def cached_features(clip: Path, cache: Path, face_model: Path | None, code_version: str | None = None) -> Path:
+    """`<cache>/<clip stem>-<clip sha256[:12]>-<code version>.npz`, extracted first if it is not there (what
+    `fes-bench scale --features` replays: scripts/scale_realistic.sh)."""
     from fes_live.stream.extract import extract
     from fes_live.stream.face import FaceConfig
-    from fes_live.stream.features import FeatureConfig, load_features, save_features
+    from fes_live.stream.features import FeatureConfig, save_features
     version = code_version or feature_code_version(face_model)
     path = Path(cache) / f"{clip.stem}-{file_sha256(clip)[:12]}-{version}.npz"
     if not path.is_file():
@@ -57,7 +63,7 @@ def clip_features(clip: Path, cache: Path, face_model: Path | None, code_version
         tmp = path.with_suffix(".tmp.npz")
         save_features(tmp, feats, fps)
         tmp.replace(path)
-    return load_features(path)
+    return path
 
 
 # --------------------------------------------------------------------------------------------------------- labels
