@@ -352,10 +352,10 @@ def loio(engine, clips: list[Clip], cfg: RealTrainConfig, progress: bool = True,
                  time.monotonic() - started)
     if not cfg.select_threshold:
         return by_threshold[grid[0]], {}
-    out = [c for c in clips if c.identity in identities and c.role == "scored"]  # thresholds: boundary F1 only
-    scores = {t: {c.name: real_eval.score_clip(labels[c.name], by_threshold[t][c.name], "scored") for c in out}
+    scored = [c for c in clips if c.identity in identities and c.role == "scored"]  # thresholds: boundary F1 only
+    scores = {t: {c.name: real_eval.score_clip(labels[c.name], by_threshold[t][c.name], "scored") for c in scored}
               for t in grid}
-    chosen = nested_thresholds(scores, out, identities)
+    chosen = nested_thresholds(scores, scored, identities)
     events = {c.name: by_threshold[chosen[c.identity]][c.name] for c in clips if c.identity in identities}
     log.info("thresholds chosen on the other folds: %s", chosen)
     return events, chosen
@@ -444,9 +444,9 @@ def loio_markdown(report: dict) -> str:
     lines = ["# Real dev clips, leave one identity out: FEDN fine-tuned on real clips"
              + (" and synthetic videos" if synth else ""), "",
              f"Start: engine `{report['start_engine']['path']}` v{report['start_engine']['version']}. For each of "
-             f"the {len(report['identities'])} identities of the {a['clips']} scored clips{held}, FEDN is fine-tuned on "
-             f"the other identities' clips{also} (`train/real_train.py`, recipe below, fixed before any fold ran, no "
-             f"selection on any fold) and scored on that identity's clips through the online spotter, every frame. "
+             f"the {len(report['identities'])} identities of the {a['clips']} scored clips{held}, FEDN is fine-tuned "
+             f"on the other identities' clips{also} (`train/real_train.py`, recipe below, fixed before any fold ran, "
+             f"no selection on any fold) and scored on that identity's clips through the online spotter, every frame. "
              f"Regenerate with `{'JOINT=1 ' if synth else ''}scripts/real_loio.sh`.", "",
              "| figure | fine-tuned, held-out identity | start engine | goal |", "|---|---|---|---|"]
     for label, k, goal in (("recall, IoU >= 0.3", "recall_03", ">= 0.8"), ("recall, IoU >= 0.5", "recall_05", ""),
@@ -470,8 +470,9 @@ def loio_markdown(report: dict) -> str:
     for name, c in report["clips"].items():
         la, lb = c["loio"], c["start"]
         if "held" in la:
-            lines.append(f"| {name} | {c['identity']} | held {la['held']['label']}: said {la['held']['said'] or 'nothing'}"
-                         f" / {lb['held']['said'] or 'nothing'} | {la['predictions']} | {lb['predictions']} |")
+            said = [s["held"]["said"] or "nothing" for s in (la, lb)]
+            lines.append(f"| {name} | {c['identity']} | held {la['held']['label']}: said {said[0]} / {said[1]} | "
+                         f"{la['predictions']} | {lb['predictions']} |")
             continue
         fa = sum(f["iou"] >= 0.3 for f in la["expressions"])
         fb = sum(f["iou"] >= 0.3 for f in lb["expressions"])
