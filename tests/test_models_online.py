@@ -218,6 +218,43 @@ def test_with_gim_proposals_off_fedn_finalises_the_open_onset_without_waiting():
     assert t_final <= 134 + 16                            # within a FEDN stride of the offset, long before 180
 
 
+def test_an_interval_fedn_finds_only_long_after_its_offset_is_not_reported():
+    """Real FEDN sometimes proposes an expression only once its windows no longer hold an earlier one, seconds after
+    its offset (docs/events.md). Such a late find is not news: with `fedn_max_lag` (on by default) it is dropped,
+    and the expressions found in time are unchanged."""
+    T = 300
+    curve, apex = np.zeros(T, np.float32), np.zeros((T, 2), np.float32)
+    marker = np.zeros(T, bool)
+    marker[40:90] = True                                  # A
+    marker[100:120] = True                                # B: a window that holds A's frames does not see it
+
+    def first_run_fedn(x):
+        """Test double: only the first run of marked frames in the window is an interval."""
+        on = np.flatnonzero(x[0, :, 0] > 0.5)
+        logits = np.full((1, 4, 3), -9.0, np.float32)
+        iv = np.zeros((1, 4, 2), np.float32)
+        if len(on):
+            end = on[0] + np.flatnonzero(np.diff(np.r_[on, -2]) != 1)[0]
+            logits[0, 0, 2] = 4.0
+            iv[0, 0] = (on[0], end)
+        return logits, iv
+
+    def run(max_lag):
+        cfg = SpotterConfig(fedn_window=64, fedn_stride=16, fedn_max_lag=max_lag)
+        sp = OnlineSpotter(curve_gim, first_run_fedn, cfg)
+        feats = video(curve, apex, marker=marker)
+        out = []
+        for t in range(T + 1):
+            ups = sp.push(t, True, feats["geometry"][t], feats["roi_flow"][t]) if t < T else sp.flush()
+            out += [(u.proposal.onset, u.proposal.offset, t) for u in ups if isinstance(u, ExpressionUpdate)]
+        return out
+
+    # B is first seen whole and alone by the window 96..159: 40 frames after its offset
+    assert run(0) == [(40, 89, 97), (100, 119, 159)]
+    assert run(SpotterConfig().fedn_max_lag) == [(40, 89, 97)]
+    assert SpotterConfig().fedn_max_lag == 24
+
+
 def test_bounded_memory_on_an_endless_expression():
     T = 3000
     curve = np.full(T, 0.9)
