@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import logging
 import math
 import os
@@ -669,6 +670,10 @@ def run_detector(cfg: DetectConfig, stop_event: threading.Event | None = None) -
             and engine.device == "cpu" and not engine.backend.startswith("aoti")):
         from fes_live.stream.engine_build import start_background_build
         detector.engine_build = start_background_build(engine.folder)
+    # Everything loaded so far (torch, the engine, libraries) lives as long as the process: frozen, it is left out
+    # of every later full garbage collection, which otherwise stalled the loop 0.17-0.2 s at 32 streams
+    gc.collect()
+    gc.freeze()
     return detector.run(stop_event or threading.Event())
 
 
