@@ -89,7 +89,10 @@ class SpotterConfig:
     model_fps: float = 0.0            # the frame rate the models were trained at (the engine's). A stream k =
                                       # round(fps / model_fps) >= 2 times faster (60, 200 fps) reaches the models
                                       # at fps / k, k frames made one (geometry averaged, flow summed), so that
-                                      # every window spans the time it was trained on; 0: every frame as it comes
+                                      # every window spans the time it was trained on; a stream u =
+                                      # round(model_fps / fps) >= 2 times slower (12, 10 fps) reaches them at
+                                      # fps * u, each frame made u (geometry interpolated from the frame before,
+                                      # flow split); 0: every frame as it comes
 
 
 @dataclass
@@ -105,8 +108,9 @@ class OnlineSpotter:
     def __init__(self, gim_fn: GimFn, fedn_fn: FednFn | None = None, cfg: SpotterConfig = SpotterConfig()):
         self.stream_fps = cfg.fps
         self.decimate = max(1, int(round(cfg.fps / cfg.model_fps))) if cfg.model_fps > 0 else 1
-        if self.decimate > 1:  # everything below runs at the models' rate; updates are mapped back (_to_stream)
-            fps = cfg.fps / self.decimate
+        self.upsample = max(1, int(round(cfg.model_fps / cfg.fps))) if cfg.model_fps > 0 else 1
+        if self.decimate > 1 or self.upsample > 1:  # everything below runs at the models' rate; updates are mapped
+            fps = cfg.fps / self.decimate * self.upsample  # back (_to_stream)
             cfg = dataclasses.replace(cfg, fps=fps, baseline=dataclasses.replace(cfg.baseline, fps=fps))
         self.gim_fn, self.fedn_fn, self.cfg = gim_fn, fedn_fn, cfg
         self.low = min(cfg.proposals.thresholds)
@@ -122,6 +126,7 @@ class OnlineSpotter:
         cfg = self.cfg
         self._group: list[tuple[bool, np.ndarray, np.ndarray]] = []  # frames of the model frame being gathered
         self._group_index = -1                   # its index (stream frame // decimate)
+        self._previous: tuple[int, bool, np.ndarray] | None = None  # (frame, face, geometry) before, when upsampling
         self._stream_last: int | None = None     # last stream frame index pushed
         self._last: int | None = None            # last (model) frame index pushed
         # GIM input: flow of the current face track
@@ -180,6 +185,8 @@ class OnlineSpotter:
         if not (np.isfinite(geometry).all() and np.isfinite(roi_flow).all()):
             raise ValueError(f"frame {t}: geometry or roi_flow holds NaN/inf")  # would poison the baseline
         self._stream_last = t
+        if self.upsample > 1:
+            return (yield from self._push_upsampled(t, bool(face_present), geometry, roi_flow))
         if self.decimate == 1:
             return (yield from self._model_steps(t, bool(face_present), geometry, roi_flow))
         out: list[Update] = []
@@ -201,8 +208,37 @@ class OnlineSpotter:
         updates = yield from self._model_steps(self._group_index, face, geometry, flow)
         return [self._to_stream(u) for u in updates]
 
+    def _push_upsampled(self, t: int, face_present: bool, geometry: np.ndarray, roi_flow: np.ndarray) -> Steps:
+        """One slow stream frame as u model frames t*u .. t*u + u - 1: geometry on the line from the frame before
+        (when both have a face) to this one, which the last of them is; flow (motion since the frame before) split
+        evenly. No look-ahead, so no added latency."""
+        u = self.upsample
+        before = self._previous
+        self._previous = (t, face_present, geometry)
+        glide = before is not None and before[0] == t - 1 and before[1] and face_present
+        out: list[Update] = []
+        for k in range(u):
+            g = (before[2] + (k + 1) / u * (geometry - before[2])).astype(np.float32) if glide else geometry
+            out += yield from self._model_steps(t * u + k, face_present, g, roi_flow / u)
+        return self._map(out)
+
+    def _map(self, updates: list[Update]) -> list[Update]:
+        """Model-rate updates in stream frames (`_to_stream`); upsampled, one intensity per stream frame."""
+        u = self.upsample
+        if u > 1:
+            updates = [x for x in updates if not isinstance(x, IntensityUpdate) or x.frame_index % u == u - 1]
+        return [self._to_stream(x) for x in updates]
+
     def _to_stream(self, u: Update) -> Update:
-        """A model-rate update in stream frames: model frame j covers stream frames j*k .. j*k + k - 1."""
+        """A model-rate update in stream frames: model frame j covers stream frames j*k .. j*k + k - 1, or, upsampled,
+        is part of stream frame j // u."""
+        if self.upsample > 1:
+            n = self.upsample
+            if isinstance(u, ExpressionUpdate):
+                p = u.proposal
+                return dataclasses.replace(u, proposal=dataclasses.replace(
+                    p, onset=p.onset // n, apex=p.apex // n, offset=p.offset // n))
+            return dataclasses.replace(u, frame_index=u.frame_index // n)
         k = self.decimate
         if isinstance(u, ExpressionUpdate):
             p = u.proposal
@@ -287,7 +323,7 @@ class OnlineSpotter:
         model += yield from self._fedn_tail()
         model += self._settle(final=True)
         self.reset()
-        return out + (model if self.decimate == 1 else [self._to_stream(u) for u in model])
+        return out + (model if self.decimate == 1 and self.upsample == 1 else self._map(model))
 
     # ------------------------------------------------------------------------------------------------ GIM
 
