@@ -35,7 +35,7 @@ else
   # each fold's threshold chosen on the other folds, then the engine trained on every clip at the threshold
   # chosen on all folds
   train --loio reports/real_dev --keep-folds runs/real_loio --reuse-folds runs/real_loio \
-    --export stream/engines/default --engine-version 0.5.0
+    --export stream/engines/default --engine-version 0.6.0
   scripts/real_report.sh
 fi
 ENGINES=("$START" stream/engines/default)

@@ -243,9 +243,19 @@ def test_neutral_ceiling_reaches_training_inputs_folds_and_engine(engine):
     assert rt.baseline_config(engine, 30.0, cfg).neutral_ceiling == values
     assert rt.baseline_config(engine, 30.0, rt.RealTrainConfig()).neutral_ceiling == ()
     assert rt.spotter_overrides(cfg)["baseline"]["neutral_ceiling"] == list(values)
-    assert "baseline" not in rt.spotter_overrides(rt.RealTrainConfig())
+    assert "baseline" not in rt.spotter_overrides(rt.RealTrainConfig(inference_ceiling=()))
     with pytest.raises(ValueError, match="not blendshapes"):
         rt.ceiling_values(rt.RealTrainConfig(neutral_ceiling=("smile",)))
+
+
+def test_the_default_smile_ceiling_is_applied_at_inference_only(engine):
+    """0.6.0's recipe: the smile channels' ceiling in the folds' and the engine's spotter, not in the training
+    inputs and not in the recipe, so folds kept without it are re-scored with it rather than trained again."""
+    cfg = rt.RealTrainConfig()
+    smile = rt.ceiling_values(cfg, ("mouthSmileLeft", "mouthSmileRight"))
+    assert rt.spotter_overrides(cfg)["baseline"]["neutral_ceiling"] == list(smile)
+    assert rt.baseline_config(engine, 30.0, cfg).neutral_ceiling == ()
+    assert rt.training_recipe(cfg) == rt.training_recipe(rt.RealTrainConfig(inference_ceiling=()))
 
 
 def test_held_clips_train_as_background_get_their_own_folds_and_never_choose_a_threshold(engine, monkeypatch):

@@ -80,6 +80,11 @@ class RealTrainConfig:
                                        # face reads (configs/neutral_ceiling.json, scripts/neutral_ceiling.py), so a
                                        # face already smiling when it appears shows its smile; in training inputs,
                                        # in the folds' spotter and in the exported engine's
+    inference_ceiling: tuple[str, ...] = ("mouthSmileLeft", "mouthSmileRight")  # the same, in the folds' and the
+                                       # exported engine's spotter only: trained in, the smile ceiling cost
+                                       # precision; applied to a model trained without it, it found the smiles
+                                       # already on when a clip starts at no cost (docs/real_dev.md). Not part of
+                                       # the training recipe: kept folds are re-scored with it, not retrained
     held_as_background: bool = False   # the held-emotion clips (eamm_*: one emotion held while talking, no onset or
                                        # offset inside) train as background, as their labels say: real speech of 5
                                        # more people, smiling, frowning and raising brows as they talk. Their
@@ -108,16 +113,18 @@ class Clip:
 NEUTRAL_CEILING = real_eval.REPO / "configs" / "neutral_ceiling.json"
 
 
-def ceiling_values(cfg: RealTrainConfig) -> tuple[float, ...]:
-    """BaselineConfig.neutral_ceiling for `cfg.neutral_ceiling`'s channels (1.0, no ceiling, for the others)."""
-    if not cfg.neutral_ceiling:
+def ceiling_values(cfg: RealTrainConfig, channels: tuple[str, ...] | None = None) -> tuple[float, ...]:
+    """BaselineConfig.neutral_ceiling for `channels` (default `cfg.neutral_ceiling`; 1.0, no ceiling, for the
+    others)."""
+    channels = cfg.neutral_ceiling if channels is None else channels
+    if not channels:
         return ()
     from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES
     values = json.loads(NEUTRAL_CEILING.read_text())["ceiling"]
-    unknown = sorted(set(cfg.neutral_ceiling) - set(values))
+    unknown = sorted(set(channels) - set(values))
     if unknown:
         raise ValueError(f"neutral_ceiling: {unknown} are not blendshapes of {NEUTRAL_CEILING}")
-    return tuple(float(values[n]) if n in cfg.neutral_ceiling else 1.0 for n in MEDIAPIPE_BLENDSHAPES)
+    return tuple(float(values[n]) if n in channels else 1.0 for n in MEDIAPIPE_BLENDSHAPES)
 
 
 def baseline_config(engine, fps: float, cfg: RealTrainConfig):
@@ -311,8 +318,9 @@ def finetune(engine, clips: list[Clip], cfg: RealTrainConfig, desc: str = "FEDN"
 def spotter_overrides(cfg: RealTrainConfig) -> dict:
     """What the fine-tuned engine's manifest says of its spotter: FEDN-only proposals at the fixed threshold."""
     out = {"fedn_only_threshold": cfg.fedn_only_threshold, "proposals": {"score_threshold": [10.0, 10.0]}}
-    if cfg.neutral_ceiling:
-        out["baseline"] = {"neutral_ceiling": list(ceiling_values(cfg))}
+    channels = tuple(dict.fromkeys(cfg.neutral_ceiling + cfg.inference_ceiling))
+    if channels:
+        out["baseline"] = {"neutral_ceiling": list(ceiling_values(cfg, channels))}
     return out
 
 
@@ -363,7 +371,8 @@ def loio(engine, clips: list[Clip], cfg: RealTrainConfig, progress: bool = True,
 
 def training_recipe(cfg: RealTrainConfig) -> dict:
     """The recipe fields that shape the trained weights (not the thresholds applied afterwards)."""
-    recipe = {k: v for k, v in to_dict(cfg).items() if k not in ("fedn_only_threshold", "select_threshold")}
+    recipe = {k: v for k, v in to_dict(cfg).items()
+              if k not in ("fedn_only_threshold", "select_threshold", "inference_ceiling")}
     if cfg.neutral_ceiling:
         recipe["neutral_ceiling_values"] = list(ceiling_values(cfg))
     return recipe
