@@ -72,7 +72,9 @@ def test_dropped_frames_keep_the_emotions(smile, engine):
     ref = expressions(engine.new_spotter(), looped(smile))
     assert len(ref) >= 2 and len(set(ref)) == 1, ref  # the same smile each loop
     dropped = expressions(engine.new_spotter(), looped(smile, drop=lambda k: k % 60 in (41, 42, 43)))
-    assert dropped and set(dropped) == set(ref), (dropped, ref)
+    # the emotions, not the kinds: a gap ends the FEDN windows, so the smile is cut there, and a piece of it that
+    # ends at a gap is a micro- or a macro-expression by its length (engine 0.6.0 finds one such piece 0.4 s long)
+    assert dropped and {e for _, e in dropped} == {e for _, e in ref}, (dropped, ref)
 
 
 def intervals(spotter, frames) -> list[tuple[str, tuple[int, int], int]]:

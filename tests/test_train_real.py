@@ -243,7 +243,7 @@ def test_neutral_ceiling_reaches_training_inputs_folds_and_engine(engine):
     assert rt.baseline_config(engine, 30.0, cfg).neutral_ceiling == values
     assert rt.baseline_config(engine, 30.0, rt.RealTrainConfig()).neutral_ceiling == ()
     assert rt.spotter_overrides(cfg)["baseline"]["neutral_ceiling"] == list(values)
-    assert "baseline" not in rt.spotter_overrides(rt.RealTrainConfig(inference_ceiling=()))
+    assert rt.spotter_overrides(rt.RealTrainConfig(inference_ceiling=()))["baseline"] == {"neutral_ceiling": []}
     with pytest.raises(ValueError, match="not blendshapes"):
         rt.ceiling_values(rt.RealTrainConfig(neutral_ceiling=("smile",)))
 

@@ -130,7 +130,8 @@ def ceiling_values(cfg: RealTrainConfig, channels: tuple[str, ...] | None = None
 def baseline_config(engine, fps: float, cfg: RealTrainConfig):
     """The neutral baseline the fine-tuned engine's spotter runs, so training inputs are what it will see."""
     base = engine.spotter_config(fps).baseline
-    return replace(base, neutral_ceiling=ceiling_values(cfg)) if cfg.neutral_ceiling else base
+    # the recipe's own ceiling or none: not the start engine's, which may be an inference-only one (0.6.0's)
+    return replace(base, neutral_ceiling=ceiling_values(cfg))
 
 
 def load_clips(engine, data: Path, cache: Path, overrides: Path | None, face_model: str | None,
@@ -319,8 +320,8 @@ def spotter_overrides(cfg: RealTrainConfig) -> dict:
     """What the fine-tuned engine's manifest says of its spotter: FEDN-only proposals at the fixed threshold."""
     out = {"fedn_only_threshold": cfg.fedn_only_threshold, "proposals": {"score_threshold": [10.0, 10.0]}}
     channels = tuple(dict.fromkeys(cfg.neutral_ceiling + cfg.inference_ceiling))
-    if channels:
-        out["baseline"] = {"neutral_ceiling": list(ceiling_values(cfg, channels))}
+    # always said (an empty list: none), so an engine fine-tuned from one with a ceiling does not inherit it
+    out["baseline"] = {"neutral_ceiling": list(ceiling_values(cfg, channels))}
     return out
 
 
