@@ -214,7 +214,7 @@ class OnlineSpotter:
         evenly. No look-ahead, so no added latency."""
         u = self.upsample
         before = self._previous
-        self._previous = (t, face_present, geometry)
+        self._previous = (t, face_present, geometry.copy())  # the caller may reuse its buffer
         glide = before is not None and before[0] == t - 1 and before[1] and face_present
         out: list[Update] = []
         for k in range(u):
