@@ -41,7 +41,8 @@ from fes_live.models.baseline import BaselineConfig, NeutralBaseline
 from fes_live.models.emotion import EmotionEvidenceConfig, evidence_emotion
 from fes_live.models.proposals import (FEDNDecodeConfig, GIMProposalConfig, fedn_proposals, gim_proposals, iou_1d,
                               nms_1d)
-from fes_live.models.spotting import CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate, Proposal, Update
+from fes_live.models.spotting import (MACRO, CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate, Proposal,
+                                      Update)
 from fes_live.models.talking import TalkingConfig, is_talking
 
 GimFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # (B,17,R,2) -> (intensity (B,), apex_probs (B,2))
@@ -77,6 +78,9 @@ class SpotterConfig:
                                       # duplicates and false alarms, and they are what broke the 1 s latency goal.
                                       # They still suppress their re-finding and lend GIM proposals their emotion.
                                       # 0: no limit
+    fedn_long: bool = True            # chain an expression longer than a window (no window sees it whole): an
+                                      # interval running to its window's end, continued by the next windows,
+                                      # ends in the first one whose interval ends before the window's last 2 edges
     fedn_decode: FEDNDecodeConfig = field(default_factory=FEDNDecodeConfig)
     match_iou: float = 0.3            # GIM proposal takes the emotion of a FEDN interval overlapping this much
     fedn_only_threshold: float = 0.6  # a FEDN interval no GIM proposal claims becomes one above this score
@@ -151,6 +155,7 @@ class OnlineSpotter:
         self._emitted: deque[Proposal] = deque(maxlen=64)    # recent proposals sent out
         self._adopted: deque[int] = deque(maxlen=64)          # onset tracks a FEDN interval finalised
         self._pending: list[_Pending] = []
+        self._long: Proposal | None = None       # an expression running past the windows' ends (fedn_long)
         # (frame, raw blendshapes, deltas from the baseline) of recent face frames: emotion evidence, talking
         self._k = cfg.baseline.blendshape_dim
         self._shapes: deque[tuple[int, np.ndarray, np.ndarray]] = deque(maxlen=self.max_segment + cfg.fedn_window)
@@ -256,6 +261,7 @@ class OnlineSpotter:
         if gap:  # dropped frames or a reconnect: windows must not span it (the person's baseline stays)
             out += yield from self._fedn_tail()
             self._fedn_x.clear()
+            self._long = None
             self._fedn_face.clear()
         if not self._fedn_x:
             self._fedn_origin = t
@@ -428,7 +434,8 @@ class OnlineSpotter:
         dets = fedn_proposals(cls_logits[0], intervals[0], start, W, cfg.fps, cfg.fedn_decode, valid_frames=valid)
         lo = start + cfg.fedn_edge if start > self._fedn_origin else start
         hi = start + valid - 1 - (0 if tail else cfg.fedn_edge)
-        dets = [d for d in dets if d.onset >= lo and d.offset <= hi]
+        long = self._chain(dets, lo, start + valid - 1, tail) if cfg.fedn_long else []
+        dets = [d for d in dets if d.onset >= lo and d.offset <= hi] + long
         # across windows: an interval settled earlier suppresses new ones on it; NMS among the open ones
         settled = np.array([(p.onset, p.offset) for p in self._resolved], dtype=np.float64).reshape(-1, 2)
         for d in dets:
@@ -443,6 +450,34 @@ class OnlineSpotter:
             keep = nms_1d(iv, np.array([p.score for p in self._pool]), cfg.fedn_decode.nms_iou)
             self._pool = [self._pool[i] for i in sorted(keep)]
         return []
+
+    def _chain(self, dets: list[Proposal], lo: int, end: int, tail: bool) -> list[Proposal]:
+        """An expression longer than what a window holds whole (W - 2 edges): FEDN reports it cut at the window's end
+        while its onset is in view, then cut at both edges. It starts with a confident interval whose onset is in
+        the window and which runs into the window's last 2 edges, goes on while each window has one of the same
+        emotion doing the same, and ends in the first window whose interval of that emotion ends before them: onset
+        of the first, offset of the last (so it goes out within a stride of its offset, inside `fedn_max_lag`)."""
+        cfg = self.cfg
+        margin = 2 * cfg.fedn_edge
+        sure = [d for d in dets if d.score >= cfg.fedn_only_threshold]
+        run = self._long
+        if run is None:
+            starts = [d for d in sure if d.onset >= lo and d.offset > end - margin and not tail]
+            self._long = max(starts, key=lambda d: d.score, default=None)
+            return []
+        # the same expression: cut at the window's start, or starting where it did
+        same = [d for d in sure if d.emotion == run.emotion and (d.onset < lo or abs(d.onset - run.onset) <= margin)]
+        ends = [d for d in same if d.offset <= end - margin or tail]
+        if not ends:
+            going = any(d.offset > end - margin for d in same) and end - run.onset < self.max_segment
+            self._long = run if going else None
+            return []
+        self._long = None
+        last = max(ends, key=lambda d: d.score)
+        if last.offset - run.onset + 1 <= cfg.fedn_window - 2 * cfg.fedn_edge:
+            return []  # a window holds it whole: the ordinary path has it
+        return [dataclasses.replace(run, offset=last.offset, apex=(run.onset + last.offset) // 2, kind=MACRO,
+                                    score=min(run.score, last.score))]
 
     def _fedn_tail(self) -> Steps:
         """Frames after the last FEDN window (end of stream, reconnect): one last, end-aligned window."""

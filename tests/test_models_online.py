@@ -255,6 +255,33 @@ def test_an_interval_fedn_finds_only_long_after_its_offset_is_not_reported():
     assert SpotterConfig().fedn_max_lag == 24
 
 
+def test_an_expression_longer_than_a_window_is_chained_across_windows():
+    """No window holds a 120-frame expression whole (W 64 - 2 edges = 56): every window reports it cut at an edge,
+    which the ordinary path drops. Chained (`fedn_long`, on by default), it is one expression, onset of the first
+    window's interval, offset of the window that sees it end, out within fedn_max_lag of its offset."""
+    T = 300
+    curve, apex = np.zeros(T, np.float32), np.zeros((T, 2), np.float32)
+    marker = np.zeros(T, bool)
+    marker[40:160] = True
+    marker[200:230] = True                                # and a short one, found the ordinary way
+
+    def run(long):
+        sp = OnlineSpotter(curve_gim, marker_fedn(64), SpotterConfig(fedn_window=64, fedn_stride=16, fedn_long=long))
+        feats = video(curve, apex, marker=marker)
+        out = []
+        for t in range(T + 1):
+            ups = sp.push(t, True, feats["geometry"][t], feats["roi_flow"][t]) if t < T else sp.flush()
+            out += [(u.proposal.onset, u.proposal.offset, u.proposal.kind, u.proposal.emotion, t) for u in ups
+                    if isinstance(u, ExpressionUpdate)]
+        return out
+
+    assert [e[:2] for e in run(False)] == [(200, 229)]
+    (on, off, kind, emotion, t), short = run(True)
+    assert (on, off, kind, emotion) == (40, 159, MACRO, 2) and t - off <= SpotterConfig().fedn_max_lag
+    assert short[:2] == (200, 229)
+    assert SpotterConfig().fedn_long
+
+
 def test_bounded_memory_on_an_endless_expression():
     T = 3000
     curve = np.full(T, 0.9)
