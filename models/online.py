@@ -211,7 +211,7 @@ class OnlineSpotter:
         flow = np.sum([g[2] for g in faces], axis=0).astype(np.float32) if faces else self._group[0][2] * 0
         self._group = []
         updates = yield from self._model_steps(self._group_index, face, geometry, flow)
-        return [self._to_stream(u) for u in updates]
+        return self._map(updates)
 
     def _push_upsampled(self, t: int, face_present: bool, geometry: np.ndarray, roi_flow: np.ndarray) -> Steps:
         """One slow stream frame as u model frames t*u .. t*u + u - 1: geometry on the line from the frame before
@@ -221,10 +221,12 @@ class OnlineSpotter:
         before = self._previous
         self._previous = (t, face_present, geometry.copy())  # the caller may reuse its buffer
         glide = before is not None and before[0] == t - 1 and before[1] and face_present
+        change = geometry - before[2] if glide else None
+        flow = roi_flow / u
         out: list[Update] = []
         for k in range(u):
-            g = (before[2] + (k + 1) / u * (geometry - before[2])).astype(np.float32) if glide else geometry
-            out += yield from self._model_steps(t * u + k, face_present, g, roi_flow / u)
+            g = (before[2] + (k + 1) / u * change).astype(np.float32) if glide else geometry
+            out += yield from self._model_steps(t * u + k, face_present, g, flow)
         return self._map(out)
 
     def _map(self, updates: list[Update]) -> list[Update]:
