@@ -205,11 +205,31 @@ def test_synthetic_videos_train_in_every_fold_and_are_never_held_out(engine, mon
              "face_present": np.ones(90, bool), "frame_index": np.arange(90), "fps": 30.0}
     c = clip(T=90, gt=((20, 50),), other=(), seed=0)
     real = [rt.Clip(f"{i}", i, 30.0, c.inputs, c.gt, c.labels, c.ignore, feats) for i in "ab"]
-    synth = [rt.Clip("s0", "synth:p", 30.0, c.inputs, c.gt, c.labels, c.ignore, feats, synthetic=True)]
+    synth = [rt.Clip("s0", "synth:p", 30.0, c.inputs, c.gt, c.labels, c.ignore, feats, synthetic=True),
+             # a's motion on another face: trains b's fold, never a's own
+             rt.Clip("a@face", "a", 30.0, c.inputs, c.gt, c.labels, c.ignore, feats, role="retarget")]
     cfg = rt.RealTrainConfig(epochs=1, windows_per_clip=2, synth_windows_per_clip=2, select_threshold=())
-    events, _ = rt.loio(engine, real, cfg,
-                     progress=False, synth=synth)
-    assert seen == [["b", "synth:p"], ["a", "synth:p"]] and sorted(events) == ["a", "b"]
+    events, _ = rt.loio(engine, real, cfg, progress=False, synth=synth)
+    assert seen == [["b", "synth:p"], ["a", "a", "synth:p"]] and sorted(events) == ["a", "b"]
+
+
+def test_load_retargeted_takes_its_own_features_and_its_source_clips_labels(engine, tmp_path):
+    from fes_live.stream.features import FrameFeatures, save_features
+    c = clip(T=90, gt=((20, 50),), other=((60, 70),), seed=0)
+    src = rt.Clip("a", "person_a", 30.0, c.inputs, c.gt, c.labels, c.ignore, {}, talking=np.array([[0.0, 15.0]]))
+    (tmp_path / "retarget_manifest.json").write_text(json.dumps({"videos": {
+        "a@f1": {"clip": "a", "face": "f1"}, "z@f1": {"clip": "z", "face": "f1"}}}))
+    (tmp_path / "features").mkdir()
+    with pytest.raises(FileNotFoundError, match="no features for retargeted video a@f1"):
+        rt.load_retargeted(engine, [src], tmp_path)
+    geometry = np.full(1008, 0.25, np.float32)
+    save_features(tmp_path / "features" / "a@f1.npz", [FrameFeatures(i, i / 30, 0.0, True, geometry,
+                                                                     np.zeros((12, 2), np.float32), None)
+                                                       for i in range(90)], 30.0)
+    (r,) = rt.load_retargeted(engine, [src], tmp_path)  # z's source clip is not trained on: skipped
+    assert (r.name, r.identity, r.role, r.synthetic) == ("a@f1", "person_a", "retarget", False)
+    assert r.gt.tolist() == [[20, 50]] and r.ignore.tolist() == [[60, 70]] and r.talking.tolist() == [[0, 15]]
+    assert r.inputs.shape == (90, 1008) and not np.array_equal(r.inputs, src.inputs)
 
 
 def test_load_synth_reads_a_native_set_and_its_features(engine, tmp_path):

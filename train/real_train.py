@@ -105,7 +105,8 @@ class Clip:
     ignore: np.ndarray       # (K, 2) other facial actions: out of the loss
     feats: dict              # the clip's features (for evaluation through the online spotter)
     synthetic: bool = False  # a fes-synth video (its person is in no real clip)
-    role: str = "scored"     # real_eval.clip_role: "scored" (boundaries) or "held" (emotion only; trains as background)
+    role: str = "scored"     # real_eval.clip_role: "scored" (boundaries) or "held" (emotion only; trains as background),
+                             # or "retarget": a scored clip's motion on another face (training only)
     talking: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (R, 2) labelled talking with no
                              # expression or other facial action in it, runs of >= 1 s (the overlay's donors)
 
@@ -224,6 +225,29 @@ def load_synth(engine, data: Path, features: Path, cfg: RealTrainConfig = RealTr
     return clips
 
 
+def load_retargeted(engine, clips: list[Clip], folder: Path, cfg: RealTrainConfig = RealTrainConfig()) -> list[Clip]:
+    """Retargeted videos (`train/synth_retarget.py`: `<clip>@<face>.mp4`, features in `folder/features`) as training clips: their
+    own features, their source clip's labels, and their source clip's identity, so that the fold holding that
+    person out never trains on their motion."""
+    from fes_live.models.baseline import baseline_normalize
+    from fes_live.stream.features import load_features
+    manifest = json.loads((folder / "retarget_manifest.json").read_text())["videos"]
+    by_name = {c.name: c for c in clips}
+    out = []
+    for stem, v in sorted(manifest.items()):
+        src = by_name.get(v["clip"])
+        if src is None:
+            continue  # a clip this run does not train on
+        path = folder / "features" / f"{stem}.npz"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no features for retargeted video {stem} (fes-live extract)")
+        feats = load_features(path)
+        inputs = baseline_normalize(feats["geometry"], feats["face_present"], baseline_config(engine, src.fps, cfg))
+        out.append(Clip(stem, src.identity, src.fps, inputs, src.gt, src.labels, src.ignore, feats,
+                        role="retarget", talking=src.talking))
+    return out
+
+
 def base_fedn(engine, inputs: str):
     """The engine's FEDN as a trainable torch module (its manifest config and weights), seeing `inputs`."""
     from fes_live.models.fedn import FEDN, FEDNConfig
@@ -330,7 +354,8 @@ def loio(engine, clips: list[Clip], cfg: RealTrainConfig, progress: bool = True,
          labels: dict | None = None, reuse: Path | None = None) -> tuple[dict, dict]:
     """Leave one identity out -> ({clip: events}, thresholds): each clip's events from the model that never saw its
     person (`only`: just these identities' folds; `models`: keep each fold's weights there, `<identity>.pt`; `synth`:
-    synthetic clips every fold trains on; `reuse`: take a fold's model from there when it was kept with this recipe
+    synthetic and retargeted clips the folds train on, each but in the fold of its own identity; `reuse`: take a
+    fold's model from there when it was kept with this recipe
     and these training clips, to re-score without retraining). With `cfg.select_threshold` (needs `labels`),
     thresholds is {identity: the threshold its clips were scored at, chosen on the other folds; "all": the best on
     every fold}."""
@@ -341,7 +366,7 @@ def loio(engine, clips: list[Clip], cfg: RealTrainConfig, progress: bool = True,
     by_threshold: dict[float, dict[str, list]] = {t: {} for t in grid}
     started = time.monotonic()
     for k, ident in enumerate(identities):
-        train = [c for c in clips if c.identity != ident] + list(synth)
+        train = [c for c in clips if c.identity != ident] + [c for c in synth if c.identity != ident]
         model = kept_fold(engine, reuse / f"{ident}.pt", train, cfg) if reuse is not None else None
         trained = model is None
         if trained:
@@ -435,7 +460,8 @@ def loio_report(engine, clips: list[Clip], labels: dict, events: dict, cfg: Real
     return {"config": to_dict(cfg), "start_engine": {"path": real_eval._shown(engine.folder),
                                                     "version": engine.manifest["version"]},
             "identities": sorted({c.identity for c in clips}),
-            "synthetic_videos": sorted(c.name for c in synth),
+            "synthetic_videos": sorted(c.name for c in synth if c.synthetic),
+            "retargeted_videos": sorted(c.name for c in synth if c.role == "retarget"),
             "thresholds": thresholds or {},
             "totals": {k: real_eval.totals(v, roles) for k, v in scores.items()},
             "clips": {n: {"identity": next(c.identity for c in clips if c.name == n),
@@ -450,6 +476,10 @@ def loio_markdown(report: dict) -> str:
     synth = report.get("synthetic_videos", [])
     also = (f" and on {len(synth)} synthetic videos of {len({v.rsplit('_', 1)[0] for v in synth})} other people "
             f"(`scripts/synth_sets.sh`; in every fold)" if synth else "")
+    moved = report.get("retargeted_videos", [])
+    if moved:
+        also += (f"{' and' if synth else ' and on'} {len(moved)} retargeted videos (`scripts/retarget_sets.sh`: "
+                 f"those clips' motion on {len({v.split('@')[1] for v in moved})} other people's faces)")
     held = f" and the {a['held_clips']} held-emotion clips (trained as background)" if a["held_clips"] else ""
     lines = ["# Real dev clips, leave one identity out: FEDN fine-tuned on real clips"
              + (" and synthetic videos" if synth else ""), "",
@@ -523,8 +553,10 @@ def export_engine(engine, model, cfg: RealTrainConfig, clips: list[Clip], out: P
                                               f"({m.get('training_data', {}).get('fedn', {}).get('data', 'synthetic')})",
                                               "fine_tuned_on": "real_dev scored clips (../shared/data/real_dev)"
                                               + (f" and synthetic videos ({synth_data})" if synth_data else ""),
-                                              "clips": [c.name for c in clips if not c.synthetic],
+                                              "clips": [c.name for c in clips
+                                                        if not c.synthetic and c.role != "retarget"],
                                               "synthetic_videos": [c.name for c in clips if c.synthetic],
+                                              "retargeted_videos": [c.name for c in clips if c.role == "retarget"],
                                               "recipe": to_dict(cfg)}}}
     torch.save(gim_ckpt, tmp / "gim.ckpt")
     torch.save(fedn_ckpt, tmp / "fedn.ckpt")
@@ -556,8 +588,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-folds", metavar="DIR", help="with --loio: keep each fold's FEDN weights here")
     p.add_argument("--reuse-folds", metavar="DIR", help="with --loio: take fold models kept there (same recipe and "
                    "clips) instead of training them again, e.g. to re-score with other thresholds")
-    p.add_argument("--synth", metavar="DIR", help="also train on these fes-synth videos (native layout)")
-    p.add_argument("--synth-features", metavar="DIR", help="with --synth: their features, <video_id>.npz")
+    p.add_argument("--synth", metavar="DIR", action="append", default=[],
+                   help="also train on these fes-synth videos (native layout); repeatable")
+    p.add_argument("--synth-features", metavar="DIR", action="append", default=[],
+                   help="with each --synth, in the same order: their features, <video_id>.npz")
+    p.add_argument("--retarget", metavar="DIR", help="also train on these retargeted videos (the scored "
+                   "clips' motion on other faces; left out of their source identity's fold)")
     p.add_argument("--export", metavar="DIR", help="train on every scored clip and write an engine folder here")
     p.add_argument("--engine-version", default="0.3.0", help="version of the exported engine")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -567,8 +603,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not args.loio and not args.export:
         p.error("give --loio DIR, --export DIR or both")
-    if bool(args.synth) != bool(args.synth_features):
-        p.error("--synth and --synth-features go together")
+    if len(args.synth) != len(args.synth_features):
+        p.error("every --synth needs its --synth-features, in the same order")
     torch.set_num_threads(max(1, args.threads))
     from fes_live.stream.engine import EngineError, load_engine
     try:
@@ -579,9 +615,12 @@ def main(argv: list[str] | None = None) -> int:
             raise EngineError(f"{engine.folder}: no FEDN to fine-tune")
         clips, labels = load_clips(engine, Path(args.data), Path(args.cache),
                                    Path(args.overrides) if args.overrides else None, args.face_model, cfg)
-        synth = load_synth(engine, Path(args.synth), Path(args.synth_features), cfg) if args.synth else []
+        synth = [c for d, f in zip(args.synth, args.synth_features)
+                 for c in load_synth(engine, Path(d), Path(f), cfg)]
+        if args.retarget:
+            synth = synth + load_retargeted(engine, clips, Path(args.retarget), cfg)
         if synth:
-            log.info("%d synthetic videos (%d expressions) join every fold's training set", len(synth),
+            log.info("%d synthetic or retargeted videos (%d expressions) join every fold's training set", len(synth),
                      sum(len(c.gt) for c in synth))
         if args.loio:
             out = Path(args.loio)
@@ -605,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg = replace(cfg, fedn_only_threshold=chosen["all"])
             model = finetune(engine, clips + synth, cfg, desc="all clips", progress=not args.no_progress)
             print(export_engine(engine, model, cfg, clips + synth, Path(args.export), args.engine_version,
-                                args.synth))
+                                ", ".join(args.synth) or None))
     except (ConfigError, EngineError, real_eval.RealDevError, FileNotFoundError, ValueError) as e:
         print(f"fes-train real: {e}", file=sys.stderr)
         return 1
