@@ -24,14 +24,12 @@ fi
 OUT=$SETS scripts/synth_sets.sh     # synthetic training, validation and held-out videos (kept if already there)
 train() { nice -n 5 "$PY" -m fes_live.train.train real --engine "$START" --no-progress "$@"; }
 if [ -n "${JOINT:-}" ]; then
-  # the synthetic training videos, and the same videos through x264 at CRF 30-39 (lab 0.5.0)
-  SYNTH=(--synth "$SETS/train" --synth-features "$SETS/features/train"
-    --synth "$SETS/train_crf" --synth-features "$SETS/features/train_crf")
+  SYNTH=(--synth "$SETS/train" --synth-features "$SETS/features/train")
   # configs/lab_engine.json is 0.4.0's recipe: the fixed threshold 0.5 (0.4.0 was made before the nested threshold
   # choice and before the liveportrait_d6 grimace correction, so a run today trains on the corrected labels)
   LAB=(--config configs/lab_engine.json)
   [ "$STAGE" = loio ] && train "${SYNTH[@]}" "${LAB[@]}" --loio reports/real_dev/joint --keep-folds runs/joint/folds
-  train "${SYNTH[@]}" "${LAB[@]}" --export "${LAB_OUT:-stream/engines/lab}" --engine-version 0.5.0
+  train "${SYNTH[@]}" "${LAB[@]}" --export stream/engines/lab --engine-version 0.4.0
 else
   # one call: the folds (kept in runs/real_loio, and taken from there again while recipe and labels are the same),
   # each fold's threshold chosen on the other folds, then the engine trained on every clip at the threshold

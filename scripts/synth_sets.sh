@@ -78,21 +78,6 @@ if [ "$ONLY" != test ]; then
   make_set train 6000 8 "${TRAIN_FACES[@]}"
   make_set train 6000 16 "${TRAIN_FACES[@]}" -- --talk-per-min 6 --head-moves-per-min 8
   extract train
-  # the same training videos through x264 at CRF 30, 33, 36 or 39 (one each, in turn), same labels and video ids:
-  # the compression issue 10 names, seen in training (`fes-train real --synth` takes both folders)
-  if [ ! -f "$OUT/train_crf/annotations.csv" ]; then  # (the copy of annotations.csv marks it done)
-    rm -rf "$OUT/train_crf"; mkdir -p "$OUT/train_crf"
-    i=0
-    for v in "$OUT"/train/*.mp4; do
-      ffmpeg -loglevel error -y -i "$v" -c:v libx264 -crf $((30 + 3 * (i % 4))) -pix_fmt yuv420p \
-        "$OUT/train_crf/$(basename "$v")" &
-      i=$((i + 1))
-      jobs_wait
-    done
-    wait
-    cp "$OUT"/train/*.json "$OUT"/train/annotations.csv "$OUT/train_crf/"
-  fi
-  extract train_crf
   if [ ! -f "$OUT/val/annotations.csv" ]; then
     $PY/fes-synth --config configs/synth_default.json --seed 6500 --videos 2 --out "$OUT/val" --face "$VAL_FACE" \
       --talk-per-min 3 --head-moves-per-min 4 >/dev/null
