@@ -5,7 +5,8 @@ The generator's own expressions are hand-made action-unit displacements that Med
 instead: every frame's pose-free landmarks (the ingest's aligned, frontalized crop) minus the clip's own neutral
 shape are fitted, frame by frame, by the generator's action-unit bases
 (bounded least squares, in face units), and the fitted weights drive `FaceWarper` on another face. Smiles, raised
-brows, talking and blinks keep their real timing, strength and co-occurrence; the labels are the source clip's,
+brows, talking and blinks keep their real timing and co-occurrence, and smiles their strength; MediaPipe reads
+the warped brows and jaw at a fifth to a half of theirs (docs/real_dev.md). The labels are the source clip's,
 frame for frame. Head drift and lighting are the generator's; the source's head turns are not replayed.
 
     python -m fes_live.train.synth_retarget --faces F.jpg [F.jpg ...] --per-clip 2 --out runs/retarget
@@ -33,17 +34,18 @@ N_BLENDSHAPES = 52
 CROP = 224.0
 MAX_WEIGHT = 1.5
 # Rendered and read back by MediaPipe, a basis moves the mesh less than its weight says (the warp's rings and the
-# tracker's own smoothing): the slope of the weights fitted on a render against those it was rendered from, over
-# four dev clips (brow raises, smiles, talking, blinks, face-pulling) on one face, was AU1 0.63, AU2 0.96, AU4
-# 0.45, AU5 0.71, AU6 0.48, AU7 0.48, AU9 0.52, AU10 0.56, AU12 0.81, AU15 0.95, AU24 0.44, AU26 0.65, blink 0.34,
-# pucker 0.80 (`scripts/retarget_fidelity.py --round-trip`). The render takes the fitted weights times their
-# inverse, so a replayed expression reads as strong as the real one.
+# tracker's own smoothing): the slope of the weights fitted on a render against those it was rendered from (no L1
+# weight either side), over four dev clips (brow raises, smiles, talking, blinks, face-pulling) on one face, was
+# AU1 0.63, AU2 0.96, AU4 0.45, AU5 0.71, AU6 0.48, AU7 0.48, AU9 0.52, AU10 0.56, AU12 0.81, AU15 0.95, AU24 0.44,
+# AU26 0.65, blink 0.34, pucker 0.80. The render takes the fitted weights times about their inverse; the brows
+# more (MediaPipe's brow readings stayed at a fifth of the source's), AU10 less (an upper lip raised further shows
+# a dark slab where a real mouth shows teeth). docs/real_dev.md has what MediaPipe then reads.
 ROUND_TRIP_GAIN = dict(AU1=2.5, AU2=2.0, AU4=2.2, AU5=1.4, AU6=2.1, AU7=2.1, AU9=1.9, AU10=1.0, AU12=1.25,
                        AU15=1.05, AU24=2.3, AU26=1.55, blink=2.9, pucker=1.25)
 RENDER_MAX = 2.5
 # An L1 weight on the action units in the fit: without it, least squares explains a real mouth by opposing bases
-# that cancel in the mesh (a smile as AU12 + AU15 + AU24 + pucker) and render as a torn mouth; at 0.5 a smile is
-# AU12 (with AU6 / AU10), explaining about as much of the motion. Chosen on rendered frames, not on any score.
+# that cancel in the mesh (a smile as AU12 + AU15 + AU24 + pucker) and render as a torn mouth; at 0.15 a smile is
+# AU12 with AU6 / AU10, at 0.5 the smaller brow motions shrink to nothing. Chosen on rendered frames, not on a score.
 SPARSITY = 0.15
 
 
