@@ -3,6 +3,7 @@ only, nothing retrained): the figures at each FEDN-only threshold, and with the 
 `fes-train real` chooses it (each fold's on the other folds).
 
     .venv/bin/python scripts/real_loio_rescore.py [--folds runs/real_loio] [--spotter '{"fedn_stride": 8}']
+        [--soup runs/real_loio_s1 runs/real_loio_s2]   # each fold the average of its seeds' weights
 
 docs/real_dev.md quotes it for settings that do not change the weights (FEDN window stride). Choosing among such
 settings by these figures is selection on the reported folds.
@@ -33,6 +34,8 @@ def main() -> None:
     p.add_argument("--start", default="runs/start_engine", help="the engine the folds were fine-tuned from")
     p.add_argument("--folds", default="runs/real_loio", help="<identity>.pt of `fes-train real --keep-folds`")
     p.add_argument("--spotter", default="{}", help="JSON merged into every run's spotter config")
+    p.add_argument("--soup", nargs="*", default=[], metavar="DIR",
+                   help="more kept folds of the same recipe (other seeds): each fold's weights averaged over them")
     args = p.parse_args()
     torch.set_num_threads(1)
     extra = json.loads(args.spotter)
@@ -45,7 +48,10 @@ def main() -> None:
         # the weights as kept, without kept_fold's recipe check: a fold kept before a recipe field was added or
         # removed (runs/real_loio has `soup`) holds the same weights
         model = real_train.base_fedn(engine, cfg.fedn_inputs)
-        model.load_state_dict(torch.load(Path(args.folds) / f"{c.identity}.pt", weights_only=True)["state_dict"])
+        states = [torch.load(Path(d) / f"{c.identity}.pt", weights_only=True)["state_dict"]
+                  for d in [args.folds, *args.soup]]
+        model.load_state_dict({k: sum(st[k] for st in states) / len(states) if v.is_floating_point() else v
+                               for k, v in states[0].items()})
         runner = real_train.fedn_runner(model.eval())
         for t in GRID:
             spotter = {**real_train.spotter_overrides(replace(cfg, fedn_only_threshold=t)), **extra}
