@@ -42,6 +42,27 @@ def test_window_sample_maps_labels_into_the_stretched_window():
         assert ign.shape == (1, 2)
 
 
+def test_talking_windows_land_on_the_clips_talking():
+    c = clip(T=900, gt=((100, 140),), other=())
+    c.talking = np.array([[500.0, 560.0]])
+    rng = np.random.default_rng(0)
+    cfg = rt.RealTrainConfig()
+    starts, ends = [], []
+    for _ in range(200):
+        x, gt, _, n_valid = rt.window_sample(c, 128, rng, cfg, on_expression=False, on_talking=True)
+        assert x.shape == (128, 1008) and n_valid == 128
+        # the label [100, 140] maps to window frames [(100 - s) / r, (141 - s) / r - 1]: recover s and r
+        r = 41 / (gt[0, 1] - gt[0, 0] + 1)
+        starts.append(100 - gt[0, 0] * r)
+        ends.append(starts[-1] + 128 * r - 1)
+    starts, ends = np.array(starts), np.array(ends)
+    assert (starts <= 560).all() and (ends >= 500).all()                      # every window holds some talking
+    assert starts.min() < 500 - 20 and ends.max() > 560 + 20                  # placed around it, not pinned
+    assert not rt.RealTrainConfig().talking_windows                          # 0.6.0's recipe: off
+    assert "talking_windows" not in rt.training_recipe(rt.RealTrainConfig())  # so its kept folds still match
+    assert rt.training_recipe(rt.RealTrainConfig(talking_windows=0.5))["talking_windows"] == 0.5
+
+
 def test_clean_talking_keeps_long_runs_without_expressions():
     events = [{"type": "talking", "start": 0, "end": 199}, {"type": "smile", "start": 50, "end": 80},
               {"type": "pout", "start": 170, "end": 175}, {"type": "blink", "start": 10, "end": 15}]

@@ -85,6 +85,9 @@ class RealTrainConfig:
                                        # precision; applied to a model trained without it, it found the smiles
                                        # already on when a clip starts at no cost (docs/real_dev.md). Not part of
                                        # the training recipe: kept folds are re-scored with it, not retrained
+    talking_windows: float = 0.0       # fraction of a clip's background windows drawn on its labelled talking (clean
+                                       # runs, `Clip.talking`) instead of anywhere: speech is where the false alarms
+                                       # are, and a random window lands on it rarely. 0: engine 0.6.0's recipe
     held_as_background: bool = False   # the held-emotion clips (eamm_*: one emotion held while talking, no onset or
                                        # offset inside) train as background, as their labels say: real speech of 5
                                        # more people, smiling, frowning and raising brows as they talk. Their
@@ -261,12 +264,17 @@ def base_fedn(engine, inputs: str):
     return model
 
 
-def window_sample(clip: Clip, W: int, rng: np.random.Generator, cfg: RealTrainConfig, on_expression: bool):
-    """(W, F) input, GT, ignore spans in window frames: a random window, time-stretched by a random rate."""
+def window_sample(clip: Clip, W: int, rng: np.random.Generator, cfg: RealTrainConfig, on_expression: bool,
+                  on_talking: bool = False):
+    """(W, F) input, GT, ignore spans in window frames: a random window, time-stretched by a random rate (on an
+    expression, on a talking run centred anywhere in it, or anywhere)."""
     T = len(clip.inputs)
     r = float(np.exp(rng.uniform(np.log(cfg.rate[0]), np.log(cfg.rate[1]))))
     span = W * r                                   # source frames the window covers
-    if on_expression and len(clip.gt):
+    if on_talking and len(clip.talking):
+        m = clip.talking[rng.integers(len(clip.talking))]
+        s = float(np.clip(rng.uniform(m[0], m[1] + 1) - span / 2, 0.0, max(T - span, 0.0)))
+    elif on_expression and len(clip.gt):
         m = clip.gt[rng.integers(len(clip.gt))]
         lo, hi = m[1] - span + 1, m[0]             # the expression inside the window
         s = float(rng.uniform(max(0.0, lo), max(0.0, min(hi, T - span)) + 1e-9)) if hi >= max(0.0, lo) else 0.0
@@ -318,7 +326,9 @@ def finetune(engine, clips: list[Clip], cfg: RealTrainConfig, desc: str = "FEDN"
         for b in range(0, len(samples), cfg.batch):
             xs, tgs = [], []
             for i, on_expr in samples[b:b + cfg.batch]:
-                x, gt, ign, n_valid = window_sample(clips[i], W, rng, cfg, on_expr)
+                # (the draw only when asked for: the recipe without it keeps its random stream, so its folds)
+                on_talk = not on_expr and cfg.talking_windows > 0 and rng.random() < cfg.talking_windows
+                x, gt, ign, n_valid = window_sample(clips[i], W, rng, cfg, on_expr, on_talk)
                 if cfg.talking_overlay > 0 and donors and rng.random() < cfg.talking_overlay:
                     donor, run = donors[rng.integers(len(donors))]
                     overlay_talking(x, n_valid, donor, run, rng, cols)
@@ -401,6 +411,8 @@ def training_recipe(cfg: RealTrainConfig) -> dict:
               if k not in ("fedn_only_threshold", "select_threshold", "inference_ceiling")}
     if cfg.neutral_ceiling:
         recipe["neutral_ceiling_values"] = list(ceiling_values(cfg))
+    if not cfg.talking_windows:
+        del recipe["talking_windows"]  # added after 0.6.0's folds were kept: off, they are the same recipe
     return recipe
 
 
