@@ -87,7 +87,8 @@ class RealTrainConfig:
                                        # the training recipe: kept folds are re-scored with it, not retrained
     talking_windows: float = 0.0       # fraction of a clip's background windows drawn on its labelled talking (clean
                                        # runs, `Clip.talking`) instead of anywhere: speech is where the false alarms
-                                       # are, and a random window lands on it rarely. 0: engine 0.6.0's recipe
+                                       # are, and a random window lands on it rarely. 0: engine 0.6.0's recipe;
+                                       # 0.5 measured no better (docs/real_dev.md, "Seeds")
     held_as_background: bool = False   # the held-emotion clips (eamm_*: one emotion held while talking, no onset or
                                        # offset inside) train as background, as their labels say: real speech of 5
                                        # more people, smiling, frowning and raising brows as they talk. Their
