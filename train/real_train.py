@@ -494,13 +494,15 @@ def loio_markdown(report: dict) -> str:
         also += (f"{' and' if synth else ' and on'} {len(moved)} retargeted videos (`scripts/retarget_sets.sh`: "
                  f"those clips' motion on {len({v.split('@')[1] for v in moved})} other people's faces)")
     held = f" and the {a['held_clips']} held-emotion clips (trained as background)" if a["held_clips"] else ""
+    regenerate = ("scripts/real_loio_seeds.sh" if report["config"].get("seed", 0) != RealTrainConfig().seed
+                  else f"{'JOINT=1 ' if synth else ''}scripts/real_loio.sh")
     lines = ["# Real dev clips, leave one identity out: FEDN fine-tuned on real clips"
              + (" and synthetic videos" if synth else ""), "",
              f"Start: engine `{report['start_engine']['path']}` v{report['start_engine']['version']}. For each of "
              f"the {len(report['identities'])} identities of the {a['clips']} scored clips{held}, FEDN is fine-tuned "
              f"on the other identities' clips{also} (`train/real_train.py`, recipe below, fixed before any fold ran, "
              f"no selection on any fold) and scored on that identity's clips through the online spotter, every frame. "
-             f"Regenerate with `{'JOINT=1 ' if synth else ''}scripts/real_loio.sh`.", "",
+             f"Regenerate with `{regenerate}`.", "",
              "| figure | fine-tuned, held-out identity | start engine | goal |", "|---|---|---|---|"]
     for label, k, goal in (("recall, IoU >= 0.3", "recall_03", ">= 0.8"), ("recall, IoU >= 0.5", "recall_05", ""),
                            ("recall at 0.3, high-confidence labels", "recall_03_high", ""),
