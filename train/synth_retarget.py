@@ -132,7 +132,8 @@ def fit_weights(landmarks: np.ndarray, present: np.ndarray, neutral_idx: np.ndar
     the action units, as four unbounded bases, not removed first: every mesh point moves under some action unit,
     so aligning on any of them first would take part of the expression away. Accelerated projected gradient
     (FISTA) on the normal equations, all frames at once, each basis scaled to unit norm first (their norms differ
-    20-fold and some are close to collinear: AU1 and AU4, AU5 and the blink).
+    20-fold and some are close to collinear: AU1 and AU4, AU5 and the blink). `sparsity` is an L1 weight on the
+    action units (SPARSITY), relative to the clip's rms projected motion so it does not depend on the crop scale.
     """
     neutral = neutral_shape(landmarks[neutral_idx])
     disp = (landmarks - neutral).reshape(len(landmarks), -1)           # (T, 936)
