@@ -237,21 +237,14 @@ class OnlineSpotter:
         return [self._to_stream(x) for x in updates]
 
     def _to_stream(self, u: Update) -> Update:
-        """A model-rate update in stream frames: model frame j covers stream frames j*k .. j*k + k - 1, or, upsampled,
-        is part of stream frame j // u."""
-        if self.upsample > 1:
-            n = self.upsample
-            if isinstance(u, ExpressionUpdate):
-                p = u.proposal
-                return dataclasses.replace(u, proposal=dataclasses.replace(
-                    p, onset=p.onset // n, apex=p.apex // n, offset=p.offset // n))
-            return dataclasses.replace(u, frame_index=u.frame_index // n)
-        k = self.decimate
+        """A model-rate update in stream frames: model frame j covers stream frames j*k .. j*k + k - 1 (decimated by
+        k), or is part of stream frame j // n (upsampled by n); one of k, n is 1."""
+        k, n = self.decimate, self.upsample
         if isinstance(u, ExpressionUpdate):
             p = u.proposal
             return dataclasses.replace(u, proposal=dataclasses.replace(
-                p, onset=p.onset * k, apex=p.apex * k + k // 2, offset=p.offset * k + k - 1))
-        return dataclasses.replace(u, frame_index=u.frame_index * k)
+                p, onset=p.onset * k // n, apex=(p.apex * k + k // 2) // n, offset=(p.offset * k + k - 1) // n))
+        return dataclasses.replace(u, frame_index=u.frame_index * k // n)
 
     def _model_steps(self, t: int, face_present: bool, geometry: np.ndarray, roi_flow: np.ndarray) -> Steps:
         """One frame at the models' rate."""
