@@ -75,11 +75,8 @@ def test_a_real_smile_replayed_on_another_face_reads_as_a_smile(face, tmp_path):
     idx = rt.neutral_frames(len(geometry), present, events, geometry[:, :52])
     w, _ = rt.clip_weights(geometry, present, events)
     assert w[:, BASIS_INDEX["AU12"]].max() > 0.5
-    tl, vcfg = rt.retarget_timeline(w, fps, cfg, np.random.default_rng(1))
     path = tmp_path / "smile@other.mp4"
-    sink = synth.synth_layouts.Mp4Sink(path, fps, (vcfg.width, vcfg.height))
-    synth.render_video(face, tl, vcfg, np.random.default_rng(2), sink)
-    sink.close()
+    tl = rt.write_video(path, face, w, fps, cfg, [1])
     out, _ = extract(str(path), FaceConfig(face_model=str(FACE_MODEL)), progress=False)
     assert len(out) == tl.n_frames
     smile = [MEDIAPIPE_BLENDSHAPES.index(n) for n in ("mouthSmileLeft", "mouthSmileRight")]

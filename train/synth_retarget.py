@@ -181,6 +181,19 @@ def retarget_timeline(weights: np.ndarray, fps: float, cfg, rng: np.random.Gener
     return tl, quiet
 
 
+def write_video(path: Path, warper, weights: np.ndarray, fps: float, cfg, seed: list[int]):
+    """Render the fitted `weights` on `warper`'s face into an .mp4 at `fps`; returns the timeline rendered."""
+    from fes_live.train.synth import render_video
+    from fes_live.train.synth_layouts import Mp4Sink
+    tl, vcfg = retarget_timeline(weights, fps, cfg, np.random.default_rng(seed))
+    sink = Mp4Sink(path, fps, (vcfg.width, vcfg.height))
+    try:
+        render_video(warper, tl, vcfg, np.random.default_rng([*seed, 1]), sink)
+    finally:
+        sink.close()
+    return tl
+
+
 def pairs(clips: list[str], faces: list[str], per_clip: int) -> list[tuple[str, str]]:
     """(clip, face) pairs: each clip on `per_clip` faces, taken round-robin so every face gets as many clips."""
     out, k = [], 0
@@ -194,8 +207,7 @@ def pairs(clips: list[str], faces: list[str], per_clip: int) -> list[tuple[str, 
 def main(argv: list[str] | None = None) -> int:
     from fes_live.stream.config import load_config
     from fes_live.train import real_eval
-    from fes_live.train.synth import SynthConfig, load_faces, render_video
-    from fes_live.train.synth_layouts import Mp4Sink
+    from fes_live.train.synth import SynthConfig, load_faces
 
     p = argparse.ArgumentParser(prog="python -m fes_live.train.synth_retarget", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(real_eval.DEFAULT_DATA), help="real dev set (labels.json, clips/)")
@@ -218,23 +230,19 @@ def main(argv: list[str] | None = None) -> int:
     version = real_eval.feature_code_version(fm)
     cfg = load_config(SynthConfig, args.config) if args.config else SynthConfig()
     warpers = {w.face.name: w for w in load_faces(args.faces, cfg, args.face_model)}
-    summary = {}
+    summary, fitted = {}, {}
     for k, (clip, face) in enumerate(pairs(names, list(warpers), args.per_clip)):
         path = out / f"{clip}@{face}.mp4"
-        feats = real_eval.clip_features(data / "clips" / f"{clip}.mp4", Path(args.cache), fm, version)
-        geometry, present, fps = feats["geometry"], feats["face_present"].astype(bool), float(feats["fps"])
-        weights, explained = clip_weights(geometry, present, labels[clip]["events"])
+        if clip not in fitted:  # once per clip, whatever the number of faces
+            feats = real_eval.clip_features(data / "clips" / f"{clip}.mp4", Path(args.cache), fm, version)
+            present, fps = feats["face_present"].astype(bool), float(feats["fps"])
+            fitted[clip] = (fps, *clip_weights(feats["geometry"], present, labels[clip]["events"]))
+        fps, weights, explained = fitted[clip]
         summary[path.stem] = {"clip": clip, "face": face, "fps": fps, "frames": len(weights),
                               "explained_median": float(np.nanmedian(explained))}
         if path.exists():
             continue
-        rng = np.random.default_rng([args.seed, k])
-        tl, vcfg = retarget_timeline(weights, fps, cfg, rng)
-        sink = Mp4Sink(path, fps, (vcfg.width, vcfg.height))
-        try:
-            render_video(warpers[face], tl, vcfg, np.random.default_rng([args.seed, k, 1]), sink)
-        finally:
-            sink.close()
+        tl = write_video(path, warpers[face], weights, fps, cfg, [args.seed, k])
         log.info("%s: %d frames, fit explains %.2f of the motion (median)", path.name, tl.n_frames,
                  summary[path.stem]["explained_median"])
     (out / "retarget_manifest.json").write_text(json.dumps({"seed": args.seed, "videos": summary}, indent=1))
