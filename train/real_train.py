@@ -109,8 +109,8 @@ class Clip:
     ignore: np.ndarray       # (K, 2) other facial actions: out of the loss
     feats: dict              # the clip's features (for evaluation through the online spotter)
     synthetic: bool = False  # a fes-synth video (its person is in no real clip)
-    role: str = "scored"     # real_eval.clip_role: "scored" (boundaries) or "held" (emotion only; trains as background),
-                             # or "retarget": a scored clip's motion on another face (training only)
+    role: str = "scored"     # real_eval.clip_role: "scored" (boundaries) or "held" (emotion only; trains as
+                             # background), or "retarget": a scored clip's motion on another face (training only)
     talking: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (R, 2) labelled talking with no
                              # expression or other facial action in it, runs of >= 1 s (the overlay's donors)
 
@@ -204,23 +204,27 @@ def overlay_talking(x: np.ndarray, n_valid: int, donor: Clip, run: np.ndarray, r
     x[t:t + length, cols] = np.where(np.abs(theirs) > np.abs(mine), theirs, mine)
 
 
+def video_inputs(engine, path: Path, fps: float, cfg: RealTrainConfig, what: str) -> tuple[dict, np.ndarray]:
+    """A training video's extracted features and what FEDN sees of them (minus the spotter's neutral baseline)."""
+    from fes_live.models.baseline import baseline_normalize
+    from fes_live.stream.features import load_features
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no features for {what}")
+    feats = load_features(path)
+    return feats, baseline_normalize(feats["geometry"], feats["face_present"], baseline_config(engine, fps, cfg))
+
+
 def load_synth(engine, data: Path, features: Path, cfg: RealTrainConfig = RealTrainConfig()) -> list[Clip]:
     """fes-synth videos (native layout) and their extracted features as training clips; identities are prefixed
     `synth:` so that no fold ever holds them out."""
-    from fes_live.models.baseline import baseline_normalize
-    from fes_live.stream.features import load_features
     from fes_live.train.datasets import load_native
     ds = load_native(data)
     emotions = list(engine.labels["emotions"])
     gt = ds.by_video()
     clips = []
     for v in ds.videos:
-        path = features / f"{v.video_id}.npz"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no features for synthetic video {v.video_id} "
-                                    f"(fes-live extract, or scripts/synth_sets.sh)")
-        feats = load_features(path)
-        inputs = baseline_normalize(feats["geometry"], feats["face_present"], baseline_config(engine, v.fps, cfg))
+        feats, inputs = video_inputs(engine, features / f"{v.video_id}.npz", v.fps, cfg,
+                                     f"synthetic video {v.video_id} (fes-live extract, or scripts/synth_sets.sh)")
         ivs = gt[v.video_id]
         clips.append(Clip(v.video_id, f"synth:{v.subject}", v.fps, inputs,
                           np.array([[i.onset, i.offset] for i in ivs], dtype=np.float64).reshape(-1, 2),
@@ -230,11 +234,9 @@ def load_synth(engine, data: Path, features: Path, cfg: RealTrainConfig = RealTr
 
 
 def load_retargeted(engine, clips: list[Clip], folder: Path, cfg: RealTrainConfig = RealTrainConfig()) -> list[Clip]:
-    """Retargeted videos (`train/synth_retarget.py`: `<clip>@<face>.mp4`, features in `folder/features`) as training clips: their
-    own features, their source clip's labels, and their source clip's identity, so that the fold holding that
-    person out never trains on their motion."""
-    from fes_live.models.baseline import baseline_normalize
-    from fes_live.stream.features import load_features
+    """Retargeted videos (`train/synth_retarget.py`: `<clip>@<face>.mp4`, features in `folder/features`) as
+    training clips: their own features, their source clip's labels, and their source clip's identity, so that the
+    fold holding that person out never trains on their motion."""
     manifest = json.loads((folder / "retarget_manifest.json").read_text())["videos"]
     by_name = {c.name: c for c in clips}
     out = []
@@ -242,11 +244,8 @@ def load_retargeted(engine, clips: list[Clip], folder: Path, cfg: RealTrainConfi
         src = by_name.get(v["clip"])
         if src is None:
             continue  # a clip this run does not train on
-        path = folder / "features" / f"{stem}.npz"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no features for retargeted video {stem} (fes-live extract)")
-        feats = load_features(path)
-        inputs = baseline_normalize(feats["geometry"], feats["face_present"], baseline_config(engine, src.fps, cfg))
+        feats, inputs = video_inputs(engine, folder / "features" / f"{stem}.npz", src.fps, cfg,
+                                     f"retargeted video {stem} (fes-live extract)")
         out.append(Clip(stem, src.identity, src.fps, inputs, src.gt, src.labels, src.ignore, feats,
                         role="retarget", talking=src.talking))
     return out
@@ -366,8 +365,8 @@ def loio(engine, clips: list[Clip], cfg: RealTrainConfig, progress: bool = True,
     """Leave one identity out -> ({clip: events}, thresholds): each clip's events from the model that never saw its
     person (`only`: just these identities' folds; `models`: keep each fold's weights there, `<identity>.pt`; `synth`:
     synthetic and retargeted clips the folds train on, each but in the fold of its own identity; `reuse`: take a
-    fold's model from there when it was kept with this recipe
-    and these training clips, to re-score without retraining). With `cfg.select_threshold` (needs `labels`),
+    fold's model from there when it was kept with this recipe and these training clips, to re-score without
+    retraining). With `cfg.select_threshold` (needs `labels`),
     thresholds is {identity: the threshold its clips were scored at, chosen on the other folds; "all": the best on
     every fold}."""
     identities = sorted({c.identity for c in clips} if not only else set(only))
@@ -635,8 +634,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.retarget:
             synth = synth + load_retargeted(engine, clips, Path(args.retarget), cfg)
         if synth:
-            log.info("%d synthetic or retargeted videos (%d expressions) join every fold's training set", len(synth),
-                     sum(len(c.gt) for c in synth))
+            log.info("%d synthetic or retargeted videos (%d expressions) join the training (a retargeted one every "
+                     "fold but its source person's)", len(synth), sum(len(c.gt) for c in synth))
         if args.loio:
             out = Path(args.loio)
             events, chosen = loio(engine, clips, cfg, not args.no_progress,
