@@ -3,6 +3,7 @@ only, nothing retrained): the figures at each FEDN-only threshold, and with the 
 `fes-train real` chooses it (each fold's on the other folds).
 
     .venv/bin/python scripts/real_loio_rescore.py [--folds runs/real_loio] [--spotter '{"fedn_stride": 8}']
+        [--data DIR --cache DIR]    # the same folds on other copies of the clips (docs/real_dev.md, "Webcam quality")
         [--soup runs/real_loio_s1 runs/real_loio_s2]   # each fold the average of its seeds' weights
 
 docs/real_dev.md quotes it for settings that do not change the weights (FEDN window stride). Choosing among such
@@ -34,14 +35,17 @@ def main() -> None:
     p.add_argument("--start", default="runs/start_engine", help="the engine the folds were fine-tuned from")
     p.add_argument("--folds", default="runs/real_loio", help="<identity>.pt of `fes-train real --keep-folds`")
     p.add_argument("--spotter", default="{}", help="JSON merged into every run's spotter config")
+    p.add_argument("--data", default=str(real_eval.DEFAULT_DATA),
+                   help="a real_dev layout (clips/, labels.json): e.g. the clips re-encoded smaller or harder")
+    p.add_argument("--cache", default=str(real_eval.DEFAULT_CACHE), help="feature cache folder")
     p.add_argument("--soup", nargs="*", default=[], metavar="DIR",
                    help="more kept folds of the same recipe (other seeds): each fold's weights averaged over them")
     args = p.parse_args()
     torch.set_num_threads(1)
     extra = json.loads(args.spotter)
     engine = load_engine(args.start, backend="export", device="cpu")
-    clips, labels = real_train.load_clips(engine, real_eval.DEFAULT_DATA, real_eval.DEFAULT_CACHE,
-                                          real_eval.DEFAULT_OVERRIDES, None)
+    clips, labels = real_train.load_clips(engine, Path(args.data), Path(args.cache), real_eval.DEFAULT_OVERRIDES,
+                                          None)
     cfg = real_train.RealTrainConfig()
     scores: dict[float, dict[str, dict]] = {t: {} for t in GRID}
     for c in clips:

@@ -228,10 +228,12 @@ def test_synthetic_videos_train_in_every_fold_and_are_never_held_out(engine, mon
     real = [rt.Clip(f"{i}", i, 30.0, c.inputs, c.gt, c.labels, c.ignore, feats) for i in "ab"]
     synth = [rt.Clip("s0", "synth:p", 30.0, c.inputs, c.gt, c.labels, c.ignore, feats, synthetic=True),
              # a's motion on another face: trains b's fold, never a's own
-             rt.Clip("a@face", "a", 30.0, c.inputs, c.gt, c.labels, c.ignore, feats, role="retarget")]
+             rt.Clip("a@face", "a", 30.0, c.inputs, c.gt, c.labels, c.ignore, feats, role="retarget"),
+             # b's clip re-encoded: trains a's fold, never b's own
+             rt.Clip("b@small", "b", 30.0, c.inputs, c.gt, c.labels, c.ignore, feats, role="copy")]
     cfg = rt.RealTrainConfig(epochs=1, windows_per_clip=2, synth_windows_per_clip=2, select_threshold=())
     events, _ = rt.loio(engine, real, cfg, progress=False, synth=synth)
-    assert seen == [["b", "synth:p"], ["a", "a", "synth:p"]] and sorted(events) == ["a", "b"]
+    assert seen == [["b", "b", "synth:p"], ["a", "a", "synth:p"]] and sorted(events) == ["a", "b"]
 
 
 def test_load_retargeted_takes_its_own_features_and_its_source_clips_labels(engine, tmp_path):
@@ -249,6 +251,32 @@ def test_load_retargeted_takes_its_own_features_and_its_source_clips_labels(engi
                                                        for i in range(90)], 30.0)
     (r,) = rt.load_retargeted(engine, [src], tmp_path)  # z's source clip is not trained on: skipped
     assert (r.name, r.identity, r.role, r.synthetic) == ("a@f1", "person_a", "retarget", False)
+    assert r.gt.tolist() == [[20, 50]] and r.ignore.tolist() == [[60, 70]] and r.talking.tolist() == [[0, 15]]
+    assert r.inputs.shape == (90, 1008) and not np.array_equal(r.inputs, src.inputs)
+
+
+def test_load_copies_takes_the_copys_features_and_its_source_clips_labels(engine, tmp_path, monkeypatch):
+    c = clip(T=90, gt=((20, 50),), other=((60, 70),), seed=0)
+    src = rt.Clip("a", "person_a", 30.0, c.inputs, c.gt, c.labels, c.ignore, {}, talking=np.array([[0.0, 15.0]]))
+    copies = tmp_path / "small"
+    with pytest.raises(FileNotFoundError, match="no copy of a"):
+        rt.load_copies(engine, [src], copies, tmp_path, None)
+    (copies / "clips").mkdir(parents=True)
+    (copies / "clips" / "a.mp4").write_bytes(b"")
+    frames = {"n": 89}
+
+    def features(path, cache, face_model, version):  # what the copy's extraction gives
+        assert path == copies / "clips" / "a.mp4" and cache == tmp_path
+        n = frames["n"]
+        return {"geometry": np.full((n, 1008), 0.25, np.float32), "roi_flow": np.zeros((n, 12, 2), np.float32),
+                "face_present": np.ones(n, bool), "frame_index": np.arange(n), "fps": 30.0}
+    monkeypatch.setattr(real_eval, "clip_features", features)
+    monkeypatch.setattr(real_eval, "feature_code_version", lambda *a: "v")
+    with pytest.raises(ValueError, match="89 frames at 30 fps, its source has 90 at 30"):
+        rt.load_copies(engine, [src], copies, tmp_path, None)  # a frame lost in re-encoding: labels would shift
+    frames["n"] = 90
+    (r,) = rt.load_copies(engine, [src], copies, tmp_path, None)
+    assert (r.name, r.identity, r.role, r.synthetic) == ("a@small", "person_a", "copy", False)
     assert r.gt.tolist() == [[20, 50]] and r.ignore.tolist() == [[60, 70]] and r.talking.tolist() == [[0, 15]]
     assert r.inputs.shape == (90, 1008) and not np.array_equal(r.inputs, src.inputs)
 

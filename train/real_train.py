@@ -110,7 +110,8 @@ class Clip:
     feats: dict              # the clip's features (for evaluation through the online spotter)
     synthetic: bool = False  # a fes-synth video (its person is in no real clip)
     role: str = "scored"     # real_eval.clip_role: "scored" (boundaries) or "held" (emotion only; trains as
-                             # background), or "retarget": a scored clip's motion on another face (training only)
+                             # background), "retarget": a scored clip's motion on another face, or "copy": a
+                             # scored clip re-encoded (both training only)
     talking: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (R, 2) labelled talking with no
                              # expression or other facial action in it, runs of >= 1 s (the overlay's donors)
 
@@ -143,7 +144,6 @@ def load_clips(engine, data: Path, cache: Path, overrides: Path | None, face_mod
                cfg: RealTrainConfig = RealTrainConfig()) -> tuple[list[Clip], dict]:
     """Every scored clip of the dev set (real_eval.clip_role) with its features and training targets, and with
     `cfg.held_as_background` the held-emotion clips as background (no expression interval, nothing ignored)."""
-    from fes_live.models.baseline import baseline_normalize
     labels, _ = real_eval.load_labels(data, overrides)
     fm = real_eval.find_face_model(data, face_model)
     version = real_eval.feature_code_version(fm)
@@ -156,7 +156,7 @@ def load_clips(engine, data: Path, cache: Path, overrides: Path | None, face_mod
             continue
         feats = real_eval.clip_features(data / "clips" / f"{name}.mp4", cache, fm, version)
         fps = float(feats["fps"])
-        inputs = baseline_normalize(feats["geometry"], feats["face_present"], baseline_config(engine, fps, cfg))
+        inputs = baseline_normalize_inputs(engine, feats, fps, cfg)
         events = info["events"] if role == "scored" else []
         expr = [e for e in events if real_eval.label_kind(e["type"]) == "expression"]
         other = [e for e in events if real_eval.label_kind(e["type"]) == "other"]
@@ -206,12 +206,11 @@ def overlay_talking(x: np.ndarray, n_valid: int, donor: Clip, run: np.ndarray, r
 
 def video_inputs(engine, path: Path, fps: float, cfg: RealTrainConfig, what: str) -> tuple[dict, np.ndarray]:
     """A training video's extracted features and what FEDN sees of them (minus the spotter's neutral baseline)."""
-    from fes_live.models.baseline import baseline_normalize
     from fes_live.stream.features import load_features
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no features for {what}")
     feats = load_features(path)
-    return feats, baseline_normalize(feats["geometry"], feats["face_present"], baseline_config(engine, fps, cfg))
+    return feats, baseline_normalize_inputs(engine, feats, fps, cfg)
 
 
 def load_synth(engine, data: Path, features: Path, cfg: RealTrainConfig = RealTrainConfig()) -> list[Clip]:
@@ -249,6 +248,34 @@ def load_retargeted(engine, clips: list[Clip], folder: Path, cfg: RealTrainConfi
         out.append(Clip(stem, src.identity, src.fps, inputs, src.gt, src.labels, src.ignore, feats,
                         role="retarget", talking=src.talking))
     return out
+
+
+def load_copies(engine, clips: list[Clip], folder: Path, cache: Path, face_model: Path | None,
+                cfg: RealTrainConfig = RealTrainConfig()) -> list[Clip]:
+    """Re-encoded copies of the scored clips (`folder/clips/<clip>.mp4`, e.g. smaller and more compressed:
+    `scripts/clip_copies.sh`) as training clips: their own features (extracted by `face_model` and cached like the
+    originals'), their source clip's labels and identity, so that the fold holding that person out never trains on
+    them."""
+    version = real_eval.feature_code_version(face_model)
+    out = []
+    for src in clips:
+        path = folder / "clips" / f"{src.name}.mp4"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no copy of {src.name} (scripts/clip_copies.sh makes them)")
+        feats = real_eval.clip_features(path, cache, face_model, version)
+        if len(feats["frame_index"]) != len(src.inputs) or abs(float(feats["fps"]) - src.fps) > 0.01:
+            raise ValueError(f"{path}: {len(feats['frame_index'])} frames at {float(feats['fps']):g} fps, its source "
+                             f"has {len(src.inputs)} at {src.fps:g}: the labels would not line up")
+        inputs = baseline_normalize_inputs(engine, feats, src.fps, cfg)
+        out.append(Clip(f"{src.name}@{folder.name}", src.identity, src.fps, inputs, src.gt, src.labels, src.ignore,
+                        feats, role="copy", talking=src.talking))
+    return out
+
+
+def baseline_normalize_inputs(engine, feats: dict, fps: float, cfg: RealTrainConfig) -> np.ndarray:
+    """What FEDN sees of a clip's features: geometry minus the spotter's causal neutral baseline."""
+    from fes_live.models.baseline import baseline_normalize
+    return baseline_normalize(feats["geometry"], feats["face_present"], baseline_config(engine, fps, cfg))
 
 
 def base_fedn(engine, inputs: str):
@@ -474,6 +501,7 @@ def loio_report(engine, clips: list[Clip], labels: dict, events: dict, cfg: Real
             "identities": sorted({c.identity for c in clips}),
             "synthetic_videos": sorted(c.name for c in synth if c.synthetic),
             "retargeted_videos": sorted(c.name for c in synth if c.role == "retarget"),
+            "copies": sorted(c.name for c in synth if c.role == "copy"),
             "thresholds": thresholds or {},
             "totals": {k: real_eval.totals(v, roles) for k, v in scores.items()},
             "clips": {n: {"identity": next(c.identity for c in clips if c.name == n),
@@ -568,7 +596,8 @@ def export_engine(engine, model, cfg: RealTrainConfig, clips: list[Clip], out: P
                                               "fine_tuned_on": "real_dev scored clips (../shared/data/real_dev)"
                                               + (f" and synthetic videos ({synth_data})" if synth_data else ""),
                                               "clips": [c.name for c in clips
-                                                        if not c.synthetic and c.role != "retarget"],
+                                                        if not c.synthetic and c.role not in ("retarget", "copy")],
+                                              "copies": [c.name for c in clips if c.role == "copy"],
                                               "synthetic_videos": [c.name for c in clips if c.synthetic],
                                               "retargeted_videos": [c.name for c in clips if c.role == "retarget"],
                                               "recipe": to_dict(cfg)}}}
@@ -608,6 +637,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="with each --synth, in the same order: their features, <video_id>.npz")
     p.add_argument("--retarget", metavar="DIR", help="also train on these retargeted videos (the scored "
                    "clips' motion on other faces; left out of their source identity's fold)")
+    p.add_argument("--copies", metavar="DIR", action="append", default=[],
+                   help="also train on re-encoded copies of the scored clips (DIR/clips/<clip>.mp4, "
+                   "scripts/clip_copies.sh; each left out of its source identity's fold); repeatable")
     p.add_argument("--export", metavar="DIR", help="train on every scored clip and write an engine folder here")
     p.add_argument("--engine-version", default="0.3.0", help="version of the exported engine")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -633,9 +665,13 @@ def main(argv: list[str] | None = None) -> int:
                  for c in load_synth(engine, Path(d), Path(f), cfg)]
         if args.retarget:
             synth = synth + load_retargeted(engine, clips, Path(args.retarget), cfg)
+        face_model = real_eval.find_face_model(Path(args.data), args.face_model)
+        for d in args.copies:
+            synth = synth + load_copies(engine, [c for c in clips if c.role == "scored"], Path(d), Path(args.cache),
+                                        face_model, cfg)
         if synth:
-            log.info("%d synthetic or retargeted videos (%d expressions) join the training (a retargeted one every "
-                     "fold but its source person's)", len(synth), sum(len(c.gt) for c in synth))
+            log.info("%d synthetic, retargeted or re-encoded videos (%d expressions) join the training (a retargeted "
+                     "or re-encoded one every fold but its source person's)", len(synth), sum(len(c.gt) for c in synth))
         if args.loio:
             out = Path(args.loio)
             events, chosen = loio(engine, clips, cfg, not args.no_progress,
