@@ -234,6 +234,12 @@ def test_synthetic_videos_train_in_every_fold_and_are_never_held_out(engine, mon
     cfg = rt.RealTrainConfig(epochs=1, windows_per_clip=2, synth_windows_per_clip=2, select_threshold=())
     events, _ = rt.loio(engine, real, cfg, progress=False, synth=synth)
     assert seen == [["b", "b", "synth:p"], ["a", "a", "synth:p"]] and sorted(events) == ["a", "b"]
+    labels = {n: {"fps": 30.0, "frames": 90, "events": [{"type": "smile", "start": 20, "end": 50}]} for n in "ab"}
+    report = rt.loio_report(engine, real, labels, events, cfg, synth)
+    assert (report["retargeted_videos"], report["copies"]) == (["a@face"], ["b@small"])
+    md = rt.loio_markdown(report)
+    assert "1 re-encoded copies of those clips (`scripts/clip_copies.sh`: small)" in md
+    assert "Regenerate with `scripts/real_loio_copies.sh`" in md
 
 
 def test_load_retargeted_takes_its_own_features_and_its_source_clips_labels(engine, tmp_path):

@@ -520,8 +520,13 @@ def loio_markdown(report: dict) -> str:
     if moved:
         also += (f"{' and' if synth else ' and on'} {len(moved)} retargeted videos (`scripts/retarget_sets.sh`: "
                  f"those clips' motion on {len({v.split('@')[1] for v in moved})} other people's faces)")
+    copies = report.get("copies", [])
+    if copies:
+        also += (f"{' and' if synth or moved else ' and on'} {len(copies)} re-encoded copies of those clips "
+                 f"(`scripts/clip_copies.sh`: {', '.join(sorted({v.split('@')[1] for v in copies}))})")
     held = f" and the {a['held_clips']} held-emotion clips (trained as background)" if a["held_clips"] else ""
-    regenerate = ("scripts/real_loio_seeds.sh" if report["config"].get("seed", 0) != RealTrainConfig().seed
+    regenerate = ("scripts/real_loio_copies.sh" if copies
+                  else "scripts/real_loio_seeds.sh" if report["config"].get("seed", 0) != RealTrainConfig().seed
                   else f"{'JOINT=1 ' if synth else ''}scripts/real_loio.sh")
     lines = ["# Real dev clips, leave one identity out: FEDN fine-tuned on real clips"
              + (" and synthetic videos" if synth else ""), "",
