@@ -53,7 +53,7 @@ def running_scale(flow: np.ndarray, face: np.ndarray, fps: float, seconds: float
 
 def prepare(clip, info: dict, mode: str):
     """Flow (scaled or not), face mask, frame kinds (0 background, 1 expression, 2 nuisance, 3 other facial
-    action), point labels and kinds (macro 0 / micro 1) of one clip."""
+    action; an expression said while talking is an expression), point labels and kinds (macro 0 / micro 1)."""
     flow = np.asarray(clip.feats["roi_flow"], np.float32)
     face = np.asarray(clip.feats["face_present"], bool)
     if mode == "scale":

@@ -11,18 +11,13 @@
 #                                       # (--synth), so it finds micro-expressions: reports/real_dev/joint/loio.md,
 #                                       # stream/engines/lab (not the default: worse on the real clips,
 #                                       # docs/real_dev.md)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
+source "$(dirname "$0")/common.sh"
 STAGE=${STAGE:-loio}
 START=${START:-runs/start_engine}    # the engine the fine-tune starts from (engine 0.2.0, synthetic data only)
 SETS=${SETS:-runs/synth_sets}
-export FES_FACE_MODEL=${FES_FACE_MODEL:-../shared/models/face_landmarker_v2_with_blendshapes.task}
-if [ ! -f "$START/manifest.json" ]; then
-  mkdir -p "$START" && git archive c70fe62 stream/engines/default | tar -x -C "$START" --strip-components=3
-fi
+start_engine "$START"
 OUT=$SETS scripts/synth_sets.sh     # synthetic training, validation and held-out videos (kept if already there)
-train() { nice -n 5 "$PY" -m fes_live.train.train real --engine "$START" --no-progress "$@"; }
+train() { nice -n 5 "$PY/python" -m fes_live.train.train real --engine "$START" --no-progress "$@"; }
 if [ -n "${JOINT:-}" ]; then
   SYNTH=(--synth "$SETS/train" --synth-features "$SETS/features/train")
   # configs/lab_engine.json is 0.4.0's recipe: the fixed threshold 0.5 (0.4.0 was made before the nested threshold
@@ -40,4 +35,4 @@ else
 fi
 ENGINES=("$START" stream/engines/default)
 ENGINES+=(stream/engines/lab)
-nice -n 5 "$PY" scripts/synth_heldout.py "$SETS" "${ENGINES[@]}" --out reports/synthetic/heldout.md
+nice -n 5 "$PY/python" scripts/synth_heldout.py "$SETS" "${ENGINES[@]}" --out reports/synthetic/heldout.md

@@ -3,22 +3,17 @@
 # their own person's, seeds 0, 1 and 2: reports/real_dev/copies/seed<N>/loio.{md,json} (folds kept in
 # runs/real_loio_copies[_s<N>] and reused by a second run), then the same folds scored on the copies themselves.
 # About 17 minutes a seed on 2 cores. docs/real_dev.md ("Webcam quality") has the figures; not the default recipe.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
+source "$(dirname "$0")/common.sh"
 START=${START:-runs/start_engine}
-export FES_FACE_MODEL=${FES_FACE_MODEL:-../shared/models/face_landmarker_v2_with_blendshapes.task}
-if [ ! -f "$START/manifest.json" ]; then
-  mkdir -p "$START" && git archive c70fe62 stream/engines/default | tar -x -C "$START" --strip-components=3
-fi
+start_engine "$START"
 [ -f runs/copies/small/labels.json ] || scripts/clip_copies.sh
 for seed in 0 1 2; do
   folds=runs/real_loio_copies$([ "$seed" = 0 ] || echo "_s$seed")
   config=$(mktemp)
   echo "{\"seed\": $seed}" > "$config"
-  nice -n 5 "$PY" -m fes_live.train.train real --engine "$START" --no-progress --config "$config" \
+  nice -n 5 "$PY/python" -m fes_live.train.train real --engine "$START" --no-progress --config "$config" \
     --copies runs/copies/small --loio "reports/real_dev/copies/seed$seed" --keep-folds "$folds" --reuse-folds "$folds"
   rm -f "$config"
   echo "seed $seed on the small copies:"
-  "$PY" scripts/real_loio_rescore.py --start "$START" --folds "$folds" --data runs/copies/small | grep '^nested'
+  "$PY/python" scripts/real_loio_rescore.py --start "$START" --folds "$folds" --data runs/copies/small | grep '^nested'
 done

@@ -2,20 +2,15 @@
 # The default engine's fine-tune recipe (scripts/real_loio.sh) under seeds 1 and 2 as well: 21 folds each (kept in
 # runs/real_loio_s<N>, reused by a second run), reports/real_dev/seeds/seed<N>/loio.{md,json}, and the three seeds
 # side by side in reports/real_dev/seeds/README.md (scripts/seeds_table.py). About 10 minutes a seed on 2 cores.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
+source "$(dirname "$0")/common.sh"
 START=${START:-runs/start_engine}
-export FES_FACE_MODEL=${FES_FACE_MODEL:-../shared/models/face_landmarker_v2_with_blendshapes.task}
-if [ ! -f "$START/manifest.json" ]; then
-  mkdir -p "$START" && git archive c70fe62 stream/engines/default | tar -x -C "$START" --strip-components=3
-fi
+start_engine "$START"
 for seed in 1 2; do
   config=$(mktemp)
   echo "{\"seed\": $seed}" > "$config"
-  nice -n 5 "$PY" -m fes_live.train.train real --engine "$START" --no-progress --config "$config" \
+  nice -n 5 "$PY/python" -m fes_live.train.train real --engine "$START" --no-progress --config "$config" \
     --loio "reports/real_dev/seeds/seed$seed" --keep-folds "runs/real_loio_s$seed" --reuse-folds "runs/real_loio_s$seed"
   rm -f "$config"
 done
-"$PY" scripts/seeds_table.py reports/real_dev/loio.json reports/real_dev/seeds/seed{1,2}/loio.json \
+"$PY/python" scripts/seeds_table.py reports/real_dev/loio.json reports/real_dev/seeds/seed{1,2}/loio.json \
   --out reports/real_dev/seeds/README.md

@@ -8,7 +8,9 @@ import argparse
 import json
 from pathlib import Path
 
+from fes_live.stream.config import from_dict, to_dict
 from fes_live.train import real_eval
+from fes_live.train.real_train import RealTrainConfig
 
 ROWS = (("recall at IoU 0.3", lambda t: t["recall_03"]), ("recall at IoU 0.5", lambda t: t["recall_05"]),
         ("precision", lambda t: t["precision"]), ("TP / FP", None),
@@ -24,7 +26,9 @@ def main() -> None:
     p.add_argument("--out", help="write the markdown here too")
     args = p.parse_args()
     runs = [json.loads(Path(r).read_text()) for r in args.reports]
-    recipes = [{k: v for k, v in r["config"].items() if k != "seed"} for r in runs]
+    # a field a report predates (talking_windows) is its default: read each config as RealTrainConfig
+    recipes = [{k: v for k, v in to_dict(from_dict(RealTrainConfig, r["config"], where=path)).items() if k != "seed"}
+               for r, path in zip(runs, args.reports)]
     if any(rc != recipes[0] for rc in recipes):
         raise SystemExit("seeds_table: these runs differ in more than their seed")
     seeds = [r["config"]["seed"] for r in runs]
