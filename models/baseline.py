@@ -10,6 +10,9 @@ i.e. while any blendshape differs from its baseline by more than `freeze_delta` 
 into "neutral". Blendshapes are activations, and an expression raises them: a channel that falls well below its
 baseline (by more than `freeze_delta`) says the baseline was taken on an expression (a face that started out
 smiling or crying), so that channel follows it down quickly (`relax_seconds`), and the next smile stands out again.
+Closing the eyes (a blink, a long eye closure, a look down) makes MediaPipe read a squint as well (real_dev curves:
+eyeSquint +0.20 at the median frame with eyeBlink > 0.5), which FEDN takes for part of an expression; with
+`eyes_closed_hold` set, the eye-coupled channels keep their last open-eye values while the eyes are closed.
 The rules look at geometry only (not at a model's intensity), so training needs no model outputs to reproduce them
 exactly. Pure numpy.
 """
@@ -19,6 +22,8 @@ import base64
 from dataclasses import dataclass
 
 import numpy as np
+
+from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES
 
 BLENDSHAPE_DIM = 52  # fes_live.stream.features: geometry = [52 blendshapes, 478 x 2 aligned landmarks]
 
@@ -33,6 +38,9 @@ class BaselineConfig:
     neutral_ceiling: tuple[float, ...] = ()  # per blendshape, the most a neutral face reads: a new baseline starts
                                    # no higher, so a face that is already smiling when it appears shows its smile
                                    # (() : no ceiling)
+    eyes_closed_hold: float = 0.0  # eyeBlink (the more closed eye) above which `eyes_closed_channels` keep their
+                                   # last open-eye values (0: off)
+    eyes_closed_channels: tuple[str, ...] = ("eyeSquintLeft", "eyeSquintRight")
     blendshape_dim: int = BLENDSHAPE_DIM
 
 
@@ -44,12 +52,21 @@ class NeutralBaseline:
         self.ceiling = np.asarray(cfg.neutral_ceiling, dtype=np.float64) if cfg.neutral_ceiling else None
         self.alpha = 1.0 / max(1.0, cfg.ema_seconds * cfg.fps)
         self.relax = 1.0 / max(1.0, cfg.relax_seconds * cfg.fps) if cfg.relax_seconds > 0 else 0.0
+        unknown = sorted(set(cfg.eyes_closed_channels) - set(MEDIAPIPE_BLENDSHAPES))
+        if unknown:
+            raise ValueError(f"eyes_closed_channels: not MediaPipe blendshapes: {unknown}")
+        if cfg.eyes_closed_hold and cfg.blendshape_dim != len(MEDIAPIPE_BLENDSHAPES):
+            raise ValueError(f"eyes_closed_hold needs MediaPipe's {len(MEDIAPIPE_BLENDSHAPES)} blendshapes first in "
+                             f"the geometry, not {cfg.blendshape_dim}")
+        self.blink = [MEDIAPIPE_BLENDSHAPES.index(n) for n in ("eyeBlinkLeft", "eyeBlinkRight")]
+        self.held = [MEDIAPIPE_BLENDSHAPES.index(n) for n in cfg.eyes_closed_channels] if cfg.eyes_closed_hold else []
         self.reset()
 
     def reset(self) -> None:
         """Forget the person: the next face frame starts a new baseline."""
         self.mean: np.ndarray | None = None
         self.count = 0
+        self.open_eyes: np.ndarray | None = None   # the held channels' values when the eyes were last open
 
     def update(self, geometry: np.ndarray, face_present: bool) -> np.ndarray:
         """Feed one frame; returns geometry - baseline (float32, zeros without a face). No face resets."""
@@ -57,6 +74,8 @@ class NeutralBaseline:
         if not face_present:
             self.reset()
             return np.zeros(x.shape, dtype=np.float32)
+        if self.held:
+            x = self._hold_eyes(x)
         k = self.cfg.blendshape_dim
         if self.mean is None or self.count < self.cfg.warmup_frames:
             if self.mean is None:
@@ -77,11 +96,22 @@ class NeutralBaseline:
             self.count += 1
         return (x - self.mean).astype(np.float32)
 
+    def _hold_eyes(self, x: np.ndarray) -> np.ndarray:
+        if max(x[i] for i in self.blink) <= self.cfg.eyes_closed_hold:
+            self.open_eyes = x[self.held].copy()
+            return x
+        if self.open_eyes is None:      # the track started with closed eyes: nothing to hold yet
+            return x
+        x = x.copy()
+        x[self.held] = self.open_eyes
+        return x
+
     def state(self) -> dict:
         """Everything needed to continue this baseline elsewhere (a restarted detector): JSON-able, ~11 KB, exact
         (the float64 mean as base64)."""
         mean = None if self.mean is None else base64.b64encode(self.mean.astype("<f8").tobytes()).decode()
-        return {"mean": mean, "count": int(self.count)}
+        eyes = None if self.open_eyes is None else [float(v) for v in self.open_eyes]
+        return {"mean": mean, "count": int(self.count), "open_eyes": eyes}
 
     @classmethod
     def from_state(cls, state: dict, cfg: BaselineConfig = BaselineConfig()) -> "NeutralBaseline":
@@ -94,6 +124,15 @@ class NeutralBaseline:
             if not np.isfinite(mean).all() or len(mean) <= cfg.blendshape_dim:
                 raise ValueError(f"baseline state: bad mean of {len(mean)} values")
             base.mean, base.count = mean, state["count"]
+        eyes = state.get("open_eyes")      # absent in states saved before the hold existed
+        if eyes is not None and base.held:
+            try:
+                eyes = np.asarray(eyes, dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError):
+                eyes = np.zeros(0)
+            if len(eyes) != len(base.held) or not np.isfinite(eyes).all():
+                raise ValueError(f"baseline state: bad open_eyes {str(state['open_eyes'])[:80]!r}")
+            base.open_eyes = eyes
         return base
 
 

@@ -14,3 +14,16 @@ start_engine() {
   [ -f "$1/manifest.json" ] && return
   mkdir -p "$1" && git archive c70fe62 stream/engines/default | tar -x -C "$1" --strip-components=3
 }
+
+# loio_seed SEED FIELDS FOLDS REPORT [fes-train real args...]: one seed's leave-one-identity-out run of a recipe
+# (FIELDS: more RealTrainConfig fields as JSON members, e.g. '"eyes_closed_hold": 0.5', or ''), its folds kept in
+# and reused from FOLDS, its report in REPORT/loio.{md,json}
+loio_seed() {
+  local seed=$1 fields=$2 folds=$3 report=$4 config
+  shift 4
+  config=$(mktemp)
+  echo "{\"seed\": $seed${fields:+, $fields}}" > "$config"
+  nice -n 5 "$PY/python" -m fes_live.train.train real --engine "${START:-runs/start_engine}" --no-progress \
+    --config "$config" --loio "$report" --keep-folds "$folds" --reuse-folds "$folds" "$@"
+  rm -f "$config"
+}

@@ -9,11 +9,7 @@ start_engine "$START"
 [ -f runs/copies/small/labels.json ] || scripts/clip_copies.sh
 for seed in 0 1 2; do
   folds=runs/real_loio_copies$([ "$seed" = 0 ] || echo "_s$seed")
-  config=$(mktemp)
-  echo "{\"seed\": $seed}" > "$config"
-  nice -n 5 "$PY/python" -m fes_live.train.train real --engine "$START" --no-progress --config "$config" \
-    --copies runs/copies/small --loio "reports/real_dev/copies/seed$seed" --keep-folds "$folds" --reuse-folds "$folds"
-  rm -f "$config"
+  loio_seed "$seed" '' "$folds" "reports/real_dev/copies/seed$seed" --copies runs/copies/small
   echo "seed $seed on the small copies:"
   "$PY/python" scripts/real_loio_rescore.py --start "$START" --folds "$folds" --data runs/copies/small | grep '^nested'
 done

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from fes_live.calibration.thresholds import merge_spotter
 from fes_live.stream.engine import load_engine
 from fes_live.train import real_eval, real_train
 
@@ -34,7 +35,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--start", default="runs/start_engine", help="the engine the folds were fine-tuned from")
     p.add_argument("--folds", default="runs/real_loio", help="<identity>.pt of `fes-train real --keep-folds`")
-    p.add_argument("--spotter", default="{}", help="JSON merged into every run's spotter config")
+    p.add_argument("--spotter", default="{}", help="JSON merged into every run's spotter config (sub-configs such as baseline one level deep)")
     p.add_argument("--data", default=str(real_eval.DEFAULT_DATA),
                    help="a real_dev layout (clips/, labels.json): e.g. the clips re-encoded smaller or harder")
     p.add_argument("--cache", default=str(real_eval.DEFAULT_CACHE), help="feature cache folder")
@@ -58,7 +59,7 @@ def main() -> None:
                                for k, v in states[0].items()})
         runner = real_train.fedn_runner(model.eval())
         for t in GRID:
-            spotter = {**real_train.spotter_overrides(replace(cfg, fedn_only_threshold=t)), **extra}
+            spotter = merge_spotter(real_train.spotter_overrides(replace(cfg, fedn_only_threshold=t)), extra)
             events = real_eval.run_engine(engine, c.feats, fedn=runner, spotter=spotter)["events"]
             scores[t][c.name] = real_eval.score_clip(labels[c.name], events, "scored")
     roles = {c.name: "scored" for c in clips}

@@ -6,11 +6,7 @@ source "$(dirname "$0")/common.sh"
 START=${START:-runs/start_engine}
 start_engine "$START"
 for seed in 1 2; do
-  config=$(mktemp)
-  echo "{\"seed\": $seed}" > "$config"
-  nice -n 5 "$PY/python" -m fes_live.train.train real --engine "$START" --no-progress --config "$config" \
-    --loio "reports/real_dev/seeds/seed$seed" --keep-folds "runs/real_loio_s$seed" --reuse-folds "runs/real_loio_s$seed"
-  rm -f "$config"
+  loio_seed "$seed" '' "runs/real_loio_s$seed" "reports/real_dev/seeds/seed$seed"
 done
 "$PY/python" scripts/seeds_table.py reports/real_dev/loio.json reports/real_dev/seeds/seed{1,2}/loio.json \
   --out reports/real_dev/seeds/README.md

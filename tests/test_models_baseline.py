@@ -78,3 +78,59 @@ def test_neutral_ceiling_shows_a_smile_the_face_appeared_with():
     assert not out[:, 1:].any()
     with pytest.raises(ValueError, match="2 values"):
         NeutralBaseline(BaselineConfig(blendshape_dim=2, neutral_ceiling=(0.1,)))
+
+
+def _frame(blink: float = 0.0, squint: float = 0.0, smile: float = 0.0) -> np.ndarray:
+    from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES as B
+    g = np.zeros(len(B) + 4)
+    for name, v in (("eyeBlinkLeft", blink), ("eyeBlinkRight", blink), ("eyeSquintLeft", squint),
+                    ("eyeSquintRight", squint), ("mouthSmileLeft", smile)):
+        g[B.index(name)] = v
+    return g
+
+
+def _squint(delta: np.ndarray) -> float:
+    from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES as B
+    return float(delta[B.index("eyeSquintLeft")])
+
+
+def test_eyes_closed_hold_keeps_the_squint_a_blink_raises_out():
+    """A blink reads as a squint (+0.3 here); with the hold the squint keeps its open-eye value, other channels
+    (a smile during the blink) still pass, and once the eyes open the squint is read again."""
+    seq = [_frame(squint=0.1)] * 20 + [_frame(blink=0.8, squint=0.4, smile=0.5)] * 4 + [_frame(squint=0.35)]
+    plain, held = NeutralBaseline(BaselineConfig()), NeutralBaseline(BaselineConfig(eyes_closed_hold=0.5))
+    p = [plain.update(g, True) for g in seq]
+    h = [held.update(g, True) for g in seq]
+    assert _squint(p[21]) == pytest.approx(0.3, abs=1e-6)
+    assert _squint(h[21]) == pytest.approx(0.0, abs=1e-6)
+    from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES as B
+    assert h[21][B.index("mouthSmileLeft")] == pytest.approx(0.5, abs=1e-6)
+    assert h[21][B.index("eyeBlinkLeft")] == pytest.approx(0.8, abs=1e-6)
+    assert _squint(h[-1]) == pytest.approx(0.25, abs=1e-6)        # eyes open: a real squint shows
+
+
+def test_eyes_closed_hold_waits_for_open_eyes_and_restarts_with_the_track():
+    b = NeutralBaseline(BaselineConfig(eyes_closed_hold=0.5, warmup_frames=1))
+    b.update(_frame(blink=0.9, squint=0.6), True)                  # a track that starts with closed eyes:
+    assert _squint(b.update(_frame(blink=0.9, squint=0.7), True)) == pytest.approx(0.1, abs=1e-3)  # nothing held
+    b.update(_frame(squint=0.2), True)                              # open: 0.2 is what is held from now on
+    assert b.state()["open_eyes"] == pytest.approx([0.2, 0.2])
+    b.update(_frame(), False)                                       # no face: the person is forgotten
+    assert b.open_eyes is None
+
+
+def test_eyes_closed_hold_state_round_trip_and_validation():
+    cfg = BaselineConfig(eyes_closed_hold=0.5)
+    b = NeutralBaseline(cfg)
+    for g in [_frame(squint=0.1)] * 20:
+        b.update(g, True)
+    c = NeutralBaseline.from_state(b.state(), cfg)
+    closed = _frame(blink=0.9, squint=0.5)
+    assert np.array_equal(b.update(closed, True), c.update(closed, True))
+    for bad in ([0.1], ["x", "y"], {"a": 1}, [float("nan"), 0.0]):
+        with pytest.raises(ValueError):
+            NeutralBaseline.from_state({**b.state(), "open_eyes": bad}, cfg)
+    with pytest.raises(ValueError, match="not MediaPipe blendshapes"):
+        NeutralBaseline(BaselineConfig(eyes_closed_hold=0.5, eyes_closed_channels=("eyeSquintLift",)))
+    with pytest.raises(ValueError, match="needs MediaPipe"):
+        NeutralBaseline(BaselineConfig(eyes_closed_hold=0.5, blendshape_dim=1))

@@ -318,9 +318,26 @@ def test_neutral_ceiling_reaches_training_inputs_folds_and_engine(engine):
     assert rt.baseline_config(engine, 30.0, cfg).neutral_ceiling == values
     assert rt.baseline_config(engine, 30.0, rt.RealTrainConfig()).neutral_ceiling == ()
     assert rt.spotter_overrides(cfg)["baseline"]["neutral_ceiling"] == list(values)
-    assert rt.spotter_overrides(rt.RealTrainConfig(inference_ceiling=()))["baseline"] == {"neutral_ceiling": []}
+    assert rt.spotter_overrides(rt.RealTrainConfig(inference_ceiling=()))["baseline"] == {
+        "neutral_ceiling": [], "eyes_closed_hold": 0.0}
     with pytest.raises(ValueError, match="not blendshapes"):
         rt.ceiling_values(rt.RealTrainConfig(neutral_ceiling=("smile",)))
+
+
+def test_eyes_closed_hold_reaches_training_inputs_folds_and_engine(engine):
+    """The hold shapes what FEDN learns from, so it is part of the recipe; off, the recipe is 0.6.0's (its kept
+    folds still match)."""
+    cfg = rt.RealTrainConfig(eyes_closed_hold=0.5)
+    assert rt.baseline_config(engine, 30.0, cfg).eyes_closed_hold == 0.5
+    assert rt.spotter_overrides(cfg)["baseline"]["eyes_closed_hold"] == 0.5
+    assert rt.training_recipe(cfg)["eyes_closed_hold"] == 0.5
+    assert "eyes_closed_hold" not in rt.training_recipe(rt.RealTrainConfig())
+    feats = {"geometry": np.zeros((40, 1008), np.float32), "face_present": np.ones(40, bool)}
+    squint, blink = (MEDIAPIPE_BLENDSHAPES.index(n) for n in ("eyeSquintLeft", "eyeBlinkLeft"))
+    feats["geometry"][30:, [squint, blink]] = [0.4, 0.9]          # eyes closing at frame 30
+    held = rt.baseline_normalize_inputs(engine, feats, 30.0, cfg)
+    plain = rt.baseline_normalize_inputs(engine, feats, 30.0, rt.RealTrainConfig())
+    assert held[35, squint] == 0.0 and plain[35, squint] > 0.3 and held[35, blink] == plain[35, blink]
 
 
 def test_the_default_smile_ceiling_is_applied_at_inference_only(engine):

@@ -94,6 +94,10 @@ class RealTrainConfig:
                                        # more people, smiling, frowning and raising brows as they talk. Their
                                        # identities get folds of their own, so their emotion is still scored by a
                                        # model that never saw them
+    eyes_closed_hold: float = 0.0      # BaselineConfig.eyes_closed_hold in training inputs, the folds' spotter and
+                                       # the exported engine's: eyeSquint keeps its open-eye value while eyeBlink is
+                                       # above this, so a blink, a long eye closure or a look down does not read
+                                       # as a squint (docs/real_dev.md, "Eyes closed"). 0: off (0.6.0's recipe)
     seed: int = 0
     assign: AssignConfig = AssignConfig()
 
@@ -137,7 +141,7 @@ def baseline_config(engine, fps: float, cfg: RealTrainConfig):
     """The neutral baseline the fine-tuned engine's spotter runs, so training inputs are what it will see."""
     base = engine.spotter_config(fps).baseline
     # the recipe's own ceiling or none: not the start engine's, which may be an inference-only one (0.6.0's)
-    return replace(base, neutral_ceiling=ceiling_values(cfg))
+    return replace(base, neutral_ceiling=ceiling_values(cfg), eyes_closed_hold=cfg.eyes_closed_hold)
 
 
 def load_clips(engine, data: Path, cache: Path, overrides: Path | None, face_model: str | None,
@@ -382,7 +386,7 @@ def spotter_overrides(cfg: RealTrainConfig) -> dict:
     out = {"fedn_only_threshold": cfg.fedn_only_threshold, "proposals": {"score_threshold": [10.0, 10.0]}}
     channels = tuple(dict.fromkeys(cfg.neutral_ceiling + cfg.inference_ceiling))
     # always said (an empty list: none), so an engine fine-tuned from one with a ceiling does not inherit it
-    out["baseline"] = {"neutral_ceiling": list(ceiling_values(cfg, channels))}
+    out["baseline"] = {"neutral_ceiling": list(ceiling_values(cfg, channels)), "eyes_closed_hold": cfg.eyes_closed_hold}
     return out
 
 
@@ -440,6 +444,8 @@ def training_recipe(cfg: RealTrainConfig) -> dict:
         recipe["neutral_ceiling_values"] = list(ceiling_values(cfg))
     if not cfg.talking_windows:
         del recipe["talking_windows"]  # added after 0.6.0's folds were kept: off, they are the same recipe
+    if not cfg.eyes_closed_hold:
+        del recipe["eyes_closed_hold"]  # the same
     return recipe
 
 
@@ -525,7 +531,8 @@ def loio_markdown(report: dict) -> str:
         also += (f"{' and' if synth or moved else ' and on'} {len(copies)} re-encoded copies of those clips "
                  f"(`scripts/clip_copies.sh`: {', '.join(sorted({v.split('@')[1] for v in copies}))})")
     held = f" and the {a['held_clips']} held-emotion clips (trained as background)" if a["held_clips"] else ""
-    regenerate = ("scripts/real_loio_copies.sh" if copies
+    regenerate = ("scripts/real_loio_eyes.sh" if report["config"].get("eyes_closed_hold")
+                  else "scripts/real_loio_copies.sh" if copies
                   else "scripts/real_loio_seeds.sh" if report["config"].get("seed", 0) != RealTrainConfig().seed
                   else f"{'JOINT=1 ' if synth else ''}scripts/real_loio.sh")
     lines = ["# Real dev clips, leave one identity out: FEDN fine-tuned on real clips"
