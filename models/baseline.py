@@ -41,6 +41,9 @@ class BaselineConfig:
     eyes_closed_hold: float = 0.0  # eyeBlink (the more closed eye) above which `eyes_closed_channels` keep their
                                    # last open-eye values (0: off)
     eyes_closed_channels: tuple[str, ...] = ("eyeSquintLeft", "eyeSquintRight")
+    rises_only: bool = False       # blendshape deltas below 0 read as 0: an expression raises activations, and a
+                                   # channel below its baseline says only that the baseline was taken on an
+                                   # expression (a face whose raised brows drop as its eyes close is not frowning)
     blendshape_dim: int = BLENDSHAPE_DIM
 
 
@@ -94,7 +97,10 @@ class NeutralBaseline:
                 low = d < -self.cfg.freeze_delta
                 self.mean[:k][low] += self.relax * d[low]
             self.count += 1
-        return (x - self.mean).astype(np.float32)
+        out = (x - self.mean).astype(np.float32)
+        if self.cfg.rises_only:
+            np.maximum(out[:k], 0.0, out=out[:k])
+        return out
 
     def _hold_eyes(self, x: np.ndarray) -> np.ndarray:
         if max(x[i] for i in self.blink) <= self.cfg.eyes_closed_hold:

@@ -134,3 +134,21 @@ def test_eyes_closed_hold_state_round_trip_and_validation():
         NeutralBaseline(BaselineConfig(eyes_closed_hold=0.5, eyes_closed_channels=("eyeSquintLift",)))
     with pytest.raises(ValueError, match="needs MediaPipe"):
         NeutralBaseline(BaselineConfig(eyes_closed_hold=0.5, blendshape_dim=1))
+
+
+def test_rises_only_zeroes_channels_below_their_baseline_and_nothing_else():
+    """Raised brows at the start, then dropping as the eyes close: without the option FEDN sees the brows 0.6 below
+    neutral; with it, 0. A channel above its baseline, and the landmarks, are unchanged."""
+    from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES as B
+    up, smile = B.index("browInnerUp"), B.index("mouthSmileLeft")
+    seq = np.zeros((40, len(B) + 4))
+    seq[:, up] = 0.8
+    seq[30:, up] = 0.2
+    seq[30:, smile] = 0.5
+    seq[:, -1] = np.linspace(0, 1, 40)                      # a landmark coordinate, falling below its mean later
+    plain = baseline_normalize(seq, np.ones(40, bool), BaselineConfig(relax_seconds=0))
+    rises = baseline_normalize(seq, np.ones(40, bool), BaselineConfig(relax_seconds=0, rises_only=True))
+    assert plain[35, up] == pytest.approx(-0.6, abs=1e-6) and rises[35, up] == 0.0
+    assert rises[35, smile] == plain[35, smile] == pytest.approx(0.5, abs=1e-6)
+    assert np.array_equal(rises[:, len(B):], plain[:, len(B):])
+    assert (rises[:, :len(B)] >= 0).all()

@@ -319,7 +319,7 @@ def test_neutral_ceiling_reaches_training_inputs_folds_and_engine(engine):
     assert rt.baseline_config(engine, 30.0, rt.RealTrainConfig()).neutral_ceiling == ()
     assert rt.spotter_overrides(cfg)["baseline"]["neutral_ceiling"] == list(values)
     assert rt.spotter_overrides(rt.RealTrainConfig(inference_ceiling=()))["baseline"] == {
-        "neutral_ceiling": [], "eyes_closed_hold": 0.0}
+        "neutral_ceiling": [], "eyes_closed_hold": 0.0, "rises_only": False}
     with pytest.raises(ValueError, match="not blendshapes"):
         rt.ceiling_values(rt.RealTrainConfig(neutral_ceiling=("smile",)))
 

@@ -98,6 +98,8 @@ class RealTrainConfig:
                                        # the exported engine's: eyeSquint keeps its open-eye value while eyeBlink is
                                        # above this, so a blink, a long eye closure or a look down does not read
                                        # as a squint (docs/real_dev.md, "Eyes closed"). 0: off (0.6.0's recipe)
+    rises_only: bool = False           # BaselineConfig.rises_only, likewise: FEDN sees no blendshape below its
+                                       # baseline (docs/real_dev.md, "Eyes closed"): measured worse, off
     seed: int = 0
     assign: AssignConfig = AssignConfig()
 
@@ -141,7 +143,8 @@ def baseline_config(engine, fps: float, cfg: RealTrainConfig):
     """The neutral baseline the fine-tuned engine's spotter runs, so training inputs are what it will see."""
     base = engine.spotter_config(fps).baseline
     # the recipe's own ceiling or none: not the start engine's, which may be an inference-only one (0.6.0's)
-    return replace(base, neutral_ceiling=ceiling_values(cfg), eyes_closed_hold=cfg.eyes_closed_hold)
+    return replace(base, neutral_ceiling=ceiling_values(cfg), eyes_closed_hold=cfg.eyes_closed_hold,
+                   rises_only=cfg.rises_only)
 
 
 def load_clips(engine, data: Path, cache: Path, overrides: Path | None, face_model: str | None,
@@ -386,7 +389,8 @@ def spotter_overrides(cfg: RealTrainConfig) -> dict:
     out = {"fedn_only_threshold": cfg.fedn_only_threshold, "proposals": {"score_threshold": [10.0, 10.0]}}
     channels = tuple(dict.fromkeys(cfg.neutral_ceiling + cfg.inference_ceiling))
     # always said (an empty list: none), so an engine fine-tuned from one with a ceiling does not inherit it
-    out["baseline"] = {"neutral_ceiling": list(ceiling_values(cfg, channels)), "eyes_closed_hold": cfg.eyes_closed_hold}
+    out["baseline"] = {"neutral_ceiling": list(ceiling_values(cfg, channels)), "eyes_closed_hold": cfg.eyes_closed_hold,
+                       "rises_only": cfg.rises_only}
     return out
 
 
@@ -444,8 +448,9 @@ def training_recipe(cfg: RealTrainConfig) -> dict:
         recipe["neutral_ceiling_values"] = list(ceiling_values(cfg))
     if not cfg.talking_windows:
         del recipe["talking_windows"]  # added after 0.6.0's folds were kept: off, they are the same recipe
-    if not cfg.eyes_closed_hold:
-        del recipe["eyes_closed_hold"]  # the same
+    for field_ in ("eyes_closed_hold", "rises_only"):   # the same
+        if not getattr(cfg, field_):
+            del recipe[field_]
     return recipe
 
 
@@ -532,6 +537,7 @@ def loio_markdown(report: dict) -> str:
                  f"(`scripts/clip_copies.sh`: {', '.join(sorted({v.split('@')[1] for v in copies}))})")
     held = f" and the {a['held_clips']} held-emotion clips (trained as background)" if a["held_clips"] else ""
     regenerate = ("scripts/real_loio_eyes.sh" if report["config"].get("eyes_closed_hold")
+                  else "scripts/real_loio_rises.sh" if report["config"].get("rises_only")
                   else "scripts/real_loio_copies.sh" if copies
                   else "scripts/real_loio_seeds.sh" if report["config"].get("seed", 0) != RealTrainConfig().seed
                   else f"{'JOINT=1 ' if synth else ''}scripts/real_loio.sh")
