@@ -404,3 +404,42 @@ def test_load_clips_takes_held_clips_only_when_asked(engine, tmp_path, monkeypat
     held = clips[1]
     assert [c.name for c in clips] == ["a", "eamm_x"] and held.role == "held"
     assert held.gt.shape == (0, 2) and held.ignore.shape == (0, 2) and len(held.talking) == 0
+
+
+def _loio_report(per_identity: dict[str, tuple[int, int, int, int]]) -> dict:
+    """A minimal LOIO report: per identity, (found at 0.3, expressions, TP, FP) on one clip."""
+    clips = {}
+    for name, (found, n, tp, fp) in per_identity.items():
+        exprs = [{"iou": 0.9 if k < found else 0.0} for k in range(n)]
+        clips[name] = {"identity": name, "loio": {"expressions": exprs, "tp": tp, "fp": fp}}
+    return {"clips": clips}
+
+
+def test_identity_intervals_hold_the_pooled_figure_and_narrow_with_agreeing_people():
+    even = _loio_report({f"p{i}": (4, 5, 4, 1) for i in range(20)})    # everyone alike: no spread at all
+    ci = rt.identity_intervals(even)
+    assert ci["identities"] == 20 and ci["recall_03"] == pytest.approx((0.8, 0.8)) and ci["precision"] == \
+        pytest.approx((0.8, 0.8))
+    mixed = _loio_report({**{f"p{i}": (5, 5, 5, 0) for i in range(10)}, **{f"q{i}": (3, 5, 3, 3) for i in range(10)}})
+    lo, hi = rt.identity_intervals(mixed)["recall_03"]
+    assert lo < 0.8 < hi and hi - lo > 0.1                             # pooled 0.8, people disagree
+
+
+def test_compare_loio_pairs_the_draws(tmp_path):
+    """The same people resampled for both reports: a variant that finds one more expression for every person has a
+    difference interval entirely above 0, though each report's own interval is wide."""
+    import subprocess
+    import sys
+    people = {**{f"p{i}": (3, 5, 3, 1) for i in range(10)}, **{f"q{i}": (1, 5, 1, 1) for i in range(10)}}
+    better = {k: (f + 1, n, tp + 1, fp) for k, (f, n, tp, fp) in people.items()}
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(_loio_report(people)))
+    b.write_text(json.dumps(_loio_report(better)))
+    out = subprocess.run([sys.executable, str(real_eval.REPO / "scripts" / "compare_loio.py"), str(a), str(b)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "recall at IoU 0.3: 0.40 -> 0.60 (difference +0.20, 95 % +0.20 to +0.20)" in out
+    c = tmp_path / "c.json"
+    c.write_text(json.dumps(_loio_report({"x": (1, 1, 1, 0)})))
+    bad = subprocess.run([sys.executable, str(real_eval.REPO / "scripts" / "compare_loio.py"), str(a), str(c)],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "other identities" in bad.stderr
