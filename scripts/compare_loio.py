@@ -33,6 +33,9 @@ def main() -> None:
     for k, label in enumerate(("recall at IoU 0.3", "precision")):
         va, vb = resampled_figures(a, every)[k][0], resampled_figures(b, every)[k][0]
         lo, hi = band(fb[k] - fa[k])
+        if lo is None:
+            print(f"  {label}: {real_eval.fmt(va)} -> {real_eval.fmt(vb)} (not defined in any draw)")
+            continue
         print(f"  {label}: {real_eval.fmt(va)} -> {real_eval.fmt(vb)} (difference {vb - va:+.2f}, 95 % "
               f"{lo:+.2f} to {hi:+.2f})")
 

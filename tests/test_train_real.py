@@ -423,6 +423,7 @@ def test_identity_intervals_hold_the_pooled_figure_and_narrow_with_agreeing_peop
     mixed = _loio_report({**{f"p{i}": (5, 5, 5, 0) for i in range(10)}, **{f"q{i}": (3, 5, 3, 3) for i in range(10)}})
     lo, hi = rt.identity_intervals(mixed)["recall_03"]
     assert lo < 0.8 < hi and hi - lo > 0.1                             # pooled 0.8, people disagree
+    assert rt.identity_intervals(_loio_report({"p": (0, 0, 0, 0)}))["recall_03"] == (None, None)  # nothing to measure
 
 
 def test_compare_loio_pairs_the_draws(tmp_path):

@@ -539,8 +539,11 @@ def resampled_figures(rows: np.ndarray, picks: np.ndarray) -> tuple[np.ndarray, 
         return sums[:, 0] / sums[:, 1], sums[:, 2] / (sums[:, 2] + sums[:, 3])
 
 
-def band(values: np.ndarray) -> tuple[float, float]:
-    return tuple(float(q) for q in np.nanpercentile(values, [2.5, 97.5]))
+def band(values: np.ndarray) -> tuple[float | None, float | None]:
+    """The central 95 % of the draws where the figure is defined; (None, None) where it never is (no expression, no
+    prediction)."""
+    values = values[np.isfinite(values)]
+    return tuple(float(q) for q in np.percentile(values, [2.5, 97.5])) if len(values) else (None, None)
 
 
 def identity_intervals(report: dict, side: str = "loio", draws: int = 2000, seed: int = 0) -> dict:
