@@ -28,10 +28,11 @@ def main() -> None:
     a, b = (np.stack([r[n] for n in names]) for r in (ra, rb))
     picks = np.random.default_rng(args.seed).integers(len(names), size=(args.draws, len(names)))
     fa, fb = resampled_figures(a, picks), resampled_figures(b, picks)
-    every = np.arange(len(names))[None]
+    every = np.arange(len(names))[None]                   # one draw: each identity once, the reports' own figures
+    whole_a, whole_b = resampled_figures(a, every), resampled_figures(b, every)
     print(f"{len(names)} identities, {args.draws} paired draws; {args.a} -> {args.b}")
     for k, label in enumerate(("recall at IoU 0.3", "precision")):
-        va, vb = resampled_figures(a, every)[k][0], resampled_figures(b, every)[k][0]
+        va, vb = whole_a[k][0], whole_b[k][0]
         lo, hi = band(fb[k] - fa[k])
         if lo is None:
             print(f"  {label}: {real_eval.fmt(va)} -> {real_eval.fmt(vb)} (not defined in any draw)")

@@ -446,9 +446,8 @@ def training_recipe(cfg: RealTrainConfig) -> dict:
               if k not in ("fedn_only_threshold", "select_threshold", "inference_ceiling")}
     if cfg.neutral_ceiling:
         recipe["neutral_ceiling_values"] = list(ceiling_values(cfg))
-    if not cfg.talking_windows:
-        del recipe["talking_windows"]  # added after 0.6.0's folds were kept: off, they are the same recipe
-    for field_ in ("eyes_closed_hold", "rises_only"):   # the same
+    # fields added after 0.6.0's folds were kept: off, they are the same recipe
+    for field_ in ("talking_windows", "eyes_closed_hold", "rises_only"):
         if not getattr(cfg, field_):
             del recipe[field_]
     return recipe
