@@ -17,13 +17,14 @@ start_engine() {
 
 # loio_seed SEED FIELDS FOLDS REPORT [fes-train real args...]: one seed's leave-one-identity-out run of a recipe
 # (FIELDS: more RealTrainConfig fields as JSON members, e.g. '"eyes_closed_hold": 0.5', or ''), its folds kept in
-# and reused from FOLDS, its report in REPORT/loio.{md,json}
+# and reused from FOLDS, its report in REPORT/loio.{md,json}, which names the calling script as what regenerates it
 loio_seed() {
   local seed=$1 fields=$2 folds=$3 report=$4 config
   shift 4
   config=$(mktemp)
   echo "{\"seed\": $seed${fields:+, $fields}}" > "$config"
   nice -n 5 "$PY/python" -m fes_live.train.train real --engine "${START:-runs/start_engine}" --no-progress \
-    --config "$config" --loio "$report" --keep-folds "$folds" --reuse-folds "$folds" "$@"
+    --config "$config" --loio "$report" --keep-folds "$folds" --reuse-folds "$folds" \
+    --made-by "scripts/$(basename "$0")" "$@"
   rm -f "$config"
 }

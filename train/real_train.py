@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -570,18 +571,14 @@ def loio_markdown(report: dict) -> str:
         also += (f"{' and' if synth or moved else ' and on'} {len(copies)} re-encoded copies of those clips "
                  f"(`scripts/clip_copies.sh`: {', '.join(sorted({v.split('@')[1] for v in copies}))})")
     held = f" and the {a['held_clips']} held-emotion clips (trained as background)" if a["held_clips"] else ""
-    regenerate = ("scripts/real_loio_eyes.sh" if report["config"].get("eyes_closed_hold")
-                  else "scripts/real_loio_rises.sh" if report["config"].get("rises_only")
-                  else "scripts/real_loio_copies.sh" if copies
-                  else "scripts/real_loio_seeds.sh" if report["config"].get("seed", 0) != RealTrainConfig().seed
-                  else f"{'JOINT=1 ' if synth else ''}scripts/real_loio.sh")
+    made_by = report.get("made_by")
     lines = ["# Real dev clips, leave one identity out: FEDN fine-tuned on real clips"
              + (" and synthetic videos" if synth else ""), "",
              f"Start: engine `{report['start_engine']['path']}` v{report['start_engine']['version']}. For each of "
              f"the {len(report['identities'])} identities of the {a['clips']} scored clips{held}, FEDN is fine-tuned "
              f"on the other identities' clips{also} (`train/real_train.py`, recipe below, fixed before any fold ran, "
-             f"no selection on any fold) and scored on that identity's clips through the online spotter, every frame. "
-             f"Regenerate with `{regenerate}`.", "",
+             f"no selection on any fold) and scored on that identity's clips through the online spotter, every frame."
+             + (f" Regenerate with `{made_by}`." if made_by else ""), "",
              "| figure | fine-tuned, held-out identity | start engine | goal |", "|---|---|---|---|"]
     for label, k, goal in (("recall, IoU >= 0.3", "recall_03", ">= 0.8"), ("recall, IoU >= 0.5", "recall_05", ""),
                            ("recall at 0.3, high-confidence labels", "recall_03_high", ""),
@@ -686,6 +683,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None, help="JSON of RealTrainConfig fields (unknown keys are errors)")
     p.add_argument("--loio", metavar="DIR", help="leave-one-identity-out run: write loio.md and loio.json here")
     p.add_argument("--keep-folds", metavar="DIR", help="with --loio: keep each fold's FEDN weights here")
+    p.add_argument("--made-by", metavar="CMD", help="with --loio: the command that regenerates the report, written "
+                   "into it (scripts/real_loio*.sh give themselves; default: this command line)")
     p.add_argument("--reuse-folds", metavar="DIR", help="with --loio: take fold models kept there (same recipe and "
                    "clips) instead of training them again, e.g. to re-score with other thresholds")
     p.add_argument("--synth", metavar="DIR", action="append", default=[],
@@ -735,6 +734,8 @@ def main(argv: list[str] | None = None) -> int:
                                   models=Path(args.keep_folds) if args.keep_folds else None, synth=synth,
                                   labels=labels, reuse=Path(args.reuse_folds) if args.reuse_folds else None)
             report = loio_report(engine, clips, labels, events, cfg, synth, chosen)
+            given = sys.argv[1:] if argv is None else argv
+            report["made_by"] = args.made_by or shlex.join(["fes-train", "real", *given])
             out.mkdir(parents=True, exist_ok=True)
             (out / "loio.json").write_text(json.dumps(report, indent=1, default=float))
             (out / "loio.md").write_text(loio_markdown(report))
