@@ -23,14 +23,15 @@ if [ -n "${JOINT:-}" ]; then
   # configs/lab_engine.json is 0.4.0's recipe: the fixed threshold 0.5 (0.4.0 was made before the nested threshold
   # choice and before the liveportrait_d6 grimace correction, so a run today trains on the corrected labels)
   LAB=(--config configs/lab_engine.json)
-  [ "$STAGE" = loio ] && train "${SYNTH[@]}" "${LAB[@]}" --loio reports/real_dev/joint --keep-folds runs/joint/folds
+  [ "$STAGE" = loio ] && train "${SYNTH[@]}" "${LAB[@]}" --loio reports/real_dev/joint --keep-folds runs/joint/folds \
+    --made-by "JOINT=1 scripts/real_loio.sh"
   train "${SYNTH[@]}" "${LAB[@]}" --export stream/engines/lab --engine-version 0.4.0
 else
   # one call: the folds (kept in runs/real_loio, and taken from there again while recipe and labels are the same),
   # each fold's threshold chosen on the other folds, then the engine trained on every clip at the threshold
   # chosen on all folds
   train --loio reports/real_dev --keep-folds runs/real_loio --reuse-folds runs/real_loio \
-    --export stream/engines/default --engine-version 0.6.0
+    --made-by scripts/real_loio.sh --export stream/engines/default --engine-version 0.7.0
   scripts/real_report.sh
 fi
 ENGINES=("$START" stream/engines/default)
