@@ -83,12 +83,6 @@ def intervals(spotter, frames) -> list[tuple[str, tuple[int, int], int]]:
             for u in ups if isinstance(u, ExpressionUpdate)]
 
 
-def matched(iv, found, min_iou=0.9) -> bool:
-    inter = lambda a, b: max(0, min(a[1], b[1]) - max(a[0], b[0]) + 1)  # noqa: E731
-    return any(inter(iv, f) / ((iv[1] - iv[0] + 1) + (f[1] - f[0] + 1) - inter(iv, f)) >= min_iou
-               for _, f, _ in found)
-
-
 def test_joined_mid_stream_with_the_saved_state_gives_the_same_answers(smile, engine):
     ref = intervals(engine.new_spotter(), looped(smile))
     first = engine.new_spotter()
@@ -101,12 +95,12 @@ def test_joined_mid_stream_with_the_saved_state_gives_the_same_answers(smile, en
     resumed.resume(state)
     got = intervals(resumed, looped(smile, start=30))
     assert got and {k for k, *_ in got} == {k for k, *_ in ref} and {e for *_, e in got} == {e for *_, e in ref}
-    # the smiles after the restart have the reference's boundaries; re-baselined mid-smile (what a restart did
-    # before), the next smile is cut short
-    ref_iv = [iv for *_, iv, _ in intervals(engine.new_spotter(), looped(smile)) if iv[0] > 80]
+    # the smiles after the restart have exactly the reference's boundaries; re-baselined mid-smile (what a restart
+    # did before), they move (engine 0.6.0 cut the next smile short; 0.7.0 moves its ends by 1-2 frames)
+    later = lambda found: [iv for _, iv, _ in found if iv[0] > 80]  # noqa: E731
     blind = intervals(engine.new_spotter(), looped(smile, start=30))
-    assert all(matched(iv, got) for iv in ref_iv), (got, ref_iv)
-    assert not all(matched(iv, blind) for iv in ref_iv), "the test clip no longer shows the re-baselining problem"
+    assert later(ref) and later(got) == later(ref), (got, ref)
+    assert later(blind) != later(ref), "the test clip no longer shows the re-baselining problem"
 
 
 def _detector(tmp_path, ep, journal, name):
