@@ -61,6 +61,16 @@ def test_calm_talking_is_not_reported(run):
     assert score["nuisance"]["talking"]["spans"] == 1 and score["fp"] == 0, events
 
 
+@pytest.mark.parametrize("name", ["liveportrait_d13", "tpsmm_driving"])
+def test_smiles_among_talking_are_found_and_the_talking_is_not(run, name):
+    """d13 talks for 6 s with two small smiles in it (labelled since session 28), then smiles; tpsmm talks with its
+    brows raised, then smiles: every smile found as happiness, nothing else reported."""
+    events, score = run(name)
+    assert score["nuisance"]["talking"]["spans"] == 1
+    assert all(e["iou"] >= 0.3 and e["said"] == "happiness" for e in score["expressions"]), (score, events)
+    assert score["fp"] == 0, events
+
+
 def test_blinks_are_not_reported(run):
     events, score = run("lpfork_blinkx2")
     assert score["nuisance"]["blink"]["spans"] == 2
