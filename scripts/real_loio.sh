@@ -31,7 +31,7 @@ else
   # each fold's threshold chosen on the other folds, then the engine trained on every clip at the threshold
   # chosen on all folds
   train --loio reports/real_dev --keep-folds runs/real_loio --reuse-folds runs/real_loio \
-    --made-by scripts/real_loio.sh --export stream/engines/default --engine-version 0.7.0
+    --made-by scripts/real_loio.sh --export stream/engines/default --engine-version 0.7.1
   scripts/real_report.sh
 fi
 ENGINES=("$START" stream/engines/default)

@@ -96,7 +96,7 @@ def test_joined_mid_stream_with_the_saved_state_gives_the_same_answers(smile, en
     got = intervals(resumed, looped(smile, start=30))
     assert got and {k for k, *_ in got} == {k for k, *_ in ref} and {e for *_, e in got} == {e for *_, e in ref}
     # the smiles after the restart have exactly the reference's boundaries; re-baselined mid-smile (what a restart
-    # did before), they move (engine 0.6.0 cut the next smile short; 0.7.0 moves its ends by 1-2 frames)
+    # did before), they move (engine 0.6.0 cut the next smile short; 0.7.0 moved its ends by 1-2 frames)
     later = lambda found: [iv for _, iv, _ in found if iv[0] > 80]  # noqa: E731
     blind = intervals(engine.new_spotter(), looped(smile, start=30))
     assert later(ref) and later(got) == later(ref), (got, ref)
