@@ -34,7 +34,8 @@ def main() -> None:
     seeds = [r["config"]["seed"] for r in runs]
     totals = [r["totals"]["loio"] for r in runs]
     lines = ["# Real dev clips, leave one identity out: one recipe, several seeds", "",
-             f"The recipe of `{args.reports[0]}` (the bundled default engine's), trained with seeds {', '.join(map(str, seeds))}; "
+             f"The recipe of `{args.reports[0]}` (the bundled default engine's), trained with seeds "
+             f"{', '.join(map(str, seeds))}; "
              "each column is 21 folds scored with the threshold chosen nested (`scripts/real_loio_seeds.sh`). "
              "A variant measured with one seed is inside this range unless it moves a figure by more.", "",
              "| figure | " + " | ".join(f"seed {s}" for s in seeds) + " | range |",
