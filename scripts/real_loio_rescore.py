@@ -35,7 +35,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--start", default="runs/start_engine", help="the engine the folds were fine-tuned from")
     p.add_argument("--folds", default="runs/real_loio", help="<identity>.pt of `fes-train real --keep-folds`")
-    p.add_argument("--spotter", default="{}", help="JSON merged into every run's spotter config (sub-configs such as baseline one level deep)")
+    p.add_argument("--spotter", default="{}",
+                   help="JSON merged into every run's spotter config (sub-configs such as baseline one level deep)")
     p.add_argument("--data", default=str(real_eval.DEFAULT_DATA),
                    help="a real_dev layout (clips/, labels.json): e.g. the clips re-encoded smaller or harder")
     p.add_argument("--cache", default=str(real_eval.DEFAULT_CACHE), help="feature cache folder")

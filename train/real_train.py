@@ -140,12 +140,20 @@ def ceiling_values(cfg: RealTrainConfig, channels: tuple[str, ...] | None = None
     return tuple(float(values[n]) if n in channels else 1.0 for n in MEDIAPIPE_BLENDSHAPES)
 
 
+# RealTrainConfig fields that are BaselineConfig fields of the same name, set alike in training inputs, the folds'
+# spotter and the exported engine's
+BASELINE_FIELDS = ("eyes_closed_hold", "rises_only")
+
+
+def baseline_fields(cfg: RealTrainConfig) -> dict:
+    return {f: getattr(cfg, f) for f in BASELINE_FIELDS}
+
+
 def baseline_config(engine, fps: float, cfg: RealTrainConfig):
     """The neutral baseline the fine-tuned engine's spotter runs, so training inputs are what it will see."""
     base = engine.spotter_config(fps).baseline
     # the recipe's own ceiling or none: not the start engine's, which may be an inference-only one (0.6.0's)
-    return replace(base, neutral_ceiling=ceiling_values(cfg), eyes_closed_hold=cfg.eyes_closed_hold,
-                   rises_only=cfg.rises_only)
+    return replace(base, neutral_ceiling=ceiling_values(cfg), **baseline_fields(cfg))
 
 
 def load_clips(engine, data: Path, cache: Path, overrides: Path | None, face_model: str | None,
@@ -390,8 +398,7 @@ def spotter_overrides(cfg: RealTrainConfig) -> dict:
     out = {"fedn_only_threshold": cfg.fedn_only_threshold, "proposals": {"score_threshold": [10.0, 10.0]}}
     channels = tuple(dict.fromkeys(cfg.neutral_ceiling + cfg.inference_ceiling))
     # always said (an empty list: none), so an engine fine-tuned from one with a ceiling does not inherit it
-    out["baseline"] = {"neutral_ceiling": list(ceiling_values(cfg, channels)), "eyes_closed_hold": cfg.eyes_closed_hold,
-                       "rises_only": cfg.rises_only}
+    out["baseline"] = {"neutral_ceiling": list(ceiling_values(cfg, channels)), **baseline_fields(cfg)}
     return out
 
 
