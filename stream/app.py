@@ -28,7 +28,8 @@ from fes_live.stream import auth, wire
 from fes_live.stream.client import ReplayError, Subscription, hello
 from fes_live.stream.config import ConfigError, from_dict, load_config, to_dict
 from fes_live.stream.events import PIPELINE_STREAM, format_event
-from fes_live.stream.pipeline_config import ENGINE_HELP, DetectConfig, IngestConfig, RunConfig, instance_dir
+from fes_live.stream.pipeline_config import (ENGINE_HELP, THRESHOLD_HELP, DetectConfig, IngestConfig, RunConfig,
+                                             instance_dir)
 from fes_live.stream.record import new_run_folder
 from fes_live.stream.supervise import Supervisor
 
@@ -60,6 +61,7 @@ def role_configs(cfg: RunConfig, rt: str | None = None, run_token: str = ""
     ep = cfg.endpoints.resolved(rt, (free_port(), free_port()))  # where there is no ipc://: free tcp ports
     record = new_run_folder(cfg.record_dir) if cfg.record_dir else None  # a fresh folder per run
     det = from_dict(DetectConfig, {"endpoints": to_dict(ep), "engine": cfg.engine, "backend": cfg.backend,
+                                   "fedn_threshold": cfg.fedn_threshold,
                                    "journal": str(record / "events.sqlite") if record else "",
                                    "record_dir": str(record) if record else "", "run_token": run_token,
                                    "workers": cfg.workers})
@@ -285,6 +287,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="network sources: stop reconnecting after S seconds without a frame (default: never)")
     p.add_argument("--engine", default="", help=ENGINE_HELP)
     p.add_argument("--backend", default="auto", help="auto, tensorrt, aoti, export or eager")
+    p.add_argument("--fedn-threshold", type=float, default=None, metavar="T", help=THRESHOLD_HELP)
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="N detector worker processes, streams assigned by a hash of their id (fes-live detect)")
     p.add_argument("--face-model", default=None, help="MediaPipe face_landmarker .task file")
@@ -326,6 +329,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         d["lsl"], d["lsl_wait_s"] = True, args.lsl_wait
     if args.workers is not None:
         d["workers"] = args.workers
+    if args.fedn_threshold is not None:
+        d["fedn_threshold"] = args.fedn_threshold
     if args.max_faces is not None:
         d["max_faces"] = args.max_faces
     if args.give_up_after is not None:

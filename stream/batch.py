@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from fes_live.stream import wire
 from fes_live.stream.config import from_dict
-from fes_live.stream.pipeline_config import ENGINE_HELP, DetectConfig
+from fes_live.stream.pipeline_config import ENGINE_HELP, THRESHOLD_HELP, DetectConfig
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder for <name>.events.jsonl and <name>.csv per video (existing files are never replaced)")
     p.add_argument("--engine", default="", help=ENGINE_HELP)
     p.add_argument("--backend", default="auto", help="auto, tensorrt, aoti, export or eager")
+    p.add_argument("--fedn-threshold", type=float, default=None, metavar="T", help=THRESHOLD_HELP)
     p.add_argument("--face-model", default=None, help="MediaPipe face_landmarker .task file")
     p.add_argument("--max-faces", type=int, default=1, help="faces to track (the primary one is scored)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -219,8 +220,8 @@ def main(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     try:
         face_model = str(find_face_model(args.face_model))  # once, before any video: a clear error at once
-        runner = BatchRunner(load_engine(args.engine or None, backend=args.backend), face_model,
-                             args.max_faces, progress=not args.no_progress)
+        engine = load_engine(args.engine or None, backend=args.backend, fedn_threshold=args.fedn_threshold)
+        runner = BatchRunner(engine, face_model, args.max_faces, progress=not args.no_progress)
     except (EngineError, FaceModelError) as e:
         log.error("%s", e)
         return 2

@@ -35,7 +35,7 @@ from fes_live.stream import auth, wire
 from fes_live.stream.batching import StepBatcher
 from fes_live.stream.config import from_dict, load_config, to_dict
 from fes_live.stream.events import PIPELINE_STREAM, EventError, EventPublisher
-from fes_live.stream.pipeline_config import ENGINE_HELP, DetectConfig
+from fes_live.stream.pipeline_config import ENGINE_HELP, THRESHOLD_HELP, DetectConfig
 
 log = logging.getLogger(__name__)
 
@@ -664,7 +664,7 @@ def run_detector(cfg: DetectConfig, stop_event: threading.Event | None = None) -
     from fes_live.stream.engine import load_engine
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
-    engine = load_engine(cfg.engine or None, backend=cfg.backend)
+    engine = load_engine(cfg.engine or None, backend=cfg.backend, fedn_threshold=cfg.fedn_threshold or None)
     detector = Detector(cfg, engine)
     if (cfg.aoti_build and os.environ.get("FES_AOTI_BUILD", "1") != "0" and cfg.backend == "auto"
             and engine.device == "cpu" and not engine.backend.startswith("aoti")):
@@ -681,6 +681,7 @@ def run_detector(cfg: DetectConfig, stop_event: threading.Event | None = None) -
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", default="", help=ENGINE_HELP)
     p.add_argument("--backend", default="auto", help="auto, tensorrt, aoti, export or eager")
+    p.add_argument("--fedn-threshold", type=float, default=None, metavar="T", help=THRESHOLD_HELP)
     p.add_argument("--features-endpoint", default=None, help="bind for ingests (default: ipc, local)")
     p.add_argument("--events-endpoint", default=None, help="event PUB bind (default tcp://127.0.0.1:5556)")
     p.add_argument("--replay-endpoint", default=None, help="replay bind (default tcp://127.0.0.1:5557)")
@@ -714,6 +715,8 @@ def config_from_args(args: argparse.Namespace) -> DetectConfig:
         d["backend"] = args.backend
     if args.queue_frames:
         d["queue_frames"] = args.queue_frames
+    if args.fedn_threshold is not None:
+        d["fedn_threshold"] = args.fedn_threshold
     if args.workers is not None:
         d["workers"] = args.workers
     if d["record_dir"] and not d["journal"]:

@@ -202,6 +202,7 @@ class Engine:
         self._runners = runners
         self.backend = f"{runners['gim'].backend}: {reason}"
         self.has_fedn = "fedn" in runners
+        self.fedn_threshold: float | None = None  # the user's, in place of the manifest's (load_engine)
 
     def gim(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         windows = np.asarray(windows, dtype=np.float32)
@@ -263,6 +264,8 @@ class Engine:
         from fes_live.models.online import SpotterConfig
         from fes_live.stream.config import ConfigError, from_dict
         data = dict(self.manifest.get("spotter", {}))
+        if self.fedn_threshold is not None:
+            data["fedn_only_threshold"] = self.fedn_threshold
         data["fps"] = float(fps or self.manifest["fps"])
         data["model_fps"] = float(self.manifest["fps"])
         data.setdefault("emotions", list(self.manifest["labels"]["emotions"]))
@@ -284,8 +287,10 @@ class Engine:
 
     def describe(self) -> str:
         m = self.manifest
+        own = m.get("spotter", {}).get("fedn_only_threshold")
+        threshold = "" if self.fedn_threshold is None else f", FEDN threshold {self.fedn_threshold} (its own {own})"
         return (f"engine {self.folder} v{m['version']} ({m['feature_type']}, {m['fps']} fps, "
-                f"models {sorted(self._runners)}) backend {self.backend}")
+                f"models {sorted(self._runners)}{threshold}) backend {self.backend}")
 
 
 # ------------------------------------------------------------------------------------------------------- backends
@@ -494,8 +499,11 @@ def _auto_order(manifest: dict, device: str) -> list[tuple[str, bool]]:
     return order
 
 
-def load_engine(path: str | Path | None = None, backend: str = "auto", device: str | None = None) -> Engine:
-    """Load an engine folder (None: the bundled default). `backend`: "auto" or one of BACKENDS.
+def load_engine(path: str | Path | None = None, backend: str = "auto", device: str | None = None,
+                fedn_threshold: float | None = None) -> Engine:
+    """Load an engine folder (None: the bundled default). `backend`: "auto" or one of BACKENDS. `fedn_threshold`:
+    the FEDN score an expression needs, in place of the engine's own (`--fedn-threshold`: higher, fewer false
+    alarms and fewer expressions found; docs/real_dev.md, "Operating points").
 
     "auto" tries tensorrt (CUDA only), aoti, eager checked against the manifest's probe, export (then eager
     unchecked where there is no probe) in that order, using only what is present (nothing is compiled on the way),
@@ -503,6 +511,8 @@ def load_engine(path: str | Path | None = None, backend: str = "auto", device: s
     A named backend compiles its variant on demand if missing (and caches it), and fails with EngineError if it
     cannot be used.
     """
+    if fedn_threshold is not None and not 0.0 < fedn_threshold < 1.0:
+        raise EngineError(f"FEDN threshold {fedn_threshold}: give a score between 0 and 1 (exclusive)")
     folder = engine_folder(path)
     manifest = read_manifest(folder)
     verify_files(folder, manifest)
@@ -526,6 +536,7 @@ def load_engine(path: str | Path | None = None, backend: str = "auto", device: s
             reason = f"best present on {device}" + (f" (skipped {'; '.join(skipped)})" if skipped else "")
             engine = Engine(folder, manifest, runners, reason)
             break
+    engine.fedn_threshold = fedn_threshold
     log.info("%s", engine.describe())
     return engine
 

@@ -12,10 +12,21 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from fes_live.stream.config import ConfigError
+
 BUNDLED_ENGINES = Path(__file__).resolve().parent / "engines"
 DEFAULT_ENGINE = BUNDLED_ENGINES / "default"
 ENGINE_HELP = ("engine folder, or the name of a bundled one: default (real faces; the default) or lab (also "
                "micro-expressions, docs/real_dev.md)")
+
+THRESHOLD_HELP = ("the FEDN score an expression needs, in place of the engine's own (default 0.6): higher reports less "
+                  "talking and fewer expressions, lower the reverse (docs/real_dev.md, 'Operating points')")
+
+
+def check_threshold(value: float) -> None:
+    """A FEDN threshold override: 0 (none, the engine's own) or a score strictly between 0 and 1."""
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"fedn_threshold {value}: give a score between 0 and 1 (0: the engine's own)")
 
 
 class EngineError(RuntimeError):
@@ -129,6 +140,7 @@ class DetectConfig:
     endpoints: Endpoints = Endpoints()
     engine: str = ""  # "" = the bundled default engine; a folder or a bundled engine's name (engine_folder)
     backend: str = "auto"
+    fedn_threshold: float = 0.0  # FEDN score an expression needs; 0 = the engine's own (load_engine)
     torch_threads: int = 1  # per-frame GIM batches are tiny: one thread is fastest and leaves cores to ingests
     batch_streams: bool = True  # one engine call per model for the frames of all busy streams (stream/batching.py)
     batch_frames: int = 4  # frames per stream per batched round
@@ -160,6 +172,9 @@ class DetectConfig:
     run_token: str = ""  # set by `fes-live run`: prefixes the publisher id so the app knows its own detector
     workers: int = 1  # detector processes behind one set of endpoints, streams sharded by id (stream/workers.py)
 
+    def __post_init__(self) -> None:
+        check_threshold(self.fedn_threshold)
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -170,6 +185,7 @@ class RunConfig:
     record_dir: str = ""
     engine: str = ""
     backend: str = "auto"
+    fedn_threshold: float = 0.0  # DetectConfig.fedn_threshold
     face_model: str | None = None
     lsl: bool = False  # every ingest opens Lab Streaming Layer outlets (IngestConfig.lsl)
     lsl_wait_s: float = 0.0
@@ -181,3 +197,6 @@ class RunConfig:
     restart_window_s: float = 60.0
     shutdown_timeout_s: float = 10.0
     workers: int = 1  # detector worker processes (DetectConfig.workers)
+
+    def __post_init__(self) -> None:
+        check_threshold(self.fedn_threshold)

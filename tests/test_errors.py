@@ -70,6 +70,23 @@ def test_bad_config_key_is_one_line(tmp_path):
     assert code == 2 and "--port eighty" in out and "Traceback" not in out, out
 
 
+def test_bad_fedn_threshold_is_one_line(tmp_path):
+    """`--fedn-threshold` outside (0, 1): one line from `run`, `detect` and `batch`, before anything starts."""
+    need(SMILE)
+    code, out, _ = run_to_end(fes_live_cmd("--source", str(SMILE), "--fedn-threshold", "1.5"), 60)
+    assert code == 2 and "fedn_threshold 1.5: give a score between 0 and 1" in out and "Traceback" not in out, out
+    assert "started detector" not in out
+    code, out, _ = run_to_end([sys.executable, "-m", "fes_live.stream.cli", "detect", "--fedn-threshold", "-1"], 60)
+    assert code == 2 and "fedn_threshold -1.0" in out and "Traceback" not in out, out
+    code, out, _ = run_to_end([sys.executable, "-m", "fes_live.stream.cli", "batch", str(SMILE), "-o",
+                               str(tmp_path / "out"), "--fedn-threshold", "1"], 60)
+    assert code == 2 and "FEDN threshold 1.0: give a score between 0 and 1" in out and "Traceback" not in out, out
+    from fes_live.stream.app import role_configs
+    from fes_live.stream.pipeline_config import RunConfig
+    detect, _ = role_configs(RunConfig(sources=("x.mp4",), fedn_threshold=0.9), str(tmp_path))
+    assert detect.fedn_threshold == 0.9                          # a good one reaches the detector's config
+
+
 def test_port_in_use_is_a_clear_error_at_start():
     need(SMILE)
     with socket.socket() as taken:

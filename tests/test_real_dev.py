@@ -30,18 +30,27 @@ def labels():
 
 
 @pytest.fixture(scope="module")
-def run(engine, labels, tmp_path_factory):
-    """clip name -> (events, score) of the bundled engine; features extracted once into a temporary cache."""
+def features(labels, tmp_path_factory):
+    """clip name -> its features, extracted once into a temporary cache."""
     face_model = need(FACE_MODEL)
     cache = tmp_path_factory.mktemp("real_dev_features")
     version = real_eval.feature_code_version(face_model)
+
+    def go(name: str) -> dict:
+        feats = real_eval.clip_features(need(REAL_DEV / "clips" / f"{name}.mp4"), cache, face_model, version)
+        assert len(feats["frame_index"]) == labels[name]["frames"] and feats["face_present"].all()
+        return feats
+    return go
+
+
+@pytest.fixture(scope="module")
+def run(engine, labels, features):
+    """clip name -> (events, score) of the bundled engine."""
     done = {}
 
     def go(name: str, role: str = "scored"):
         if name not in done:
-            feats = real_eval.clip_features(need(REAL_DEV / "clips" / f"{name}.mp4"), cache, face_model, version)
-            assert len(feats["frame_index"]) == labels[name]["frames"] and feats["face_present"].all()
-            events = real_eval.run_engine(engine, feats)["events"]
+            events = real_eval.run_engine(engine, features(name))["events"]
             done[name] = events, real_eval.score_clip(labels[name], events, role)
         return done[name]
     return go
@@ -77,6 +86,19 @@ def test_smiles_among_talking_are_found(run, name):
 def test_the_talking_around_them_is_not_reported(run, name):
     events, score = run(name)
     assert score["fp"] == 0, events
+
+
+def test_a_higher_fedn_threshold_keeps_the_clear_smiles_and_drops_the_talking(run, labels, features):
+    """`--fedn-threshold 0.9` (docs/real_dev.md, "Operating points"): on d13 the xfail above passes, and every
+    smile the engine's own threshold found is still found."""
+    from fes_live.stream.engine import load_engine
+    events, score = run("liveportrait_d13")
+    assert score["fp"] >= 1                                   # the engine's own threshold: the spike is reported
+    strict = load_engine(fedn_threshold=0.9)
+    assert strict.spotter_config().fedn_only_threshold == 0.9 and "FEDN threshold 0.9" in strict.describe()
+    events09 = real_eval.run_engine(strict, features("liveportrait_d13"))["events"]
+    score09 = real_eval.score_clip(labels["liveportrait_d13"], events09, "scored")
+    assert score09["fp"] == 0 and score09["tp"] == score["tp"], events09
 
 
 def test_blinks_are_not_reported(run):

@@ -114,6 +114,55 @@ def test_base_fedn_keeps_the_weights_and_sees_only_expression_channels(engine):
         assert torch.allclose(model.eval()(x).cls_logits, model(y).cls_logits)
 
 
+def windows_seen(engine, monkeypatch, c: rt.Clip, cfg: rt.RealTrainConfig) -> torch.Tensor:
+    """(N, W, F): every training window `finetune` feeds FEDN, on one clip."""
+    seen = []
+    base = rt.base_fedn
+
+    def recorded(engine_, inputs):
+        model = base(engine_, inputs)
+        model.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach().clone()))
+        return model
+
+    monkeypatch.setattr(rt, "base_fedn", recorded)
+    rt.finetune(engine, [c], cfg, progress=False)
+    monkeypatch.undo()
+    return torch.cat(seen)
+
+
+def test_mirror_swaps_each_left_blendshape_with_its_right_twin_and_trains_on_both_sides(engine, monkeypatch):
+    names = list(MEDIAPIPE_BLENDSHAPES)
+    order = rt.mirror_columns(1008)
+    assert names[order[names.index("mouthSmileLeft")]] == "mouthSmileRight"
+    assert names[order[names.index("mouthRight")]] == "mouthLeft"
+    assert names[order[names.index("jawOpen")]] == "jawOpen" and (order[52:] == np.arange(52, 1008)).all()
+    assert (order[order] == np.arange(1008)).all()
+    c = clip(T=200, gt=((60, 100),))
+    c.inputs[:, 45] = 0.0                                     # a one-sided smile: mouthSmileLeft only
+    sides = {}
+    for mirror in (0.0, 0.5):
+        x = windows_seen(engine, monkeypatch, c, rt.RealTrainConfig(epochs=2, windows_per_clip=16, mirror=mirror))
+        left, right = x[..., 44].amax(1) > 0.4, x[..., 45].amax(1) > 0.4
+        assert not (left & right).any()
+        sides[mirror] = (int(left.sum()), int(right.sum()))
+    assert sides[0.0][0] >= 8 and sides[0.0][1] == 0           # as recorded: the smile on the left only
+    assert min(sides[0.5]) >= 3                                 # mirrored: on either side
+    assert "mirror" not in rt.training_recipe(rt.RealTrainConfig())  # off: 0.7.1's kept folds still match
+    with pytest.raises(ValueError, match="landmark"):
+        rt.finetune(engine, [c], rt.RealTrainConfig(epochs=1, mirror=0.5, fedn_inputs="all"), progress=False)
+
+
+def test_gain_scales_whole_windows_within_its_range(engine, monkeypatch):
+    c = clip(T=200, gt=((60, 100),))
+    x = windows_seen(engine, monkeypatch, c, rt.RealTrainConfig(epochs=1, windows_per_clip=16, gain=(0.5, 2.0)))
+    smile = x[..., 44].amax(1)                                # 0.6 plus noise where the window holds the smile
+    held = smile > 0.2
+    assert held.sum() >= 6 and smile[held].min() < 0.55 and smile[held].max() > 0.7   # scaled both ways
+    assert smile[held].max() < 0.62 * 2.0 + 0.1
+    assert "gain" not in rt.training_recipe(rt.RealTrainConfig())   # off: 0.7.1's kept folds still match
+    assert rt.training_recipe(rt.RealTrainConfig(gain=(0.8, 1.25)))["gain"] == [0.8, 1.25]
+
+
 @pytest.mark.slow
 def test_finetune_learns_and_exports_an_engine_that_loads(engine, tmp_path):
     cfg = rt.RealTrainConfig(epochs=3, windows_per_clip=8, lr=1e-3)

@@ -365,15 +365,17 @@ def find_face_model(data: Path, given: str | None) -> Path | None:
 
 def benchmark(engine_path: str | Path | None = None, data: Path = DEFAULT_DATA, out: Path | None = None,
               cache: Path = DEFAULT_CACHE, overrides: Path | None = DEFAULT_OVERRIDES,
-              face_model: str | None = None, clips: list[str] | None = None) -> dict:
-    """Run the engine and the baseline on the dev clips, score both; write report.md/.json and plots into `out`."""
+              face_model: str | None = None, clips: list[str] | None = None,
+              fedn_threshold: float | None = None) -> dict:
+    """Run the engine and the baseline on the dev clips, score both; write report.md/.json and plots into `out`
+    (`fedn_threshold`: the engine at another operating point, as `fes-live --fedn-threshold` runs it)."""
     from fes_live.stream.engine import load_engine
     data = Path(data)
     labels, applied = load_labels(data, overrides)
     unknown = sorted(set(clips or []) - set(labels))
     if unknown:
         raise RealDevError(f"unknown clips {unknown}; labelled: {sorted(labels)}")
-    engine = load_engine(engine_path)
+    engine = load_engine(engine_path, fedn_threshold=fedn_threshold)
     fm = find_face_model(data, face_model)
     version = feature_code_version(fm)
     roles, scores, clip_rows = {}, {s: {} for s in SPOTTERS}, {}
@@ -397,7 +399,8 @@ def benchmark(engine_path: str | Path | None = None, data: Path = DEFAULT_DATA, 
     scored_roles = {n: r for n, r in roles.items() if r != "skipped"}
     fedn_data = (engine.manifest.get("training_data") or {}).get("fedn") or {}
     report = {"engine": {"path": _shown(engine.folder), "version": engine.manifest["version"],
-                         "emotions": engine.labels["emotions"], "fine_tuned_on": fedn_data.get("fine_tuned_on")},
+                         "emotions": engine.labels["emotions"], "fine_tuned_on": fedn_data.get("fine_tuned_on"),
+                         "fedn_threshold": engine.spotter_config().fedn_only_threshold},
               "data": _shown(data), "feature_version": version, "overrides": applied,
               "totals": {s: totals(scores[s], scored_roles) for s in SPOTTERS},
               "skipped": {n: labels[n].get("usable") for n, r in roles.items() if r == "skipped"},
@@ -427,7 +430,8 @@ def markdown(report: dict) -> str:
     lines = [
         "# Real development clips: the bundled engine vs the blendshape baseline", "",
         f"Engine `{report['engine']['path']}` v{report['engine']['version']} "
-        f"(emotions {', '.join(report['engine']['emotions'])}); baseline `train/real_baseline.py` (the ~40-line "
+        f"(emotions {', '.join(report['engine']['emotions'])}; FEDN threshold "
+        f"{report['engine'].get('fedn_threshold')}); baseline `train/real_baseline.py` (the ~40-line "
         f"MediaPipe-blendshape spotter of issue 10). Both see the same features, computed exactly as the live ingest "
         f"computes them (feature code version `{report['feature_version']}`), every frame, through the same online "
         f"path. Labels: `{report['data']}/labels.json` with {len(report['overrides'])} correction(s) from "
@@ -500,6 +504,8 @@ def add_arguments(p) -> None:
     p.add_argument("--cache", default=str(DEFAULT_CACHE), help="feature cache folder (outside the repository)")
     p.add_argument("--face-model", default=None, help="MediaPipe face_landmarker .task file")
     p.add_argument("--clip", action="append", default=None, help="only this clip (repeatable)")
+    p.add_argument("--fedn-threshold", type=float, default=None, metavar="T",
+                   help="the FEDN score an expression needs, in place of the engine's own (fes-live --fedn-threshold)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: the engine's small per-frame calls run fastest on one)")
     p.add_argument("--out", required=True, help="report folder (report.md, report.json, timelines/)")
@@ -507,11 +513,14 @@ def add_arguments(p) -> None:
 
 def main(args) -> int:
     import torch
+
+    from fes_live.stream.engine import EngineError
     torch.set_num_threads(max(1, args.threads))
     try:
         report = benchmark(args.engine, Path(args.data), Path(args.out), Path(args.cache),
-                           Path(args.overrides) if args.overrides else None, args.face_model, args.clip)
-    except (RealDevError, FileNotFoundError, ValueError) as err:
+                           Path(args.overrides) if args.overrides else None, args.face_model, args.clip,
+                           args.fedn_threshold)
+    except (RealDevError, FileNotFoundError, ValueError, EngineError) as err:
         log.error("%s", err)
         return 1
     for s in SPOTTERS:

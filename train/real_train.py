@@ -101,6 +101,15 @@ class RealTrainConfig:
                                        # as a squint (docs/real_dev.md, "Eyes closed"). 0: off (0.6.0's recipe)
     rises_only: bool = False           # BaselineConfig.rises_only, likewise: FEDN sees no blendshape below its
                                        # baseline (docs/real_dev.md, "Eyes closed"): measured worse, off
+    mirror: float = 0.0                # fraction of training windows seen left-right mirrored (each *Left
+                                       # blendshape swapped with its *Right twin): a face's expression mirrored is
+                                       # the same expression, and 22 clips are few (docs/real_dev.md, "Mirrored
+                                       # and scaled windows"). Blendshape inputs only: landmarks are not mirrored
+    gain: tuple[float, float] = (1.0, 1.0)  # range of a per-window factor (log-uniform) all its inputs are
+                                       # multiplied by: an expression made larger is still that expression and
+                                       # speech made larger still speech (a fainter expression may be none, so
+                                       # the range starts at 1); people and MediaPipe's reading of them vary in
+                                       # strength (docs/real_dev.md, "Mirrored and scaled windows"). (1, 1): off
     seed: int = 0
     assign: AssignConfig = AssignConfig()
 
@@ -203,6 +212,17 @@ def speech_channels() -> np.ndarray:
     speech raises on real faces: liveportrait_d13's talking reads mouthSmile 0.6)."""
     from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES
     return np.array([i for i, n in enumerate(MEDIAPIPE_BLENDSHAPES) if n.startswith(("mouth", "jaw"))])
+
+
+def mirror_columns(width: int) -> np.ndarray:
+    """Column order of a left-right mirrored geometry row: every *Left blendshape and its *Right twin swapped
+    (mouthLeft and mouthRight too); the other columns, landmarks included, stay."""
+    from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES as names
+    order = np.arange(width)
+    for i, n in enumerate(names):
+        twin = n.replace("Left", "Right") if "Left" in n else n.replace("Right", "Left")
+        order[i] = names.index(twin)
+    return order
 
 
 def overlay_talking(x: np.ndarray, n_valid: int, donor: Clip, run: np.ndarray, rng: np.random.Generator,
@@ -356,6 +376,10 @@ def finetune(engine, clips: list[Clip], cfg: RealTrainConfig, desc: str = "FEDN"
     W, C = model.cfg.window, model.cfg.num_classes
     donors = [(c, run) for c in clips for run in c.talking]    # the training clips' own talking: never a held-out one
     cols = speech_channels()
+    if cfg.mirror > 0 and cfg.fedn_inputs == "all":
+        raise ValueError("mirror: FEDN must read blendshapes only (fedn_inputs 'expression' or 'blendshapes'); "
+                         "the landmark columns are not mirrored")
+    mirrored = mirror_columns(clips[0].inputs.shape[1]) if clips else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
     bar = tqdm(range(cfg.epochs), desc=desc, unit="epoch", disable=not progress, leave=False)
@@ -375,6 +399,10 @@ def finetune(engine, clips: list[Clip], cfg: RealTrainConfig, desc: str = "FEDN"
                 if cfg.talking_overlay > 0 and donors and rng.random() < cfg.talking_overlay:
                     donor, run = donors[rng.integers(len(donors))]
                     overlay_talking(x, n_valid, donor, run, rng, cols)
+                if cfg.mirror > 0 and rng.random() < cfg.mirror:
+                    x = x[:, mirrored]
+                if cfg.gain != (1.0, 1.0):
+                    x = x * np.float32(np.exp(rng.uniform(np.log(cfg.gain[0]), np.log(cfg.gain[1]))))
                 xs.append(x)
                 tgs.append(targets(model, gt, clips[i].labels, ign, W, cfg))
             o = model(torch.from_numpy(np.stack(xs)))
@@ -455,9 +483,11 @@ def training_recipe(cfg: RealTrainConfig) -> dict:
     if cfg.neutral_ceiling:
         recipe["neutral_ceiling_values"] = list(ceiling_values(cfg))
     # fields added after 0.6.0's folds were kept: off, they are the same recipe
-    for field_ in ("talking_windows", "eyes_closed_hold", "rises_only"):
+    for field_ in ("talking_windows", "eyes_closed_hold", "rises_only", "mirror"):
         if not getattr(cfg, field_):
             del recipe[field_]
+    if cfg.gain == (1.0, 1.0):
+        del recipe["gain"]
     return recipe
 
 
