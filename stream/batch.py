@@ -217,7 +217,6 @@ def main(args: argparse.Namespace) -> int:
     if clash:
         log.error("%s already exists: give another -o folder or remove it (nothing is overwritten)", clash[0])
         return 2
-    out.mkdir(parents=True, exist_ok=True)
     try:
         face_model = str(find_face_model(args.face_model))  # once, before any video: a clear error at once
         engine = load_engine(args.engine or None, backend=args.backend, fedn_threshold=args.fedn_threshold)
@@ -225,6 +224,7 @@ def main(args: argparse.Namespace) -> int:
     except (EngineError, FaceModelError) as e:
         log.error("%s", e)
         return 2
+    out.mkdir(parents=True, exist_ok=True)  # only once there is something to write
     failed, no_face = [], []
     for i, (video, name) in enumerate(zip(videos, names), start=1):
         try:

@@ -81,6 +81,7 @@ def test_bad_fedn_threshold_is_one_line(tmp_path):
     code, out, _ = run_to_end([sys.executable, "-m", "fes_live.stream.cli", "batch", str(SMILE), "-o",
                                str(tmp_path / "out"), "--fedn-threshold", "1"], 60)
     assert code == 2 and "FEDN threshold 1.0: give a score between 0 and 1" in out and "Traceback" not in out, out
+    assert not (tmp_path / "out").exists()                       # no empty output folder left behind
     from fes_live.stream.app import role_configs
     from fes_live.stream.pipeline_config import RunConfig
     detect, _ = role_configs(RunConfig(sources=("x.mp4",), fedn_threshold=0.9), str(tmp_path))
