@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce the bundled default engine (stream/engines/default) and its reports: engine 0.2.0 from synthetic videos
-# (reports/default_engine), then its FEDN fine-tuned on the real dev clips as engine 0.3.0 (reports/real_dev), and
-# on those clips with synthetic videos of other people (scripts/synth_sets.sh) as the bundled `lab` engine 0.4.0
-# (reports/real_dev/joint, reports/synthetic/heldout.md).
+# (reports/default_engine), then its FEDN fine-tuned on the real dev clips as the default engine 0.7.1
+# (reports/real_dev, scripts/real_loio.sh), and on those clips with synthetic videos of other people
+# (scripts/synth_sets.sh) as the bundled `lab` engine 0.4.1 (reports/real_dev/joint, reports/synthetic/heldout.md).
 #
 #   scripts/make_default_engine.sh            # everything: data, features, training, export, report
 #   STAGE=train scripts/make_default_engine.sh  # from training on (data and features already there)
@@ -86,7 +86,7 @@ if [ "$STAGE" = export ]; then
 fi
 
 if [ "$STAGE" = real ]; then
-  # engine 0.3.0 = that synthetic engine with FEDN fine-tuned on the real dev clips: the leave-one-identity-out
+  # the default engine = that synthetic engine with FEDN fine-tuned on the real dev clips: the leave-one-identity-out
   # figures (reports/real_dev/loio.md), the export into stream/engines/default, the real-clip report; then the
   # lab engine (real clips + synthetic videos of other people) into stream/engines/lab
   START="$RUN/engine_synth" STAGE=${REAL_STAGE:-loio} scripts/real_loio.sh

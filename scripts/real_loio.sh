@@ -21,11 +21,12 @@ train() { nice -n 5 "$PY/python" -m fes_live.train.train real --engine "$START" 
 if [ -n "${JOINT:-}" ]; then
   SYNTH=(--synth "$SETS/train" --synth-features "$SETS/features/train")
   # configs/lab_engine.json is 0.4.0's recipe: the fixed threshold 0.5 (0.4.0 was made before the nested threshold
-  # choice and before the liveportrait_d6 grimace correction, so a run today trains on the corrected labels)
+  # choice). 0.4.1 (session 29) is that recipe on today's labels (the d6 grimace and session 28's smiles corrected)
+  # with the smile ceiling at inference that every export now carries
   LAB=(--config configs/lab_engine.json)
   [ "$STAGE" = loio ] && train "${SYNTH[@]}" "${LAB[@]}" --loio reports/real_dev/joint --keep-folds runs/joint/folds \
     --made-by "JOINT=1 scripts/real_loio.sh"
-  train "${SYNTH[@]}" "${LAB[@]}" --export stream/engines/lab --engine-version 0.4.0
+  train "${SYNTH[@]}" "${LAB[@]}" --export stream/engines/lab --engine-version 0.4.1
 else
   # one call: the folds (kept in runs/real_loio, and taken from there again while recipe and labels are the same),
   # each fold's threshold chosen on the other folds, then the engine trained on every clip at the threshold
