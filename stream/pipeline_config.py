@@ -19,8 +19,8 @@ DEFAULT_ENGINE = BUNDLED_ENGINES / "default"
 ENGINE_HELP = ("engine folder, or the name of a bundled one: default (real faces; the default) or lab (also "
                "micro-expressions, docs/real_dev.md)")
 
-THRESHOLD_HELP = ("the FEDN score an expression needs, in place of the engine's own (default 0.6): higher reports less "
-                  "talking and fewer expressions, lower the reverse (docs/real_dev.md, 'Operating points')")
+THRESHOLD_HELP = ("the FEDN score an expression needs, in place of the engine's own (default 0.6, lab 0.5): higher "
+                  "reports less talking and fewer expressions, lower the reverse (docs/real_dev.md, 'Operating points')")
 
 
 def check_threshold(value: float) -> None:
