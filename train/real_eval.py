@@ -498,14 +498,14 @@ def markdown(report: dict) -> str:
 
 
 def add_arguments(p) -> None:
+    from fes_live.stream.pipeline_config import THRESHOLD_HELP
     p.add_argument("--engine", default=None, help="engine folder (default: the bundled stream/engines/default)")
     p.add_argument("--data", default=str(DEFAULT_DATA), help="the real_dev folder (clips/, labels.json)")
     p.add_argument("--overrides", default=str(DEFAULT_OVERRIDES), help="label corrections ('' for none)")
     p.add_argument("--cache", default=str(DEFAULT_CACHE), help="feature cache folder (outside the repository)")
     p.add_argument("--face-model", default=None, help="MediaPipe face_landmarker .task file")
     p.add_argument("--clip", action="append", default=None, help="only this clip (repeatable)")
-    p.add_argument("--fedn-threshold", type=float, default=None, metavar="T",
-                   help="the FEDN score an expression needs, in place of the engine's own (fes-live --fedn-threshold)")
+    p.add_argument("--fedn-threshold", type=float, default=None, metavar="T", help=THRESHOLD_HELP)
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: the engine's small per-frame calls run fastest on one)")
     p.add_argument("--out", required=True, help="report folder (report.md, report.json, timelines/)")
