@@ -251,7 +251,8 @@ def offline_expressions(engine_path: str | None, npz: Path, loops: int) -> list[
     d = load_features(npz)
     T = len(d["frame_index"])
     tiled = {"geometry": np.tile(d["geometry"], (loops, 1)), "roi_flow": np.tile(d["roi_flow"], (loops, 1, 1)),
-             "face_present": np.tile(d["face_present"], loops), "frame_index": np.arange(T * loops), "fps": FPS}
+             "face_present": np.tile(d["face_present"], loops), "new_face": np.tile(d["new_face"], loops),
+             "frame_index": np.arange(T * loops), "fps": FPS}  # each loop starts on the clip's first face again
     engine = load_engine(engine_path or None)
     emotions = emotion_names(engine.labels if hasattr(engine, "labels") else {})
     return sorted((p.onset, p.apex, p.offset, ("macro", "micro")[p.kind],

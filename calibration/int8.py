@@ -50,7 +50,8 @@ class CalibrationBatches:
             else:
                 if T < self.fedn_window:
                     continue
-                x = baseline_normalize(f["geometry"], f["face_present"], BaselineConfig(fps=float(f["fps"])))
+                x = baseline_normalize(f["geometry"], f["face_present"], BaselineConfig(fps=float(f["fps"])),
+                                       f["new_face"])
                 starts = rng.integers(0, T - self.fedn_window + 1, size=per_file)
                 out.append(np.stack([x[s:s + self.fedn_window] for s in starts]))
         if not out:

@@ -3,7 +3,8 @@
 `NeutralBaseline` is fed one frame at a time (live, inside `models.online.OnlineSpotter`); `baseline_normalize`
 runs the very same object over a whole video (training, offline evaluation), so both see identical inputs.
 
-Rule: on a new track (first face frame, or after a frame without a face) the baseline restarts. For the first
+Rule: on a new track (first face frame, after a frame without a face, or a frame the ingest marks `new_face`: a
+shot cut, another person taking over) the baseline restarts. For the first
 `warmup_frames` face frames it is their running mean (a person usually starts near neutral); after that a slow
 EMA (time constant `ema_seconds`) follows drift (lighting, posture), but is frozen while the face is expressive,
 i.e. while any blendshape differs from its baseline by more than `freeze_delta` -- so a 3 s smile is not absorbed
@@ -71,11 +72,13 @@ class NeutralBaseline:
         self.count = 0
         self.open_eyes: np.ndarray | None = None   # the held channels' values when the eyes were last open
 
-    def update(self, geometry: np.ndarray, face_present: bool) -> np.ndarray:
-        """Feed one frame; returns geometry - baseline (float32, zeros without a face). No face resets."""
+    def update(self, geometry: np.ndarray, face_present: bool, new_face: bool = False) -> np.ndarray:
+        """Feed one frame; returns geometry - baseline (float32, zeros without a face). No face resets; a new face
+        starts a new baseline on its own first frame."""
         x = np.asarray(geometry, dtype=np.float64).reshape(-1)
-        if not face_present:
+        if not face_present or new_face:
             self.reset()
+        if not face_present:
             return np.zeros(x.shape, dtype=np.float32)
         if self.held:
             x = self._hold_eyes(x)
@@ -143,15 +146,16 @@ class NeutralBaseline:
 
 
 def baseline_normalize(geometry: np.ndarray, face_present: np.ndarray,
-                       cfg: BaselineConfig = BaselineConfig()) -> np.ndarray:
+                       cfg: BaselineConfig = BaselineConfig(), new_face: np.ndarray | None = None) -> np.ndarray:
     """(T, F) geometry of a whole video -> (T, F) deltas, causally, exactly as the live spotter computes them."""
     geometry = np.asarray(geometry)
     face_present = np.asarray(face_present, dtype=bool).reshape(-1)
-    if geometry.ndim != 2 or len(geometry) != len(face_present):
-        raise ValueError(f"geometry must be (T, F) with T = len(face_present); got {geometry.shape} and "
-                         f"{face_present.shape}")
+    new_face = np.zeros(len(face_present), bool) if new_face is None else np.asarray(new_face, bool).reshape(-1)
+    if geometry.ndim != 2 or len(geometry) != len(face_present) or len(new_face) != len(face_present):
+        raise ValueError(f"geometry must be (T, F) with T = len(face_present) = len(new_face); got {geometry.shape}, "
+                         f"{face_present.shape} and {new_face.shape}")
     base = NeutralBaseline(cfg)
     out = np.zeros(geometry.shape, dtype=np.float32)
     for t in range(len(geometry)):
-        out[t] = base.update(geometry[t], bool(face_present[t]))
+        out[t] = base.update(geometry[t], bool(face_present[t]), bool(new_face[t]))
     return out

@@ -6,7 +6,7 @@ pads a video's ends). The curve drives a small state machine per stream:
 
   idle --I > low--> open --(I >= onset_threshold, once)--> OnsetUpdate
   open --I <= low--> closing: wait for the outer margin (0.2 x length) -> proposals on that piece of the curve
-  closing --I > low--> open again (the piece grows); face lost / frame gap / flush / too long -> proposals now
+  closing --I > low--> open again (the piece grows); face lost / new face / gap / flush / too long -> proposals now
 
 `low` is the lowest proposal threshold (0.2), so the pieces contain every run the reference's multi-threshold
 grouping would find, with its margins. A piece with no surviving proposal cancels its OnsetUpdate.
@@ -14,10 +14,11 @@ grouping would find, with its margins. A piece with no surviving proposal cancel
 FEDN runs window by window (W frames, every `fedn_stride`) on geometry minus the person's neutral baseline; its
 intervals are NMS'd across windows. A GIM proposal waits until FEDN has covered it (+ `fedn_wait` frames), takes
 the emotion of the best-overlapping FEDN interval, and is emitted; FEDN intervals that no GIM proposal claims
-become proposals of their own (source "fedn") when confident enough. `fedn_fn=None` is GIM only. Before an event
-goes out, the blendshapes over it get the last word (`_evidence`): a plain smile or surprise pattern
-(models.emotion) sets the emotion when the engine's label map is known (`emotions`), and, when switched on, an
-event that is speech with no such pattern (models.talking) is dropped.
+become proposals of their own (source "fedn") when confident enough. Where FEDN's proposals are the events (GIM's
+switched off by calibration, the bundled engines), FEDN announces the onsets too (`SpotterConfig.onsets`).
+`fedn_fn=None` is GIM only. Before an event goes out, the blendshapes over it get the last word (`_evidence`): a
+plain smile or surprise pattern (models.emotion) sets the emotion when the engine's label map is known
+(`emotions`), and, when switched on, an event that is speech with no such pattern (models.talking) is dropped.
 
 Memory is bounded: rings of flow (17 + batch), curve (one longest piece + margins), FEDN input (W frames) and a
 few recent intervals. Everything is numpy around the two callables, so the engine, an eager model or a test
@@ -57,7 +58,11 @@ class SpotterConfig:
     gim_radius: int = 8               # GIM window = frames t-8 .. t+8 (17)
     n_rois: int = 12                  # ROIs per frame in roi_flow
     gim_batch: int = 1                # run GIM when this many frames are ready (1 = lowest latency)
-    onset_threshold: float = 0.5      # OnsetUpdate when I(t) reaches this within an open piece
+    onset_threshold: float = 0.5      # OnsetUpdate when I(t) reaches this within an open piece (GIM onsets)
+    onsets: str = "auto"              # which model announces onsets: "gim" (its curve reaches onset_threshold),
+                                      # "fedn" (a window holds the start of an interval that scores
+                                      # fedn_only_threshold) or "auto": the one whose proposals become events
+                                      # (FEDN when calibration switched GIM's proposals off)
     max_segment_seconds: float = 10.0  # a piece longer than this is processed at once (reference macro max 8 s)
     proposals: GIMProposalConfig = field(default_factory=GIMProposalConfig)
     geometry_dim: int = 1008          # FEDN input width (stream.features.GEOMETRY_DIM)
@@ -121,6 +126,12 @@ class OnlineSpotter:
         # a GIM score is at most 1 + apex_weight (inner - outer <= 1, A <= 1): thresholds above that mean calibration
         # switched GIM's proposals off, and FEDN intervals need not wait for GIM pieces that could claim them
         self.gim_proposes = min(cfg.proposals.score_threshold) <= 1.0 + cfg.proposals.apex_weight
+        if cfg.onsets not in ("auto", "gim", "fedn"):
+            raise ValueError(f"onsets must be 'auto', 'gim' or 'fedn', got {cfg.onsets!r}")
+        # On real faces GIM's curve (synthetic flow) sits near 1 from a track's first frames, so its onsets say
+        # "a face appeared", not "an expression started" (docs/events.md): the detector that decides announces.
+        self.fedn_onsets = fedn_fn is not None and (cfg.onsets == "fedn"
+                                                    or cfg.onsets == "auto" and not self.gim_proposes)
         self.max_segment = max(1, int(round(cfg.max_segment_seconds * cfg.fps)))
         self._next_track = 0
         self.reset()
@@ -128,7 +139,7 @@ class OnlineSpotter:
     def reset(self) -> None:
         """Start a new stream (flush() does this at its end)."""
         cfg = self.cfg
-        self._group: list[tuple[bool, np.ndarray, np.ndarray]] = []  # frames of the model frame being gathered
+        self._group: list[tuple[bool, np.ndarray, np.ndarray, bool]] = []  # frames of the model frame being gathered
         self._group_index = -1                   # its index (stream frame // decimate)
         self._previous: tuple[int, bool, np.ndarray] | None = None  # (frame, face, geometry) before, when upsampling
         self._stream_last: int | None = None     # last stream frame index pushed
@@ -156,15 +167,18 @@ class OnlineSpotter:
         self._adopted: deque[int] = deque(maxlen=64)          # onset tracks a FEDN interval finalised
         self._pending: list[_Pending] = []
         self._long: Proposal | None = None       # an expression running past the windows' ends (fedn_long)
+        self._announced: list[list[int]] = []    # FEDN onsets not yet final: [track, onset, last offset seen]
         # (frame, raw blendshapes, deltas from the baseline) of recent face frames: emotion evidence, talking
         self._k = cfg.baseline.blendshape_dim
         self._shapes: deque[tuple[int, np.ndarray, np.ndarray]] = deque(maxlen=self.max_segment + cfg.fedn_window)
 
     # ------------------------------------------------------------------------------------------------ input
 
-    def push(self, frame_index: int, face_present: bool, geometry: np.ndarray, roi_flow: np.ndarray) -> list[Update]:
-        """Feed one frame (stream.features.FrameFeatures fields); returns the updates it made known."""
-        return self.run(self.steps(frame_index, face_present, geometry, roi_flow))
+    def push(self, frame_index: int, face_present: bool, geometry: np.ndarray, roi_flow: np.ndarray,
+             new_face: bool = False) -> list[Update]:
+        """Feed one frame (stream.features.FrameFeatures fields); returns the updates it made known. `new_face`:
+        the face is not the previous frame's (a shot cut, another person): its track and baseline start here."""
+        return self.run(self.steps(frame_index, face_present, geometry, roi_flow, new_face))
 
     def run(self, steps: Steps) -> list[Update]:
         """Drive a `steps()` / `flush_steps()` generator to its end with this spotter's own model callables."""
@@ -176,7 +190,8 @@ class OnlineSpotter:
         except StopIteration as done:
             return done.value
 
-    def steps(self, frame_index: int, face_present: bool, geometry: np.ndarray, roi_flow: np.ndarray) -> Steps:
+    def steps(self, frame_index: int, face_present: bool, geometry: np.ndarray, roi_flow: np.ndarray,
+              new_face: bool = False) -> Steps:
         """`push` as a generator of model requests (see the module docstring)."""
         cfg = self.cfg
         t = int(frame_index)
@@ -190,43 +205,49 @@ class OnlineSpotter:
         if not (np.isfinite(geometry).all() and np.isfinite(roi_flow).all()):
             raise ValueError(f"frame {t}: geometry or roi_flow holds NaN/inf")  # would poison the baseline
         self._stream_last = t
+        face_present = bool(face_present)
+        new_face = bool(new_face) and face_present
         if self.upsample > 1:
-            return (yield from self._push_upsampled(t, bool(face_present), geometry, roi_flow))
+            return (yield from self._push_upsampled(t, face_present, geometry, roi_flow, new_face))
         if self.decimate == 1:
-            return (yield from self._model_steps(t, bool(face_present), geometry, roi_flow))
+            return (yield from self._model_steps(t, face_present, geometry, roi_flow, new_face))
         out: list[Update] = []
         if self._group and t // self.decimate != self._group_index:
             out += yield from self._push_group()
-        self._group.append((bool(face_present), geometry, roi_flow))
+        self._group.append((face_present, geometry, roi_flow, new_face))
         self._group_index = t // self.decimate
         return out
 
     def _push_group(self) -> Steps:
         """The gathered stream frames as one model frame: a face when most of them have one, their mean geometry
-        and their summed flow (flow is per stream frame: the sum is the motion over the model frame)."""
-        faces = [g for g in self._group if g[0]]
-        face = 2 * len(faces) >= len(self._group)
-        rows = faces or self._group
+        and their summed flow (flow is per stream frame: the sum is the motion over the model frame). A new face
+        inside the group makes it a new face's frame, of that face's stream frames only."""
+        group, self._group = self._group, []
+        start = max((i for i, g in enumerate(group) if g[3]), default=0)
+        faces = [g for g in group[start:] if g[0]]
+        face = 2 * sum(g[0] for g in group) >= len(group)
+        rows = faces or group
         geometry = np.mean([g[1] for g in rows], axis=0).astype(np.float32)
-        flow = np.sum([g[2] for g in faces], axis=0).astype(np.float32) if faces else self._group[0][2] * 0
-        self._group = []
-        updates = yield from self._model_steps(self._group_index, face, geometry, flow)
+        flow = np.sum([g[2] for g in faces], axis=0).astype(np.float32) if faces else group[0][2] * 0
+        new_face = face and any(g[3] for g in group)
+        updates = yield from self._model_steps(self._group_index, face, geometry, flow, new_face)
         return self._map(updates)
 
-    def _push_upsampled(self, t: int, face_present: bool, geometry: np.ndarray, roi_flow: np.ndarray) -> Steps:
+    def _push_upsampled(self, t: int, face_present: bool, geometry: np.ndarray, roi_flow: np.ndarray,
+                        new_face: bool) -> Steps:
         """One slow stream frame as u model frames t*u .. t*u + u - 1: geometry on the line from the frame before
-        (when both have a face) to this one, which the last of them is; flow (motion since the frame before) split
-        evenly. No look-ahead, so no added latency."""
+        (when both have the same face) to this one, which the last of them is; flow (motion since the frame before)
+        split evenly. No look-ahead, so no added latency."""
         u = self.upsample
         before = self._previous
         self._previous = (t, face_present, geometry.copy())  # the caller may reuse its buffer
-        glide = before is not None and before[0] == t - 1 and before[1] and face_present
+        glide = before is not None and before[0] == t - 1 and before[1] and face_present and not new_face
         change = geometry - before[2] if glide else None
         flow = roi_flow / u
         out: list[Update] = []
         for k in range(u):
             g = (before[2] + (k + 1) / u * change).astype(np.float32) if glide else geometry
-            out += yield from self._model_steps(t * u + k, face_present, g, flow)
+            out += yield from self._model_steps(t * u + k, face_present, g, flow, new_face and k == 0)
         return self._map(out)
 
     def _map(self, updates: list[Update]) -> list[Update]:
@@ -246,12 +267,13 @@ class OnlineSpotter:
                 p, onset=p.onset * k // n, apex=(p.apex * k + k // 2) // n, offset=(p.offset * k + k - 1) // n))
         return dataclasses.replace(u, frame_index=u.frame_index * k // n)
 
-    def _model_steps(self, t: int, face_present: bool, geometry: np.ndarray, roi_flow: np.ndarray) -> Steps:
+    def _model_steps(self, t: int, face_present: bool, geometry: np.ndarray, roi_flow: np.ndarray,
+                     new_face: bool = False) -> Steps:
         """One frame at the models' rate."""
         cfg = self.cfg
         out: list[Update] = []
         gap = self._last is not None and t != self._last + 1
-        if self._track_start is not None and (gap or not face_present):
+        if self._track_start is not None and (gap or not face_present or new_face):
             out += yield from self._end_track()
         if gap:  # dropped frames or a reconnect: windows must not span it (the person's baseline stays)
             out += yield from self._fedn_tail()
@@ -275,7 +297,7 @@ class OnlineSpotter:
             out += self._curve_point(t, 0.0, (0.0, 0.0))
 
         # FEDN
-        delta = self.baseline.update(geometry, face_present)
+        delta = self.baseline.update(geometry, face_present, new_face)
         self._fedn_x.append(delta)
         if face_present:
             self._shapes.append((t, geometry[:self._k], delta[:self._k]))
@@ -295,8 +317,9 @@ class OnlineSpotter:
         return out
 
     def push_features(self, features: Any) -> list[Update]:
-        """`push` for a `stream.features.FrameFeatures` (or anything with those four fields)."""
-        return self.push(features.frame_index, features.face_present, features.geometry, features.roi_flow)
+        """`push` for a `stream.features.FrameFeatures` (or anything with those fields; `new_face` optional)."""
+        return self.push(features.frame_index, features.face_present, features.geometry, features.roi_flow,
+                         getattr(features, "new_face", False))
 
     def carry_state(self) -> dict:
         """What a restarted detector needs to continue this stream the same way (JSON-able, small): the person's
@@ -375,7 +398,7 @@ class OnlineSpotter:
             if self._state == "idle":
                 self._state, self._seg_start, self._track_id = "open", frame, -1
             self._state = "open"
-            if self._track_id < 0 and value >= self.cfg.onset_threshold:
+            if self._track_id < 0 and value >= self.cfg.onset_threshold and not self.fedn_onsets:
                 self._track_id = self._next_track
                 self._next_track += 1
                 out.append(OnsetUpdate(self._seg_start, value, self._track_id))
@@ -429,10 +452,11 @@ class OnlineSpotter:
         dets = fedn_proposals(cls_logits[0], intervals[0], start, W, cfg.fps, cfg.fedn_decode, valid_frames=valid)
         lo = start + cfg.fedn_edge if start > self._fedn_origin else start
         hi = start + valid - 1 - (0 if tail else cfg.fedn_edge)
+        settled = np.array([(p.onset, p.offset) for p in self._resolved], dtype=np.float64).reshape(-1, 2)
+        out = self._announce(dets, lo, settled) if self.fedn_onsets else []
         long = self._chain(dets, lo, start + valid - 1, tail) if cfg.fedn_long else []
         dets = [d for d in dets if d.onset >= lo and d.offset <= hi] + long
         # across windows: an interval settled earlier suppresses new ones on it; NMS among the open ones
-        settled = np.array([(p.onset, p.offset) for p in self._resolved], dtype=np.float64).reshape(-1, 2)
         for d in dets:
             if len(settled) and iou_1d([(d.onset, d.offset)], settled).max() > cfg.fedn_decode.nms_iou:
                 continue
@@ -444,7 +468,31 @@ class OnlineSpotter:
             iv = np.array([(p.onset, p.offset) for p in self._pool], dtype=np.float64)
             keep = nms_1d(iv, np.array([p.score for p in self._pool]), cfg.fedn_decode.nms_iou)
             self._pool = [self._pool[i] for i in sorted(keep)]
-        return []
+        return out
+
+    def _announce(self, dets: list[Proposal], lo: int, settled: np.ndarray) -> list[Update]:
+        """FEDN onsets: an interval as confident as a final one whose start this window holds (whole or still
+        going on at its end) is announced once; later windows' intervals about it (`_announcement`) extend it."""
+        cfg = self.cfg
+        out: list[Update] = []
+        reported = [(p.onset, p.offset) for p in self._emitted]
+        for d in sorted(dets, key=lambda d: d.onset):
+            if d.score < cfg.fedn_only_threshold or d.onset < lo:
+                continue
+            if cfg.fedn_max_lag > 0 and self._fedn_done - d.offset > cfg.fedn_max_lag:
+                continue  # too late to be news (it will not become an event either)
+            if len(settled) and iou_1d([(d.onset, d.offset)], settled).max() > cfg.fedn_decode.nms_iou:
+                continue  # an expression already settled
+            same = self._announcement(d)
+            if same is not None:
+                same[2] = max(same[2], d.offset)
+                continue
+            if reported and iou_1d([(d.onset, d.offset)], reported).max() >= cfg.match_iou:
+                continue  # an expression already reported: it would be suppressed as claimed (_settle_fedn)
+            self._announced.append([self._next_track, d.onset, d.offset])
+            out.append(OnsetUpdate(d.onset, d.score, self._next_track))
+            self._next_track += 1
+        return out
 
     def _chain(self, dets: list[Proposal], lo: int, end: int, tail: bool) -> list[Proposal]:
         """An expression longer than what a window holds whole (W - 2 edges): FEDN reports it cut at the window's end
@@ -509,6 +557,31 @@ class OnlineSpotter:
             else:
                 still.append(pend)
         self._pending = still
+        if self.fedn_onsets:
+            out += self._expire_onsets(final)
+        return out
+
+    def _announcement(self, d: Proposal) -> list[int] | None:
+        """The announced onset FEDN interval `d` is about: one starting within 2 edges of it, or whose span so far
+        `d` covers at IoU >= 0.5 (a later window, seeing more of it, may move the start by more); overlapping
+        expressions that start apart stay apart."""
+        def close(a: list[int]) -> bool:
+            near = abs(a[1] - d.onset) <= 2 * self.cfg.fedn_edge
+            return near or iou_1d([(d.onset, d.offset)], [(a[1], a[2])])[0, 0] >= 0.5
+        return min((a for a in self._announced if close(a)), key=lambda a: abs(a[1] - d.onset), default=None)
+
+    def _expire_onsets(self, final: bool) -> list[Update]:
+        """Cancel FEDN onsets no event took: their interval has been seen ended (plus `fedn_settle` and a stride for
+        a final version to settle) and is neither in the pool nor the expression a chain is following."""
+        cfg = self.cfg
+        out: list[Update] = []
+        alive = [(p.onset, p.offset) for p in self._pool] + ([(self._long.onset, self._long.offset)]
+                                                               if self._long is not None else [])
+        for a in list(self._announced):
+            busy = any(on <= a[2] and a[1] <= off for on, off in alive)
+            if final or (not busy and self._fedn_done >= a[2] + cfg.fedn_settle + cfg.fedn_stride):
+                self._announced.remove(a)
+                out.append(CancelUpdate(a[1], a[0]))
         return out
 
     def _settle_fedn(self, final: bool) -> list[Update]:
@@ -548,7 +621,14 @@ class OnlineSpotter:
 
     def _adopt_track(self, d: Proposal) -> int:
         """The onset track of an announced GIM piece inside FEDN interval `d` (which then becomes that onset's final
-        event instead of a cancel), or -1: a piece GIM found nothing in, or, with GIM's proposals off, the open one."""
+        event instead of a cancel), or -1: a piece GIM found nothing in, or, with GIM's proposals off, the open one.
+        With FEDN onsets: the announcement `d` is about (`_announcement`)."""
+        if self.fedn_onsets:
+            same = self._announcement(d)
+            if same is None:
+                return -1
+            self._announced.remove(same)
+            return same[0]
         orphan = next((p for p in self._pending if not p.proposals and p.track >= 0
                        and p.start <= d.offset and p.end >= d.onset), None)
         if orphan is not None:
@@ -612,6 +692,12 @@ def spot_video(spotter: OnlineSpotter, features: dict) -> list[Proposal]:
 
 def stream_updates(spotter: OnlineSpotter, features: dict) -> list[Update]:
     """Every update (intensity, onsets, cancels, expressions) of a whole video pushed frame by frame, then flushed."""
+    return [u for _, u in timed_updates(spotter, features)]
+
+
+def timed_updates(spotter: OnlineSpotter, features: dict) -> list[tuple[int, Update]]:
+    """`stream_updates` with the frame whose push made each update known (the last frame for the flush's): how
+    long after the fact a live stream would have heard it."""
     need = ("geometry", "roi_flow", "face_present", "frame_index")
     missing = [k for k in need if k not in features]
     if missing:
@@ -622,11 +708,14 @@ def stream_updates(spotter: OnlineSpotter, features: dict) -> list[Update]:
                          f"with SpotterConfig(fps={fps:g}, ...)")
     geometry, flow = features["geometry"], features["roi_flow"]
     face, index = np.asarray(features["face_present"], dtype=bool), np.asarray(features["frame_index"])
+    new_face = np.asarray(features.get("new_face", np.zeros(len(index), bool)), dtype=bool)
     spotter.reset()
-    updates: list[Update] = []
+    updates: list[tuple[int, Update]] = []
     for t in range(len(index)):
-        updates += spotter.push(int(index[t]), bool(face[t]), geometry[t], flow[t])
-    return updates + spotter.flush()
+        updates += [(int(index[t]), u) for u in spotter.push(int(index[t]), bool(face[t]), geometry[t], flow[t],
+                                                            bool(new_face[t]))]
+    end = int(index[-1]) if len(index) else -1
+    return updates + [(end, u) for u in spotter.flush()]
 
 
 def eager_gim_fn(model) -> GimFn:

@@ -28,7 +28,18 @@ def line(t: dict) -> str:
     return (f"recall {real_eval.fmt(t['recall_03'])} / {real_eval.fmt(t['recall_05'])} precision "
             f"{real_eval.fmt(t['precision'])} (TP {t['tp']} FP {t['fp']}) FA/min talking "
             f"{real_eval.fmt(n['talking']['fa_per_min'])} blink {real_eval.fmt(n['blink']['fa_per_min'])} gaze "
-            f"{real_eval.fmt(n['gaze']['fa_per_min'])} emotion {real_eval.fmt(t['emotion_acc'])}")
+            f"{real_eval.fmt(n['gaze']['fa_per_min'])} emotion {real_eval.fmt(t['emotion_acc'])}" + timing(t))
+
+
+def timing(t: dict) -> str:
+    m = t.get("timing")
+    if not m:
+        return ""
+    f = real_eval.fmt
+    return (f"\n    onsets {m['onsets']} ({f(m['onsets_per_min'], 1)}/min), {f(m['onsets_to_events'])} followed by "
+            f"their event; found announced first {f(m['announced'])}; onset after labelled start p50 / p90 "
+            f"{f(m['onset_delay_p50'])} / {f(m['onset_delay_p90'])} s; event after labelled end p50 / p90 / p99 "
+            f"{f(m['final_delay_p50'])} / {f(m['final_delay_p90'])} / {f(m['final_delay_p99'])} s")
 
 
 def main() -> None:
@@ -61,8 +72,8 @@ def main() -> None:
         runner = real_train.fedn_runner(model.eval())
         for t in GRID:
             spotter = merge_spotter(real_train.spotter_overrides(replace(cfg, fedn_only_threshold=t)), extra)
-            events = real_eval.run_engine(engine, c.feats, fedn=runner, spotter=spotter)["events"]
-            scores[t][c.name] = real_eval.score_clip(labels[c.name], events, "scored")
+            run = real_eval.run_engine(engine, c.feats, fedn=runner, spotter=spotter)
+            scores[t][c.name] = real_eval.score_clip(labels[c.name], run["events"], "scored", run["onsets"])
     roles = {c.name: "scored" for c in clips}
     for t in GRID:
         print(f"threshold {t}: {line(real_eval.totals(scores[t], roles))}")

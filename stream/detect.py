@@ -307,7 +307,8 @@ class Detector:
         while s.queue and (limit is None or len(out) < limit):
             f, face_state = s.queue.popleft()
             try:
-                out.append((f, face_state, s.spotter.push(f.frame_index, f.face_present, f.geometry, f.roi_flow)))
+                out.append((f, face_state, s.spotter.push(f.frame_index, f.face_present, f.geometry, f.roi_flow,
+                                                                  f.new_face)))
             except Exception as e:  # e.g. a frame the model rejects: drop the frame, keep the stream (counted)
                 out.append((f, face_state, e))
         return out
@@ -320,7 +321,7 @@ class Detector:
             if not live:
                 break
             taken = [busy[i].queue.popleft() for i in live]
-            jobs = [busy[i].spotter.steps(f.frame_index, f.face_present, f.geometry, f.roi_flow)
+            jobs = [busy[i].spotter.steps(f.frame_index, f.face_present, f.geometry, f.roi_flow, f.new_face)
                     for i, (f, _) in zip(live, taken)]
             for i, (f, face_state), updates in zip(live, taken, self.batcher.run(jobs)):
                 results[i].append((f, face_state, updates))

@@ -5,7 +5,8 @@ transform fitted on rigid landmarks (eye corners, nose bridge and base; never th
 the expression we want to see) maps the face onto a fixed template. Jitter of that transform is the top complaint
 about live face crops, so the fitted points go through a One Euro filter first: heavy smoothing at rest, almost none
 when the head really moves. Faces are tracked with stable ids (IoU of boxes, greedy); the primary face keeps its
-id while it stays in view, otherwise the largest face is picked. Nothing here raises on a missing, tiny or profile
+id while it stays in view, otherwise the largest face is picked; a shot cut (stream/shot_cuts.py) ends every
+track, so the face after it is a new one. Nothing here raises on a missing, tiny or profile
 face: the result carries an explicit FOUND / TRACKED / LOST / NONE state instead.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES
 from fes_live.stream.face_model import find_face_model
+from fes_live.stream.shot_cuts import ShotCutDetector
 from fes_live.stream.sources import Frame
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ class FaceResult:
     state: FaceState         # of the primary face
     primary: Face | None
     faces: list[Face] = field(default_factory=list)
+    cut: bool = False        # this frame starts a new shot: every face in it is a new track
 
 
 @dataclass(frozen=True)
@@ -78,12 +81,16 @@ class FaceConfig:
     d_cutoff_hz: float = 1.0          # One Euro: cutoff of the speed estimate
     match_iou: float = 0.3            # box IoU needed to keep a track id from one frame to the next
     keep_missing_frames: int = 5      # a track missing this many frames is dropped (its id is never reused)
+    cut_threshold: float = 30.0       # shot-cut score (stream/shot_cuts.py, 0-255) at which every track ends:
+                                      # the face after a cut is a new face (0: never)
 
     def __post_init__(self) -> None:
         if self.max_faces < 1:
             raise ValueError(f"max_faces must be >= 1, got {self.max_faces}")
         if not 0.0 <= self.match_iou <= 1.0:
             raise ValueError(f"match_iou must be in [0, 1], got {self.match_iou}")
+        if not 0.0 <= self.cut_threshold <= 255.0:
+            raise ValueError(f"cut_threshold must be in [0, 255] (0: never), got {self.cut_threshold}")
 
 
 class OneEuroFilter:
@@ -178,6 +185,7 @@ class FaceTracker:
         self._next_id = 0
         self._primary_id: int | None = None
         self._state = FaceState.NONE
+        self._cuts = ShotCutDetector(cfg.cut_threshold)
         self.errors = 0  # frames MediaPipe failed on (logged, treated as no face)
 
     def close(self) -> None:
@@ -202,11 +210,16 @@ class FaceTracker:
         if self._landmarker is None:
             raise RuntimeError("FaceTracker is closed")
         image = _as_bgr(frame.image)
+        cut = self._cuts.update(image)
+        if cut:  # somebody else may stand where the last face was: no id, filter or primary carries over
+            log.debug("frame %d: shot cut (score %.1f)", frame.index, self._cuts.score)
+            self._tracks.clear()
+            self._primary_id = None
         detections = self._detect(image, frame.mono_s)
         t = self._filter_time(frame)
         faces = self._match(detections, image, t)
         primary = self._pick_primary(faces)
-        return FaceResult(state=self._state, primary=primary, faces=faces)
+        return FaceResult(state=self._state, primary=primary, faces=faces, cut=cut)
 
     def _detect(self, image: np.ndarray, mono_s: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """MediaPipe on one frame -> [(landmarks px (478,3), blendshapes (52,), pose (4,4))]."""

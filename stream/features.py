@@ -33,7 +33,7 @@ import cv2
 import numba
 import numpy as np
 
-from fes_live.stream.face import CROP_SIZE, FaceResult, crop_landmarks, frontal_landmarks
+from fes_live.stream.face import CROP_SIZE, FaceResult, FaceState, crop_landmarks, frontal_landmarks
 from fes_live.stream.sources import Frame
 
 BLENDSHAPE_DIM = 52
@@ -84,6 +84,8 @@ class FrameFeatures:
     geometry: np.ndarray     # (1008,) float32; zeros when no face
     roi_flow: np.ndarray     # (12, 2) float32 flow of the ROI from the previous aligned frame, head motion removed
     crop: np.ndarray | None  # (224, 224, 3) uint8 BGR
+    new_face: bool = False   # the primary face is not the previous frame's (first seen, after a shot cut, or
+                             # another person took over): its neutral baseline starts again
 
 
 @numba.njit(cache=True)
@@ -200,7 +202,7 @@ class FeatureExtractor:
             roi = self.roi_flow(flow, lm * scale) / scale  # back to 224-crop pixels
         self._prev_gray, self._prev_track = gray, face.track_id
         return FrameFeatures(frame.index, frame.pts_s, frame.wall_s, True, geometry, roi.astype(np.float32),
-                             face.crop if self.cfg.keep_crop else None)
+                             face.crop if self.cfg.keep_crop else None, new_face=faces.state is FaceState.FOUND)
 
     def _flow(self, prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
         if self._dis is not None:
@@ -246,6 +248,7 @@ def save_features(path: str | Path, feats: list[FrameFeatures], fps: float, crop
         geometry=np.stack([f.geometry for f in feats]) if n else np.zeros((0, GEOMETRY_DIM), np.float32),
         roi_flow=np.stack([f.roi_flow for f in feats]) if n else np.zeros((0, len(ROI_NAMES), 2), np.float32),
         face_present=np.array([f.face_present for f in feats], dtype=bool),
+        new_face=np.array([f.new_face for f in feats], dtype=bool),
         frame_index=np.array([f.frame_index for f in feats], dtype=np.int64),
         pts_s=np.array([f.pts_s for f in feats], dtype=np.float64),
         fps=np.float64(fps),
@@ -276,6 +279,8 @@ def load_features(path: str | Path) -> dict:
     if missing:
         raise ValueError(f"{path}: missing arrays {missing}")
     data["fps"] = float(data["fps"])
+    if "new_face" not in data:  # written before shot cuts were marked: a face track ends only without a face
+        data["new_face"] = np.zeros(len(data["frame_index"]), bool)
     data["roi_names"] = tuple(str(s) for s in data["roi_names"])
     t = len(data["frame_index"])
     if data["geometry"].shape != (t, GEOMETRY_DIM) or data["roi_flow"].shape[0] != t:

@@ -220,7 +220,7 @@ def replay_features(cfg: IngestConfig, path: str, fps: float = 0.0, stop_event: 
     sender = Sender(cfg)
     sender.control(sid, "started", source=f"features:{path}", fps=fps)
     t0, n, T = time.monotonic(), 0, len(data["frame_index"])
-    present = data["face_present"]
+    present, new_face = data["face_present"], data["new_face"]
     try:
         for loop in range(loops):
             for t in range(T):
@@ -229,9 +229,9 @@ def replay_features(cfg: IngestConfig, path: str, fps: float = 0.0, stop_event: 
                 wait = t0 + n / fps - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
-                state = "tracked" if present[t] else "none"
+                state = ("found" if new_face[t] else "tracked") if present[t] else "none"
                 f = FrameFeatures(n, n / fps, time.time(), bool(present[t]), data["geometry"][t],
-                                  data["roi_flow"][t], None)
+                                  data["roi_flow"][t], None, new_face=bool(new_face[t] and present[t]))
                 sender.features(sid, f, state)
                 n += 1
     finally:

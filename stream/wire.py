@@ -12,7 +12,8 @@ bounded). Anything wrong raises `BadMessage` and nothing else; receivers count i
 out as standard JSON only (no NaN / Infinity), and comes in the same way (`1e400` is a BadMessage, not inf).
 
 Payload kinds:
-- `features` ingest -> detector: one frame's `FrameFeatures` (geometry, roi_flow, optional crop) + face state.
+- `features` ingest -> detector: one frame's `FrameFeatures` (geometry, roi_flow, optional crop) + face state
+  ("found" on a frame whose primary face is not the previous frame's: its `new_face`).
 - `preview`  ingest -> viewer: a downscaled JPEG of the frame, the primary face's landmarks and box (preview pixels).
 - `control`  ingest -> detector (stream started / ended / error) and supervisor -> detector (a child restarted).
 - `event`    detector -> subscribers: one event dict (see stream/events.py and stream/event.schema.json).
@@ -424,8 +425,10 @@ def to_features(msg: Message):
     _finite_array(a["roi_flow"], "roi_flow")
     h = msg.header
     _check(h.frame_index >= 0, f"a features message needs frame_index >= 0, got {h.frame_index}")
-    return FrameFeatures(frame_index=h.frame_index, pts_s=h.pts_s, wall_s=h.wall_s,
-                         face_present=h.meta["face_present"], geometry=a["geometry"], roi_flow=a["roi_flow"], crop=crop)
+    present = h.meta["face_present"]
+    return FrameFeatures(frame_index=h.frame_index, pts_s=h.pts_s, wall_s=h.wall_s, face_present=present,
+                         geometry=a["geometry"], roi_flow=a["roi_flow"], crop=crop,
+                         new_face=present and h.face_state == "found")  # FOUND: a primary face not the last one
 
 
 @dataclass(frozen=True)

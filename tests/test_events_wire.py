@@ -1,4 +1,5 @@
 """The wire codec, the event schema, the journal, replay and the gap-filling client, over real sockets."""
+import dataclasses
 import json
 import socket
 import threading
@@ -43,7 +44,19 @@ def test_features_round_trip_without_copy():
     np.testing.assert_array_equal(g.roi_flow, f.roi_flow)
     np.testing.assert_array_equal(g.crop, f.crop)
     assert not g.crop.flags.owndata  # a view of the zmq frame, not a copy
+    assert not g.new_face
     push.close(); pull.close(); ctx.destroy(linger=0)
+
+
+def test_a_found_face_arrives_as_a_new_face():
+    """The face state "found" (a primary face that is not the previous frame's: first seen, after a shot cut) is
+    what tells the detector to start that person's neutral baseline."""
+    def through(f, state):
+        return wire.to_features(wire.decode([bytes(part) for part in wire.features_message("s", f, state)]))
+    got = {state: through(features(1), state).new_face for state in wire.FACE_STATES}
+    assert got == {"found": True, "tracked": False, "lost": False, "none": False}
+    absent = dataclasses.replace(features(1), face_present=False)
+    assert not through(absent, "found").new_face
 
 
 def good_frames():

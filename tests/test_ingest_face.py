@@ -221,3 +221,49 @@ def test_frontal_landmarks_undo_a_head_turn():
     # a frontal face barely changes
     assert np.abs(frontal_landmarks(straight) - crop_landmarks(straight)).mean() < 3.0
     assert np.abs(flat[TEMPLATE_INDEX] - TEMPLATE).max() < 12.0
+
+
+def _new_faces(cfg: FaceConfig, last: int) -> list[int]:
+    """Frames of the real sitcom clip up to `last` whose features say the primary face is a new one."""
+    from fes_live.stream.features import FeatureConfig, FeatureExtractor
+    clip = need(DATA / "real_dev" / "clips" / "simplefr_Video_2.mp4")
+    out = []
+    with open_source(str(clip)) as src, FaceTracker(cfg) as tracker:
+        features = FeatureExtractor(FeatureConfig(keep_crop=False))
+        for frame in src:
+            if frame.index > last:
+                break
+            if features.update(frame, tracker.update(frame)).new_face:
+                out.append(frame.index)
+    return out
+
+
+def test_a_shot_cut_the_landmarker_tracks_through_is_a_new_face():
+    """The sitcom clip of the real dev set cuts from one close-up to another at frame 146 and MediaPipe keeps
+    tracking across it (at most of its cuts it loses the face for a frame, which ends the track anyway): the tracker
+    must not hand the first person's track, and so their neutral baseline, to the second."""
+    need(Path(os.environ.get("FES_FACE_MODEL", "/nonexistent")))
+    assert _new_faces(FaceConfig(), 170) == [118, 146]   # 118: the first face, after a wide shot with none
+    assert _new_faces(FaceConfig(cut_threshold=0.0), 170) == [118]
+
+
+def test_shot_cut_scores_on_synthetic_frames():
+    from fes_live.stream.shot_cuts import ShotCutDetector
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    b = cv2.GaussianBlur(255 - a, (0, 0), 3)
+    d = ShotCutDetector()
+    assert not d.update(a)                               # the first frame is never a cut
+    noisy = np.clip(a.astype(np.int16) + rng.integers(-6, 7, a.shape), 0, 255).astype(np.uint8)
+    assert not d.update(noisy)                           # sensor noise
+    assert d.update(b) and d.score > 30                  # another picture
+    for k in range(1, 21):                               # a fade to black over 20 frames: the picture changes slowly
+        assert not d.update((b * (1 - k / 20)).astype(np.uint8))
+    assert d.update(b)                                   # from black: a cut
+    assert not d.update(cv2.resize(b, (320, 180)))       # the same picture at half the size
+    assert not d.update(a[:, :360])                      # another shape: nothing to compare
+    assert not ShotCutDetector(0.0).update(a) and not ShotCutDetector(0.0).update(b)
+    with pytest.raises(ValueError, match="cut threshold"):
+        ShotCutDetector(300.0)
+    with pytest.raises(ValueError, match="cut_threshold"):
+        FaceConfig(cut_threshold=-1.0)

@@ -38,6 +38,23 @@ def test_batch_equals_live_and_is_causal():
     assert not out[20:23].any()
 
 
+def test_a_new_face_starts_its_own_baseline_on_its_first_frame():
+    """After a shot cut there is no frame without a face: `new_face` is what says the resting face changed."""
+    g = np.zeros((60, 1008), np.float32)
+    g[30:, :3] = 0.7                              # the second person's neutral face reads 0.7 on three channels
+    face = np.ones(60, bool)
+    carried = baseline_normalize(g, face)
+    assert carried[30:, :3].min() > 0.6           # without the mark: an "expression" that never ends
+    cut = np.zeros(60, bool)
+    cut[30] = True
+    fresh = baseline_normalize(g, face, new_face=cut)
+    assert not fresh.any()
+    live = NeutralBaseline()
+    assert np.array_equal(fresh, np.stack([live.update(g[t], True, bool(cut[t])) for t in range(60)]))
+    with pytest.raises(ValueError, match="len\\(new_face\\)"):
+        baseline_normalize(g, face, new_face=cut[:10])
+
+
 def test_shape_error():
     with pytest.raises(ValueError, match="T = len"):
         baseline_normalize(np.zeros((5, 4)), np.ones(4, bool))

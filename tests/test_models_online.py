@@ -116,6 +116,23 @@ def test_face_lost_closes_the_open_piece():
     assert sp.push(51, False, feats["geometry"][51], feats["roi_flow"][51])[0] == IntensityUpdate(51, 0.0, (0.0, 0.0))
 
 
+@pytest.mark.parametrize("fps, cut", [(30.0, 120), (210.0, 843), (10.0, 40)])
+def test_a_shot_cut_to_another_face_starts_its_baseline_at_any_frame_rate(fps, cut):
+    """A cut from a face resting at 0 on blendshape 0 to one resting at 0.7, with no frame between them: unmarked,
+    the second person's resting face is an expression of the first (the control); marked `new_face`, nothing. At
+    210 fps the cut falls inside a 7-frame model frame, at 10 fps it starts three model frames."""
+    T = int(round(300 * fps / 30))
+    geom = np.zeros((T, F_DIM), np.float32)
+    geom[cut:, 0] = 0.7
+    feats = {"geometry": geom, "roi_flow": np.zeros((T, 12, 2), np.float32), "face_present": np.ones(T, bool),
+             "frame_index": np.arange(T), "fps": fps}
+    sp = OnlineSpotter(curve_gim, marker_fedn(64), SpotterConfig(fps=fps, model_fps=30.0, fedn_window=64))
+    assert spot_video(sp, feats)
+    new_face = np.zeros(T, bool)
+    new_face[cut] = True
+    assert spot_video(sp, {**feats, "new_face": new_face}) == []
+
+
 def marker_fedn(window, emotion=2, n_classes=3):
     """Test double FEDN: one interval over the frames whose blendshape-0 delta is > 0.5, emotion `emotion`."""
     def fn(x):
@@ -204,7 +221,8 @@ def test_with_gim_proposals_off_fedn_finalises_the_open_onset_without_waiting():
     apex[90:190] = (0.9, 0.1)
     marker = np.zeros(T, bool)
     marker[98:135] = True
-    cfg = SpotterConfig(fedn_window=64, fedn_stride=16, proposals=GIMProposalConfig(score_threshold=(10.0, 10.0)))
+    cfg = SpotterConfig(fedn_window=64, fedn_stride=16, proposals=GIMProposalConfig(score_threshold=(10.0, 10.0)),
+                        onsets="gim")
     sp = OnlineSpotter(curve_gim, marker_fedn(64), cfg)
     feats = video(curve, apex, marker=marker)
     seen = []
@@ -216,6 +234,69 @@ def test_with_gim_proposals_off_fedn_finalises_the_open_onset_without_waiting():
     t_final, final = seen[1]
     assert (final.proposal.onset, final.proposal.offset) == (98, 134)
     assert t_final <= 134 + 16                            # within a FEDN stride of the offset, long before 180
+
+
+def timed(spotter, feats):
+    """(frame whose push made it known, update) of everything but intensities, flush included."""
+    T = len(feats["frame_index"])
+    seen = []
+    for t in range(T):
+        seen += [(t, u) for u in spotter.push(t, True, feats["geometry"][t], feats["roi_flow"][t])
+                 if not isinstance(u, IntensityUpdate)]
+    return seen + [(T, u) for u in spotter.flush() if not isinstance(u, IntensityUpdate)]
+
+
+def test_with_gim_proposals_off_fedn_announces_the_onsets():
+    """On real faces GIM's curve sits near 1 from a face's first frames, so its onsets say that a face appeared.
+    With its proposals off, FEDN, which decides, announces: the first window holding the start of an interval as
+    confident as a final one announces it at its onset frame, the final event takes that track; a saturated curve
+    with no expression under it announces nothing (and, as the control, does with GIM announcing)."""
+    from fes_live.models.proposals import GIMProposalConfig
+    T = 300
+    curve, apex = np.full(T, 0.9, np.float32), np.tile(np.float32([0.9, 0.1]), (T, 1))
+    marker = np.zeros(T, bool)
+    marker[98:180] = True
+    off = GIMProposalConfig(score_threshold=(10.0, 10.0))
+    cfg = SpotterConfig(fedn_window=64, fedn_stride=16, proposals=off)
+    seen = timed(OnlineSpotter(curve_gim, marker_fedn(64), cfg), video(curve, apex, marker=marker))
+    assert [(type(u).__name__, u.track) for _, u in seen] == [("OnsetUpdate", 0), ("ExpressionUpdate", 0)]
+    (t_onset, onset), (t_final, final) = seen
+    assert onset.frame_index == final.proposal.onset == 98 and final.proposal.offset == 179
+    assert t_onset <= 98 + 16 + 4 < 179 <= t_final        # within a stride of its start, long before its end
+    assert timed(OnlineSpotter(curve_gim, marker_fedn(64), cfg), video(curve, apex)) == []
+    gim = timed(OnlineSpotter(curve_gim, marker_fedn(64), dataclasses.replace(cfg, onsets="gim")),
+                video(curve, apex))
+    assert [(type(u).__name__, u.frame_index) for _, u in gim] == [("OnsetUpdate", 0), ("CancelUpdate", 0)]
+    with pytest.raises(ValueError, match="onsets"):
+        OnlineSpotter(curve_gim, marker_fedn(64), dataclasses.replace(cfg, onsets="flow"))
+
+
+def test_a_fedn_onset_no_event_takes_is_cancelled():
+    """A start one window saw and no later window confirms: the onset is cancelled once the windows have moved on."""
+    from fes_live.models.proposals import GIMProposalConfig
+    T = 300
+    calls = []
+
+    def once_fedn(x):
+        """Test double: the marked frames are an expression in the first window that holds them, never again."""
+        calls.append(1)
+        on = np.flatnonzero(x[0, :, 0] > 0.5)
+        logits = np.full((1, 4, 3), -9.0, np.float32)
+        iv = np.zeros((1, 4, 2), np.float32)
+        if len(on) and not getattr(once_fedn, "done", False):
+            once_fedn.done = True
+            logits[0, 0, 2] = 4.0
+            iv[0, 0] = (on[0], on[-1])
+        return logits, iv
+
+    marker = np.zeros(T, bool)
+    marker[100:200] = True
+    cfg = SpotterConfig(fedn_window=64, fedn_stride=16, proposals=GIMProposalConfig(score_threshold=(10.0, 10.0)))
+    seen = timed(OnlineSpotter(curve_gim, once_fedn, cfg), video(np.zeros(T, np.float32),
+                                                                  np.zeros((T, 2), np.float32), marker=marker))
+    assert [(type(u).__name__, u.track, u.frame_index) for _, u in seen] == [("OnsetUpdate", 0, 100),
+                                                                            ("CancelUpdate", 0, 100)]
+    assert seen[1][0] - seen[0][0] <= 64                  # the cancel comes within a window, not at the end
 
 
 def test_an_interval_fedn_finds_only_long_after_its_offset_is_not_reported():

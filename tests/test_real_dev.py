@@ -107,6 +107,22 @@ def test_blinks_are_not_reported(run):
     assert score["fp"] == 0, events
 
 
+@pytest.mark.parametrize("name", ["liveportrait_d0", "liveportrait_d13", "lpfork_blinkx2",
+                                  "sadtalker_WDA_EdMarkey0_000"])
+def test_onsets_announce_expressions_not_faces(engine, labels, features, name):
+    """Live onsets (`expression.onset`) come from the model that decides, FEDN for the bundled engine: every found
+    expression was announced before its event and every announcement became an event, while a face that has just
+    appeared, talks or blinks announces nothing. GIM's curve (the control, `onsets: gim`) announced at the first
+    frames of the blink and talking clips, onsets no event followed."""
+    done = real_eval.run_engine(engine, features(name))
+    timing = real_eval.score_clip(labels[name], done["events"], "scored", done["onsets"])["timing"]
+    assert all(r["announced"] for r in timing["found"]), (timing, done["onsets"], done["events"])
+    assert timing["onsets_to_events"] == timing["onsets"] == len(done["events"]), (done["onsets"], done["events"])
+    if not done["events"]:
+        gim = real_eval.run_engine(engine, features(name), spotter={"onsets": "gim"})
+        assert gim["onsets"] and gim["onsets"][0]["frame"] < 10 and not gim["events"], gim["onsets"]
+
+
 def test_held_smile_while_talking_is_happiness(run):
     """A clip the engine never trained on: a smile held through emotional speech."""
     events, score = run("eamm_happy", role="held")

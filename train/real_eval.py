@@ -30,9 +30,9 @@ def file_sha256(path: Path) -> str:
 def feature_code_version(face_model: Path | None) -> str:
     """A digest of everything that decides a clip's features: the ingest's source, face and feature code, their
     default configs and the MediaPipe model file. Any change there invalidates the cache."""
-    from fes_live.stream import extract, face, face_model as fm, features, sources
+    from fes_live.stream import extract, face, face_model as fm, features, shot_cuts, sources
     h = hashlib.sha256()
-    for module in (extract, face, fm, features, sources):
+    for module in (extract, face, fm, features, shot_cuts, sources):
         h.update(inspect.getsource(module).encode())
     h.update(repr((face.FaceConfig(), features.FeatureConfig(keep_crop=False))).encode())
     if face_model is not None:
@@ -168,24 +168,27 @@ def engine_spotter(engine, fps: float, fedn=None, spotter: dict | None = None):
 
 
 def run_engine(engine, feats: dict, fedn=None, spotter: dict | None = None) -> dict:
-    """Push every frame through the engine's spotter -> events, the intensity curve, onsets and cancels."""
+    """Push every frame through the engine's spotter -> events, the intensity curve, onsets and cancels. Events and
+    onsets carry `track` and `known_at`: the frame whose push made them known, as a live stream hears them."""
     import numpy as np
-    from fes_live.models.online import stream_updates
+    from fes_live.models.online import timed_updates
     from fes_live.models.spotting import CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate
     emotions = engine.labels["emotions"]
-    updates = stream_updates(engine_spotter(engine, float(feats["fps"]), fedn, spotter), feats)
-    curve = sorted((u.frame_index, u.intensity) for u in updates if isinstance(u, IntensityUpdate))
+    updates = timed_updates(engine_spotter(engine, float(feats["fps"]), fedn, spotter), feats)
+    curve = sorted((u.frame_index, u.intensity) for _, u in updates if isinstance(u, IntensityUpdate))
     events = []
-    for u in updates:
+    for at, u in updates:
         if isinstance(u, ExpressionUpdate):
             p = u.proposal
             events.append({"onset": p.onset, "offset": p.offset, "apex": p.apex, "score": float(p.score),
                            "kind": "macro" if p.kind == 0 else "micro", "source": p.source,
-                           "emotion": emotions[p.emotion] if 0 <= p.emotion < len(emotions) else None})
+                           "emotion": emotions[p.emotion] if 0 <= p.emotion < len(emotions) else None,
+                           "track": int(u.track), "known_at": at})
     return {"events": sorted(events, key=lambda e: (e["onset"], e["offset"])),
             "curve": np.array(curve, dtype=np.float64).reshape(-1, 2),
-            "onsets": [u.frame_index for u in updates if isinstance(u, OnsetUpdate)],
-            "cancels": [u.frame_index for u in updates if isinstance(u, CancelUpdate)]}
+            "onsets": [{"frame": u.frame_index, "track": int(u.track), "known_at": at}
+                       for at, u in updates if isinstance(u, OnsetUpdate)],
+            "cancels": [u.frame_index for _, u in updates if isinstance(u, CancelUpdate)]}
 
 
 def run_baseline(feats: dict) -> dict:
@@ -210,8 +213,9 @@ def overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return min(a[1], b[1]) >= max(a[0], b[0])
 
 
-def score_clip(info: dict, events: list[dict], role: str) -> dict:
-    """One clip's predictions against its labels (docs/real_dev.md has the rules)."""
+def score_clip(info: dict, events: list[dict], role: str, onsets: list[dict] | None = None) -> dict:
+    """One clip's predictions against its labels (docs/real_dev.md has the rules); with `onsets` (and events
+    carrying `track` and `known_at`, as `run_engine` gives them), also when a live stream heard them."""
     fps, frames = float(info["fps"]), int(info["frames"])
     labels = info["events"]
     expr = [e for e in labels if label_kind(e["type"]) == "expression"]
@@ -257,7 +261,28 @@ def score_clip(info: dict, events: list[dict], role: str) -> dict:
                            "spans_reported": hit}
     out.update({"expressions": found, "verdicts": verdicts, "tp": verdicts.count("tp"),
                 "fp": verdicts.count("fp"), "ignored": verdicts.count("other"), "nuisance": nuisance})
+    if onsets is not None:
+        out["timing"] = timing(expr, events, onsets, fps)
     return out
+
+
+def timing(expr: list[dict], events: list[dict], onsets: list[dict], fps: float) -> dict:
+    """Live timing against the labels: how many onsets were announced and how many of them became an event; for
+    each found expression (its best event at IoU >= 0.3), whether its event's onset was announced before the event
+    itself, the announcement's delay after the labelled start and the event's after the labelled end (seconds)."""
+    announced = {o["track"]: o for o in onsets}
+    tracks = {p["track"] for p in events if p.get("track", -1) >= 0}
+    rows = []
+    for e in expr:
+        best = max(events, key=lambda p: iou((e["start"], e["end"]), (p["onset"], p["offset"])), default=None)
+        if best is None or iou((e["start"], e["end"]), (best["onset"], best["offset"])) < 0.3:
+            continue
+        o = announced.get(best.get("track", -1))
+        early = o is not None and o["known_at"] <= best["known_at"]
+        rows.append({"start": e["start"], "announced": early,
+                     "onset_delay_s": (o["known_at"] - e["start"]) / fps if early else None,
+                     "final_delay_s": (best["known_at"] - e["end"]) / fps})
+    return {"onsets": len(onsets), "onsets_to_events": len(tracks & set(announced)), "found": rows}
 
 
 def totals(scores: dict[str, dict], roles: dict[str, str]) -> dict:
@@ -282,6 +307,20 @@ def totals(scores: dict[str, dict], roles: dict[str, str]) -> dict:
            "nuisance": {}}
     every = [e for e in (emo + [h["correct"] for h in held])]
     out["emotion_acc_all"] = ratio(sum(every), len(every))
+    timed = [s["timing"] for s in scored if "timing" in s]
+    if timed:
+        import numpy as np
+        rows = [r for t in timed for r in t["found"]]
+        onset = [r["onset_delay_s"] for r in rows if r["announced"]]
+        final = [r["final_delay_s"] for r in rows]
+        pct = lambda x, q: float(np.percentile(x, q)) if x else None  # noqa: E731
+        n = sum(t["onsets"] for t in timed)
+        out["timing"] = {"onsets": n, "onsets_per_min": ratio(n, minutes),
+                         "onsets_to_events": ratio(sum(t["onsets_to_events"] for t in timed), n),
+                         "found": len(rows), "announced": ratio(len(onset), len(rows)),
+                         "onset_delay_p50": pct(onset, 50), "onset_delay_p90": pct(onset, 90),
+                         "final_delay_p50": pct(final, 50), "final_delay_p90": pct(final, 90),
+                         "final_delay_p99": pct(final, 99)}
     for group in NUISANCES:
         rows = [s["nuisance"][group] for s in scored]
         m = sum(r["minutes"] for r in rows)
@@ -323,8 +362,8 @@ def plot_clip(path: Path, name: str, info: dict, engine_run: dict, baseline_run:
             ax.broken_barh([(x0, w)], (y - 0.35, 0.7), color=colour, alpha=0.8)
             if p.get("emotion"):
                 ax.text(x0 + 0.02, y, p["emotion"], fontsize=7, va="center", color="white", clip_on=True)
-    for f in engine_run.get("onsets", []):
-        ax.plot(f / fps, 1.45, marker="v", color="tab:red", markersize=4)
+    for o in engine_run.get("onsets", []):
+        ax.plot(o["frame"] / fps, 1.45, marker="v", color="tab:red", markersize=4)
     for f in engine_run.get("cancels", []):
         ax.plot(f / fps, 1.45, marker="x", color="black", markersize=5)
     ax.set_yticks(list(rows.values()), list(rows))
@@ -391,7 +430,7 @@ def benchmark(engine_path: str | Path | None = None, data: Path = DEFAULT_DATA, 
                "onsets_cancelled": len(runs["engine"]["cancels"])}
         if role != "skipped":
             for s in SPOTTERS:
-                scores[s][name] = score_clip(info, runs[s]["events"], role)
+                scores[s][name] = score_clip(info, runs[s]["events"], role, runs[s].get("onsets"))
             row["score"] = {s: scores[s][name] for s in SPOTTERS}
         if out is not None:
             plot_clip(Path(out) / "timelines" / f"{name}.png", name, info, runs["engine"], runs["baseline"], role)
@@ -460,6 +499,21 @@ def markdown(report: dict) -> str:
     lines.append(f"| emotion right, held-emotion clips (eamm_*) | **{fmt(e['held_acc'])}** ({e['held_clips']}) "
                  f"| — | |")
     lines.append(f"| emotion right, both together | **{fmt(e['emotion_acc_all'])}** | — | >= 0.75 |")
+    if e.get("timing"):
+        m = e["timing"]
+        lines += ["", "## Live timing against the labels (engine; the baseline runs offline)", "",
+                  "When a live stream would hear it, from the frame whose push made each update known. The labels' "
+                  "starts and ends are weak (read off the curves), so a few frames either way are the labels'.", "",
+                  "| figure | engine | goal |", "|---|---|---|",
+                  f"| onsets announced (`expression.onset`) | {m['onsets']} ({fmt(m['onsets_per_min'], 1)} a minute) "
+                  f"| |",
+                  f"| of them, followed by their expression event | **{fmt(m['onsets_to_events'])}** | |",
+                  f"| found expressions ({m['found']}) whose onset was announced before their event "
+                  f"| **{fmt(m['announced'])}** | |",
+                  f"| onset announced after the labelled start, p50 / p90 (s) | {fmt(m['onset_delay_p50'])} / "
+                  f"{fmt(m['onset_delay_p90'])} | p99 <= 0.5 |",
+                  f"| expression event after the labelled end, p50 / p90 / p99 (s) | {fmt(m['final_delay_p50'])} / "
+                  f"{fmt(m['final_delay_p90'])} / {fmt(m['final_delay_p99'])} | p99 <= 1 |"]
     lines += ["", "## Per clip", "",
               "| clip | role | expressions found at 0.3 (engine / baseline) | engine events (FP) | baseline events (FP) "
               "| engine emotions |", "|---|---|---|---|---|---|"]

@@ -311,7 +311,8 @@ def load_copies(engine, clips: list[Clip], folder: Path, cache: Path, face_model
 def baseline_normalize_inputs(engine, feats: dict, fps: float, cfg: RealTrainConfig) -> np.ndarray:
     """What FEDN sees of a clip's features: geometry minus the spotter's causal neutral baseline."""
     from fes_live.models.baseline import baseline_normalize
-    return baseline_normalize(feats["geometry"], feats["face_present"], baseline_config(engine, fps, cfg))
+    return baseline_normalize(feats["geometry"], feats["face_present"], baseline_config(engine, fps, cfg),
+                              feats.get("new_face"))
 
 
 def base_fedn(engine, inputs: str):

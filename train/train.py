@@ -111,14 +111,16 @@ class VideoData:
     face_present: np.ndarray    # (T,) bool
     intervals: list             # [train.datasets.Interval]
     points: np.ndarray          # (P,) point label per interval (same order)
+    new_face: np.ndarray | None = None  # (T,) bool: a shot cut or another person (stream.features); None: never
 
     @property
     def n_frames(self) -> int:
         return len(self.roi_flow)
 
     def features_dict(self) -> dict:
+        new_face = np.zeros(self.n_frames, bool) if self.new_face is None else self.new_face
         return {"roi_flow": self.roi_flow, "geometry": self.geometry, "face_present": self.face_present,
-                "frame_index": np.arange(self.n_frames), "fps": self.fps}
+                "new_face": new_face, "frame_index": np.arange(self.n_frames), "fps": self.fps}
 
 
 def load_dataset(cfg: TrainConfig):
@@ -168,7 +170,7 @@ def load_videos(cfg: TrainConfig, dataset) -> dict[str, VideoData]:
         points = np.array(point_labels(intervals, cfg.point_mode, cfg.seed), dtype=np.int64)
         videos[v.video_id] = VideoData(v.video_id, v.subject, float(f["fps"]), f["roi_flow"].astype(np.float32),
                                        f["geometry"].astype(np.float32), f["face_present"].astype(bool),
-                                       intervals, points)
+                                       intervals, points, f["new_face"].astype(bool))
     return videos
 
 
@@ -416,7 +418,7 @@ def train_gim(cfg: TrainConfig, split: Split, videos: dict[str, VideoData], out:
 def fedn_inputs(cfg: TrainConfig, v: VideoData) -> np.ndarray:
     """Geometry minus the causal neutral baseline, exactly as the online spotter feeds FEDN."""
     from fes_live.models.baseline import baseline_normalize
-    return baseline_normalize(v.geometry, v.face_present, spotter_config(cfg, v.fps).baseline)
+    return baseline_normalize(v.geometry, v.face_present, spotter_config(cfg, v.fps).baseline, v.new_face)
 
 
 def window_targets(cfg: TrainConfig, model, gt: np.ndarray, labels: np.ndarray, start: int, W: int):
