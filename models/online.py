@@ -63,6 +63,9 @@ class SpotterConfig:
                                       # "fedn" (a window holds the start of an interval that scores
                                       # fedn_only_threshold) or "auto": the one whose proposals become events
                                       # (FEDN when calibration switched GIM's proposals off)
+    onset_stride: int = 8             # with FEDN announcing: also a window every this many frames between the
+                                      # fedn_stride ones, which only announces (events still come from the
+                                      # fedn_stride grid); 0: none
     max_segment_seconds: float = 10.0  # a piece longer than this is processed at once (reference macro max 8 s)
     proposals: GIMProposalConfig = field(default_factory=GIMProposalConfig)
     geometry_dim: int = 1008          # FEDN input width (stream.features.GEOMETRY_DIM)
@@ -311,6 +314,8 @@ class OnlineSpotter:
             # a stream's first W frames: zero-padded windows every stride (as training pads a video's last
             # window), so an expression in its first seconds is not held back until W frames have arrived
             out += yield from self._run_fedn(self._fedn_origin, n, tail=False)
+        elif self.fedn_onsets and cfg.onset_stride > 0 and (t + 1) % cfg.onset_stride == 0:
+            out += yield from self._announce_window(t, min(n, cfg.fedn_window))
         elif self.fedn_fn is None:
             self._fedn_done = t
         out += self._settle()
@@ -437,23 +442,14 @@ class OnlineSpotter:
         `tail` marks the last window of a run (end of stream, reconnect): its end edge is a real end.
         """
         cfg = self.cfg
-        W = cfg.fedn_window
-        x = np.zeros((1, W, cfg.geometry_dim), dtype=np.float32)
-        x[0, :valid] = np.stack(list(self._fedn_x)[-valid:])
-        face = np.array(list(self._fedn_face)[-valid:], dtype=bool)
         self._fedn_done = start + valid - 1
-        if face.mean() < cfg.fedn_min_face:
+        dets = yield from self._window(start, valid)
+        if dets is None:
             return []
-        raw = yield "fedn", x
-        cls_logits, intervals = np.asarray(raw[0]), np.asarray(raw[1])
-        if cls_logits.ndim != 3 or intervals.shape != (1, cls_logits.shape[1], 2):
-            raise ValueError(f"fedn_fn returned cls_logits {cls_logits.shape} and intervals {intervals.shape}; "
-                             f"expected (1, N, C) and (1, N, 2)")
-        dets = fedn_proposals(cls_logits[0], intervals[0], start, W, cfg.fps, cfg.fedn_decode, valid_frames=valid)
         lo = start + cfg.fedn_edge if start > self._fedn_origin else start
         hi = start + valid - 1 - (0 if tail else cfg.fedn_edge)
-        settled = np.array([(p.onset, p.offset) for p in self._resolved], dtype=np.float64).reshape(-1, 2)
-        out = self._announce(dets, lo, settled) if self.fedn_onsets else []
+        settled = self._settled()
+        out = self._announce(dets, lo, settled, start + valid - 1) if self.fedn_onsets else []
         long = self._chain(dets, lo, start + valid - 1, tail) if cfg.fedn_long else []
         dets = [d for d in dets if d.onset >= lo and d.offset <= hi] + long
         # across windows: an interval settled earlier suppresses new ones on it; NMS among the open ones
@@ -470,16 +466,48 @@ class OnlineSpotter:
             self._pool = [self._pool[i] for i in sorted(keep)]
         return out
 
-    def _announce(self, dets: list[Proposal], lo: int, settled: np.ndarray) -> list[Update]:
-        """FEDN onsets: an interval as confident as a final one whose start this window holds (whole or still
-        going on at its end) is announced once; later windows' intervals about it (`_announcement`) extend it."""
+    def _settled(self) -> np.ndarray:
+        return np.array([(p.onset, p.offset) for p in self._resolved], dtype=np.float64).reshape(-1, 2)
+
+    def _window(self, start: int, valid: int) -> Steps:
+        """FEDN's intervals in the last `valid` frames of the ring, starting at frame `start` (zero-padded to W);
+        None for a window with too few face frames."""
+        cfg = self.cfg
+        W = cfg.fedn_window
+        x = np.zeros((1, W, cfg.geometry_dim), dtype=np.float32)
+        x[0, :valid] = np.stack(list(self._fedn_x)[-valid:])
+        face = np.array(list(self._fedn_face)[-valid:], dtype=bool)
+        if face.mean() < cfg.fedn_min_face:
+            return None
+        raw = yield "fedn", x
+        cls_logits, intervals = np.asarray(raw[0]), np.asarray(raw[1])
+        if cls_logits.ndim != 3 or intervals.shape != (1, cls_logits.shape[1], 2):
+            raise ValueError(f"fedn_fn returned cls_logits {cls_logits.shape} and intervals {intervals.shape}; "
+                             f"expected (1, N, C) and (1, N, 2)")
+        return fedn_proposals(cls_logits[0], intervals[0], start, W, cfg.fps, cfg.fedn_decode, valid_frames=valid)
+
+    def _announce_window(self, end: int, valid: int) -> Steps:
+        """A window between the grid's (`onset_stride`) that only announces onsets: sooner news of a start, the
+        events unchanged."""
+        start = end - valid + 1
+        dets = yield from self._window(start, valid)
+        if dets is None:
+            return []
+        lo = start + self.cfg.fedn_edge if start > self._fedn_origin else start
+        settled = self._settled()
+        return self._announce(dets, lo, settled, end)
+
+    def _announce(self, dets: list[Proposal], lo: int, settled: np.ndarray, end: int) -> list[Update]:
+        """FEDN onsets: an interval as confident as a final one whose start this window (ending at `end`) holds,
+        whole or still going on at its end, is announced once; later windows' intervals about it
+        (`_announcement`) extend it."""
         cfg = self.cfg
         out: list[Update] = []
         reported = [(p.onset, p.offset) for p in self._emitted]
         for d in sorted(dets, key=lambda d: d.onset):
             if d.score < cfg.fedn_only_threshold or d.onset < lo:
                 continue
-            if cfg.fedn_max_lag > 0 and self._fedn_done - d.offset > cfg.fedn_max_lag:
+            if cfg.fedn_max_lag > 0 and end - d.offset > cfg.fedn_max_lag:
                 continue  # too late to be news (it will not become an event either)
             if len(settled) and iou_1d([(d.onset, d.offset)], settled).max() > cfg.fedn_decode.nms_iou:
                 continue  # an expression already settled

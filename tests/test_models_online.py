@@ -271,6 +271,22 @@ def test_with_gim_proposals_off_fedn_announces_the_onsets():
         OnlineSpotter(curve_gim, marker_fedn(64), dataclasses.replace(cfg, onsets="flow"))
 
 
+def test_windows_between_the_grid_announce_sooner_and_change_no_event():
+    """`onset_stride` 8 (the default) adds windows between the 16-frame grid that only announce: the onset of an expression
+    starting at frame 98 is known at 103 instead of 111, and the events are the grid's own."""
+    from fes_live.models.proposals import GIMProposalConfig
+    T = 300
+    marker = np.zeros(T, bool)
+    marker[98:180] = True
+    feats = video(np.zeros(T, np.float32), np.zeros((T, 2), np.float32), marker=marker)
+    cfg = SpotterConfig(fedn_window=64, fedn_stride=16, proposals=GIMProposalConfig(score_threshold=(10.0, 10.0)))
+    grid = timed(OnlineSpotter(curve_gim, marker_fedn(64), dataclasses.replace(cfg, onset_stride=0)), feats)
+    sooner = timed(OnlineSpotter(curve_gim, marker_fedn(64), cfg), feats)             # the default, 8
+    assert [(t, type(u).__name__) for t, u in grid] == [(111, "OnsetUpdate"), (191, "ExpressionUpdate")]
+    assert [(t, type(u).__name__) for t, u in sooner] == [(103, "OnsetUpdate"), (191, "ExpressionUpdate")]
+    assert sooner[1][1] == grid[1][1] and sooner[0][1] == grid[0][1]
+
+
 def test_a_fedn_onset_no_event_takes_is_cancelled():
     """A start one window saw and no later window confirms: the onset is cancelled once the windows have moved on."""
     from fes_live.models.proposals import GIMProposalConfig
