@@ -59,7 +59,7 @@ class IntensityUpdate:
 
 @dataclass(frozen=True)
 class OnsetUpdate:
-    """Provisional: the intensity curve says an expression started at `frame_index` (may never become final)."""
+    """Provisional: an expression started at `frame_index` (GIM's curve or FEDN says so; may never become final)."""
     frame_index: int
     intensity: float
     track: int  # id that the matching ExpressionUpdate (or CancelUpdate) repeats
