@@ -106,6 +106,25 @@ class SpotterConfig:
                                       # fps * u, each frame made u (geometry interpolated from the frame before,
                                       # flow split); 0: every frame as it comes
 
+    def __post_init__(self) -> None:
+        if self.onsets not in ("auto", "gim", "fedn"):
+            raise ValueError(f"onsets must be 'auto', 'gim' or 'fedn', got {self.onsets!r}")
+        if self.onset_stride < 0:
+            raise ValueError(f"onset_stride must be >= 0 (0: none), got {self.onset_stride}")
+
+
+def gim_proposes(cfg: SpotterConfig) -> bool:
+    """Whether GIM's proposals can become events: a GIM score is at most 1 + apex_weight (inner - outer <= 1,
+    A <= 1), so thresholds above that mean calibration switched them off."""
+    return min(cfg.proposals.score_threshold) <= 1.0 + cfg.proposals.apex_weight
+
+
+def fedn_announces(cfg: SpotterConfig, has_fedn: bool) -> bool:
+    """Whether FEDN, not GIM's curve, announces onsets (`SpotterConfig.onsets`). On real faces GIM's curve
+    (synthetic flow) sits near 1 from a track's first frames, so its onsets say "a face appeared", not "an
+    expression started" (docs/events.md): by default the model that decides announces."""
+    return has_fedn and (cfg.onsets == "fedn" or cfg.onsets == "auto" and not gim_proposes(cfg))
+
 
 @dataclass
 class _Pending:
@@ -126,15 +145,9 @@ class OnlineSpotter:
             cfg = dataclasses.replace(cfg, fps=fps, baseline=dataclasses.replace(cfg.baseline, fps=fps))
         self.gim_fn, self.fedn_fn, self.cfg = gim_fn, fedn_fn, cfg
         self.low = min(cfg.proposals.thresholds)
-        # a GIM score is at most 1 + apex_weight (inner - outer <= 1, A <= 1): thresholds above that mean calibration
-        # switched GIM's proposals off, and FEDN intervals need not wait for GIM pieces that could claim them
-        self.gim_proposes = min(cfg.proposals.score_threshold) <= 1.0 + cfg.proposals.apex_weight
-        if cfg.onsets not in ("auto", "gim", "fedn"):
-            raise ValueError(f"onsets must be 'auto', 'gim' or 'fedn', got {cfg.onsets!r}")
-        # On real faces GIM's curve (synthetic flow) sits near 1 from a track's first frames, so its onsets say
-        # "a face appeared", not "an expression started" (docs/events.md): the detector that decides announces.
-        self.fedn_onsets = fedn_fn is not None and (cfg.onsets == "fedn"
-                                                    or cfg.onsets == "auto" and not self.gim_proposes)
+        # without GIM's proposals FEDN intervals need not wait for GIM pieces that could claim them
+        self.gim_proposes = gim_proposes(cfg)
+        self.fedn_onsets = fedn_announces(cfg, fedn_fn is not None)
         self.max_segment = max(1, int(round(cfg.max_segment_seconds * cfg.fps)))
         self._next_track = 0
         self.reset()

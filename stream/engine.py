@@ -279,6 +279,8 @@ class Engine:
             return from_dict(SpotterConfig, data, where=f"{self.folder / 'manifest.json'} spotter")
         except ConfigError as e:
             raise EngineError(str(e)) from None
+        except ValueError as e:  # a value SpotterConfig rejects
+            raise EngineError(f"{self.folder / 'manifest.json'} spotter: {e}") from None
 
     def new_spotter(self, fps: float | None = None):
         """A fresh models.online.OnlineSpotter on this engine's callables (one per stream of `fps`)."""

@@ -250,21 +250,24 @@ def parse_json(body: bytes) -> Any:
 # ---------------------------------------------------------------- plot thresholds
 
 def plot_thresholds(engine: str = "") -> list[dict]:
-    """The intensity levels the detector acts on, from the engine's manifest (its `spotter` section, else the
-    SpotterConfig defaults): the onset threshold and the lowest proposal threshold. [] without an engine."""
+    """The intensity levels the detector acts on, from the engine's manifest (its `spotter` section over the
+    SpotterConfig defaults): the onset threshold where GIM's curve announces onsets, the lowest proposal threshold
+    where GIM's proposals can become events. [] without an engine, and for the bundled engines, where FEDN decides
+    both and the curve is shown for what it is."""
+    from fes_live.models.online import SpotterConfig, fedn_announces, gim_proposes  # imports torch: only here
+    from fes_live.stream.config import ConfigError, from_dict
     folder = engine_folder(engine)
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
-        spotter = manifest.get("spotter", {}) if isinstance(manifest, dict) else {}
-    except (OSError, ValueError) as e:
+        cfg = from_dict(SpotterConfig, manifest.get("spotter", {}), where=f"{folder / 'manifest.json'} spotter")
+        has_fedn = "fedn" in manifest.get("models", {})
+    except (OSError, ValueError, ConfigError, AttributeError, TypeError) as e:
         log.info("no engine thresholds to plot (%s)", e)
         return []
-    onset, low = spotter.get("onset_threshold"), spotter.get("proposals", {}).get("thresholds")
-    if onset is None or low is None:
-        from fes_live.models.online import SpotterConfig  # the defaults the detector uses (imports torch: only here)
-        onset = SpotterConfig.onset_threshold if onset is None else onset
-        low = SpotterConfig().proposals.thresholds if low is None else low
-    return [{"value": float(onset), "label": "onset"}, {"value": float(min(low)), "label": "proposal"}]
+    lines = [] if fedn_announces(cfg, has_fedn) else [{"value": float(cfg.onset_threshold), "label": "onset"}]
+    if gim_proposes(cfg):
+        lines.append({"value": float(min(cfg.proposals.thresholds)), "label": "proposal"})
+    return lines
 
 
 # ---------------------------------------------------------------- frame band (token per outgoing frame)

@@ -261,3 +261,25 @@ def stop(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
             except ProcessLookupError:
                 pass
             proc.wait(5)
+
+
+def test_the_plot_draws_only_the_levels_the_detector_acts_on(tmp_path):
+    """GIM's curve is plotted with the onset line where the curve announces onsets and the proposal line where its
+    proposals can become events; for the bundled engines FEDN decides both, so the curve has no lines."""
+    from fes_live.stream.view import plot_thresholds
+
+    def engine(spotter: dict, models=("gim", "fedn")) -> str:
+        folder = tmp_path / f"e{len(list(tmp_path.iterdir()))}"
+        folder.mkdir()
+        (folder / "manifest.json").write_text(json.dumps({"models": {m: {} for m in models}, "spotter": spotter}))
+        return str(folder)
+
+    off = {"proposals": {"score_threshold": [10.0, 10.0]}}
+    assert [t["label"] for t in plot_thresholds(engine({}))] == ["onset", "proposal"]
+    assert plot_thresholds(engine({"onset_threshold": 0.6}))[0] == {"value": 0.6, "label": "onset"}
+    assert plot_thresholds(engine(off)) == []
+    assert [t["label"] for t in plot_thresholds(engine({**off, "onsets": "gim"}))] == ["onset"]
+    assert [t["label"] for t in plot_thresholds(engine(off, models=("gim",)))] == ["onset"]   # GIM only
+    assert plot_thresholds("") == [] and plot_thresholds("lab") == []                        # the bundled ones
+    assert plot_thresholds(engine({"onsets": "sometimes"})) == []                             # a bad manifest
+    assert plot_thresholds(str(tmp_path / "missing")) == []
