@@ -614,6 +614,8 @@ class OnlineSpotter:
     def _expire_onsets(self, final: bool) -> list[Update]:
         """Cancel FEDN onsets no event took: their interval has been seen ended (plus `fedn_settle` and a stride for
         a final version to settle) and is neither in the pool nor the expression a chain is following."""
+        if not self._announced:  # runs every frame: nothing to build while no onset is open
+            return []
         cfg = self.cfg
         out: list[Update] = []
         alive = [(p.onset, p.offset) for p in self._pool] + ([(self._long.onset, self._long.offset)]

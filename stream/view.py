@@ -255,13 +255,13 @@ def plot_thresholds(engine: str = "") -> list[dict]:
     where GIM's proposals can become events. [] without an engine, and for the bundled engines, where FEDN decides
     both and the curve is shown for what it is."""
     from fes_live.models.online import SpotterConfig, fedn_announces, gim_proposes  # imports torch: only here
-    from fes_live.stream.config import ConfigError, from_dict
+    from fes_live.stream.config import from_dict
     folder = engine_folder(engine)
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
         cfg = from_dict(SpotterConfig, manifest.get("spotter", {}), where=f"{folder / 'manifest.json'} spotter")
         has_fedn = "fedn" in manifest.get("models", {})
-    except (OSError, ValueError, ConfigError, AttributeError, TypeError) as e:
+    except (OSError, ValueError, AttributeError, TypeError) as e:  # ValueError: ConfigError too
         log.info("no engine thresholds to plot (%s)", e)
         return []
     lines = [] if fedn_announces(cfg, has_fedn) else [{"value": float(cfg.onset_threshold), "label": "onset"}]
