@@ -41,6 +41,42 @@ EYES_WIDE = _channels("eyeWideLeft", "eyeWideRight")
 JAW = _channels("jawOpen")
 
 
+# The action units of each emotion as MediaPipe reads them (FACS, as in the synthetic generator's AU table): where
+# they deviate most from the person's neutral is the expression's apex. Contempt is one-sided and has no channel set
+# here: it, and any other name, falls back to the largest deviation of any expression channel.
+APEX_CHANNELS = {
+    "happiness": _channels("mouthSmileLeft", "mouthSmileRight", "cheekSquintLeft", "cheekSquintRight"),   # AU6+12
+    "surprise": _channels("browInnerUp", "browOuterUpLeft", "browOuterUpRight", "eyeWideLeft", "eyeWideRight",
+                          "jawOpen"),                                                                      # AU1+2+5+26
+    "anger": _channels("browDownLeft", "browDownRight", "eyeSquintLeft", "eyeSquintRight", "mouthPressLeft",
+                       "mouthPressRight"),                                                                 # AU4+7+24
+    "sadness": _channels("browInnerUp", "mouthFrownLeft", "mouthFrownRight", "mouthShrugLower"),           # AU1+15+17
+    "disgust": _channels("noseSneerLeft", "noseSneerRight", "mouthUpperUpLeft", "mouthUpperUpRight"),      # AU9+10
+    "fear": _channels("browInnerUp", "eyeWideLeft", "eyeWideRight", "mouthStretchLeft", "mouthStretchRight"),
+}
+# what an apex is never read from: blinks and gaze (they move with no expression) and the `_neutral` score
+NOT_EXPRESSION = _channels("_neutral", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight",
+                           "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft",
+                           "eyeLookUpRight")
+
+
+def apex_index(delta: np.ndarray, emotion: str | None) -> int:
+    """Row of (T, 52) deviations from the neutral baseline where `emotion`'s action units are strongest (their mean,
+    over a centred 3-frame mean against MediaPipe's frame-to-frame jitter); for an emotion without a channel set,
+    where any expression channel deviates most."""
+    delta = np.asarray(delta, dtype=np.float64).reshape(-1, len(MEDIAPIPE_BLENDSHAPES))
+    if len(delta) == 0:
+        raise ValueError("apex_index: no frames")
+    channels = APEX_CHANNELS.get(emotion or "")
+    if channels is not None:
+        strength = delta[:, channels].mean(axis=1)
+    else:
+        strength = np.abs(np.delete(delta, NOT_EXPRESSION, axis=1)).max(axis=1)
+    if len(strength) >= 3:
+        strength = np.convolve(np.pad(strength, 1, mode="edge"), np.ones(3) / 3, mode="valid")
+    return int(np.argmax(strength))
+
+
 @dataclass(frozen=True)
 class EmotionEvidenceConfig:
     enabled: bool = True

@@ -39,7 +39,7 @@ from typing import Any, Callable, Generator
 import numpy as np
 
 from fes_live.models.baseline import BaselineConfig, NeutralBaseline
-from fes_live.models.emotion import EmotionEvidenceConfig, evidence_emotion
+from fes_live.models.emotion import EmotionEvidenceConfig, apex_index, evidence_emotion
 from fes_live.models.proposals import (FEDNDecodeConfig, GIMProposalConfig, fedn_proposals, gim_proposals, iou_1d,
                               nms_1d)
 from fes_live.models.spotting import (MACRO, CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate, Proposal,
@@ -96,6 +96,10 @@ class SpotterConfig:
     emotions: tuple[str, ...] = ()    # the engine's emotion label map (the index of Proposal.emotion); with it,
                                       # a clear blendshape pattern (models.emotion) overrides the model's emotion
     emotion_evidence: EmotionEvidenceConfig = field(default_factory=EmotionEvidenceConfig)
+    apex_from: str = "blendshapes"    # a FEDN interval's apex: "blendshapes" (where its emotion's action units
+                                      # deviate most from the neutral baseline, models.emotion.apex_index) or "gim"
+                                      # (the top of GIM's curve over it: on real faces the curve saturates, and its
+                                      # apex was 0.6 s from the labelled peak on average; docs/real_dev.md)
     talking: TalkingConfig = field(default_factory=TalkingConfig)  # drop events that are speech (models.talking;
                                                                     # off by default)
     model_fps: float = 0.0            # the frame rate the models were trained at (the engine's). A stream k =
@@ -111,6 +115,8 @@ class SpotterConfig:
             raise ValueError(f"onsets must be 'auto', 'gim' or 'fedn', got {self.onsets!r}")
         if self.onset_stride < 0:
             raise ValueError(f"onset_stride must be >= 0 (0: none), got {self.onset_stride}")
+        if self.apex_from not in ("blendshapes", "gim"):
+            raise ValueError(f"apex_from must be 'blendshapes' or 'gim', got {self.apex_from!r}")
 
 
 def gim_proposes(cfg: SpotterConfig) -> bool:
@@ -644,23 +650,29 @@ class OnlineSpotter:
             self._resolved.append(d)
             claimed = any(iou_1d([(d.onset, d.offset)], [(p.onset, p.offset)])[0, 0] >= cfg.match_iou
                           for p in self._emitted)
-            judged = self._evidence(self._curve_peak(d), {"fedn_score": d.score}) \
+            judged = self._evidence(d, {"fedn_score": d.score}) \
                 if not claimed and d.score >= cfg.fedn_only_threshold else None
             if judged is not None:  # (an onset it would have adopted is cancelled in due course instead)
                 d, extras = judged
+                d = self._peak(d)
                 out.append(ExpressionUpdate(d, self._adopt_track(d), extras))
                 self._emitted.append(d)
         self._pool = keep
         return out
 
-    def _curve_peak(self, d: Proposal) -> Proposal:
-        """A FEDN interval with its apex and peak intensity taken from GIM's curve: FEDN regresses only the
-        boundaries, so its own apex is the midpoint and it has no intensity."""
+    def _peak(self, d: Proposal) -> Proposal:
+        """A FEDN interval with its apex and peak intensity: FEDN regresses only the boundaries, so its own apex is
+        the midpoint and it has no intensity. The apex is where the blendshapes of its emotion deviate most from
+        the person's neutral (`apex_from`), the peak intensity the top of GIM's curve over it."""
         rows = [(frame, value) for frame, value, _, _ in self._curve if d.onset <= frame <= d.offset]
-        if not rows:
-            return d
-        frame, value = max(rows, key=lambda r: r[1])
-        return dataclasses.replace(d, apex=frame, peak_intensity=value)
+        if rows:
+            frame, value = max(rows, key=lambda r: r[1])
+            d = dataclasses.replace(d, apex=frame, peak_intensity=value)
+        shapes = [(t, delta) for t, _, delta in self._shapes if d.onset <= t <= d.offset]
+        if self.cfg.apex_from == "blendshapes" and shapes:
+            name = self.cfg.emotions[d.emotion] if 0 <= d.emotion < len(self.cfg.emotions) else None
+            d = dataclasses.replace(d, apex=shapes[apex_index(np.array([x for _, x in shapes]), name)][0])
+        return d
 
     def _adopt_track(self, d: Proposal) -> int:
         """The onset track of an announced GIM piece inside FEDN interval `d` (which then becomes that onset's final

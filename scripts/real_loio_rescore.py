@@ -28,7 +28,13 @@ def line(t: dict) -> str:
     return (f"recall {real_eval.fmt(t['recall_03'])} / {real_eval.fmt(t['recall_05'])} precision "
             f"{real_eval.fmt(t['precision'])} (TP {t['tp']} FP {t['fp']}) FA/min talking "
             f"{real_eval.fmt(n['talking']['fa_per_min'])} blink {real_eval.fmt(n['blink']['fa_per_min'])} gaze "
-            f"{real_eval.fmt(n['gaze']['fa_per_min'])} emotion {real_eval.fmt(t['emotion_acc'])}" + timing(t))
+            f"{real_eval.fmt(n['gaze']['fa_per_min'])} emotion {real_eval.fmt(t['emotion_acc'])}" + apex(t) + timing(t))
+
+
+def apex(t: dict) -> str:
+    a = t.get("apex")
+    return (f" apex from labelled peak p50 / p90 {real_eval.fmt(a['p50'])} / {real_eval.fmt(a['p90'])} s, "
+            f"{real_eval.fmt(a['within_02'])} within 0.2 s" if a else "")
 
 
 def timing(t: dict) -> str:

@@ -1,5 +1,6 @@
 """Emotion from blendshape evidence (models/emotion.py) and its place in the OnlineSpotter."""
 import numpy as np
+import pytest
 
 from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES, SMILE, EmotionEvidenceConfig, evidence_emotion
 from fes_live.models.online import OnlineSpotter, SpotterConfig, spot_video
@@ -102,3 +103,19 @@ def test_spotter_drops_speech_but_keeps_a_smile_while_talking():
     smiling = geometry.copy()
     smiling[60:100, SMILE] = 0.7
     assert run(smiling) == [(60, 99, 0)]
+
+
+def test_apex_is_the_top_of_the_emotions_action_units_not_a_one_frame_flicker():
+    from fes_live.models.emotion import apex_index
+    d = np.zeros((30, len(MEDIAPIPE_BLENDSHAPES)))
+    brows, smile = [MEDIAPIPE_BLENDSHAPES.index(n) for n in ("browInnerUp", "mouthSmileLeft")]
+    d[8:12, brows] = 0.5        # raised brows held for 4 frames
+    d[20, brows] = 0.9          # a one-frame MediaPipe flicker, higher
+    d[14:18, smile] = 0.6       # and a smile elsewhere
+    assert apex_index(d, "surprise") in (9, 10)         # the held raise, not the flicker
+    assert apex_index(d, "happiness") in (15, 16)       # each emotion reads its own action units
+    d[25, MEDIAPIPE_BLENDSHAPES.index("eyeBlinkLeft")] = 1.0
+    assert apex_index(d, "contempt") in (15, 16)        # no channel set: the largest expression deviation, blinks
+    assert apex_index(d, None) in (15, 16)              # and gaze left out
+    with pytest.raises(ValueError):
+        apex_index(d[:0], "surprise")

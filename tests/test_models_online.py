@@ -198,16 +198,39 @@ def test_fedn_turns_an_announced_onset_gim_dropped_into_the_expression():
     apex[95:110] = (0.9, 0.9)
     marker = np.zeros(T, bool)
     marker[98:135] = True
-    cfg = SpotterConfig(fedn_window=64, fedn_stride=16)
+    cfg = SpotterConfig(fedn_window=64, fedn_stride=16, apex_from="gim")
     ups = push_all(OnlineSpotter(curve_gim, marker_fedn(64), cfg), video(curve, apex, marker=marker))
     events = [u for u in ups if not isinstance(u, IntensityUpdate)]
     assert [(type(u).__name__, u.track) for u in events] == [("OnsetUpdate", 0), ("ExpressionUpdate", 0)]
     assert (events[1].proposal.onset, events[1].proposal.offset, events[1].proposal.source) == (98, 134, "fedn")
-    # FEDN regresses only boundaries: apex and peak intensity come from GIM's curve inside the interval
+    # FEDN regresses only boundaries: with apex_from "gim", apex and peak intensity come from GIM's curve
     assert (events[1].proposal.apex, events[1].proposal.peak_intensity) == (100, pytest.approx(0.7))
     ups = push_all(OnlineSpotter(curve_gim, marker_fedn(64), cfg), video(curve, apex))
     events = [u for u in ups if not isinstance(u, IntensityUpdate)]
     assert [(type(u).__name__, u.track) for u in events] == [("OnsetUpdate", 0), ("CancelUpdate", 0)]
+
+
+def test_the_apex_is_where_the_expressions_action_units_peak():
+    """A FEDN interval's apex comes from the blendshapes of its emotion (models.emotion.apex_index), not from GIM's
+    curve, which saturates on real faces: a smile rising to its top at frame 120 while the flow moves at its start
+    and a blink (not an action unit of any emotion) flashes at 105. Its peak intensity is still GIM's."""
+    T = 300
+    curve, apex = np.zeros(T, np.float32), np.zeros((T, 2), np.float32)
+    curve[100:104] = 0.7
+    marker = np.zeros(T, bool)
+    marker[98:135] = True
+    feats = video(curve, apex, marker=marker)
+    smile = np.interp(np.arange(98, 135), [98, 120, 134], [0.2, 0.9, 0.3])
+    feats["geometry"][98:135, 44] = feats["geometry"][98:135, 45] = smile       # mouthSmileLeft / Right
+    feats["geometry"][105, 9:11] = 1.0                                           # eyeBlinkLeft / Right
+    emotions = ("happiness", "surprise", "anger")
+    for apex_from, want in (("blendshapes", 120), ("gim", 100)):
+        cfg = SpotterConfig(fedn_window=64, fedn_stride=16, emotions=emotions, apex_from=apex_from)
+        got = spot_video(OnlineSpotter(curve_gim, marker_fedn(64, emotion=0), cfg), feats)
+        assert [(p.onset, p.apex, p.offset, p.emotion) for p in got] == [(98, want, 134, 0)]
+        assert got[0].peak_intensity == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="apex_from"):
+        SpotterConfig(apex_from="flow")
 
 
 def test_with_gim_proposals_off_fedn_finalises_the_open_onset_without_waiting():

@@ -101,6 +101,30 @@ def test_targets_leave_other_facial_actions_out_of_the_loss(engine):
     assert t.valid[(c > 105) & ~t.positive].all()            # background after it: negatives
 
 
+def test_open_end_learns_a_start_whose_end_is_not_in_the_window_yet(engine):
+    model = rt.base_fedn(engine, "expression")
+    running = np.array([[110.0, 170.0]])                       # 18 of its 61 frames inside a 128-frame window
+    c = model.anchors.centres.numpy()
+    plain = rt.targets(model, running, np.array([0]), np.zeros((0, 2)), 128, rt.RealTrainConfig())
+    assert not plain.positive.any() and not plain.valid[c >= 110].any()   # too little inside: out of the loss
+    t = rt.targets(model, running, np.array([0]), np.zeros((0, 2)), 128, rt.RealTrainConfig(open_end=8))
+    assert t.positive.any() and (c[t.positive] >= 110).all()   # learnt, cut at the window's end
+    assert not rt.targets(model, running, np.array([0]), np.zeros((0, 2)), 128,
+                          rt.RealTrainConfig(open_end=20)).positive.any()  # not yet 20 frames in
+    begun = np.array([[-30.0, 20.0]])                          # started before the window: the rule as before
+    assert not rt.targets(model, begun, np.array([0]), np.zeros((0, 2)), 128,
+                          rt.RealTrainConfig(open_end=8)).positive.any()
+
+
+def test_open_end_windows_end_inside_an_expression(engine, monkeypatch):
+    c = clip(T=600, gt=((300, 400),), other=())
+    seen = windows_seen(engine, monkeypatch, c, rt.RealTrainConfig(epochs=1, windows_per_clip=64, rate=(1.0, 1.0),
+                                                                     open_end=8))
+    plain = windows_seen(engine, monkeypatch, c, rt.RealTrainConfig(epochs=1, windows_per_clip=64, rate=(1.0, 1.0)))
+    inside = lambda w: int(((w[:, -1, 44] > 0.3) & (w[:, 0, 44] < 0.3)).sum())  # noqa: E731 (smile on at the end)
+    assert inside(seen) >= inside(plain) + 8   # half the 32 expression windows, against background ones by chance
+
+
 def test_base_fedn_keeps_the_weights_and_sees_only_expression_channels(engine):
     model = rt.base_fedn(engine, "expression")
     start = torch.load(engine.folder / "fedn.pt", weights_only=True)

@@ -238,9 +238,12 @@ def score_clip(info: dict, events: list[dict], role: str, onsets: list[dict] | N
         best_iou = iou(span(e), ev(best)) if best else 0.0
         want = EMOTION_OF.get(e["type"])
         said = best["emotion"] if best and best_iou >= 0.3 else None
+        apex_error = ((best["apex"] - e["peak"]) / fps if best_iou >= 0.3 and e.get("peak") is not None
+                      and best.get("apex") is not None else None)
         found.append({"type": e["type"], "start": e["start"], "end": e["end"], "confidence": e.get("confidence"),
                       "iou": round(best_iou, 3), "emotion": want, "said": said,
-                      "emotion_correct": None if want is None or best_iou < 0.3 else said == want})
+                      "emotion_correct": None if want is None or best_iou < 0.3 else said == want,
+                      "apex_error_s": apex_error})
     verdicts = []
     for p in events:
         if any(iou(ev(p), span(e)) >= 0.3 for e in expr):
@@ -307,6 +310,12 @@ def totals(scores: dict[str, dict], roles: dict[str, str]) -> dict:
            "nuisance": {}}
     every = [e for e in (emo + [h["correct"] for h in held])]
     out["emotion_acc_all"] = ratio(sum(every), len(every))
+    apex = [abs(f["apex_error_s"]) for f in found if f.get("apex_error_s") is not None]
+    if apex:
+        import numpy as np
+        out["apex"] = {"found": len(apex), "p50": float(np.percentile(apex, 50)),
+                       "p90": float(np.percentile(apex, 90)), "within_02": ratio(sum(a <= 0.2 for a in apex),
+                                                                                  len(apex))}
     timed = [s["timing"] for s in scored if "timing" in s]
     if timed:
         import numpy as np
@@ -356,12 +365,16 @@ def plot_clip(path: Path, name: str, info: dict, engine_run: dict, baseline_run:
         x0, w = e["start"] / fps, (e["end"] - e["start"] + 1) / fps
         ax.broken_barh([(x0, w)], (y - 0.4, 0.8), color=colour, alpha=0.75 if kind != "nuisance" else 0.45)
         ax.text(x0 + 0.02, y, e["type"], fontsize=7, va="center", clip_on=True)
+        if kind == "expression" and e.get("peak") is not None:
+            ax.plot([e["peak"] / fps] * 2, [y - 0.4, y + 0.4], color="black", lw=1.2)
     for y, run, colour in ((1.0, engine_run, "tab:red"), (0.0, baseline_run, "tab:blue")):
         for p in run["events"]:
             x0, w = p["onset"] / fps, (p["offset"] - p["onset"] + 1) / fps
             ax.broken_barh([(x0, w)], (y - 0.35, 0.7), color=colour, alpha=0.8)
             if p.get("emotion"):
                 ax.text(x0 + 0.02, y, p["emotion"], fontsize=7, va="center", color="white", clip_on=True)
+            if p.get("apex") is not None:
+                ax.plot([p["apex"] / fps] * 2, [y - 0.35, y + 0.35], color="black", lw=1.2)
     for o in engine_run.get("onsets", []):
         ax.plot(o["frame"] / fps, 1.45, marker="v", color="tab:red", markersize=4)
     for f in engine_run.get("cancels", []):
@@ -369,7 +382,7 @@ def plot_clip(path: Path, name: str, info: dict, engine_run: dict, baseline_run:
     ax.set_yticks(list(rows.values()), list(rows))
     ax.set_ylim(-0.6, 3.6)
     ax.set_title(f"{name}  ({role}; {info['frames']} frames, {fps:g} fps)   "
-                 f"v onset raised, x onset cancelled", fontsize=9)
+                 f"v onset raised, x onset cancelled, | peak / apex", fontsize=9)
     ax.legend(handles=[Patch(color=c, label=k) for k, c in KIND_COLOURS.items()], fontsize=7, ncol=5,
               loc="upper right", bbox_to_anchor=(1.0, 1.32), frameon=False)
     c = engine_run["curve"]
@@ -494,6 +507,12 @@ def markdown(report: dict) -> str:
         lines.append(f"| false alarms per minute of {g} ({ne['spans']} spans, {ne['minutes']:.2f} min); spans "
                      f"reported | **{fmt(ne['fa_per_min'])}**; {ne['spans_reported']} | {fmt(nb['fa_per_min'])}; "
                      f"{nb['spans_reported']} | <= 0.5 |")
+    if e.get("apex") and b.get("apex"):
+        ae, ab = e["apex"], b["apex"]
+        lines.append(f"| apex: event's apex from the labelled peak, p50 / p90 (s); share within 0.2 s "
+                     f"({ae['found']} / {ab['found']} found with a labelled peak) | **{fmt(ae['p50'])} / "
+                     f"{fmt(ae['p90'])}; {fmt(ae['within_02'])}** | {fmt(ab['p50'])} / {fmt(ab['p90'])}; "
+                     f"{fmt(ab['within_02'])} | |")
     lines.append(f"| emotion right, found expressions with an emotion | **{fmt(e['emotion_acc'])}** "
                  f"({e['emotion_found']}) | — (no emotion) | >= 0.75 |")
     lines.append(f"| emotion right, held-emotion clips (eamm_*) | **{fmt(e['held_acc'])}** ({e['held_clips']}) "
@@ -545,8 +564,9 @@ def markdown(report: dict) -> str:
     lines += ["", "## Timelines", "",
               "Top: labelled spans (green expressions, grey other facial actions, orange talking, purple blinks and "
               "eye closures, brown gaze), the engine's events (red, with emotion; v = onset raised, x = onset "
-              "cancelled) and the baseline's (blue). Bottom: the engine's intensity I(t) and the baseline's "
-              "deviation (its 0.25 opening threshold dotted).", ""]
+              "cancelled) and the baseline's (blue); black ticks mark the labelled peaks and the events' apexes. "
+              "Bottom: the engine's intensity I(t) and the baseline's deviation (its 0.25 opening threshold dotted).",
+              ""]
     lines += [f"![{name}](timelines/{name}.png)" for name in report["clips"]]
     return "\n".join(lines) + "\n"
 

@@ -110,6 +110,10 @@ class RealTrainConfig:
                                        # speech made larger still speech (a fainter expression may be none, so
                                        # the range starts at 1); people and MediaPipe's reading of them vary in
                                        # strength (docs/real_dev.md, "Mirrored and scaled windows"). (1, 1): off
+    open_end: int = 0                  # a label still going on at a window's last frame is learnt, cut there, once
+                                       # this many of its frames are inside (and half the expression windows end
+                                       # inside one), so FEDN reports a start before its end is in view: the live
+                                       # onset (docs/real_dev.md, "Onsets learnt from starts"). 0: min_inside alone
     seed: int = 0
     assign: AssignConfig = AssignConfig()
 
@@ -338,6 +342,10 @@ def window_sample(clip: Clip, W: int, rng: np.random.Generator, cfg: RealTrainCo
     if on_talking and len(clip.talking):
         m = clip.talking[rng.integers(len(clip.talking))]
         s = float(np.clip(rng.uniform(m[0], m[1] + 1) - span / 2, 0.0, max(T - span, 0.0)))
+    elif on_expression and len(clip.gt) and cfg.open_end > 0 and rng.random() < 0.5:
+        m = clip.gt[rng.integers(len(clip.gt))]   # the window ends inside the expression: its start is news
+        end = rng.uniform(min(m[0] + cfg.open_end * r, m[1]), m[1] + 1)
+        s = float(np.clip(end - span, 0.0, max(T - span, 0.0)))
     elif on_expression and len(clip.gt):
         m = clip.gt[rng.integers(len(clip.gt))]
         lo, hi = m[1] - span + 1, m[0]             # the expression inside the window
@@ -359,8 +367,11 @@ def targets(model, gt: np.ndarray, labels: np.ndarray, ignore: np.ndarray, W: in
     outside, or on an other facial action, are out of the loss."""
     a = model.anchors
     s, e = gt[:, 0], gt[:, 1]
-    inside = (np.minimum(e, W - 1) - np.maximum(s, 0) + 1).clip(0) / np.maximum(e - s + 1, 1e-6)
+    frames_in = (np.minimum(e, W - 1) - np.maximum(s, 0) + 1).clip(0)
+    inside = frames_in / np.maximum(e - s + 1, 1e-6)
     keep = inside >= cfg.min_inside
+    if cfg.open_end > 0:   # started in the window and still going on at its end
+        keep |= (s >= 0) & (e > W - 1) & (frames_in >= cfg.open_end)
     clipped = np.stack([np.maximum(s, 0), np.minimum(e, W - 1)], 1)[keep]
     t = assign_anchor_targets(a.reference.numpy(), a.anchor_free.numpy(), a.strides.numpy(),
                               a.regress_range.numpy(), clipped, labels[keep], model.cfg.num_classes, cfg.assign)
@@ -484,7 +495,7 @@ def training_recipe(cfg: RealTrainConfig) -> dict:
     if cfg.neutral_ceiling:
         recipe["neutral_ceiling_values"] = list(ceiling_values(cfg))
     # fields added after 0.6.0's folds were kept: off, they are the same recipe
-    for field_ in ("talking_windows", "eyes_closed_hold", "rises_only", "mirror"):
+    for field_ in ("talking_windows", "eyes_closed_hold", "rises_only", "mirror", "open_end"):
         if not getattr(cfg, field_):
             del recipe[field_]
     if cfg.gain == (1.0, 1.0):
@@ -634,6 +645,10 @@ def loio_markdown(report: dict) -> str:
         lines.append(f"| false alarms per minute of {g} ({na['spans']} spans); spans reported | "
                      f"**{fmt(na['fa_per_min'])}**; {na['spans_reported']} | {fmt(nb['fa_per_min'])}; "
                      f"{nb['spans_reported']} | <= 0.5 |")
+    if a.get("apex") and b.get("apex"):
+        lines.append(f"| apex from the labelled peak, p50 / p90 (s); share within 0.2 s | **{fmt(a['apex']['p50'])} / "
+                     f"{fmt(a['apex']['p90'])}; {fmt(a['apex']['within_02'])}** | {fmt(b['apex']['p50'])} / "
+                     f"{fmt(b['apex']['p90'])}; {fmt(b['apex']['within_02'])} | |")
     ci = identity_intervals(report)
     lines += ["", f"95 % intervals over the {ci['identities']} identities (resampled with replacement, {ci['draws']} "
               f"draws): recall at IoU 0.3 {fmt(ci['recall_03'][0])}-{fmt(ci['recall_03'][1])}, precision "
