@@ -91,6 +91,11 @@ class SpotterConfig:
                                       # ends in the first one whose interval ends before the window's last 2 edges
     fedn_decode: FEDNDecodeConfig = field(default_factory=FEDNDecodeConfig)
     match_iou: float = 0.3            # GIM proposal takes the emotion of a FEDN interval overlapping this much
+    repeat_cover: float = 0.5         # a FEDN interval is the expression already reported (no second event, no
+                                      # onset) when an emitted event of its emotion covers this share of the
+                                      # shorter of the two, or their IoU is match_iou: later windows re-find a
+                                      # reported expression with other boundaries (docs/real_dev.md, "One event per
+                                      # expression"). 0: IoU alone (before session 31)
     fedn_only_threshold: float = 0.6  # a FEDN interval no GIM proposal claims becomes one above this score
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     emotions: tuple[str, ...] = ()    # the engine's emotion label map (the index of Proposal.emotion); with it,
@@ -115,6 +120,8 @@ class SpotterConfig:
             raise ValueError(f"onsets must be 'auto', 'gim' or 'fedn', got {self.onsets!r}")
         if self.onset_stride < 0:
             raise ValueError(f"onset_stride must be >= 0 (0: none), got {self.onset_stride}")
+        if not 0.0 <= self.repeat_cover <= 1.0:
+            raise ValueError(f"repeat_cover must be in [0, 1] (0: IoU alone), got {self.repeat_cover}")
         if self.apex_from not in ("blendshapes", "gim"):
             raise ValueError(f"apex_from must be 'blendshapes' or 'gim', got {self.apex_from!r}")
 
@@ -189,7 +196,8 @@ class OnlineSpotter:
         self._adopted: deque[int] = deque(maxlen=64)          # onset tracks a FEDN interval finalised
         self._pending: list[_Pending] = []
         self._long: Proposal | None = None       # an expression running past the windows' ends (fedn_long)
-        self._announced: list[list[int]] = []    # FEDN onsets not yet final: [track, onset, last offset seen]
+        self._announced: list[list[int]] = []    # FEDN onsets not yet final: [track, onset, last offset seen,
+                                                  # emotion]
         # (frame, raw blendshapes, deltas from the baseline) of recent face frames: emotion evidence, talking
         self._k = cfg.baseline.blendshape_dim
         self._shapes: deque[tuple[int, np.ndarray, np.ndarray]] = deque(maxlen=self.max_segment + cfg.fedn_window)
@@ -522,7 +530,6 @@ class OnlineSpotter:
         (`_announcement`) extend it."""
         cfg = self.cfg
         out: list[Update] = []
-        reported = [(p.onset, p.offset) for p in self._emitted]
         for d in sorted(dets, key=lambda d: d.onset):
             if d.score < cfg.fedn_only_threshold or d.onset < lo:
                 continue
@@ -534,9 +541,9 @@ class OnlineSpotter:
             if same is not None:
                 same[2] = max(same[2], d.offset)
                 continue
-            if reported and iou_1d([(d.onset, d.offset)], reported).max() >= cfg.match_iou:
+            if self._reported(d):
                 continue  # an expression already reported: it would be suppressed as claimed (_settle_fedn)
-            self._announced.append([self._next_track, d.onset, d.offset])
+            self._announced.append([self._next_track, d.onset, d.offset, d.emotion])
             out.append(OnsetUpdate(d.onset, d.score, self._next_track))
             self._next_track += 1
         return out
@@ -610,11 +617,15 @@ class OnlineSpotter:
 
     def _announcement(self, d: Proposal) -> list[int] | None:
         """The announced onset FEDN interval `d` is about: one starting within 2 edges of it, or whose span so far
-        `d` covers at IoU >= 0.5 (a later window, seeing more of it, may move the start by more); overlapping
-        expressions that start apart stay apart."""
+        `d` covers at IoU >= 0.5 (a later window, seeing more of it, may move the start by more), or, of its
+        emotion, sharing `repeat_cover` of the shorter of the two (as `_reported` judges a re-found expression);
+        overlapping expressions that start apart stay apart."""
+        cover = self.cfg.repeat_cover
+
         def close(a: list[int]) -> bool:
             near = abs(a[1] - d.onset) <= 2 * self.cfg.fedn_edge
-            return near or iou_1d([(d.onset, d.offset)], [(a[1], a[2])])[0, 0] >= 0.5
+            same = cover > 0 and a[3] == d.emotion and shares((d.onset, d.offset), (a[1], a[2]), cover)
+            return near or same or iou_1d([(d.onset, d.offset)], [(a[1], a[2])])[0, 0] >= 0.5
         return min((a for a in self._announced if close(a)), key=lambda a: abs(a[1] - d.onset), default=None)
 
     def _expire_onsets(self, final: bool) -> list[Update]:
@@ -648,10 +659,8 @@ class OnlineSpotter:
                 keep.append(d)
                 continue
             self._resolved.append(d)
-            claimed = any(iou_1d([(d.onset, d.offset)], [(p.onset, p.offset)])[0, 0] >= cfg.match_iou
-                          for p in self._emitted)
             judged = self._evidence(d, {"fedn_score": d.score}) \
-                if not claimed and d.score >= cfg.fedn_only_threshold else None
+                if not self._reported(d) and d.score >= cfg.fedn_only_threshold else None
             if judged is not None:  # (an onset it would have adopted is cancelled in due course instead)
                 d, extras = judged
                 d = self._peak(d)
@@ -659,6 +668,17 @@ class OnlineSpotter:
                 self._emitted.append(d)
         self._pool = keep
         return out
+
+    def _reported(self, d: Proposal) -> bool:
+        """Whether FEDN interval `d` is an expression already emitted (`repeat_cover`)."""
+        cfg = self.cfg
+        for p in self._emitted:
+            if iou_1d([(d.onset, d.offset)], [(p.onset, p.offset)])[0, 0] >= cfg.match_iou:
+                return True
+            if cfg.repeat_cover > 0 and p.emotion == d.emotion and shares((d.onset, d.offset), (p.onset, p.offset),
+                                                                            cfg.repeat_cover):
+                return True
+        return False
 
     def _peak(self, d: Proposal) -> Proposal:
         """A FEDN interval with its apex and peak intensity: FEDN regresses only the boundaries, so its own apex is
@@ -736,6 +756,12 @@ class OnlineSpotter:
             return p, extras
         extras = {**extras, "emotion_from": "blendshapes", "model_emotion": p.emotion}
         return dataclasses.replace(p, emotion=self.cfg.emotions.index(name)), extras
+
+
+def shares(a: tuple[int, int], b: tuple[int, int], share: float) -> bool:
+    """Whether inclusive frame intervals `a` and `b` have `share` of the shorter of the two in common."""
+    common = min(a[1], b[1]) - max(a[0], b[0]) + 1
+    return common > 0 and common >= share * min(a[1] - a[0] + 1, b[1] - b[0] + 1)
 
 
 def spot_video(spotter: OnlineSpotter, features: dict) -> list[Proposal]:

@@ -26,7 +26,8 @@ GRID = real_train.RealTrainConfig().select_threshold
 def line(t: dict) -> str:
     n = t["nuisance"]
     return (f"recall {real_eval.fmt(t['recall_03'])} / {real_eval.fmt(t['recall_05'])} precision "
-            f"{real_eval.fmt(t['precision'])} (TP {t['tp']} FP {t['fp']}) FA/min talking "
+            f"{real_eval.fmt(t['precision'])} (TP {t['tp']} FP {t['fp']}; {t['duplicates']} duplicates: one-to-one "
+            f"{real_eval.fmt(t['precision_one_to_one'])}) FA/min talking "
             f"{real_eval.fmt(n['talking']['fa_per_min'])} blink {real_eval.fmt(n['blink']['fa_per_min'])} gaze "
             f"{real_eval.fmt(n['gaze']['fa_per_min'])} emotion {real_eval.fmt(t['emotion_acc'])}" + apex(t) + timing(t))
 

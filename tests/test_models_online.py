@@ -233,6 +233,42 @@ def test_the_apex_is_where_the_expressions_action_units_peak():
         SpotterConfig(apex_from="flow")
 
 
+def two_run_fedn(emotions=(0, 0), n_classes=3):
+    """Test double FEDN: an interval over the frames whose blendshape-0 delta is > 0.5 and another over those whose
+    blendshape-3 delta is, of `emotions`."""
+    def fn(x):
+        logits = np.full((1, 4, n_classes), -9.0, np.float32)
+        iv = np.zeros((1, 4, 2), np.float32)
+        for k, (channel, emotion) in enumerate(zip((0, 3), emotions)):
+            on = np.flatnonzero(x[0, :, channel] > 0.5)
+            if len(on):
+                logits[0, k, emotion] = 4.0
+                iv[0, k] = (on[0], on[-1])
+        return logits, iv
+    return fn
+
+
+def test_a_reported_expression_found_again_is_not_a_second_event():
+    """Later windows re-find an expression with other boundaries: 100-129, then 112-170 (IoU 0.25, under
+    match_iou, but 0.6 of the shorter covered). Of the same emotion it is the expression already reported: one
+    onset, one event (`repeat_cover`); of another emotion, or with the rule off, it is a second one."""
+    T = 300
+    feats = video(np.zeros(T, np.float32), np.zeros((T, 2), np.float32))
+    feats["geometry"][100:130, 0] = 1.0
+    feats["geometry"][112:171, 3] = 1.0
+
+    def spotted(emotions, **cfg):
+        sp = OnlineSpotter(curve_gim, two_run_fedn(emotions), SpotterConfig(fedn_window=128, fedn_stride=16, onsets="fedn", **cfg))
+        ups = [u for u in push_all(sp, feats) if not isinstance(u, IntensityUpdate)]
+        return ([(u.proposal.onset, u.proposal.offset) for u in ups if isinstance(u, ExpressionUpdate)],
+                [type(u).__name__ for u in ups].count("OnsetUpdate"))
+    assert spotted((0, 0)) == ([(100, 129)], 1)
+    assert spotted((0, 0), repeat_cover=0.0) == ([(100, 129), (112, 170)], 2)
+    assert spotted((0, 1)) == ([(100, 129), (112, 170)], 2)
+    with pytest.raises(ValueError, match="repeat_cover"):
+        SpotterConfig(repeat_cover=1.5)
+
+
 def test_with_gim_proposals_off_fedn_finalises_the_open_onset_without_waiting():
     """Calibration can switch GIM's proposals off (score thresholds above 1 + apex_weight): then a FEDN interval is
     final as soon as a window has seen it whole, even while GIM's piece is still open, and it takes that piece's

@@ -156,6 +156,12 @@ def test_scoring_rules(labels):
     assert found["surprise"]["emotion_correct"] and s["nuisance"]["blink"]["false_alarms"] == 0
     corrected = real_eval.score_clip(labels["liveportrait_d5"], events, "scored")
     assert corrected["verdicts"] == ["tp", "other", "fp", "other"]  # 64-92 is an O-mouth there
+    assert s["duplicates"] == 0
+    twice = events + [{"onset": 110, "offset": 144, "emotion": "happiness"}]    # the smile again, IoU 35/41
+    s2 = real_eval.score_clip(raw, twice, "scored")
+    assert s2["verdicts"][-1] == "tp" and s2["duplicates"] == 1                # found twice: one is a duplicate
+    t = real_eval.totals({"d5": s2}, {"d5": "scored"})
+    assert t["precision"] == pytest.approx(3 / 4) and t["precision_one_to_one"] == pytest.approx(2 / 4)
     held = real_eval.score_clip(labels["eamm_happy"], [{"onset": 0, "offset": 9, "emotion": "sadness"},
                                                        {"onset": 10, "offset": 99, "emotion": "happiness"}], "held")
     assert held["held"] == {"label": "happiness", "said": "happiness", "correct": True}

@@ -638,8 +638,12 @@ def loio_markdown(report: dict) -> str:
     if a["held_clips"]:
         lines.append(f"| emotion right, held-emotion clips (eamm_*, {a['held_clips']}; trained as background) | "
                      f"**{fmt(a['held_acc'])}** | {fmt(b['held_acc'])} | |")
-    lines.append(f"| predictions: TP / FP / on other facial actions only | {a['tp']} / {a['fp']} / {a['ignored']} | "
-                 f"{b['tp']} / {b['fp']} / {b['ignored']} | |")
+    if "precision_one_to_one" in a:
+        lines.append(f"| precision, one event per expression (MEGC's one-to-one rule) | "
+                     f"**{fmt(a['precision_one_to_one'])}** | {fmt(b['precision_one_to_one'])} | >= 0.8 |")
+    lines.append(f"| predictions: TP (of them duplicates) / FP / on other facial actions only | {a['tp']} "
+                 f"({a.get('duplicates', 0)}) / {a['fp']} / {a['ignored']} | {b['tp']} ({b.get('duplicates', 0)}) / "
+                 f"{b['fp']} / {b['ignored']} | |")
     for g in real_eval.NUISANCES:
         na, nb = a["nuisance"][g], b["nuisance"][g]
         lines.append(f"| false alarms per minute of {g} ({na['spans']} spans); spans reported | "
