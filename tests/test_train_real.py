@@ -238,6 +238,10 @@ def test_best_threshold_takes_the_best_f1_and_the_higher_of_a_tie():
               for t, by_n in by_t.items()}
     assert rt.best_threshold(scores, ["a", "b"]) == 0.9          # F1 1.0 at 0.8 and 0.9: the higher
     assert rt.best_threshold({0.5: scores[0.5], 0.95: scores[0.95]}, ["a"]) == 0.5
+    again = [hit, {**hit, "onset": 104}, {**hit, "offset": 136}]    # one smile reported three times
+    dup = {0.6: {"a": real_eval.score_clip(info, again, "scored")}, 0.4: {"a": real_eval.score_clip(info, [hit, miss],
+                                                                                                     "scored")}}
+    assert rt.best_threshold(dup, ["a"]) == 0.4                    # F1 one event per expression: 0.67 against 0.5
 
 
 def test_loio_chooses_each_folds_threshold_on_the_other_folds_only(engine, monkeypatch):

@@ -533,10 +533,10 @@ def kept_fold(engine, path: Path, train: list[Clip], cfg: RealTrainConfig):
 
 def best_threshold(scores: dict[float, dict[str, dict]], names: list[str]) -> float:
     """The threshold whose clip scores ({threshold: {clip: real_eval.score_clip}}) on `names` have the best pooled
-    F1 (IoU 0.3); a tie goes to the higher one."""
+    F1 (IoU 0.3, one event per expression); a tie goes to the higher one."""
     def f1(t: float) -> float:
         tot = real_eval.totals({n: scores[t][n] for n in names}, {n: "scored" for n in names})
-        r, p = tot["recall_03"] or 0.0, tot["precision"] or 0.0
+        r, p = tot["recall_03"] or 0.0, tot["precision_one_to_one"] or 0.0
         return 2 * r * p / (r + p) if r + p else 0.0
     return max(sorted(scores), key=lambda t: (round(f1(t), 9), t))
 
