@@ -688,8 +688,9 @@ class OnlineSpotter:
         if rows:
             frame, value = max(rows, key=lambda r: r[1])
             d = dataclasses.replace(d, apex=frame, peak_intensity=value)
-        shapes = [(t, delta) for t, _, delta in self._shapes if d.onset <= t <= d.offset]
-        if self.cfg.apex_from == "blendshapes" and shapes:
+        shapes = [(t, delta) for t, _, delta in self._shapes if d.onset <= t <= d.offset] \
+            if self.cfg.apex_from == "blendshapes" else []
+        if shapes:
             name = self.cfg.emotions[d.emotion] if 0 <= d.emotion < len(self.cfg.emotions) else None
             d = dataclasses.replace(d, apex=shapes[apex_index(np.array([x for _, x in shapes]), name)][0])
         return d

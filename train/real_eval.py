@@ -311,6 +311,7 @@ def timing(expr: list[dict], events: list[dict], onsets: list[dict], fps: float)
 
 def totals(scores: dict[str, dict], roles: dict[str, str]) -> dict:
     """Pool per-clip scores of one spotter into the report's headline figures."""
+    import numpy as np
     scored = [s for n, s in scores.items() if roles[n] == "scored"]
     held = [s["held"] for n, s in scores.items() if roles[n] == "held"]
     found = [f for s in scored for f in s["expressions"]]
@@ -336,13 +337,11 @@ def totals(scores: dict[str, dict], roles: dict[str, str]) -> dict:
     out["emotion_acc_all"] = ratio(sum(every), len(every))
     apex = [abs(f["apex_error_s"]) for f in found if f.get("apex_error_s") is not None]
     if apex:
-        import numpy as np
         out["apex"] = {"found": len(apex), "p50": float(np.percentile(apex, 50)),
                        "p90": float(np.percentile(apex, 90)), "within_02": ratio(sum(a <= 0.2 for a in apex),
                                                                                   len(apex))}
     timed = [s["timing"] for s in scored if "timing" in s]
     if timed:
-        import numpy as np
         rows = [r for t in timed for r in t["found"]]
         onset = [r["onset_delay_s"] for r in rows if r["announced"]]
         final = [r["final_delay_s"] for r in rows]
@@ -536,11 +535,9 @@ def markdown(report: dict) -> str:
                      f"reported | **{fmt(ne['fa_per_min'])}**; {ne['spans_reported']} | {fmt(nb['fa_per_min'])}; "
                      f"{nb['spans_reported']} | <= 0.5 |")
     if e.get("apex") and b.get("apex"):
-        ae, ab = e["apex"], b["apex"]
         lines.append(f"| apex: event's apex from the labelled peak, p50 / p90 (s); share within 0.2 s "
-                     f"({ae['found']} / {ab['found']} found with a labelled peak) | **{fmt(ae['p50'])} / "
-                     f"{fmt(ae['p90'])}; {fmt(ae['within_02'])}** | {fmt(ab['p50'])} / {fmt(ab['p90'])}; "
-                     f"{fmt(ab['within_02'])} | |")
+                     f"({e['apex']['found']} / {b['apex']['found']} found with a labelled peak) | "
+                     f"**{apex_cell(e['apex'])}** | {apex_cell(b['apex'])} | |")
     lines.append(f"| emotion right, found expressions with an emotion | **{fmt(e['emotion_acc'])}** "
                  f"({e['emotion_found']}) | — (no emotion) | >= 0.75 |")
     lines.append(f"| emotion right, held-emotion clips (eamm_*) | **{fmt(e['held_acc'])}** ({e['held_clips']}) "
@@ -597,6 +594,11 @@ def markdown(report: dict) -> str:
               ""]
     lines += [f"![{name}](timelines/{name}.png)" for name in report["clips"]]
     return "\n".join(lines) + "\n"
+
+
+def apex_cell(a: dict) -> str:
+    """`totals()["apex"]` as a table cell: p50 / p90 seconds from the labelled peak; share within 0.2 s."""
+    return f"{fmt(a['p50'])} / {fmt(a['p90'])}; {fmt(a['within_02'])}"
 
 
 def add_arguments(p) -> None:

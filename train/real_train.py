@@ -650,9 +650,8 @@ def loio_markdown(report: dict) -> str:
                      f"**{fmt(na['fa_per_min'])}**; {na['spans_reported']} | {fmt(nb['fa_per_min'])}; "
                      f"{nb['spans_reported']} | <= 0.5 |")
     if a.get("apex") and b.get("apex"):
-        lines.append(f"| apex from the labelled peak, p50 / p90 (s); share within 0.2 s | **{fmt(a['apex']['p50'])} / "
-                     f"{fmt(a['apex']['p90'])}; {fmt(a['apex']['within_02'])}** | {fmt(b['apex']['p50'])} / "
-                     f"{fmt(b['apex']['p90'])}; {fmt(b['apex']['within_02'])} | |")
+        lines.append(f"| apex from the labelled peak, p50 / p90 (s); share within 0.2 s | "
+                     f"**{real_eval.apex_cell(a['apex'])}** | {real_eval.apex_cell(b['apex'])} | |")
     ci = identity_intervals(report)
     lines += ["", f"95 % intervals over the {ci['identities']} identities (resampled with replacement, {ci['draws']} "
               f"draws): recall at IoU 0.3 {fmt(ci['recall_03'][0])}-{fmt(ci['recall_03'][1])}, precision "
