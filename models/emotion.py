@@ -60,20 +60,30 @@ NOT_EXPRESSION = _channels("_neutral", "eyeBlinkLeft", "eyeBlinkRight", "eyeLook
                            "eyeLookUpRight")
 
 
+def au_strength(delta: np.ndarray, emotion: str | None) -> np.ndarray | None:
+    """(T, 52) deviations from the neutral baseline -> (T,) how strongly `emotion`'s action units show: their mean,
+    over a centred 3-frame mean against MediaPipe's frame-to-frame jitter; None for an emotion without a channel
+    set."""
+    channels = APEX_CHANNELS.get(emotion or "")
+    if channels is None:
+        return None
+    delta = np.asarray(delta, dtype=np.float64).reshape(-1, len(MEDIAPIPE_BLENDSHAPES))
+    return _smooth3(delta[:, channels].mean(axis=1))
+
+
+def _smooth3(x: np.ndarray) -> np.ndarray:
+    return np.convolve(np.pad(x, 1, mode="edge"), np.ones(3) / 3, mode="valid") if len(x) >= 3 else x
+
+
 def apex_index(delta: np.ndarray, emotion: str | None) -> int:
-    """Row of (T, 52) deviations from the neutral baseline where `emotion`'s action units are strongest (their mean,
-    over a centred 3-frame mean against MediaPipe's frame-to-frame jitter); for an emotion without a channel set,
-    where any expression channel deviates most."""
+    """Row of (T, 52) deviations from the neutral baseline where `emotion`'s action units are strongest
+    (`au_strength`); for an emotion without a channel set, where any expression channel deviates most."""
     delta = np.asarray(delta, dtype=np.float64).reshape(-1, len(MEDIAPIPE_BLENDSHAPES))
     if len(delta) == 0:
         raise ValueError("apex_index: no frames")
-    channels = APEX_CHANNELS.get(emotion or "")
-    if channels is not None:
-        strength = delta[:, channels].mean(axis=1)
-    else:
-        strength = np.abs(np.delete(delta, NOT_EXPRESSION, axis=1)).max(axis=1)
-    if len(strength) >= 3:
-        strength = np.convolve(np.pad(strength, 1, mode="edge"), np.ones(3) / 3, mode="valid")
+    strength = au_strength(delta, emotion)
+    if strength is None:
+        strength = _smooth3(np.abs(np.delete(delta, NOT_EXPRESSION, axis=1)).max(axis=1))
     return int(np.argmax(strength))
 
 
@@ -84,6 +94,9 @@ class EmotionEvidenceConfig:
     smile_raw: float = 0.5       # ... or this high outright (a smile the baseline absorbed)
     brows_delta: float = 0.3     # surprise: brows raised this much ...
     open_delta: float = 0.2      # ... with eyes widened or jaw dropped this much, and no smile
+    min_rise: float = 0.05       # a macro happiness or surprise whose action units never rise this far above the
+                                 # person's neutral (`au_strength`; a smile also when it is smile_raw outright) is
+                                 # not that expression: dropped (`supported`). Above MediaPipe's jitter; 0: off
 
 
 def evidence_emotion(raw: np.ndarray, delta: np.ndarray, cfg: EmotionEvidenceConfig = EmotionEvidenceConfig()
@@ -102,3 +115,21 @@ def evidence_emotion(raw: np.ndarray, delta: np.ndarray, cfg: EmotionEvidenceCon
     if median(delta, BROWS_UP) >= cfg.brows_delta and opened >= cfg.open_delta and smile_d < cfg.smile_delta / 2:
         return "surprise"
     return None
+
+
+# the emotions whose action units MediaPipe reads on any face; the others' it misses (noseSneer reads ~0 on disgust,
+# mouthFrown ~0 on clearly sad mouths: the real_dev README), so their absence says nothing
+READ_WELL = ("happiness", "surprise")
+
+
+def supported(raw: np.ndarray, delta: np.ndarray, emotion: str | None,
+              cfg: EmotionEvidenceConfig = EmotionEvidenceConfig()) -> bool:
+    """Whether the blendshapes over an interval show any of `emotion`'s action units: a "happiness" with no smile
+    at all (a blink, a pout, a turn of the head) is a false alarm whatever the model's score. Only the emotions
+    MediaPipe reads well (`READ_WELL`) are judged."""
+    strength = au_strength(delta, emotion) if emotion in READ_WELL else None
+    if not cfg.enabled or cfg.min_rise <= 0 or strength is None or len(strength) == 0:
+        return True
+    raw = np.asarray(raw, dtype=np.float64).reshape(-1, len(MEDIAPIPE_BLENDSHAPES))
+    absorbed = emotion == "happiness" and float(raw[:, SMILE].mean(axis=1).max()) >= cfg.smile_raw
+    return float(strength.max()) >= cfg.min_rise or absorbed

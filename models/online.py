@@ -18,7 +18,9 @@ become proposals of their own (source "fedn") when confident enough. Where FEDN'
 switched off by calibration, the bundled engines), FEDN announces the onsets too (`SpotterConfig.onsets`).
 `fedn_fn=None` is GIM only. Before an event goes out, the blendshapes over it get the last word (`_evidence`): a
 plain smile or surprise pattern (models.emotion) sets the emotion when the engine's label map is known
-(`emotions`), and, when switched on, an event that is speech with no such pattern (models.talking) is dropped.
+(`emotions`), a macro happiness or surprise whose action units never leave the person's neutral is dropped
+(`models.emotion.supported`), and, when switched on, so is an event that is speech with no such pattern
+(models.talking).
 
 Memory is bounded: rings of flow (17 + batch), curve (one longest piece + margins), FEDN input (W frames) and a
 few recent intervals. Everything is numpy around the two callables, so the engine, an eager model or a test
@@ -39,11 +41,11 @@ from typing import Any, Callable, Generator
 import numpy as np
 
 from fes_live.models.baseline import BaselineConfig, NeutralBaseline
-from fes_live.models.emotion import EmotionEvidenceConfig, apex_index, evidence_emotion
+from fes_live.models.emotion import EmotionEvidenceConfig, apex_index, evidence_emotion, supported
 from fes_live.models.proposals import (FEDNDecodeConfig, GIMProposalConfig, fedn_proposals, gim_proposals, iou_1d,
                               nms_1d)
-from fes_live.models.spotting import (MACRO, CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate, Proposal,
-                                      Update)
+from fes_live.models.spotting import (MACRO, MICRO, CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate,
+                                      Proposal, Update)
 from fes_live.models.talking import TalkingConfig, is_talking
 
 GimFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # (B,17,R,2) -> (intensity (B,), apex_probs (B,2))
@@ -741,22 +743,28 @@ class OnlineSpotter:
             self._emitted.append(p)
             out.append(ExpressionUpdate(p, track, extras))
             track = -1
-        if track >= 0:  # every proposal of the announced piece was speech
+        if track >= 0:  # every proposal of the announced piece was dropped (speech, no action units)
             out.append(CancelUpdate(pend.start, track))
         return out
 
     def _evidence(self, p: Proposal, extras: dict) -> tuple[Proposal, dict] | None:
-        """What the blendshapes over the interval say: None when it is speech with no clear expression in it (drop
-        the event); else the proposal, with the emotion a clear pattern shows where it disagrees with the model's."""
+        """What the blendshapes over the interval say: None when it is speech with no clear expression in it, or
+        when its emotion's action units do not move at all (`models.emotion.supported`): drop the event; else the
+        proposal, with the emotion a clear pattern shows where it disagrees with the model's."""
         rows = [(raw, delta) for t, raw, delta in self._shapes if p.onset <= t <= p.offset]
-        raw, delta = np.array([r for r, _ in rows]), np.array([d for _, d in rows])
-        name = evidence_emotion(raw, delta, self.cfg.emotion_evidence) if rows else None
-        if name is None and rows and is_talking(raw, self.cfg.fps, self.cfg.talking):
-            return None
-        if name is None or name not in self.cfg.emotions or self.cfg.emotions.index(name) == p.emotion:
+        if not rows:
             return p, extras
-        extras = {**extras, "emotion_from": "blendshapes", "model_emotion": p.emotion}
-        return dataclasses.replace(p, emotion=self.cfg.emotions.index(name)), extras
+        raw, delta = np.array([r for r, _ in rows]), np.array([d for _, d in rows])
+        emotions, evidence = self.cfg.emotions, self.cfg.emotion_evidence
+        name = evidence_emotion(raw, delta, evidence)
+        if name is None and is_talking(raw, self.cfg.fps, self.cfg.talking):
+            return None
+        if name is not None and name in emotions and emotions.index(name) != p.emotion:
+            extras = {**extras, "emotion_from": "blendshapes", "model_emotion": p.emotion}
+            p = dataclasses.replace(p, emotion=emotions.index(name))
+        said = emotions[p.emotion] if 0 <= p.emotion < len(emotions) else None
+        # a micro-expression is too brief and faint for the blendshapes to be asked (they barely read one)
+        return (p, extras) if p.kind == MICRO or supported(raw, delta, said, evidence) else None
 
 
 def shares(a: tuple[int, int], b: tuple[int, int], share: float) -> bool:

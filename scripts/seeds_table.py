@@ -13,7 +13,8 @@ from fes_live.train import real_eval
 from fes_live.train.real_train import RealTrainConfig
 
 ROWS = (("recall at IoU 0.3", lambda t: t["recall_03"]), ("recall at IoU 0.5", lambda t: t["recall_05"]),
-        ("precision", lambda t: t["precision"]), ("TP / FP", None),
+        ("precision", lambda t: t["precision"]),
+        ("precision, one event per expression", lambda t: t["precision_one_to_one"]), ("TP (duplicates) / FP", None),
         ("false alarms a minute of talking", lambda t: t["nuisance"]["talking"]["fa_per_min"]),
         ("false alarms a minute of blinks", lambda t: t["nuisance"]["blink"]["fa_per_min"]),
         ("false alarms a minute of gaze", lambda t: t["nuisance"]["gaze"]["fa_per_min"]),
@@ -42,7 +43,8 @@ def main() -> None:
              "|---|" + "---|" * (len(seeds) + 1)]
     for name, get in ROWS:
         if get is None:
-            lines.append(f"| {name} | " + " | ".join(f"{t['tp']} / {t['fp']}" for t in totals) + " | |")
+            lines.append(f"| {name} | " + " | ".join(f"{t['tp']} ({t['duplicates']}) / {t['fp']}" for t in totals)
+                         + " | |")
             continue
         vals = [get(t) for t in totals]
         lines.append(f"| {name} | " + " | ".join(real_eval.fmt(v) for v in vals)

@@ -21,6 +21,25 @@ def frames(n=20, **values):
     return x
 
 
+def spot_marked(geometry: np.ndarray, emotion: int, **cfg) -> list[tuple[int, int, int]]:
+    """The spotter over `geometry` with a test-double FEDN that reports the frames marked in blendshape 0 as
+    `emotion` (of happiness, surprise, anger): its events' (onset, offset, emotion)."""
+    T = len(geometry)
+
+    def fedn(x):
+        on = np.flatnonzero(x[0, :, 0] > 0.5)
+        logits, iv = np.full((1, 4, 3), -9.0, np.float32), np.zeros((1, 4, 2), np.float32)
+        if len(on):
+            logits[0, 0, emotion], iv[0, 0] = 4.0, (on[0], on[-1])
+        return logits, iv
+
+    feats = {"geometry": geometry, "roi_flow": np.zeros((T, 12, 2), np.float32), "face_present": np.ones(T, bool),
+             "frame_index": np.arange(T), "fps": 30.0}
+    sp = OnlineSpotter(lambda w: (np.zeros(len(w)), np.zeros((len(w), 2))), fedn,
+                       SpotterConfig(fedn_window=64, emotions=("happiness", "surprise", "anger"), **cfg))
+    return [(p.onset, p.offset, p.emotion) for p in spot_video(sp, feats)]
+
+
 def test_patterns():
     none = np.zeros((20, 52))
     assert evidence_emotion(none, none) is None
@@ -79,30 +98,14 @@ def test_jaw_cycles_and_talking():
 def test_spotter_drops_speech_but_keeps_a_smile_while_talking():
     """A test-double FEDN reports frames 60-99 (marked in blendshape 0); the jaw moves at 3 cycles a second there.
     Without a smile the event is speech and is dropped; with a broad smile it stays, as happiness."""
-    T, W = 200, 64
-    geometry = np.zeros((T, 1008), np.float32)
+    geometry = np.zeros((200, 1008), np.float32)
     geometry[60:100, 0] = 1.0
     geometry[60:100, I["jawOpen"]] = 0.15 + 0.12 * np.sin(2 * np.pi * 3.0 * np.arange(40) / 30.0)
-
-    def fedn(x):
-        on = np.flatnonzero(x[0, :, 0] > 0.5)
-        logits, iv = np.full((1, 4, 3), -9.0, np.float32), np.zeros((1, 4, 2), np.float32)
-        if len(on):
-            logits[0, 0, 2], iv[0, 0] = 4.0, (on[0], on[-1])
-        return logits, iv
-
-    def run(g):
-        feats = {"geometry": g, "roi_flow": np.zeros((T, 12, 2), np.float32), "face_present": np.ones(T, bool),
-                 "frame_index": np.arange(T), "fps": 30.0}
-        sp = OnlineSpotter(lambda w: (np.zeros(len(w)), np.zeros((len(w), 2))), fedn,
-                           SpotterConfig(fedn_window=W, emotions=("happiness", "surprise", "anger"),
-                                         talking=TalkingConfig(enabled=True)))
-        return [(p.onset, p.offset, p.emotion) for p in spot_video(sp, feats)]
-
-    assert run(geometry) == []
+    talking = TalkingConfig(enabled=True)
+    assert spot_marked(geometry, 2, talking=talking) == []
     smiling = geometry.copy()
     smiling[60:100, SMILE] = 0.7
-    assert run(smiling) == [(60, 99, 0)]
+    assert spot_marked(smiling, 2, talking=talking) == [(60, 99, 0)]
 
 
 def test_apex_is_the_top_of_the_emotions_action_units_not_a_one_frame_flicker():
@@ -119,3 +122,37 @@ def test_apex_is_the_top_of_the_emotions_action_units_not_a_one_frame_flicker():
     assert apex_index(d, None) in (15, 16)              # and gaze left out
     with pytest.raises(ValueError):
         apex_index(d[:0], "surprise")
+
+
+def test_an_emotion_whose_action_units_never_move_is_not_supported():
+    from fes_live.models.emotion import supported
+    still = np.zeros((20, 52))
+    assert not supported(still, still, "happiness") and not supported(still, still, "surprise")
+    blink = frames(eyeBlinkLeft=0.9, eyeBlinkRight=0.9, browDownLeft=0.02)
+    assert not supported(blink, blink, "happiness") and not supported(blink, blink, "surprise")
+    faint = frames(mouthSmileLeft=0.15, mouthSmileRight=0.12)  # smile and cheeks: mean 0.07
+    assert supported(faint, faint, "happiness") and not supported(faint, faint, "surprise")
+    assert supported(frames(mouthSmileLeft=0.6, mouthSmileRight=0.6), still, "happiness")  # absorbed by the baseline
+    one_frame = still.copy()
+    one_frame[10, SMILE] = 0.12                         # a one-frame flicker is MediaPipe's jitter, not a smile
+    assert not supported(one_frame, one_frame, "happiness")
+    for unread in ("contempt", "disgust", "sadness", "anger", None):  # MediaPipe misses their action units
+        assert supported(still, still, unread)
+    assert supported(still, still, "happiness", EmotionEvidenceConfig(min_rise=0.0))
+    assert supported(still[:0], still[:0], "happiness")
+
+
+def test_spotter_drops_an_event_whose_emotions_action_units_never_move():
+    """A test-double FEDN reports frames 60-99 (marked in blendshape 0) as happiness while the person only closes
+    the eyes there: no event; with a smile there, or with the check off, one; a micro-expression is not judged."""
+    geometry = np.zeros((200, 1008), np.float32)
+    geometry[60:100, 0] = 1.0
+    geometry[60:100, [I["eyeBlinkLeft"], I["eyeBlinkRight"]]] = 0.9
+    assert spot_marked(geometry, 0) == []
+    assert spot_marked(geometry, 0, emotion_evidence=EmotionEvidenceConfig(min_rise=0.0)) == [(60, 99, 0)]
+    smiling = geometry.copy()
+    smiling[70:90, SMILE] = 0.15
+    assert spot_marked(smiling, 0) == [(60, 99, 0)]
+    micro = np.zeros_like(geometry)                   # a micro-expression (< 0.5 s) is not asked: too faint
+    micro[60:70, 0] = 1.0
+    assert spot_marked(micro, 0) == [(60, 69, 0)]
