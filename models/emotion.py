@@ -97,6 +97,9 @@ class EmotionEvidenceConfig:
     min_rise: float = 0.05       # a macro happiness or surprise whose action units never rise this far above the
                                  # person's neutral (`au_strength`; a smile also when it is smile_raw outright) is
                                  # not that expression: dropped (`supported`). Above MediaPipe's jitter; 0: off
+    smile_min: float = 0.3       # ... and so is a macro happiness whose mouth never reads as smiling: mouthSmile
+                                 # (3-frame mean) under this at every frame, as on 9 in 10 of a resting face's
+                                 # frames (eyes closing on a faint smile, squinting). 0: off
 
 
 def evidence_emotion(raw: np.ndarray, delta: np.ndarray, cfg: EmotionEvidenceConfig = EmotionEvidenceConfig()
@@ -125,11 +128,15 @@ READ_WELL = ("happiness", "surprise")
 def supported(raw: np.ndarray, delta: np.ndarray, emotion: str | None,
               cfg: EmotionEvidenceConfig = EmotionEvidenceConfig()) -> bool:
     """Whether the blendshapes over an interval show any of `emotion`'s action units: a "happiness" with no smile
-    at all (a blink, a pout, a turn of the head) is a false alarm whatever the model's score. Only the emotions
-    MediaPipe reads well (`READ_WELL`) are judged."""
+    at all (a blink, a pout, a turn of the head) is a false alarm whatever the model's score, and so is one whose
+    mouth never reads as smiling (`smile_min`: eyes closing on a faint resting smile, squinting).
+    Only the emotions MediaPipe reads well (`READ_WELL`) are judged."""
     strength = au_strength(delta, emotion) if emotion in READ_WELL else None
     if not cfg.enabled or cfg.min_rise <= 0 or strength is None or len(strength) == 0:
         return True
     raw = np.asarray(raw, dtype=np.float64).reshape(-1, len(MEDIAPIPE_BLENDSHAPES))
     absorbed = emotion == "happiness" and float(raw[:, SMILE].mean(axis=1).max()) >= cfg.smile_raw
-    return float(strength.max()) >= cfg.min_rise or absorbed
+    if absorbed:
+        return True
+    smiles = emotion != "happiness" or float(_smooth3(raw[:, SMILE].mean(axis=1)).max()) >= cfg.smile_min
+    return float(strength.max()) >= cfg.min_rise and smiles

@@ -18,8 +18,8 @@ become proposals of their own (source "fedn") when confident enough. Where FEDN'
 switched off by calibration, the bundled engines), FEDN announces the onsets too (`SpotterConfig.onsets`).
 `fedn_fn=None` is GIM only. Before an event goes out, the blendshapes over it get the last word (`_evidence`): a
 plain smile or surprise pattern (models.emotion) sets the emotion when the engine's label map is known
-(`emotions`), a macro happiness or surprise whose action units never leave the person's neutral is dropped
-(`models.emotion.supported`), and, when switched on, so is an event that is speech with no such pattern
+(`emotions`), a macro happiness or surprise whose action units never leave the person's neutral, or a happiness
+with no smile, is dropped (`models.emotion.supported`), and, when switched on, so is an event that is speech with no such pattern
 (models.talking).
 
 Memory is bounded: rings of flow (17 + batch), curve (one longest piece + margins), FEDN input (W frames) and a

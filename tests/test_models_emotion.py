@@ -130,8 +130,16 @@ def test_an_emotion_whose_action_units_never_move_is_not_supported():
     assert not supported(still, still, "happiness") and not supported(still, still, "surprise")
     blink = frames(eyeBlinkLeft=0.9, eyeBlinkRight=0.9, browDownLeft=0.02)
     assert not supported(blink, blink, "happiness") and not supported(blink, blink, "surprise")
-    faint = frames(mouthSmileLeft=0.15, mouthSmileRight=0.12)  # smile and cheeks: mean 0.07
-    assert supported(faint, faint, "happiness") and not supported(faint, faint, "surprise")
+    faint = frames(mouthSmileLeft=0.15, mouthSmileRight=0.12)  # smile and cheeks: mean 0.07, above the jitter
+    assert supported(faint, faint, "happiness", EmotionEvidenceConfig(smile_min=0.0))
+    assert not supported(faint, faint, "happiness")   # but a smile of 0.14 is no smile (smile_min 0.3)
+    assert not supported(faint, faint, "surprise")
+    cheeks = frames(cheekSquintLeft=0.4, cheekSquintRight=0.4, mouthSmileLeft=0.1, mouthSmileRight=0.1)
+    assert not supported(cheeks, cheeks, "happiness")  # squinting or puffed cheeks, mouth corners barely up
+    smile = frames(mouthSmileLeft=0.35, mouthSmileRight=0.3)
+    assert supported(smile, smile, "happiness")
+    partly = frames(mouthSmileLeft=0.15, mouthSmileRight=0.15)  # a smile the baseline partly absorbed: it reads
+    assert supported(smile, partly, "happiness")                # 0.33, 0.15 above the neutral
     assert supported(frames(mouthSmileLeft=0.6, mouthSmileRight=0.6), still, "happiness")  # absorbed by the baseline
     one_frame = still.copy()
     one_frame[10, SMILE] = 0.12                         # a one-frame flicker is MediaPipe's jitter, not a smile
@@ -144,15 +152,20 @@ def test_an_emotion_whose_action_units_never_move_is_not_supported():
 
 def test_spotter_drops_an_event_whose_emotions_action_units_never_move():
     """A test-double FEDN reports frames 60-99 (marked in blendshape 0) as happiness while the person only closes
-    the eyes there: no event; with a smile there, or with the check off, one; a micro-expression is not judged."""
+    the eyes there: no event; with a smile there, or with the check off, one; with a faint smile, none; a
+    micro-expression is not judged."""
     geometry = np.zeros((200, 1008), np.float32)
     geometry[60:100, 0] = 1.0
     geometry[60:100, [I["eyeBlinkLeft"], I["eyeBlinkRight"]]] = 0.9
     assert spot_marked(geometry, 0) == []
     assert spot_marked(geometry, 0, emotion_evidence=EmotionEvidenceConfig(min_rise=0.0)) == [(60, 99, 0)]
     smiling = geometry.copy()
-    smiling[70:90, SMILE] = 0.15
+    smiling[70:90, SMILE] = 0.35
     assert spot_marked(smiling, 0) == [(60, 99, 0)]
+    faint = geometry.copy()                           # eyes closing on a faint smile (fomm_10 106-120): the mouth
+    faint[70:90, SMILE] = 0.2                         # moves, but never reads as smiling (smile_min)
+    assert spot_marked(faint, 0) == []
+    assert spot_marked(faint, 0, emotion_evidence=EmotionEvidenceConfig(smile_min=0.0)) == [(60, 99, 0)]
     micro = np.zeros_like(geometry)                   # a micro-expression (< 0.5 s) is not asked: too faint
     micro[60:70, 0] = 1.0
     assert spot_marked(micro, 0) == [(60, 69, 0)]
