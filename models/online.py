@@ -16,11 +16,12 @@ intervals are NMS'd across windows. A GIM proposal waits until FEDN has covered 
 the emotion of the best-overlapping FEDN interval, and is emitted; FEDN intervals that no GIM proposal claims
 become proposals of their own (source "fedn") when confident enough. Where FEDN's proposals are the events (GIM's
 switched off by calibration, the bundled engines), FEDN announces the onsets too (`SpotterConfig.onsets`).
-`fedn_fn=None` is GIM only. Before an event goes out, the blendshapes over it get the last word (`_evidence`): a
-plain smile or surprise pattern (models.emotion) sets the emotion when the engine's label map is known
-(`emotions`), a macro happiness or surprise whose action units never leave the person's neutral, or a happiness
-with no smile, is dropped (`models.emotion.supported`), and, when switched on, so is an event that is speech with no such pattern
-(models.talking).
+`fedn_fn=None` is GIM only. Before a FEDN interval goes out, the blendshapes over it get the last word: a macro
+happiness or surprise grows to the span its action units move in (`_grow`, waiting for them to come down), a plain
+smile or surprise pattern (models.emotion) sets the emotion when the engine's label map is known (`emotions`), a
+macro happiness or surprise whose action units never leave the person's neutral, or a happiness with no smile, is
+dropped (`models.emotion.supported`), and, when switched on, so is an event that is speech with no such pattern
+(models.talking) (`_evidence`).
 
 Memory is bounded: rings of flow (17 + batch), curve (one longest piece + margins), FEDN input (W frames) and a
 few recent intervals. Everything is numpy around the two callables, so the engine, an eager model or a test
@@ -41,7 +42,8 @@ from typing import Any, Callable, Generator
 import numpy as np
 
 from fes_live.models.baseline import BaselineConfig, NeutralBaseline
-from fes_live.models.emotion import EmotionEvidenceConfig, apex_index, evidence_emotion, supported
+from fes_live.models.emotion import (READ_WELL, EmotionEvidenceConfig, apex_index, au_strength, evidence_emotion,
+                                     supported)
 from fes_live.models.proposals import (FEDNDecodeConfig, GIMProposalConfig, fedn_proposals, gim_proposals, iou_1d,
                               nms_1d)
 from fes_live.models.spotting import (MACRO, MICRO, CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate,
@@ -103,6 +105,12 @@ class SpotterConfig:
     emotions: tuple[str, ...] = ()    # the engine's emotion label map (the index of Proposal.emotion); with it,
                                       # a clear blendshape pattern (models.emotion) overrides the model's emotion
     emotion_evidence: EmotionEvidenceConfig = field(default_factory=EmotionEvidenceConfig)
+    grow_below: float = 0.2           # a macro happiness or surprise FEDN interval grows to where its emotion's
+                                      # action units (models.emotion.au_strength) fall under this share of their peak
+                                      # in it (and under emotion_evidence.min_rise), at most grow_seconds beyond
+                                      # either end: FEDN's boundaries fall inside the movement's (docs/real_dev.md,
+                                      # "Boundaries from the action units"). The event waits for them to fall. 0: off
+    grow_seconds: float = 0.5
     apex_from: str = "blendshapes"    # a FEDN interval's apex: "blendshapes" (where its emotion's action units
                                       # deviate most from the neutral baseline, models.emotion.apex_index) or "gim"
                                       # (the top of GIM's curve over it: on real faces the curve saturates, and its
@@ -124,6 +132,9 @@ class SpotterConfig:
             raise ValueError(f"onset_stride must be >= 0 (0: none), got {self.onset_stride}")
         if not 0.0 <= self.repeat_cover <= 1.0:
             raise ValueError(f"repeat_cover must be in [0, 1] (0: IoU alone), got {self.repeat_cover}")
+        if not 0.0 <= self.grow_below < 1.0 or self.grow_seconds < 0:
+            raise ValueError(f"grow_below must be in [0, 1) (0: off) and grow_seconds >= 0, got {self.grow_below} and "
+                             f"{self.grow_seconds}")
         if self.apex_from not in ("blendshapes", "gim"):
             raise ValueError(f"apex_from must be 'blendshapes' or 'gim', got {self.apex_from!r}")
 
@@ -657,19 +668,47 @@ class OnlineSpotter:
         for d in self._pool:
             settled = final or (self._fedn_done >= d.offset + cfg.fedn_settle and curve_last >= d.offset
                                 and all(s > d.offset for s in open_from))
-            if not settled:
+            grown = self._grow(d, final) if settled else None
+            if grown is None:
                 keep.append(d)
                 continue
             self._resolved.append(d)
-            judged = self._evidence(d, {"fedn_score": d.score}) \
+            judged = self._evidence(grown, {"fedn_score": d.score}) \
                 if not self._reported(d) and d.score >= cfg.fedn_only_threshold else None
             if judged is not None:  # (an onset it would have adopted is cancelled in due course instead)
-                d, extras = judged
-                d = self._peak(d)
-                out.append(ExpressionUpdate(d, self._adopt_track(d), extras))
-                self._emitted.append(d)
+                p, extras = judged
+                p = self._peak(p)
+                out.append(ExpressionUpdate(p, self._adopt_track(d), extras))
+                self._emitted.append(p)
         self._pool = keep
         return out
+
+    def _grow(self, d: Proposal, final: bool) -> Proposal | None:
+        """FEDN interval `d` grown to the span of its emotion's action-unit movement around its peak (`grow_below`);
+        None while they are still up at the newest frame and may still grow it: the interval waits."""
+        cfg = self.cfg
+        name = cfg.emotions[d.emotion] if 0 <= d.emotion < len(cfg.emotions) else None
+        if cfg.grow_below <= 0 or d.kind == MICRO or name not in READ_WELL:
+            return d
+        reach = int(round(cfg.grow_seconds * cfg.fps))
+        rows = [(t, delta) for t, _, delta in self._shapes if d.onset - reach <= t <= d.offset + reach]
+        frames = np.array([t for t, _ in rows], dtype=np.int64)
+        inside = np.flatnonzero((frames >= d.onset) & (frames <= d.offset))
+        if len(inside) == 0:
+            return d
+        strength = au_strength(np.array([x for _, x in rows]), name)
+        apex = int(inside[np.argmax(strength[inside])])
+        up = strength >= max(cfg.grow_below * strength[apex], cfg.emotion_evidence.min_rise)
+        if strength[apex] <= 0 or not up[apex]:
+            return d
+        first = last = apex  # the run of frames around the apex, no face frame missing, where they are still up
+        while first > 0 and up[first - 1] and frames[first - 1] == frames[first] - 1:
+            first -= 1
+        while last < len(frames) - 1 and up[last + 1] and frames[last + 1] == frames[last] + 1:
+            last += 1
+        if not final and last == len(frames) - 1 and frames[last] == self._last and frames[last] < d.offset + reach:
+            return None
+        return dataclasses.replace(d, onset=min(d.onset, int(frames[first])), offset=max(d.offset, int(frames[last])))
 
     def _reported(self, d: Proposal) -> bool:
         """Whether FEDN interval `d` is an expression already emitted (`repeat_cover`)."""

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES, SMILE, EmotionEvidenceConfig, evidence_emotion
-from fes_live.models.online import OnlineSpotter, SpotterConfig, spot_video
+from fes_live.models.online import OnlineSpotter, SpotterConfig, spot_video, timed_updates
+from fes_live.models.spotting import ExpressionUpdate
 from fes_live.models.talking import TalkingConfig
 
 I = {n: i for i, n in enumerate(MEDIAPIPE_BLENDSHAPES)}
@@ -21,9 +22,10 @@ def frames(n=20, **values):
     return x
 
 
-def spot_marked(geometry: np.ndarray, emotion: int, **cfg) -> list[tuple[int, int, int]]:
+def spot_marked(geometry: np.ndarray, emotion: int, timed: bool = False, **cfg) -> list[tuple[int, ...]]:
     """The spotter over `geometry` with a test-double FEDN that reports the frames marked in blendshape 0 as
-    `emotion` (of happiness, surprise, anger): its events' (onset, offset, emotion)."""
+    `emotion` (of happiness, surprise, anger): its events' (onset, offset, emotion); `timed`: (frame that made the
+    event known, onset, offset, emotion)."""
     T = len(geometry)
 
     def fedn(x):
@@ -37,6 +39,9 @@ def spot_marked(geometry: np.ndarray, emotion: int, **cfg) -> list[tuple[int, in
              "frame_index": np.arange(T), "fps": 30.0}
     sp = OnlineSpotter(lambda w: (np.zeros(len(w)), np.zeros((len(w), 2))), fedn,
                        SpotterConfig(fedn_window=64, emotions=("happiness", "surprise", "anger"), **cfg))
+    if timed:
+        return [(at, u.proposal.onset, u.proposal.offset, u.proposal.emotion) for at, u in timed_updates(sp, feats)
+                if isinstance(u, ExpressionUpdate)]
     return [(p.onset, p.offset, p.emotion) for p in spot_video(sp, feats)]
 
 
@@ -169,3 +174,21 @@ def test_spotter_drops_an_event_whose_emotions_action_units_never_move():
     micro = np.zeros_like(geometry)                   # a micro-expression (< 0.5 s) is not asked: too faint
     micro[60:70, 0] = 1.0
     assert spot_marked(micro, 0) == [(60, 69, 0)]
+
+
+def test_an_interval_grows_to_its_action_units_movement():
+    """FEDN (the test double) reports 60-99 as happiness; the smile runs 52-107: the event is 51-108 (the 3-frame
+    mean spreads it by a frame), heard once the smile has come down, not at FEDN's offset. Growth stops grow_seconds (15 frames) beyond FEDN's ends, and
+    switched off the event is FEDN's."""
+    geometry = np.zeros((200, 1008), np.float32)
+    geometry[60:100, 0] = 1.0
+    smile = geometry.copy()
+    smile[52:108, SMILE] = 0.6
+    [(heard, *event)] = spot_marked(smile, 0, timed=True)
+    assert tuple(event) == (51, 108, 0) and heard >= 109
+    assert spot_marked(smile, 0, grow_below=0.0) == [(60, 99, 0)]
+    long = geometry.copy()
+    long[30:140, SMILE] = 0.6
+    assert spot_marked(long, 0) == [(45, 114, 0)]
+    with pytest.raises(ValueError):
+        SpotterConfig(grow_below=1.0)
