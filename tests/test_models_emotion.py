@@ -178,8 +178,8 @@ def test_spotter_drops_an_event_whose_emotions_action_units_never_move():
 
 def test_an_interval_grows_to_its_action_units_movement():
     """FEDN (the test double) reports 60-99 as happiness; the smile runs 52-107: the event is 51-108 (the 3-frame
-    mean spreads it by a frame), heard once the smile has come down, not at FEDN's offset. Growth stops grow_seconds (15 frames) beyond FEDN's ends, and
-    switched off the event is FEDN's."""
+    mean spreads it by a frame), heard once the smile has come down, not at FEDN's offset. Growth stops grow_seconds
+    (15 frames) beyond FEDN's ends, and switched off the event is FEDN's."""
     geometry = np.zeros((200, 1008), np.float32)
     geometry[60:100, 0] = 1.0
     smile = geometry.copy()
