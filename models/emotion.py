@@ -134,9 +134,9 @@ def supported(raw: np.ndarray, delta: np.ndarray, emotion: str | None,
     strength = au_strength(delta, emotion) if emotion in READ_WELL else None
     if not cfg.enabled or cfg.min_rise <= 0 or strength is None or len(strength) == 0:
         return True
-    raw = np.asarray(raw, dtype=np.float64).reshape(-1, len(MEDIAPIPE_BLENDSHAPES))
-    absorbed = emotion == "happiness" and float(raw[:, SMILE].mean(axis=1).max()) >= cfg.smile_raw
-    if absorbed:
+    if emotion != "happiness":
+        return float(strength.max()) >= cfg.min_rise
+    smile = np.asarray(raw, dtype=np.float64).reshape(-1, len(MEDIAPIPE_BLENDSHAPES))[:, SMILE].mean(axis=1)
+    if float(smile.max()) >= cfg.smile_raw:  # a smile the baseline absorbed
         return True
-    smiles = emotion != "happiness" or float(_smooth3(raw[:, SMILE].mean(axis=1)).max()) >= cfg.smile_min
-    return float(strength.max()) >= cfg.min_rise and smiles
+    return float(strength.max()) >= cfg.min_rise and float(_smooth3(smile).max()) >= cfg.smile_min
