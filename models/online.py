@@ -668,13 +668,17 @@ class OnlineSpotter:
         for d in self._pool:
             settled = final or (self._fedn_done >= d.offset + cfg.fedn_settle and curve_last >= d.offset
                                 and all(s > d.offset for s in open_from))
-            grown = self._grow(d, final) if settled else None
+            if not settled:
+                keep.append(d)
+                continue
+            # only an interval that can become an event waits for its action units to come down (`_grow`)
+            wanted = d.score >= cfg.fedn_only_threshold and not self._reported(d)
+            grown = self._grow(d, final) if wanted else d
             if grown is None:
                 keep.append(d)
                 continue
             self._resolved.append(d)
-            judged = self._evidence(grown, {"fedn_score": d.score}) \
-                if not self._reported(d) and d.score >= cfg.fedn_only_threshold else None
+            judged = self._evidence(grown, {"fedn_score": d.score}) if wanted else None
             if judged is not None:  # (an onset it would have adopted is cancelled in due course instead)
                 p, extras = judged
                 p = self._peak(p)

@@ -192,3 +192,30 @@ def test_an_interval_grows_to_its_action_units_movement():
     assert spot_marked(long, 0) == [(45, 114, 0)]
     with pytest.raises(ValueError):
         SpotterConfig(grow_below=1.0)
+
+
+def test_only_an_interval_that_can_become_an_event_waits_for_its_action_units():
+    """Below the score threshold, FEDN's 60-99 over a smile running to 130 is settled once a window has seen it
+    whole (frame 111: out of the pool that later windows' NMS and onsets consult); above it, it waits for the smile
+    to come down."""
+    geometry = np.zeros((200, 1008), np.float32)
+    geometry[60:100, 0] = 1.0
+    geometry[52:131, SMILE] = 0.6
+
+    def fedn(x):
+        on = np.flatnonzero(x[0, :, 0] > 0.5)
+        logits, iv = np.full((1, 4, 3), -9.0, np.float32), np.zeros((1, 4, 2), np.float32)
+        if len(on):
+            logits[0, 0, 0], iv[0, 0] = 4.0, (on[0], on[-1])
+        return logits, iv
+
+    def pool_at_frame_112(threshold: float) -> list[tuple[int, int]]:
+        sp = OnlineSpotter(lambda w: (np.zeros(len(w)), np.zeros((len(w), 2))), fedn,
+                           SpotterConfig(fedn_window=64, emotions=("happiness", "surprise", "anger"),
+                                         fedn_only_threshold=threshold))
+        for t in range(113):
+            sp.push(t, True, geometry[t], np.zeros((12, 2), np.float32))
+        return [(d.onset, d.offset) for d in sp._pool]
+
+    assert pool_at_frame_112(0.5) == [(60, 99)]
+    assert pool_at_frame_112(0.9999) == []
