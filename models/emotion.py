@@ -68,10 +68,10 @@ def au_strength(delta: np.ndarray, emotion: str | None) -> np.ndarray | None:
     if channels is None:
         return None
     delta = np.asarray(delta, dtype=np.float64).reshape(-1, len(MEDIAPIPE_BLENDSHAPES))
-    return _smooth3(delta[:, channels].mean(axis=1))
+    return smooth3(delta[:, channels].mean(axis=1))
 
 
-def _smooth3(x: np.ndarray) -> np.ndarray:
+def smooth3(x: np.ndarray) -> np.ndarray:
     return np.convolve(np.pad(x, 1, mode="edge"), np.ones(3) / 3, mode="valid") if len(x) >= 3 else x
 
 
@@ -83,7 +83,7 @@ def apex_index(delta: np.ndarray, emotion: str | None) -> int:
         raise ValueError("apex_index: no frames")
     strength = au_strength(delta, emotion)
     if strength is None:
-        strength = _smooth3(np.abs(np.delete(delta, NOT_EXPRESSION, axis=1)).max(axis=1))
+        strength = smooth3(np.abs(np.delete(delta, NOT_EXPRESSION, axis=1)).max(axis=1))
     return int(np.argmax(strength))
 
 
@@ -139,4 +139,4 @@ def supported(raw: np.ndarray, delta: np.ndarray, emotion: str | None,
     smile = np.asarray(raw, dtype=np.float64).reshape(-1, len(MEDIAPIPE_BLENDSHAPES))[:, SMILE].mean(axis=1)
     if float(smile.max()) >= cfg.smile_raw:  # a smile the baseline absorbed
         return True
-    return float(strength.max()) >= cfg.min_rise and float(_smooth3(smile).max()) >= cfg.smile_min
+    return float(strength.max()) >= cfg.min_rise and float(smooth3(smile).max()) >= cfg.smile_min

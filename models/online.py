@@ -42,8 +42,8 @@ from typing import Any, Callable, Generator
 import numpy as np
 
 from fes_live.models.baseline import BaselineConfig, NeutralBaseline
-from fes_live.models.emotion import (READ_WELL, EmotionEvidenceConfig, apex_index, au_strength, evidence_emotion,
-                                     supported)
+from fes_live.models.emotion import (READ_WELL, SMILE, EmotionEvidenceConfig, smooth3, apex_index, au_strength,
+                                     evidence_emotion, supported)
 from fes_live.models.proposals import (FEDNDecodeConfig, GIMProposalConfig, fedn_proposals, gim_proposals, iou_1d,
                               nms_1d)
 from fes_live.models.spotting import (MACRO, MICRO, CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate,
@@ -111,6 +111,12 @@ class SpotterConfig:
                                       # either end: FEDN's boundaries fall inside the movement's (docs/real_dev.md,
                                       # "Boundaries from the action units"). The event waits for them to fall. 0: off
     grow_seconds: float = 0.5
+    au_onset: float = 0.0             # with FEDN announcing onsets: also announce one as soon as a happiness's or
+                                      # surprise's action units (models.emotion.au_strength) rise this far above the
+                                      # person's neutral, as `supported` would accept them, for au_onset_frames
+                                      # frames: a window must hold most of an expression before FEDN scores it, so
+                                      # its own onsets come late on slowly building ones. 0: off
+    au_onset_frames: int = 3
     apex_from: str = "blendshapes"    # a FEDN interval's apex: "blendshapes" (where its emotion's action units
                                       # deviate most from the neutral baseline, models.emotion.apex_index) or "gim"
                                       # (the top of GIM's curve over it: on real faces the curve saturates, and its
@@ -135,6 +141,9 @@ class SpotterConfig:
         if not 0.0 <= self.grow_below < 1.0 or self.grow_seconds < 0:
             raise ValueError(f"grow_below must be in [0, 1) (0: off) and grow_seconds >= 0, got {self.grow_below} and "
                              f"{self.grow_seconds}")
+        if self.au_onset < 0 or self.au_onset_frames < 1:
+            raise ValueError(f"au_onset must be >= 0 (0: off) and au_onset_frames >= 1, got {self.au_onset} and "
+                             f"{self.au_onset_frames}")
         if self.apex_from not in ("blendshapes", "gim"):
             raise ValueError(f"apex_from must be 'blendshapes' or 'gim', got {self.apex_from!r}")
 
@@ -211,6 +220,7 @@ class OnlineSpotter:
         self._long: Proposal | None = None       # an expression running past the windows' ends (fedn_long)
         self._announced: list[list[int]] = []    # FEDN onsets not yet final: [track, onset, last offset seen,
                                                   # emotion]
+        self._au_open: dict[int, list[int]] = {}  # emotion -> its action-unit onset in _announced while they are up
         # (frame, raw blendshapes, deltas from the baseline) of recent face frames: emotion evidence, talking
         self._k = cfg.baseline.blendshape_dim
         self._shapes: deque[tuple[int, np.ndarray, np.ndarray]] = deque(maxlen=self.max_segment + cfg.fedn_window)
@@ -344,6 +354,10 @@ class OnlineSpotter:
         self._fedn_x.append(delta)
         if face_present:
             self._shapes.append((t, geometry[:self._k], delta[:self._k]))
+            if self.fedn_onsets and cfg.au_onset > 0:
+                out += self._au_announce(t)
+        else:
+            self._au_open.clear()
         self._fedn_face.append(face_present)
         # The window grid is on frame numbers, not on the run's first frame: a detector that takes over a stream
         # mid-way (a restart, a reconnect) looks at the same windows as one that saw the stream from frame 0.
@@ -558,6 +572,55 @@ class OnlineSpotter:
                 continue  # an expression already reported: it would be suppressed as claimed (_settle_fedn)
             self._announced.append([self._next_track, d.onset, d.offset, d.emotion])
             out.append(OnsetUpdate(d.onset, d.score, self._next_track))
+            self._next_track += 1
+        return out
+
+    def _au_announce(self, t: int) -> list[Update]:
+        """Onsets from the action units (`au_onset`): a happiness or surprise announced when its units have been up
+        for `au_onset_frames`, from the first frame of their rise; kept open while they stay up, so that FEDN's
+        interval about it, found later, takes its track (`_announcement`), or it is cancelled once FEDN has seen
+        them down and found nothing (`_expire_onsets`)."""
+        cfg = self.cfg
+        reach = int(round(cfg.grow_seconds * cfg.fps)) + cfg.au_onset_frames
+        rows = []
+        for row in reversed(self._shapes):  # the newest run of consecutive face frames, at most `reach`
+            if len(rows) == reach or (rows and row[0] != rows[-1][0] - 1):
+                break
+            rows.append(row)
+        rows.reverse()
+        raw = np.array([r for _, r, _ in rows])
+        delta = np.array([d for _, _, d in rows])
+        out: list[Update] = []
+        for name in READ_WELL:
+            if name not in cfg.emotions:
+                continue
+            emotion = cfg.emotions.index(name)
+            strength = au_strength(delta, name)
+            up = strength >= cfg.au_onset
+            if name == "happiness":  # a face already smiling when it appears: the baseline starts on the smile
+                up |= smooth3(raw[:, SMILE].mean(axis=1)) >= cfg.emotion_evidence.smile_raw
+            held = len(up) >= cfg.au_onset_frames and bool(up[-cfg.au_onset_frames:].all())
+            live = self._au_open.get(emotion)
+            if live is not None:  # announced on this rise: one onset until the units come down again
+                if not up[-1]:
+                    del self._au_open[emotion]
+                elif any(a is live for a in self._announced):  # not yet taken by an event or cancelled
+                    live[2] = t
+                continue
+            if not held or not supported(raw, delta, name, cfg.emotion_evidence):
+                continue
+            if self._announced:
+                continue  # an onset is open already (its span so far can end before t; a laugh raises the brows)
+            if any(p.emotion == emotion and p.onset <= t <= p.offset for p in self._emitted):
+                continue
+            rising = up | (strength >= max(cfg.grow_below * strength[-1], cfg.emotion_evidence.min_rise))
+            first = len(rising) - 1
+            while first > 0 and rising[first - 1]:
+                first -= 1
+            a = [self._next_track, int(rows[first][0]), t, emotion]
+            self._announced.append(a)
+            self._au_open[emotion] = a
+            out.append(OnsetUpdate(a[1], float(np.clip(strength[-1], 0.0, 1.0)), self._next_track))
             self._next_track += 1
         return out
 

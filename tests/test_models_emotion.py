@@ -219,3 +219,64 @@ def test_only_an_interval_that_can_become_an_event_waits_for_its_action_units():
 
     assert pool_at_frame_112(0.5) == [(60, 99)]
     assert pool_at_frame_112(0.9999) == []
+
+
+def onsets_and_events(geometry: np.ndarray, **cfg) -> list[tuple[int, str, int, int]]:
+    """(frame that made it known, update type, its frame, track) of the spotter over `geometry`, FEDN (the test
+    double of `spot_marked`) announcing onsets."""
+    from fes_live.models.spotting import CancelUpdate, OnsetUpdate
+
+    def fedn(x):
+        on = np.flatnonzero(x[0, :, 0] > 0.5)
+        logits, iv = np.full((1, 4, 3), -9.0, np.float32), np.zeros((1, 4, 2), np.float32)
+        if len(on):
+            logits[0, 0, 0], iv[0, 0] = 4.0, (on[0], on[-1])
+        return logits, iv
+
+    T = len(geometry)
+    feats = {"geometry": geometry, "roi_flow": np.zeros((T, 12, 2), np.float32), "face_present": np.ones(T, bool),
+             "frame_index": np.arange(T), "fps": 30.0}
+    sp = OnlineSpotter(lambda w: (np.zeros(len(w)), np.zeros((len(w), 2))), fedn,
+                       SpotterConfig(fedn_window=64, emotions=("happiness", "surprise", "anger"), onsets="fedn", **cfg))
+    out = []
+    for at, u in timed_updates(sp, feats):
+        if isinstance(u, (OnsetUpdate, CancelUpdate)):
+            out.append((at, type(u).__name__, u.frame_index, u.track))
+        elif isinstance(u, ExpressionUpdate):
+            out.append((at, "ExpressionUpdate", u.proposal.onset, u.track))
+    return out
+
+
+def test_action_units_announce_an_onset_before_fedn_can():
+    """A smile from frame 52 (FEDN, the test double, reports 60-99): with `au_onset` its onset is announced three
+    frames into the rise, at its first frame, and the event takes that track; FEDN's own first announcement comes
+    only from a window holding enough of it. A smile FEDN never reports is announced too, and cancelled once the
+    windows have seen it end; brows raised are a surprise's; cheeks with no smile announce nothing under
+    `smile_min`; a face already smiling when it appears is announced from its raw smile."""
+    geometry = np.zeros((220, 1008), np.float32)
+    geometry[60:100, 0] = 1.0
+    geometry[52:108, SMILE] = 0.6
+    [onset, final] = onsets_and_events(geometry, au_onset=0.2)
+    assert onset == (54, "OnsetUpdate", 51, 0) and final[1:] == ("ExpressionUpdate", 51, 0)
+    [fedn_onset, same] = onsets_and_events(geometry)
+    assert fedn_onset[1] == "OnsetUpdate" and fedn_onset[0] >= 63 and same[1:] == final[1:]
+    unconfirmed = geometry.copy()
+    unconfirmed[:, 0] = 0.0
+    [onset, cancel] = onsets_and_events(unconfirmed, au_onset=0.2)
+    assert onset == (54, "OnsetUpdate", 51, 0) and cancel[1:] == ("CancelUpdate", 51, 0) and cancel[0] > 107
+    brows = np.zeros((220, 1008), np.float32)
+    brows[52:108, [I["browInnerUp"], I["browOuterUpLeft"], I["browOuterUpRight"]]] = 0.6
+    assert onsets_and_events(brows, au_onset=0.2)[0][:3] == (54, "OnsetUpdate", 51)
+    faint = np.zeros((220, 1008), np.float32)
+    faint[52:108, [I["cheekSquintLeft"], I["cheekSquintRight"]]] = 0.6
+    faint[52:108, SMILE] = 0.2
+    assert onsets_and_events(faint, au_onset=0.2) == []
+    assert onsets_and_events(faint, au_onset=0.2, emotion_evidence=EmotionEvidenceConfig(smile_min=0))[0][1] == \
+        "OnsetUpdate"
+    smiling = np.zeros((220, 1008), np.float32)   # already smiling when the face appears: the baseline starts on it
+    smiling[:40, SMILE] = 0.6
+    smiling[20:40, 0] = 1.0                       # (FEDN's input is the baseline's delta too: it marks 20-39)
+    [onset, final] = onsets_and_events(smiling, au_onset=0.2)
+    assert onset == (2, "OnsetUpdate", 0, 0) and final[1:] == ("ExpressionUpdate", 20, 0)
+    with pytest.raises(ValueError, match="au_onset"):
+        SpotterConfig(au_onset=-1)
