@@ -100,6 +100,8 @@ class EmotionEvidenceConfig:
     smile_min: float = 0.3       # ... and so is a macro happiness whose mouth never reads as smiling: mouthSmile
                                  # (3-frame mean) under this at every frame, as on 9 in 10 of a resting face's
                                  # frames (eyes closing on a faint smile, squinting). 0: off
+    micro_smile: bool = True     # a micro happiness must show its smile too (smile_min; otherwise a micro-
+                                 # expression is not asked: too brief and faint for its action units to be read)
 
 
 def evidence_emotion(raw: np.ndarray, delta: np.ndarray, cfg: EmotionEvidenceConfig = EmotionEvidenceConfig()
@@ -136,7 +138,13 @@ def supported(raw: np.ndarray, delta: np.ndarray, emotion: str | None,
         return True
     if emotion != "happiness":
         return float(strength.max()) >= cfg.min_rise
+    return float(strength.max()) >= cfg.min_rise and shows_smile(raw, cfg) or shows_smile(raw, cfg, outright=True)
+
+
+def shows_smile(raw: np.ndarray, cfg: EmotionEvidenceConfig = EmotionEvidenceConfig(), outright: bool = False) -> bool:
+    """Whether the mouth reads as smiling at some frame of (T, 52) raw blendshapes: mouthSmile (3-frame mean) at
+    `smile_min`, or (`outright`) at `smile_raw`, a smile whatever the baseline absorbed."""
     smile = np.asarray(raw, dtype=np.float64).reshape(-1, len(MEDIAPIPE_BLENDSHAPES))[:, SMILE].mean(axis=1)
-    if float(smile.max()) >= cfg.smile_raw:  # a smile the baseline absorbed
-        return True
-    return float(strength.max()) >= cfg.min_rise and float(smooth3(smile).max()) >= cfg.smile_min
+    if outright:
+        return len(smile) > 0 and float(smile.max()) >= cfg.smile_raw
+    return len(smile) > 0 and float(smooth3(smile).max()) >= cfg.smile_min

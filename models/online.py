@@ -42,8 +42,8 @@ from typing import Any, Callable, Generator
 import numpy as np
 
 from fes_live.models.baseline import BaselineConfig, NeutralBaseline
-from fes_live.models.emotion import (READ_WELL, SMILE, EmotionEvidenceConfig, smooth3, apex_index, au_strength,
-                                     evidence_emotion, supported)
+from fes_live.models.emotion import (READ_WELL, SMILE, EmotionEvidenceConfig, apex_index, au_strength,
+                                     evidence_emotion, shows_smile, smooth3, supported)
 from fes_live.models.proposals import (FEDNDecodeConfig, GIMProposalConfig, fedn_proposals, gim_proposals, iou_1d,
                               nms_1d)
 from fes_live.models.spotting import (MACRO, MICRO, CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate,
@@ -869,8 +869,13 @@ class OnlineSpotter:
             extras = {**extras, "emotion_from": "blendshapes", "model_emotion": p.emotion}
             p = dataclasses.replace(p, emotion=emotions.index(name))
         said = emotions[p.emotion] if 0 <= p.emotion < len(emotions) else None
-        # a micro-expression is too brief and faint for the blendshapes to be asked (they barely read one)
-        return (p, extras) if p.kind == MICRO or supported(raw, delta, said, evidence) else None
+        # a micro-expression is too brief and faint for its action units to be read: a happiness is asked only
+        # whether the mouth smiles at all (`micro_smile`)
+        if p.kind == MICRO:
+            asked = evidence.enabled and evidence.micro_smile and said == "happiness"
+            smiling = not asked or shows_smile(raw, evidence)
+            return (p, extras) if smiling else None
+        return (p, extras) if supported(raw, delta, said, evidence) else None
 
 
 def shares(a: tuple[int, int], b: tuple[int, int], share: float) -> bool:

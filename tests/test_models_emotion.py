@@ -158,7 +158,7 @@ def test_an_emotion_whose_action_units_never_move_is_not_supported():
 def test_spotter_drops_an_event_whose_emotions_action_units_never_move():
     """A test-double FEDN reports frames 60-99 (marked in blendshape 0) as happiness while the person only closes
     the eyes there: no event; with a smile there, or with the check off, one; with a faint smile, none; a
-    micro-expression is not judged."""
+    micro-expression is asked only for a happiness's smile (`micro_smile`)."""
     geometry = np.zeros((200, 1008), np.float32)
     geometry[60:100, 0] = 1.0
     geometry[60:100, [I["eyeBlinkLeft"], I["eyeBlinkRight"]]] = 0.9
@@ -171,8 +171,12 @@ def test_spotter_drops_an_event_whose_emotions_action_units_never_move():
     faint[70:90, SMILE] = 0.2                         # moves, but never reads as smiling (smile_min)
     assert spot_marked(faint, 0) == []
     assert spot_marked(faint, 0, emotion_evidence=EmotionEvidenceConfig(smile_min=0.0)) == [(60, 99, 0)]
-    micro = np.zeros_like(geometry)                   # a micro-expression (< 0.5 s) is not asked: too faint
+    micro = np.zeros_like(geometry)                   # a micro-expression (< 0.5 s) is asked only for its smile
     micro[60:70, 0] = 1.0
+    assert spot_marked(micro, 0) == []
+    assert spot_marked(micro, 0, emotion_evidence=EmotionEvidenceConfig(micro_smile=False)) == [(60, 69, 0)]
+    assert spot_marked(micro, 1) == [(60, 69, 1)]      # a micro surprise is not asked
+    micro[60:70, SMILE] = 0.35
     assert spot_marked(micro, 0) == [(60, 69, 0)]
 
 
