@@ -22,19 +22,23 @@ def frames(n=20, **values):
     return x
 
 
-def spot_marked(geometry: np.ndarray, emotion: int, timed: bool = False, **cfg) -> list[tuple[int, ...]]:
-    """The spotter over `geometry` with a test-double FEDN that reports the frames marked in blendshape 0 as
-    `emotion` (of happiness, surprise, anger): its events' (onset, offset, emotion); `timed`: (frame that made the
-    event known, onset, offset, emotion)."""
-    T = len(geometry)
-
+def marked_fedn(emotion: int):
+    """Test-double FEDN: the frames of the window marked in geometry channel 0 are one interval of `emotion`."""
     def fedn(x):
         on = np.flatnonzero(x[0, :, 0] > 0.5)
         logits, iv = np.full((1, 4, 3), -9.0, np.float32), np.zeros((1, 4, 2), np.float32)
         if len(on):
             logits[0, 0, emotion], iv[0, 0] = 4.0, (on[0], on[-1])
         return logits, iv
+    return fedn
 
+
+def spot_marked(geometry: np.ndarray, emotion: int, timed: bool = False, **cfg) -> list[tuple[int, ...]]:
+    """The spotter over `geometry` with a test-double FEDN that reports the frames marked in blendshape 0 as
+    `emotion` (of happiness, surprise, anger): its events' (onset, offset, emotion); `timed`: (frame that made the
+    event known, onset, offset, emotion)."""
+    T = len(geometry)
+    fedn = marked_fedn(emotion)
     feats = {"geometry": geometry, "roi_flow": np.zeros((T, 12, 2), np.float32), "face_present": np.ones(T, bool),
              "frame_index": np.arange(T), "fps": 30.0}
     sp = OnlineSpotter(lambda w: (np.zeros(len(w)), np.zeros((len(w), 2))), fedn,
@@ -206,15 +210,8 @@ def test_only_an_interval_that_can_become_an_event_waits_for_its_action_units():
     geometry[60:100, 0] = 1.0
     geometry[52:131, SMILE] = 0.6
 
-    def fedn(x):
-        on = np.flatnonzero(x[0, :, 0] > 0.5)
-        logits, iv = np.full((1, 4, 3), -9.0, np.float32), np.zeros((1, 4, 2), np.float32)
-        if len(on):
-            logits[0, 0, 0], iv[0, 0] = 4.0, (on[0], on[-1])
-        return logits, iv
-
     def pool_at_frame_112(threshold: float) -> list[tuple[int, int]]:
-        sp = OnlineSpotter(lambda w: (np.zeros(len(w)), np.zeros((len(w), 2))), fedn,
+        sp = OnlineSpotter(lambda w: (np.zeros(len(w)), np.zeros((len(w), 2))), marked_fedn(0),
                            SpotterConfig(fedn_window=64, emotions=("happiness", "surprise", "anger"),
                                          fedn_only_threshold=threshold))
         for t in range(113):
@@ -230,17 +227,10 @@ def onsets_and_events(geometry: np.ndarray, **cfg) -> list[tuple[int, str, int, 
     double of `spot_marked`) announcing onsets."""
     from fes_live.models.spotting import CancelUpdate, OnsetUpdate
 
-    def fedn(x):
-        on = np.flatnonzero(x[0, :, 0] > 0.5)
-        logits, iv = np.full((1, 4, 3), -9.0, np.float32), np.zeros((1, 4, 2), np.float32)
-        if len(on):
-            logits[0, 0, 0], iv[0, 0] = 4.0, (on[0], on[-1])
-        return logits, iv
-
     T = len(geometry)
     feats = {"geometry": geometry, "roi_flow": np.zeros((T, 12, 2), np.float32), "face_present": np.ones(T, bool),
              "frame_index": np.arange(T), "fps": 30.0}
-    sp = OnlineSpotter(lambda w: (np.zeros(len(w)), np.zeros((len(w), 2))), fedn,
+    sp = OnlineSpotter(lambda w: (np.zeros(len(w)), np.zeros((len(w), 2))), marked_fedn(0),
                        SpotterConfig(fedn_window=64, emotions=("happiness", "surprise", "anger"), onsets="fedn", **cfg))
     out = []
     for at, u in timed_updates(sp, feats):
