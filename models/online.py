@@ -521,7 +521,11 @@ class OnlineSpotter:
         return out
 
     def _settled(self) -> np.ndarray:
-        return np.array([(p.onset, p.offset) for p in self._resolved], dtype=np.float64).reshape(-1, 2)
+        """The settled intervals that suppress later windows' intervals on them: those that scored the threshold.
+        One under it was never news, and FEDN often scores an expression low in the first window that holds it
+        whole and high in the next (real_dev edtalk 147-169: 0.67, then 0.95)."""
+        sure = [(p.onset, p.offset) for p in self._resolved if p.score >= self.cfg.fedn_only_threshold]
+        return np.array(sure, dtype=np.float64).reshape(-1, 2)
 
     def _window(self, start: int, valid: int) -> Steps:
         """FEDN's intervals in the last `valid` frames of the ring, starting at frame `start` (zero-padded to W);

@@ -374,6 +374,32 @@ def test_a_fedn_onset_no_event_takes_is_cancelled():
     assert seen[1][0] - seen[0][0] <= 64                  # the cancel comes within a window, not at the end
 
 
+def test_a_doubtful_first_find_does_not_suppress_a_confident_later_one():
+    """The first window that holds an expression whole scores it under the threshold, the next one over it: the
+    doubtful interval settles without an event, and the confident one is still reported (before session 34 the
+    settled interval suppressed it, and the expression was missed)."""
+    T = 300
+    marker = np.zeros(T, bool)
+    marker[100:120] = True
+    seen = []
+
+    def doubtful_first_fedn(x):
+        """Test double: the marked frames score 0.5 in the first window that holds them whole, 0.98 after."""
+        on = np.flatnonzero(x[0, :, 0] > 0.5)
+        logits = np.full((1, 4, 3), -9.0, np.float32)
+        iv = np.zeros((1, 4, 2), np.float32)
+        if len(on) and on[-1] < 63 - 4:                    # whole, clear of the window's end edge
+            logits[0, 0, 2] = 0.0 if not seen else 4.0
+            seen.append(1)
+            iv[0, 0] = (on[0], on[-1])
+        return logits, iv
+
+    cfg = SpotterConfig(fedn_window=64, fedn_stride=16, onset_stride=0)
+    events = spot_video(OnlineSpotter(curve_gim, doubtful_first_fedn, cfg),
+                        video(np.zeros(T, np.float32), np.zeros((T, 2), np.float32), marker=marker))
+    assert len(seen) >= 2 and [(p.onset, p.offset) for p in events] == [(100, 119)]
+
+
 def test_an_interval_fedn_finds_only_long_after_its_offset_is_not_reported():
     """Real FEDN sometimes proposes an expression only once its windows no longer hold an earlier one, seconds after
     its offset (docs/events.md). Such a late find is not news: with `fedn_max_lag` (on by default) it is dropped,
