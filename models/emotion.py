@@ -138,7 +138,7 @@ def supported(raw: np.ndarray, delta: np.ndarray, emotion: str | None,
         return True
     if emotion != "happiness":
         return float(strength.max()) >= cfg.min_rise
-    return float(strength.max()) >= cfg.min_rise and shows_smile(raw, cfg) or shows_smile(raw, cfg, outright=True)
+    return (float(strength.max()) >= cfg.min_rise and shows_smile(raw, cfg)) or shows_smile(raw, cfg, outright=True)
 
 
 def shows_smile(raw: np.ndarray, cfg: EmotionEvidenceConfig = EmotionEvidenceConfig(), outright: bool = False) -> bool:
