@@ -746,6 +746,9 @@ class OnlineSpotter:
                 continue
             self._resolved.append(d)
             judged = self._evidence(grown, {"fedn_score": d.score}) if wanted else None
+            if judged is not None and judged[0].emotion != d.emotion \
+                    and self._reported(dataclasses.replace(d, emotion=judged[0].emotion)):
+                judged = None  # the blendshapes name it as an expression already reported (FEDN named it otherwise)
             if judged is not None:  # (an onset it would have adopted is cancelled in due course instead)
                 p, extras = judged
                 p = self._peak(p)

@@ -274,3 +274,33 @@ def test_action_units_announce_an_onset_before_fedn_can():
     assert onset == (2, "OnsetUpdate", 0, 0) and final[1:] == ("ExpressionUpdate", 20, 0)
     with pytest.raises(ValueError, match="au_onset"):
         SpotterConfig(au_onset=-1)
+
+
+def test_an_expression_the_blendshapes_name_as_one_already_reported_is_not_reported_again():
+    """FEDN (test double) reports a smile's first part, 40-70, as happiness, then a later window the span 50-140 as
+    "anger"; the blendshapes show the smile over it, so that is happiness, and sharing 0.68 of the first event it is
+    the expression already reported: one event, not two."""
+    T = 220
+    geometry = np.zeros((T, 1008), np.float32)
+    geometry[40:141, SMILE] = 0.6
+
+    def events() -> list[tuple[int, int, int]]:
+        ends = iter(range(15, T + 16, 16))     # the grid's windows (every 16 frames, no announcing ones between)
+
+        def fedn(x):
+            end = next(ends)
+            start = max(0, end - 127)
+            logits, iv = np.full((1, 4, 3), -9.0, np.float32), np.zeros((1, 4, 2), np.float32)
+            if 70 + 4 <= end < 150:
+                logits[0, 0, 0], iv[0, 0] = 4.0, (40 - start, 70 - start)
+            elif end >= 150:
+                logits[0, 0, 2], iv[0, 0] = 4.0, (50 - start, 140 - start)
+            return logits, iv
+
+        feats = {"geometry": geometry, "roi_flow": np.zeros((T, 12, 2), np.float32),
+                 "face_present": np.ones(T, bool), "frame_index": np.arange(T), "fps": 30.0}
+        sp = OnlineSpotter(lambda w: (np.zeros(len(w)), np.zeros((len(w), 2))), fedn,
+                           SpotterConfig(emotions=("happiness", "surprise", "anger"), grow_below=0.0, onset_stride=0))
+        return [(p.onset, p.offset, p.emotion) for p in spot_video(sp, feats)]
+
+    assert events() == [(40, 70, 0)]
