@@ -352,12 +352,12 @@ class OnlineSpotter:
         # FEDN
         delta = self.baseline.update(geometry, face_present, new_face)
         self._fedn_x.append(delta)
+        if not face_present or new_face:  # a rise of the face that went is not this face's
+            self._au_open.clear()
         if face_present:
             self._shapes.append((t, geometry[:self._k], delta[:self._k]))
             if self.fedn_onsets and cfg.au_onset > 0:
                 out += self._au_announce(t)
-        else:
-            self._au_open.clear()
         self._fedn_face.append(face_present)
         # The window grid is on frame numbers, not on the run's first frame: a detector that takes over a stream
         # mid-way (a restart, a reconnect) looks at the same windows as one that saw the stream from frame 0.
@@ -587,8 +587,8 @@ class OnlineSpotter:
         cfg = self.cfg
         reach = int(round(cfg.grow_seconds * cfg.fps)) + cfg.au_onset_frames
         rows = []
-        for row in reversed(self._shapes):  # the newest run of consecutive face frames, at most `reach`
-            if len(rows) == reach or (rows and row[0] != rows[-1][0] - 1):
+        for row in reversed(self._shapes):  # this face's newest run of consecutive frames, at most `reach`
+            if len(rows) == reach or (rows and row[0] != rows[-1][0] - 1) or row[0] < self._track_start:
                 break
             rows.append(row)
         rows.reverse()
@@ -613,8 +613,9 @@ class OnlineSpotter:
                 continue
             if not held or not supported(raw, delta, name, cfg.emotion_evidence):
                 continue
-            if self._announced:
-                continue  # an onset is open already (its span so far can end before t; a laugh raises the brows)
+            if any(a[1] >= self._track_start for a in self._announced):
+                continue  # an onset of this face is open already (its span so far can end before t; a laugh
+                          # raises the brows); one of a face gone before a cut does not hold this face's back
             if any(p.emotion == emotion and p.onset <= t <= p.offset for p in self._emitted):
                 continue
             rising = up | (strength >= max(cfg.grow_below * strength[-1], cfg.emotion_evidence.min_rise))

@@ -222,14 +222,14 @@ def test_only_an_interval_that_can_become_an_event_waits_for_its_action_units():
     assert pool_at_frame_112(0.9999) == []
 
 
-def onsets_and_events(geometry: np.ndarray, **cfg) -> list[tuple[int, str, int, int]]:
+def onsets_and_events(geometry: np.ndarray, cut: int | None = None, **cfg) -> list[tuple[int, str, int, int]]:
     """(frame that made it known, update type, its frame, track) of the spotter over `geometry`, FEDN (the test
-    double of `spot_marked`) announcing onsets."""
+    double of `spot_marked`) announcing onsets; `cut`: a new face from that frame (a shot cut)."""
     from fes_live.models.spotting import CancelUpdate, OnsetUpdate
 
     T = len(geometry)
     feats = {"geometry": geometry, "roi_flow": np.zeros((T, 12, 2), np.float32), "face_present": np.ones(T, bool),
-             "frame_index": np.arange(T), "fps": 30.0}
+             "frame_index": np.arange(T), "fps": 30.0, "new_face": np.arange(T) == cut}
     sp = OnlineSpotter(lambda w: (np.zeros(len(w)), np.zeros((len(w), 2))), marked_fedn(0),
                        SpotterConfig(fedn_window=64, emotions=("happiness", "surprise", "anger"), onsets="fedn", **cfg))
     out = []
@@ -274,6 +274,15 @@ def test_action_units_announce_an_onset_before_fedn_can():
     assert onset == (2, "OnsetUpdate", 0, 0) and final[1:] == ("ExpressionUpdate", 20, 0)
     with pytest.raises(ValueError, match="au_onset"):
         SpotterConfig(au_onset=-1)
+
+
+def test_a_new_face_gets_its_own_action_unit_onset():
+    """A smile from frame 52 still up at a shot cut (frame 120) to another face already smiling: the second face's
+    smile is announced too, from its raw smile; the first face's rise does not hold it back."""
+    geometry = np.zeros((260, 1008), np.float32)
+    geometry[52:260, SMILE] = 0.6
+    onsets = [u for u in onsets_and_events(geometry, cut=120, au_onset=0.2) if u[1] == "OnsetUpdate"]
+    assert [(u[0], u[2]) for u in onsets] == [(54, 51), (122, 120)]
 
 
 def test_an_expression_the_blendshapes_name_as_one_already_reported_is_not_reported_again():
