@@ -43,7 +43,7 @@ import numpy as np
 
 from fes_live.models.baseline import BaselineConfig, NeutralBaseline
 from fes_live.models.emotion import (READ_WELL, SMILE, EmotionEvidenceConfig, apex_index, au_strength,
-                                     evidence_emotion, shows_smile, smooth3, supported)
+                                     evidence_emotion, eyes_close, shows_smile, smooth3, supported)
 from fes_live.models.proposals import (FEDNDecodeConfig, GIMProposalConfig, fedn_proposals, gim_proposals, iou_1d,
                               nms_1d)
 from fes_live.models.spotting import (MACRO, MICRO, CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate,
@@ -877,6 +877,8 @@ class OnlineSpotter:
             extras = {**extras, "emotion_from": "blendshapes", "model_emotion": p.emotion}
             p = dataclasses.replace(p, emotion=emotions.index(name))
         said = emotions[p.emotion] if 0 <= p.emotion < len(emotions) else None
+        if said not in READ_WELL and eyes_close(delta, evidence) and not shows_smile(raw, evidence):
+            return None  # a blink, not an expression MediaPipe cannot see (eyes closing on a smile: a laugh)
         # a micro-expression is too brief and faint for its action units to be read: a happiness is asked only
         # whether the mouth smiles at all (`micro_smile`)
         if p.kind == MICRO:

@@ -5,8 +5,8 @@
 # and the held-out synthetic figures (scripts/synth_sets.sh's test videos, scripts/synth_heldout.py ->
 # reports/synthetic/heldout.md).
 #   scripts/real_loio.sh                # everything (about an hour on 2 cores)
-#   STAGE=export scripts/real_loio.sh   # JOINT=1 only: skip the cross-validation (the default run reuses the
-#                                       # folds it kept, so a second run retrains nothing)
+#   STAGE=export scripts/real_loio.sh   # JOINT=1 only: skip the cross-validation (both runs reuse the
+#                                       # folds they kept, so a second run retrains nothing)
 #   JOINT=1 scripts/real_loio.sh        # the `lab` engine: trained on synthetic videos of other people too
 #                                       # (--synth), so it finds micro-expressions: reports/real_dev/joint/loio.md,
 #                                       # stream/engines/lab (not the default: worse on the real clips,
@@ -25,7 +25,7 @@ if [ -n "${JOINT:-}" ]; then
   # with the smile ceiling at inference that every export now carries
   LAB=(--config configs/lab_engine.json)
   [ "$STAGE" = loio ] && train "${SYNTH[@]}" "${LAB[@]}" --loio reports/real_dev/joint --keep-folds runs/joint/folds \
-    --made-by "JOINT=1 scripts/real_loio.sh"
+    --reuse-folds runs/joint/folds --made-by "JOINT=1 scripts/real_loio.sh"
   train "${SYNTH[@]}" "${LAB[@]}" --export stream/engines/lab --engine-version 0.4.1
 else
   # one call: the folds (kept in runs/real_loio, and taken from there again while recipe and labels are the same),

@@ -184,6 +184,28 @@ def test_spotter_drops_an_event_whose_emotions_action_units_never_move():
     assert spot_marked(micro, 0) == [(60, 69, 0)]
 
 
+def test_blink_veto_drops_an_expression_mediapipe_cannot_see_while_the_eyes_close():
+    """FEDN (test double) reports "anger" over 60-69 (micro) or 60-99 (macro) while the eyes close (eyeBlink +0.5):
+    with `blink_veto` (0.3, the default) that is a blink, whatever the model says; a happiness with its smile stays
+    (MediaPipe reads it), and so do the anger with the eyes open and the eyes closing on a smile (a laugh the model
+    named otherwise); off, nothing is dropped."""
+    veto = EmotionEvidenceConfig()
+    for end in (70, 100):
+        geometry = np.zeros((220, 1008), np.float32)
+        geometry[60:end, 0] = 1.0
+        geometry[62:68, [I["eyeBlinkLeft"], I["eyeBlinkRight"]]] = 0.5
+        assert spot_marked(geometry, 2, emotion_evidence=EmotionEvidenceConfig(blink_veto=0)) == [(60, end - 1, 2)]
+        assert spot_marked(geometry, 2, emotion_evidence=veto) == []
+        geometry[62:68, I["eyeBlinkRight"]] = 0.0          # one eye: both eyes' mean 0.25, under the veto
+        assert spot_marked(geometry, 2, emotion_evidence=veto) == [(60, end - 1, 2)]
+        geometry[62:68, I["eyeBlinkRight"]] = 0.5
+        laugh = geometry.copy()
+        laugh[63:66, SMILE] = 0.35                         # a smile, too brief to name the interval happiness
+        assert spot_marked(laugh, 2, emotion_evidence=veto) == [(60, end - 1, 2)]
+        geometry[60:end, SMILE] = 0.6
+        assert [e[2] for e in spot_marked(geometry, 0, emotion_evidence=veto)] == [0]  # (a macro one grows)
+
+
 def test_an_interval_grows_to_its_action_units_movement():
     """FEDN (the test double) reports 60-99 as happiness; the smile runs 52-107: the event is 51-108 (the 3-frame
     mean spreads it by a frame), heard once the smile has come down, not at FEDN's offset. Growth stops grow_seconds
