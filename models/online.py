@@ -20,8 +20,9 @@ switched off by calibration, the bundled engines), FEDN announces the onsets too
 happiness or surprise grows to the span its action units move in (`_grow`, waiting for them to come down), a plain
 smile or surprise pattern (models.emotion) sets the emotion when the engine's label map is known (`emotions`), a
 macro happiness or surprise whose action units never leave the person's neutral, or a happiness with no smile, is
-dropped (`models.emotion.supported`), and, when switched on, so is an event that is speech with no such pattern
-(models.talking) (`_evidence`).
+dropped (`models.emotion.supported`), so is any other emotion's event over which the eyes close and the mouth
+does not smile (a blink: `models.emotion.eyes_close`), and, when switched on, so is an event that is speech with no
+such pattern (models.talking) (`_evidence`).
 
 Memory is bounded: rings of flow (17 + batch), curve (one longest piece + margins), FEDN input (W frames) and a
 few recent intervals. Everything is numpy around the two callables, so the engine, an eager model or a test
@@ -862,9 +863,10 @@ class OnlineSpotter:
         return out
 
     def _evidence(self, p: Proposal, extras: dict) -> tuple[Proposal, dict] | None:
-        """What the blendshapes over the interval say: None when it is speech with no clear expression in it, or
-        when its emotion's action units do not move at all (`models.emotion.supported`): drop the event; else the
-        proposal, with the emotion a clear pattern shows where it disagrees with the model's."""
+        """What the blendshapes over the interval say: None when it is speech with no clear expression in it, when
+        its emotion's action units do not move at all (`models.emotion.supported`), or when it is a blink taken for
+        an emotion MediaPipe cannot read (`eyes_close`): drop the event; else the proposal, with the emotion a clear
+        pattern shows where it disagrees with the model's."""
         rows = [(raw, delta) for t, raw, delta in self._shapes if p.onset <= t <= p.offset]
         if not rows:
             return p, extras
