@@ -68,8 +68,12 @@ def au_strength(delta: np.ndarray, emotion: str | None) -> np.ndarray | None:
     channels = APEX_CHANNELS.get(emotion or "")
     if channels is None:
         return None
-    delta = np.asarray(delta, dtype=np.float64).reshape(-1, len(MEDIAPIPE_BLENDSHAPES))
-    return smooth3(delta[:, channels].mean(axis=1))
+    return smooth3(channel_mean(delta, channels))
+
+
+def channel_mean(frames: np.ndarray, channels: np.ndarray) -> np.ndarray:
+    """(T, 52) blendshape rows (raw or deviations) -> (T,) the mean of `channels`."""
+    return np.asarray(frames, dtype=np.float64).reshape(-1, len(MEDIAPIPE_BLENDSHAPES))[:, channels].mean(axis=1)
 
 
 def smooth3(x: np.ndarray) -> np.ndarray:
@@ -152,7 +156,7 @@ def supported(raw: np.ndarray, delta: np.ndarray, emotion: str | None,
 def shows_smile(raw: np.ndarray, cfg: EmotionEvidenceConfig = EmotionEvidenceConfig(), outright: bool = False) -> bool:
     """Whether the mouth reads as smiling at some frame of (T, 52) raw blendshapes: mouthSmile (3-frame mean) at
     `smile_min`, or (`outright`) at `smile_raw`, a smile whatever the baseline absorbed."""
-    smile = np.asarray(raw, dtype=np.float64).reshape(-1, len(MEDIAPIPE_BLENDSHAPES))[:, SMILE].mean(axis=1)
+    smile = channel_mean(raw, SMILE)
     if outright:
         return len(smile) > 0 and float(smile.max()) >= cfg.smile_raw
     return len(smile) > 0 and float(smooth3(smile).max()) >= cfg.smile_min
@@ -163,5 +167,5 @@ def eyes_close(delta: np.ndarray, cfg: EmotionEvidenceConfig = EmotionEvidenceCo
     eyeBlink of both eyes (3-frame mean) at `blink_veto` above neutral; never when the veto is off."""
     if not cfg.enabled or cfg.blink_veto <= 0:
         return False
-    blink = np.asarray(delta, dtype=np.float64).reshape(-1, len(MEDIAPIPE_BLENDSHAPES))[:, BLINK].mean(axis=1)
+    blink = channel_mean(delta, BLINK)
     return len(blink) > 0 and float(smooth3(blink).max()) >= cfg.blink_veto
