@@ -76,6 +76,16 @@ def channel_mean(frames: np.ndarray, channels: np.ndarray) -> np.ndarray:
     return np.asarray(frames, dtype=np.float64).reshape(-1, len(MEDIAPIPE_BLENDSHAPES))[:, channels].mean(axis=1)
 
 
+def expression_level(delta: np.ndarray) -> np.ndarray:
+    """(T, 52) deviations from the person's neutral baseline -> (T,) in [0, 1]: the largest rise of any expression
+    channel above it (blinks, gaze and `_neutral` left out: they move with no expression). A class-agnostic intensity
+    that reads real faces, where GIM's I(t), learnt from synthetic frame-to-frame flow, sits near 1 whatever the face
+    does and a held smile has no flow (docs/events.md, "The expression level"). A fall below neutral is not an
+    expression (a baseline taken on one relaxes down to the face: models.baseline)."""
+    d = np.asarray(delta, dtype=np.float64).reshape(-1, len(MEDIAPIPE_BLENDSHAPES))
+    return np.clip(np.delete(d, NOT_EXPRESSION, axis=1), 0.0, 1.0).max(axis=1, initial=0.0)
+
+
 def smooth3(x: np.ndarray) -> np.ndarray:
     return np.convolve(np.pad(x, 1, mode="edge"), np.ones(3) / 3, mode="valid") if len(x) >= 3 else x
 

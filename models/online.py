@@ -44,7 +44,7 @@ import numpy as np
 
 from fes_live.models.baseline import BaselineConfig, NeutralBaseline
 from fes_live.models.emotion import (READ_WELL, SMILE, EmotionEvidenceConfig, apex_index, au_strength,
-                                     evidence_emotion, eyes_close, shows_smile, smooth3, supported)
+                                     evidence_emotion, expression_level, eyes_close, shows_smile, smooth3, supported)
 from fes_live.models.proposals import (FEDNDecodeConfig, GIMProposalConfig, fedn_proposals, gim_proposals, iou_1d,
                               nms_1d)
 from fes_live.models.spotting import (MACRO, MICRO, CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate,
@@ -225,6 +225,10 @@ class OnlineSpotter:
         # (frame, raw blendshapes, deltas from the baseline) of recent face frames: emotion evidence, talking
         self._k = cfg.baseline.blendshape_dim
         self._shapes: deque[tuple[int, np.ndarray, np.ndarray]] = deque(maxlen=self.max_segment + cfg.fedn_window)
+        # (frame, expression level) of the same frames: each frame's `expression_level`, averaged with the two before
+        # it in its face track (MediaPipe's frame-to-frame jitter); `_level_run` holds the track's last three
+        self._levels: deque[tuple[int, float]] = deque(maxlen=self.max_segment + cfg.fedn_window)
+        self._level_run: deque[float] = deque(maxlen=3)
 
     # ------------------------------------------------------------------------------------------------ input
 
@@ -343,6 +347,7 @@ class OnlineSpotter:
             if self._track_start is None:
                 self._track_start = self._next_gim = self._flow_first = t
                 self._flow.clear()
+                self._level_run.clear()
             self._flow.append(roi_flow)  # _run_gim trims it to the frames future windows need
             ready = t - cfg.gim_radius - self._next_gim + 1
             if ready >= cfg.gim_batch:
@@ -357,6 +362,8 @@ class OnlineSpotter:
             self._au_open.clear()
         if face_present:
             self._shapes.append((t, geometry[:self._k], delta[:self._k]))
+            self._level_run.append(float(expression_level(delta[:self._k])[0]))
+            self._levels.append((t, sum(self._level_run) / len(self._level_run)))
             if self.fedn_onsets and cfg.au_onset > 0:
                 out += self._au_announce(t)
         self._fedn_face.append(face_present)
@@ -450,10 +457,17 @@ class OnlineSpotter:
         self._flow.clear()
         return out
 
+    def _level_at(self, frame: int) -> float:
+        """The expression level of `frame`, 0 when it had no face (a recent frame: searched from the newest)."""
+        for t, value in reversed(self._levels):
+            if t <= frame:
+                return value if t == frame else 0.0
+        return 0.0
+
     def _curve_point(self, frame: int, value: float, apex: tuple[float, float]) -> list[Update]:
         """Append I(frame) to the curve and step the piece state machine."""
         self._curve.append((frame, value, apex[0], apex[1]))
-        out: list[Update] = [IntensityUpdate(frame, value, apex)]
+        out: list[Update] = [IntensityUpdate(frame, value, apex, self._level_at(frame))]
         if value > self.low:
             if self._state == "idle":
                 self._state, self._seg_start, self._track_id = "open", frame, -1
@@ -753,7 +767,7 @@ class OnlineSpotter:
                 judged = None  # the blendshapes name it as an expression already reported (FEDN named it otherwise)
             if judged is not None:  # (an onset it would have adopted is cancelled in due course instead)
                 p, extras = judged
-                p = self._peak(p)
+                p = self._leveled(self._peak(p))
                 out.append(ExpressionUpdate(p, self._adopt_track(d), extras))
                 self._emitted.append(p)
         self._pool = keep
@@ -812,6 +826,11 @@ class OnlineSpotter:
             d = dataclasses.replace(d, apex=shapes[apex_index(np.array([x for _, x in shapes]), name)][0])
         return d
 
+    def _leveled(self, p: Proposal) -> Proposal:
+        """`p` with the top of the expression level over its frames (`peak_level`)."""
+        peak = max((value for t, value in self._levels if p.onset <= t <= p.offset), default=0.0)
+        return dataclasses.replace(p, peak_level=peak)
+
     def _adopt_track(self, d: Proposal) -> int:
         """The onset track of an announced GIM piece inside FEDN interval `d` (which then becomes that onset's final
         event instead of a cancel), or -1: a piece GIM found nothing in, or, with GIM's proposals off, the open one.
@@ -855,6 +874,7 @@ class OnlineSpotter:
             if judged is None:
                 continue
             p, extras = judged
+            p = self._leveled(p)
             self._emitted.append(p)
             out.append(ExpressionUpdate(p, track, extras))
             track = -1

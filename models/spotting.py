@@ -38,6 +38,7 @@ class Proposal:
     emotion_probs: tuple[float, ...] = ()
     peak_intensity: float = 0.0
     source: str = ""  # "gim", "fedn" or "gim+fedn"
+    peak_level: float = 0.0  # the top of the expression level over it (models.emotion.expression_level)
 
     @property
     def length(self) -> int:
@@ -55,6 +56,7 @@ class IntensityUpdate:
     frame_index: int
     intensity: float
     apex_probs: tuple[float, float] = (0.0, 0.0)  # (macro, micro)
+    level: float = 0.0  # the face's expression level at that frame (models.emotion.expression_level), 0 without one
 
 
 @dataclass(frozen=True)

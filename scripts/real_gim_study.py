@@ -28,14 +28,6 @@ from fes_live.train.train import TrainConfig, gim_step
 SYNTHETIC_FLOW = 0.07  # median ROI flow magnitude of the synthetic training videos (real clips: 0.1-0.6)
 
 
-def auroc(pos, neg) -> float:
-    pos, neg = np.asarray(pos), np.asarray(neg)
-    if not len(pos) or not len(neg):
-        return float("nan")
-    r = np.concatenate([pos, neg]).argsort(kind="stable").argsort() + 1
-    return (r[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
-
-
 def running_scale(flow: np.ndarray, face: np.ndarray, fps: float, seconds: float = 5.0) -> np.ndarray:
     """Causal running mean of each frame's median ROI flow magnitude (1 s plain mean, then an EMA); restarts with
     each face track."""
@@ -60,16 +52,11 @@ def prepare(clip, info: dict, mode: str):
         scale = SYNTHETIC_FLOW / np.maximum(running_scale(flow, face, clip.fps), 0.02)
         flow = flow * scale[:, None, None].astype(np.float32)
     n = len(flow)
-    kind = np.zeros(n, np.int8)
+    kind = real_eval.frame_kinds(info, n)
     points, kinds = [], []
     for e in info["events"]:
-        k = real_eval.label_kind(e["type"])
         s, t = int(e["start"]), min(int(e["end"]), n - 1)
-        if k == "nuisance":
-            kind[s:t + 1] = np.where(kind[s:t + 1] == 0, 2, kind[s:t + 1])
-        else:
-            kind[s:t + 1] = 1 if k == "expression" else 3
-        if k == "expression":
+        if real_eval.label_kind(e["type"]) == "expression":
             points.append(int(e["peak"]) if e.get("peak") is not None else (s + t) // 2)
             kinds.append(1 if (t - s + 1) < 0.5 * clip.fps else 0)
     return flow, face, kind, np.array(points, np.int64), np.array(kinds, np.int64)
@@ -142,7 +129,8 @@ def main() -> None:
             frames[k] += list(curve[face & (kind == k)])
     print(f"{args.mode}, {args.epochs} epochs: median I(t) on expression {np.median(frames[1]):.2f}, background "
           f"{np.median(frames[0]):.2f}, nuisance {np.median(frames[2]):.2f} frames; AUROC expression against "
-          f"background {auroc(frames[1], frames[0]):.3f}, against nuisance {auroc(frames[1], frames[2]):.3f}")
+          f"background {real_eval.auroc(frames[1], frames[0]):.3f}, against nuisance "
+          f"{real_eval.auroc(frames[1], frames[2]):.3f}")
     if args.proposals:
         for threshold in (0.3, 0.5, 0.7):
             cfg = GIMProposalConfig(apex_threshold=-1.0, score_threshold=(threshold, 10.0))

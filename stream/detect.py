@@ -352,7 +352,7 @@ class Detector:
                 s.intensity.append(u)
                 if s.csv is not None:
                     pts, wall = s.times.get(u.frame_index, (None, None))
-                    s.csv.write(u.frame_index, pts, wall, u.intensity, u.apex_probs)
+                    s.csv.write(u.frame_index, pts, wall, u.intensity, u.apex_probs, u.level)
             elif isinstance(u, OnsetUpdate):
                 self._emit_intensity(s, force=True)  # the curve up to the onset first
                 onset = s.point(u.frame_index, s.rate(self.fps))
@@ -376,7 +376,8 @@ class Detector:
         emotion = (names[p.emotion] if 0 <= p.emotion < len(names) else str(p.emotion)) if p.emotion >= 0 else None
         return {"track": int(max(u.track, -1)), "onset": onset, "apex": apex, "offset": offset,
                 "kind": KIND_NAMES[p.kind], "emotion": emotion, "emotion_probs": probs, "score": float(p.score),
-                "peak_intensity": float(p.peak_intensity), "models": [m for m in p.source.split("+") if m],
+                "peak_intensity": float(p.peak_intensity), "peak_level": float(p.peak_level),
+                "models": [m for m in p.source.split("+") if m],
                 "duration_s": max(0.0, offset["pts_s"] - onset["pts_s"] + 1.0 / s.rate(self.fps)),
                 "latency_s": _latency(offset)}
 
@@ -392,7 +393,8 @@ class Detector:
             "frames": [int(u.frame_index) for u in us],
             "pts_s": [s.times.get(u.frame_index, (None,))[0] for u in us],
             "values": [float(u.intensity) for u in us],
-            "apex_probs": [[float(u.apex_probs[0]), float(u.apex_probs[1])] for u in us]})
+            "apex_probs": [[float(u.apex_probs[0]), float(u.apex_probs[1])] for u in us],
+            "levels": [float(u.level) for u in us]})
 
     # ------------------------------------------------------------------ events out
     def _emit(self, type: str, stream_id: str, data: dict) -> dict | None:

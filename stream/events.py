@@ -622,16 +622,18 @@ def format_event(ev: dict) -> str:
     t = ev["type"]
     if t == "expression":
         emo = d["emotion"] or "-"
+        level = f" level {d['peak_level']:.2f}" if "peak_level" in d else ""
         return (f"{head} track {d['track']} {d['kind']} {emo} frames {d['onset']['frame']}-{d['apex']['frame']}-{d['offset']['frame']}"
                 f" ({d['onset']['pts_s']:.2f}-{d['offset']['pts_s']:.2f} s) score {d['score']:.2f}"
-                f" peak {d['peak_intensity']:.2f} [{'+'.join(d['models'])}]")
+                f" peak {d['peak_intensity']:.2f}{level} [{'+'.join(d['models'])}]")
     if t == "expression.onset":
         return f"{head} track {d['track']} at frame {d['onset']['frame']} ({d['onset']['pts_s']:.2f} s) " \
                f"intensity {d['intensity']:.2f}"
     if t == "expression.cancel":
         return f"{head} track {d['track']}"
     if t == "intensity":
-        return f"{head} frames {d['frames'][0]}-{d['frames'][-1]} max {max(d['values']):.2f}"
+        level = f" level max {max(d['levels']):.2f}" if d.get("levels") else ""
+        return f"{head} frames {d['frames'][0]}-{d['frames'][-1]} max {max(d['values']):.2f}{level}"
     if t == "face":
         return f"{head} {d['state']} at frame {d['frame']}"
     if t == "stream":

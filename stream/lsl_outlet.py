@@ -3,9 +3,10 @@
 Two outlets per stream (needs the optional `pylsl`, `pip install 'fes-live[lsl]'`; its wheel ships liblsl):
 - `fes-live <stream> events`, type `Markers`, one string channel, irregular rate: every event of the stream except
   `intensity` and `stats`, as its JSON.
-- `fes-live <stream>`, type `FacialExpression`, 53 float32 channels at the source's rate: I(t) then the 52
-  MediaPipe blendshapes (channel labels in the stream's description), one sample per frame, pushed once the
-  detector has reported that frame's intensity.
+- `fes-live <stream>`, type `FacialExpression`, 54 float32 channels at the source's rate: I(t), the expression
+  level (models.emotion.expression_level; NaN from a detector that sends none), then the 52 MediaPipe blendshapes
+  (channel labels in the stream's description), one sample per frame, pushed once the detector has reported that
+  frame's intensity.
 
 Timestamps are on the LSL clock (`pylsl.local_clock()`) and say when the frame was captured, not when the sample
 left: capture wall time (`Frame.wall_s`, and the `wall_s` of an event's frame) + the offset between the two clocks,
@@ -27,7 +28,7 @@ from fes_live.stream.face import BLENDSHAPE_NAMES
 
 log = logging.getLogger(__name__)
 
-CHANNELS = ("intensity", *BLENDSHAPE_NAMES)
+CHANNELS = ("intensity", "level", *BLENDSHAPE_NAMES)
 MARKER_TYPES = ("expression.onset", "expression.cancel", "expression", "face", "stream")
 PENDING_FRAMES = 1200  # frames waiting for their intensity (40 s at 30 fps); older ones are dropped
 
@@ -81,12 +82,13 @@ class LslOutlet:
     def on_event(self, ev: dict) -> None:
         t, d = ev.get("type"), ev.get("data", {})
         if t == "intensity":
-            for f, v in zip(d["frames"], d["values"]):
+            levels = d.get("levels") or [float("nan")] * len(d["frames"])
+            for f, v, level in zip(d["frames"], d["values"], levels):
                 got = self.pending.pop(int(f), None)
                 if got is None:
                     continue
                 stamp, bs = got
-                self.data.push_sample([float(v), *bs.tolist()], stamp)
+                self.data.push_sample([float(v), float(level), *bs.tolist()], stamp)
                 self.samples += 1
             return
         if t not in MARKER_TYPES:

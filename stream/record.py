@@ -57,7 +57,7 @@ def free_path(path: Path) -> Path:
 
 
 class IntensityCsv:
-    """frame, pts_s, wall_s, intensity, apex_macro, apex_micro per frame of one stream."""
+    """frame, pts_s, wall_s, intensity, apex_macro, apex_micro, level per frame of one stream."""
 
     def __init__(self, folder: str | Path, stream_id: str):
         path = Path(folder) / f"intensity_{stream_id}.csv"
@@ -67,12 +67,13 @@ class IntensityCsv:
         self._f = open(path, "a", newline="")  # a restarted stream goes on in the same file
         self._w = csv.writer(self._f)
         if new:
-            self._w.writerow(["frame", "pts_s", "wall_s", "intensity", "apex_macro", "apex_micro"])
+            self._w.writerow(["frame", "pts_s", "wall_s", "intensity", "apex_macro", "apex_micro", "level"])
 
     def write(self, frame: int, pts_s: float | None, wall_s: float | None, intensity: float,
-              apex: tuple[float, float]) -> None:
+              apex: tuple[float, float], level: float) -> None:
         fmt = lambda v: "" if v is None else f"{v:.6f}"
-        self._w.writerow([frame, fmt(pts_s), fmt(wall_s), f"{intensity:.6f}", f"{apex[0]:.6f}", f"{apex[1]:.6f}"])
+        self._w.writerow([frame, fmt(pts_s), fmt(wall_s), f"{intensity:.6f}", f"{apex[0]:.6f}", f"{apex[1]:.6f}",
+                          f"{level:.6f}"])
 
     def close(self) -> None:
         self._f.close()

@@ -19,7 +19,7 @@ import numpy as np
 from fes_live.stream.face import BLENDSHAPE_NAMES, N_LANDMARKS
 
 POSE_COLUMNS = ("yaw_deg", "pitch_deg", "roll_deg", "tx", "ty", "tz")
-INTENSITY_COLUMNS = ("intensity", "apex_macro", "apex_micro")
+INTENSITY_COLUMNS = ("intensity", "apex_macro", "apex_micro", "level")
 EXPRESSION_COLUMNS = ("expression_track", "expression_onset", "expression_offset", "expression_kind",
                       "expression_emotion")
 FACE_COLUMNS = ("frame", "timestamp_s", "face_id", "face_present", "face_state")
@@ -89,7 +89,7 @@ class FrameTable:
         self._f.write(",".join(COLUMNS) + "\n")
         self._rows: deque[tuple[int, str]] = deque()
         self._scored = -1  # newest frame the detector has reported an intensity for
-        self._intensity: dict[int, tuple[float, float, float]] = {}
+        self._intensity: dict[int, tuple[float | None, ...]] = {}
         self._expressions: list[_Expression] = []
         self.rows = 0
         self.face_frames = 0
@@ -107,8 +107,9 @@ class FrameTable:
     def on_event(self, ev: dict) -> None:
         d = ev.get("data", {})
         if ev.get("type") == "intensity":
-            for f, v, a in zip(d["frames"], d["values"], d["apex_probs"]):
-                self._intensity[int(f)] = (float(v), float(a[0]), float(a[1]))
+            levels = d.get("levels") or [None] * len(d["frames"])  # absent in journals from before it existed
+            for f, v, a, level in zip(d["frames"], d["values"], d["apex_probs"], levels):
+                self._intensity[int(f)] = (float(v), float(a[0]), float(a[1]), level)
                 self._scored = max(self._scored, int(f))
             self._write_due()
         elif ev.get("type") == "expression":
@@ -118,7 +119,7 @@ class FrameTable:
 
     def _write(self, frame: int, face: str) -> None:
         i = self._intensity.pop(frame, None)
-        cells = ["", "", ""] if i is None else [f"{v:.6f}" for v in i]
+        cells = [""] * len(INTENSITY_COLUMNS) if i is None else ["" if v is None else f"{v:.6f}" for v in i]
         hits = [e for e in self._expressions if e.onset <= frame <= e.offset]
         if hits:  # overlapping expressions (a micro inside a macro): the best-scored one
             e = max(hits, key=lambda e: (e.score, -e.onset))

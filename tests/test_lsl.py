@@ -54,7 +54,7 @@ def test_smile_events_and_intensity_arrive_on_lsl_with_timestamps(lsl, tmp_path)
         for inlet in (data, markers):
             inlet.open_stream(timeout=30)  # the ingest waits (--lsl-wait) for us before the source starts
         info = data.info()
-        assert info.channel_count() == len(CHANNELS) == 53 and info.nominal_srate() == pytest.approx(30.0)
+        assert info.channel_count() == len(CHANNELS) == 54 and info.nominal_srate() == pytest.approx(30.0)
         ch = info.desc().child("channels").child("channel")
         labels = []
         while not ch.empty():
@@ -81,13 +81,16 @@ def test_smile_events_and_intensity_arrive_on_lsl_with_timestamps(lsl, tmp_path)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-    # I(t) + blendshapes: one sample per frame, stamped with the frame's capture time on the LSL clock
-    assert len(samples) == 72 and all(len(s) == 53 for s in samples)
+    # I(t), the expression level + blendshapes: one sample per frame, stamped with the frame's capture time on the
+    # LSL clock
+    assert len(samples) == 72 and all(len(s) == 54 for s in samples)
     assert all(t_start < t < t_end for t in stamps) and stamps == sorted(stamps)
     intensity = [s[0] for s in samples]
     smile = CHANNELS.index("mouthSmileLeft")
     assert max(intensity[20:60]) > 0.5 > max(intensity[:3])
     assert max(s[smile] for s in samples[25:60]) > 0.5 > max(s[smile] for s in samples[:5])
+    level = [s[CHANNELS.index("level")] for s in samples]
+    assert max(level[25:60]) > 0.5 > max(level[:5])
     # events: the smile as a final macro expression, stamped at its onset frame's capture time
     types = [e["type"] for e, _ in events]
     assert types[0] == "stream" and "face" in types and "expression.onset" in types

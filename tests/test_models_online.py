@@ -67,6 +67,34 @@ def test_intensity_arrives_after_the_look_ahead():
     assert tail == list(range(52, 60))                    # the zero-padded end of the video
 
 
+def test_every_intensity_carries_the_expression_level_of_its_frame():
+    """The level (models.emotion.expression_level of the deltas from the person's neutral, averaged with the track's
+    two frames before) rides on each frame's IntensityUpdate: the same as computed over the whole video with
+    `baseline_normalize`, 0 without a face, and a face that comes back starts its average afresh."""
+    from fes_live.models.baseline import baseline_normalize
+    from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES, expression_level
+    curve, apex = bumps(120)
+    face = np.ones(120, bool)
+    face[60:64] = False
+    feats = video(curve, apex, face=face)
+    rng = np.random.default_rng(0)
+    smile = MEDIAPIPE_BLENDSHAPES.index("mouthSmileLeft")
+    feats["geometry"][:, :52] = rng.uniform(0, 0.05, (120, 52))
+    feats["geometry"][30:50, smile] += np.linspace(0, 0.8, 20)
+    feats["geometry"][64:80, smile] += 0.6                      # the face comes back smiling
+    cfg = SpotterConfig()
+    got = {u.frame_index: u.level for u in push_all(OnlineSpotter(curve_gim, None, cfg), feats)
+           if isinstance(u, IntensityUpdate)}
+    delta = baseline_normalize(feats["geometry"], face, cfg.baseline)[:, :52]
+    raw = expression_level(delta)
+    want = np.zeros(120)
+    for t in np.flatnonzero(face):
+        run = [k for k in range(t - 2, t + 1) if k >= 0 and face[k] and not (t >= 64 and k < 64)]
+        want[t] = raw[run].mean()
+    assert sorted(got) == list(range(120)) and np.allclose([got[t] for t in range(120)], want)
+    assert want[60:64].max() == 0 and want[45:50].min() > 0.5 and want[20:30].max() < 0.1
+
+
 def test_online_equals_whole_video_grouping():
     curve, apex = bumps()
     feats = video(curve, apex)

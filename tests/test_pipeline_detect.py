@@ -199,3 +199,6 @@ def test_live_equals_offline_on_the_same_features(engine_dir, tmp_path, procs, s
     assert sorted(live, key=lambda e: (e[0], e[2])) == offline
     frames = [f for e in evs if e["type"] == "intensity" for f in e["data"]["frames"]]
     assert frames == list(range(72))
+    levels = [v for e in evs if e["type"] == "intensity" for v in e["data"]["levels"]]
+    assert len(levels) == 72 and max(levels) > 0.5  # the expression level of every frame: the smile raises it
+    assert all(0 < e["data"]["peak_level"] <= max(levels) for e in evs if e["type"] == "expression")

@@ -81,14 +81,14 @@ def test_every_run_gets_a_fresh_folder(tmp_path):
 
 def test_intensity_csv_appends_after_restart(tmp_path):
     a = IntensityCsv(tmp_path, "cam0")
-    a.write(0, 0.0, 100.0, 0.5, (0.1, 0.2))
+    a.write(0, 0.0, 100.0, 0.5, (0.1, 0.2), 0.3)
     a.close()
     b = IntensityCsv(tmp_path, "cam0")  # a restarted stream goes on in the same file, one header
-    b.write(1, None, None, 0.25, (0.0, 1.0))
+    b.write(1, None, None, 0.25, (0.0, 1.0), 0.0)
     b.close()
     assert (tmp_path / "intensity_cam0.csv").read_text().splitlines() == [
-        "frame,pts_s,wall_s,intensity,apex_macro,apex_micro",
-        "0,0.000000,100.000000,0.500000,0.100000,0.200000", "1,,,0.250000,0.000000,1.000000"]
+        "frame,pts_s,wall_s,intensity,apex_macro,apex_micro,level",
+        "0,0.000000,100.000000,0.500000,0.100000,0.200000,0.300000", "1,,,0.250000,0.000000,1.000000,0.000000"]
 
 
 def test_a_restarted_ingest_writes_beside_the_first_never_over_it(tmp_path):

@@ -212,3 +212,19 @@ def test_overrides_are_checked(tmp_path):
         bad.write_text(json.dumps({"overrides": [entry]}))
         with pytest.raises(real_eval.RealDevError):
             real_eval.load_labels(need(REAL_DEV), bad)
+
+
+def test_the_expression_level_rises_with_a_real_smile_and_rests_on_the_neutral_face(engine, labels, features):
+    """The level the `intensity` events carry beside GIM's I(t): how far the face is from the person's neutral. On
+    d0 (neutral, a big smile, neutral again) it is up over the labelled smile and down elsewhere, and the smile's
+    event reports the top of it over its frames."""
+    import numpy as np
+    run = real_eval.run_engine(engine, features("liveportrait_d0"))
+    frames, level = run["curve"][:, 0].astype(int), run["curve"][:, 2]
+    (smile,) = [e for e in labels["liveportrait_d0"]["events"] if e["type"] == "smile"]
+    inside = (frames >= smile["start"]) & (frames <= smile["end"])
+    kinds = real_eval.frame_kinds(labels["liveportrait_d0"], int(frames.max()) + 1)[frames]
+    assert np.median(level[inside]) >= 0.3 and np.median(level[kinds == 0]) <= 0.15, (level[inside], level[kinds == 0])
+    (event,) = run["events"]
+    span = (frames >= event["onset"]) & (frames <= event["offset"])
+    assert event["peak_level"] == pytest.approx(level[span].max()) and event["peak_level"] >= 0.5, event

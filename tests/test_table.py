@@ -29,9 +29,11 @@ def faces(i, present=True):
     return FaceResult(FaceState.TRACKED, face, [face])
 
 
-def intensity(frames):
-    return {"type": "intensity", "data": {"frames": list(frames), "values": [f / 1000 for f in frames],
-                                          "apex_probs": [[0.25, 0.75]] * len(frames)}}
+def intensity(frames, levels=True):
+    data = {"frames": list(frames), "values": [f / 1000 for f in frames], "apex_probs": [[0.25, 0.75]] * len(frames)}
+    if levels:  # absent from journals written before the expression level
+        data["levels"] = [f / 100 for f in frames]
+    return {"type": "intensity", "data": data}
 
 
 def expression(onset, offset, kind="macro", emotion="happiness", score=0.9, track=0):
@@ -51,7 +53,7 @@ def test_columns_rows_and_expression_membership(tmp_path):
     for i in range(100):
         table.add(i, i / 30, faces(i, present=not 40 <= i < 45))
         if i >= 8:  # the detector reports I(t) 8 frames late
-            table.on_event(intensity([i - 8]))
+            table.on_event(intensity([i - 8], levels=i != 20))
         if i == 50:
             table.on_event(expression(10, 20))
             table.on_event(expression(15, 17, kind="micro", emotion="disgust, strong", score=0.95, track=-1))
@@ -60,14 +62,15 @@ def test_columns_rows_and_expression_membership(tmp_path):
     table.on_event(intensity(range(92, 100)))  # the flush at the end
     assert table.close() == 100 and table.face_frames == 95 and not table.no_face
     df = pd.read_csv(path)
-    assert tuple(df.columns) == COLUMNS and len(COLUMNS) == 5 + 6 + 956 + 52 + 3 + 5
+    assert tuple(df.columns) == COLUMNS and len(COLUMNS) == 5 + 6 + 956 + 52 + 4 + 5
     assert list(df["frame"]) == list(range(100)) and df["timestamp_s"][30] == pytest.approx(1.0)
     row = df.iloc[7]
     assert (row["face_id"], row["face_present"], row["face_state"]) == (3, 1, "tracked")
     assert [row[c] for c in POSE_COLUMNS] == pytest.approx([10, -5, 3, 1, 2, -30], abs=1e-3)
     assert (row["x_5"], row["y_5"], row["x_477"]) == (12.0, 2.5, 484.0)
     assert row[BLENDSHAPE_NAMES[0]] == 0.0 and row[BLENDSHAPE_NAMES[-1]] == 1.0
-    assert (row["intensity"], row["apex_macro"], row["apex_micro"]) == (0.007, 0.25, 0.75)
+    assert (row["intensity"], row["apex_macro"], row["apex_micro"], row["level"]) == (0.007, 0.25, 0.75, 0.07)
+    assert math.isnan(df.iloc[12]["level"]) and df.iloc[12]["intensity"] == 0.012  # an event without levels
     gap = df.iloc[42]
     assert gap["face_present"] == 0 and gap["face_state"] == "none" and math.isnan(gap["x_0"])
     assert df["intensity"].notna().all()

@@ -285,6 +285,7 @@ def test_live_pipeline_in_the_browser(pw, tmp_path, face_model, capsys):
         page.screenshot(path=str(shot))
         assert not probe["errors"], probe["errors"]
         assert probe["byType"]["event"] > 5 and probe["plotDraws"] > 5 and probe["plotPoints"] >= 30, probe
+        assert probe["levelPoints"] >= 30, probe  # the expression level is drawn as well
         assert probe["thresholds"] == [], probe["thresholds"]  # FEDN decides: no line on GIM's curve
         assert probe["byType"].get("frame", 0) > 20
         # a viewer attached later gets the recent past from the detector's replay endpoint

@@ -175,17 +175,18 @@ def run_engine(engine, feats: dict, fedn=None, spotter: dict | None = None) -> d
     from fes_live.models.spotting import CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate
     emotions = engine.labels["emotions"]
     updates = timed_updates(engine_spotter(engine, float(feats["fps"]), fedn, spotter), feats)
-    curve = sorted((u.frame_index, u.intensity) for _, u in updates if isinstance(u, IntensityUpdate))
+    curve = sorted((u.frame_index, u.intensity, u.level) for _, u in updates if isinstance(u, IntensityUpdate))
     events = []
     for at, u in updates:
         if isinstance(u, ExpressionUpdate):
             p = u.proposal
             events.append({"onset": p.onset, "offset": p.offset, "apex": p.apex, "score": float(p.score),
+                           "peak_level": float(p.peak_level),
                            "kind": "macro" if p.kind == 0 else "micro", "source": p.source,
                            "emotion": emotions[p.emotion] if 0 <= p.emotion < len(emotions) else None,
                            "track": int(u.track), "known_at": at})
     return {"events": sorted(events, key=lambda e: (e["onset"], e["offset"])),
-            "curve": np.array(curve, dtype=np.float64).reshape(-1, 2),
+            "curve": np.array(curve, dtype=np.float64).reshape(-1, 3),  # frame, GIM's I(t), expression level
             "onsets": [{"frame": u.frame_index, "track": int(u.track), "known_at": at}
                        for at, u in updates if isinstance(u, OnsetUpdate)],
             "cancels": [u.frame_index for _, u in updates if isinstance(u, CancelUpdate)]}
@@ -365,12 +366,53 @@ def totals(scores: dict[str, dict], roles: dict[str, str]) -> dict:
 
 # --------------------------------------------------------------------------------------------------------- plots
 
+def frame_kinds(info: dict, frames: int):
+    """(frames,) int8 per frame: 0 unlabelled, 1 expression (also while talking), 2 talking / blink / gaze only,
+    3 other facial action."""
+    import numpy as np
+    kind = np.zeros(frames, np.int8)
+    for e in info["events"]:
+        k = label_kind(e["type"])
+        s, t = int(e["start"]), min(int(e["end"]), frames - 1)
+        if k == "nuisance":
+            kind[s:t + 1] = np.where(kind[s:t + 1] == 0, 2, kind[s:t + 1])
+        elif k in ("expression", "other"):
+            kind[s:t + 1] = np.where(kind[s:t + 1] == 1, 1, 1 if k == "expression" else 3)
+    return kind
+
+
+def auroc(pos, neg) -> float | None:
+    """P(a value from `pos` > one from `neg`), ties half (Mann-Whitney); None when either is empty."""
+    import numpy as np
+    pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
+    if not len(pos) or not len(neg):
+        return None
+    values, inverse, counts = np.unique(np.concatenate([pos, neg]), return_inverse=True, return_counts=True)
+    r = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # 1-based ranks, ties averaged
+    return float((r[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+CURVES = {"gim": "engine: GIM's I(t)", "level": "engine: expression level",
+          "baseline": "baseline: max \\|blendshape - mean\\|"}  # markdown: a pipe in a cell is escaped
+
+
+def curve_separation(samples: dict[str, dict[int, list]]) -> dict:
+    """{curve: {0/1/2: values on face frames of that kind}} -> per curve the medians and how well it tells expression
+    frames from unlabelled ones and from talking / blink / gaze (AUROC)."""
+    import numpy as np
+    med = lambda v: float(np.median(v)) if len(v) else None
+    return {c: {"median_expression": med(v[1]), "median_background": med(v[0]), "median_nuisance": med(v[2]),
+                "auroc_background": auroc(v[1], v[0]), "auroc_nuisance": auroc(v[1], v[2])}
+            for c, v in samples.items()}
+
+
 KIND_COLOURS = {"expression": "tab:green", "other": "tab:gray", "talking": "tab:orange", "blink": "tab:purple",
                 "gaze": "tab:brown"}
 
 
 def plot_clip(path: Path, name: str, info: dict, engine_run: dict, baseline_run: dict, role: str) -> None:
-    """Timeline: label spans by kind, the engine's and the baseline's events, I(t) and the baseline's deviation.
+    """Timeline: label spans by kind, the engine's and the baseline's events, I(t), the expression level and the
+    baseline's deviation.
     Curves and spans only, never a frame of the clip."""
     import matplotlib
     matplotlib.use("Agg")
@@ -411,6 +453,7 @@ def plot_clip(path: Path, name: str, info: dict, engine_run: dict, baseline_run:
     c = engine_run["curve"]
     if len(c):
         cx.plot(c[:, 0] / fps, c[:, 1], color="tab:red", lw=1, label="engine I(t) (GIM)")
+        cx.plot(c[:, 0] / fps, c[:, 2], color="tab:green", lw=1, label="engine expression level")
     b = baseline_run["curve"]
     cx.plot(b[:, 0] / fps, b[:, 1], color="tab:blue", lw=1, label="baseline max |blendshape - mean|")
     cx.axhline(0.25, color="tab:blue", lw=0.5, ls=":")
@@ -454,6 +497,7 @@ def benchmark(engine_path: str | Path | None = None, data: Path = DEFAULT_DATA, 
     fm = find_face_model(data, face_model)
     version = feature_code_version(fm)
     roles, scores, clip_rows = {}, {s: {} for s in SPOTTERS}, {}
+    samples = {c: {0: [], 1: [], 2: []} for c in CURVES}  # curve values on scored clips' face frames, by kind
     for name in clips or sorted(labels):
         info = labels[name]
         roles[name] = role = clip_role(name, info)
@@ -468,6 +512,8 @@ def benchmark(engine_path: str | Path | None = None, data: Path = DEFAULT_DATA, 
             for s in SPOTTERS:
                 scores[s][name] = score_clip(info, runs[s]["events"], role, runs[s].get("onsets"))
             row["score"] = {s: scores[s][name] for s in SPOTTERS}
+        if role == "scored":
+            _sample_curves(samples, info, feats, runs)
         if out is not None:
             plot_clip(Path(out) / "timelines" / f"{name}.png", name, info, runs["engine"], runs["baseline"], role)
         clip_rows[name] = row
@@ -478,6 +524,7 @@ def benchmark(engine_path: str | Path | None = None, data: Path = DEFAULT_DATA, 
                          "fedn_threshold": engine.spotter_config().fedn_only_threshold},
               "data": _shown(data), "feature_version": version, "overrides": applied,
               "totals": {s: totals(scores[s], scored_roles) for s in SPOTTERS},
+              "curves": curve_separation(samples),
               "skipped": {n: labels[n].get("usable") for n, r in roles.items() if r == "skipped"},
               "clips": clip_rows}
     if out is not None:
@@ -486,6 +533,22 @@ def benchmark(engine_path: str | Path | None = None, data: Path = DEFAULT_DATA, 
         (Path(out) / "report.json").write_text(json.dumps(report, indent=1, default=float))
         (Path(out) / "report.md").write_text(markdown(report))
     return report
+
+
+def _sample_curves(samples: dict, info: dict, feats: dict, runs: dict) -> None:
+    """Add a scored clip's per-frame curves, on its face frames, to `samples` by frame kind (`frame_kinds`)."""
+    import numpy as np
+    frames = np.asarray(feats["frame_index"], np.int64)
+    face = np.asarray(feats["face_present"], bool)
+    kind = frame_kinds(info, int(frames.max()) + 1 if len(frames) else 0)
+    curve = runs["engine"]["curve"]
+    at = {int(f): i for i, f in enumerate(curve[:, 0])}
+    engine_rows = np.array([at.get(int(f), -1) for f in frames])
+    values = {"gim": curve[engine_rows, 1], "level": curve[engine_rows, 2], "baseline": runs["baseline"]["curve"][:, 1]}
+    use = face & (engine_rows >= 0)
+    for c, v in values.items():
+        for k in (0, 1, 2):
+            samples[c][k] += [float(x) for x in v[use & (kind[frames] == k)]]
 
 
 def _shown(path: Path) -> str:
@@ -558,6 +621,20 @@ def markdown(report: dict) -> str:
                   f"{fmt(m['onset_delay_p90'])} | p99 <= 0.5 |",
                   f"| expression event after the labelled end, p50 / p90 / p99 (s) | {fmt(m['final_delay_p50'])} / "
                   f"{fmt(m['final_delay_p90'])} / {fmt(m['final_delay_p99'])} | p99 <= 1 |"]
+    if report.get("curves"):
+        lines += ["", "## Per-frame curves on the scored clips' face frames", "",
+                  "How well each curve tells the frames of labelled expressions from unlabelled frames and from "
+                  "talking, blink and gaze frames (AUROC: 0.5 is chance; a frame of an expression said while "
+                  "talking counts as expression). GIM's I(t) is learnt from synthetic frame-to-frame ROI flow; the "
+                  "expression level is the largest rise of an expression blendshape above the person's causal neutral "
+                  "(`models.emotion.expression_level`); the baseline's is its own deviation from a 5 s running mean.",
+                  "", "| curve | median: expression / unlabelled / talking, blink, gaze | AUROC against unlabelled | "
+                  "against talking, blink, gaze |", "|---|---|---|---|"]
+        for c, label in CURVES.items():
+            v = report["curves"][c]
+            lines.append(f"| {label} | {fmt(v['median_expression'])} / {fmt(v['median_background'])} / "
+                         f"{fmt(v['median_nuisance'])} | **{fmt(v['auroc_background'], 3)}** | "
+                         f"**{fmt(v['auroc_nuisance'], 3)}** |")
     lines += ["", "## Per clip", "",
               "| clip | role | expressions found at 0.3 (engine / baseline) | engine events (FP) | baseline events (FP) "
               "| engine emotions |", "|---|---|---|---|---|---|"]

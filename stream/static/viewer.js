@@ -12,7 +12,7 @@ const probe = window.__probe = {
   iceState: 'new', connState: 'new', gatherState: 'new', dcState: 'closed', tStart: performance.now(),
   tIceConnected: null, tDcOpen: null, tFirstFrame: null, connects: 0, msgs: 0, byType: {}, events: 0, eventTypes: {}, promoted: 0,
   lastMsg: null, frames: 0, bandOk: 0, bandBad: 0, latencies: [], serverLatencies: [], plotDraws: 0,
-  plotPoints: 0, timeline: 0, stream: '', streams: [], errors: [], camera: null, state: 'connecting',
+  plotPoints: 0, levelPoints: 0, timeline: 0, stream: '', streams: [], errors: [], camera: null, state: 'connecting',
   iceServers: null,
 };
 const log = (...a) => console.log('[fes-live]', ...a);
@@ -20,7 +20,7 @@ function fail(where, e) { const m = `${where}: ${e && e.message || e}`; probe.er
 
 // ------------------------------------------------------------------------------------------ state per stream
 let cfg = {width: 640, height: 360, band: 24, bits: 16, plot_seconds: 20};
-const streams = new Map();   // id -> {status, face, intensity: [[pts_s, value]], thresholds, expressions, stats}
+const streams = new Map();   // id -> {status, face, intensity: [[pts_s, value, level]], thresholds, expressions, stats}
 const frameMeta = new Map(); // frame token -> per-frame metadata sent by the server just before the frame
 let selected = '', showing = '';   // the user's pick ('' = automatic), what the server shows
 function S(id) {
@@ -185,7 +185,8 @@ function onEvent(e) {
   if (e.type === 'intensity') {
     d.frames.forEach((f, i) => {
       const t = d.pts_s[i];
-      if (t !== null && t !== undefined && t >= s.lastPts) { s.intensity.push([t, d.values[i]]); s.lastPts = t; }
+      const level = d.levels ? d.levels[i] : null;  // absent from detectors before the expression level
+      if (t !== null && t !== undefined && t >= s.lastPts) { s.intensity.push([t, d.values[i], level]); s.lastPts = t; }
     });
     const keep = Math.max(2000, cfg.plot_seconds * 120);
     if (s.intensity.length > keep) s.intensity.splice(0, s.intensity.length - keep);
@@ -272,7 +273,7 @@ function renderTimeline() {
       const probs = Object.entries(x.emotion_probs || {}).sort((a, b) => b[1] - a[1]).slice(0, 3)
         .map(([k, p]) => `${k} ${fmt(p, 2)}`).join(', ');
       li.innerHTML = `<span class="when">${fmt(x.onset.pts_s, 2)}–${fmt(x.offset.pts_s, 2)} s</span>
-        <span class="what">${x.kind} · ${x.emotion || 'expression'}</span> score ${fmt(x.score, 2)},
+        <span class="what">${x.kind} · ${x.emotion || 'expression'}</span> score ${fmt(x.score, 2)},${x.peak_level === undefined ? '' : ` level ${fmt(x.peak_level, 2)},`}
         ${fmt(x.duration_s * 1000, 0)} ms, frames ${x.onset.frame}–${x.apex.frame}–${x.offset.frame}
         <br><small>${probs}${probs ? ' · ' : ''}${(x.models || []).join('+')} · latency ${fmt(x.latency_s * 1000, 0)} ms</small>`;
     }
@@ -328,6 +329,14 @@ function drawPlot() {
     g.beginPath(); g.moveTo(25, Y(value)); g.lineTo(W, Y(value)); g.stroke(); g.fillText(label, W - 48, Y(value) - 3);
   }
   g.setLineDash([]);
+  // the expression level (how far the face is from the person's neutral), then GIM's I(t) over it
+  g.strokeStyle = '#9ccc65'; g.lineWidth = 2; g.beginPath();
+  let m = 0;
+  for (const [t, , level] of pts) {
+    if (t < t0 || level === null || level === undefined) continue;
+    m ? g.lineTo(X(t), Y(level)) : g.moveTo(X(t), Y(level)); m++;
+  }
+  g.stroke();
   g.strokeStyle = '#4fc3f7'; g.lineWidth = 2; g.beginPath();
   let n = 0;
   for (const [t, v] of pts) {
@@ -336,6 +345,7 @@ function drawPlot() {
   }
   g.stroke();
   probe.plotPoints = n;
+  probe.levelPoints = m;
   probe.plotDraws++;
 }
 
