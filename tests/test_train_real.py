@@ -387,6 +387,13 @@ def test_load_synth_reads_a_native_set_and_its_features(engine, tmp_path):
     assert c.synthetic and c.identity == "synth:p" and c.inputs.shape == (120, 1008)
     assert c.gt.tolist() == [[10, 20], [50, 90]]
     assert c.labels.tolist() == [emotions.index("sadness"), emotions.index("happiness")]
+    assert c.ignore.shape == (0, 2)
+    # synth_emotions: the others are left out of the loss, neither expression nor background
+    (c,) = rt.load_synth(engine, data, feats, rt.RealTrainConfig(synth_emotions=("sadness", "anger")))
+    assert c.gt.tolist() == [[10, 20]] and c.labels.tolist() == [emotions.index("sadness")]
+    assert c.ignore.tolist() == [[50, 90]]
+    with pytest.raises(ValueError, match="synth_emotions: not emotions of the engine"):
+        rt.load_synth(engine, data, feats, rt.RealTrainConfig(synth_emotions=("joy",)))
 
 
 def test_neutral_ceiling_reaches_training_inputs_folds_and_engine(engine):
