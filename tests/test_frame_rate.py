@@ -54,9 +54,14 @@ def test_a_200_fps_stream_gives_the_30_fps_answer_in_its_own_frames(smile, engin
     (on, off, kind, emo), = ref
     assert got == [(on * k, off * k + k - 1, kind, emo)], (got, ref)
     # every update is in stream frames: the intensity curve covers the fast clip's frame range
-    curve = [u.frame_index for u in stream_updates(engine.new_spotter(fps=fast["fps"]), fast)
-             if isinstance(u, IntensityUpdate)]
+    ups = [u for u in stream_updates(engine.new_spotter(fps=fast["fps"]), fast) if isinstance(u, IntensityUpdate)]
+    curve = [u.frame_index for u in ups]
     assert curve[0] == 0 and curve[-1] >= len(fast["frame_index"]) - k and curve == sorted(curve)
+    # so does the expression level: up over the smile's frames, as at 30 fps
+    ref_level = {u.frame_index: u.level for u in stream_updates(engine.new_spotter(fps=float(smile["fps"])), smile)
+                 if isinstance(u, IntensityUpdate)}
+    inside = [u.level for u in ups if on * k <= u.frame_index <= off * k + k - 1]
+    assert max(inside) == pytest.approx(max(ref_level[f] for f in range(on, off + 1)), abs=0.05)
 
 
 def test_without_resampling_200_fps_breaks_the_answer(smile, engine):
