@@ -24,8 +24,11 @@ dropped (`models.emotion.supported`), so is any other emotion's event over which
 does not smile (a blink: `models.emotion.eyes_close`), and, when switched on, so is an event that is speech with no
 such pattern (models.talking) (`_evidence`).
 
-Memory is bounded: rings of flow (17 + batch), curve (one longest piece + margins), FEDN input (W frames) and a
-few recent intervals. Everything is numpy around the two callables, so the engine, an eager model or a test
+Each intensity also carries the frame's expression level (`models.emotion.expression_level` of the deltas FEDN
+sees, a 3-frame mean), and each event its top (`peak_level`): the intensity that reads real faces.
+
+Memory is bounded: rings of flow (17 + batch), curve (one longest piece + margins), FEDN input (W frames), recent
+blendshapes and levels (the longest expression + W) and a few recent intervals. Everything is numpy around the two callables, so the engine, an eager model or a test
 double can be plugged in.
 
 The model work is explicit: `steps(...)` is `push(...)` as a generator that yields each model call it needs,
