@@ -2,12 +2,17 @@
 the real dev clips, point-supervised as PWES/GIM intend for cheaply labelled video (one point per expression: the
 label's `peak`, else its middle; train.train.gim_step's soft Gaussian pseudo-labels) with the labelled talking,
 blink and gaze frames as negatives too, leave one identity out on the named folds; optionally with the ROI flow
-divided by a causal running scale per face track (`--mode scale`: real flow is 4-7x the synthetic videos'). The
-held-out intensity curves are scored frame by frame (AUROC, expression frames against background and nuisance
-frames) and, with `--proposals`, as GIM-only proposals by the benchmark's rules.
+divided by a causal running scale per face track (`--mode scale`: real flow is 4-7x the synthetic videos'), or
+(session 36, `--mode displacement`) with each ROI's displacement from the person's neutral instead of flow (the 12
+ROI landmarks of the geometry minus the causal baseline, what FEDN sees; a held smile keeps it, where its flow is
+0), GIM then trained from scratch. The held-out intensity curves are scored frame by frame (AUROC, expression
+frames against background and nuisance frames), next to the expression level on the same frames
+(`models.emotion.expression_level`, nothing learnt), and, with `--proposals`, as GIM-only proposals by the
+benchmark's rules.
 
     .venv/bin/python scripts/real_gim_study.py --folds edtalk_expression_source,liveportrait_d12,fomm_10,\
-liveportrait_d9,liveportrait_d0,sadtalker_RD_Radio34_000 [--mode scale] [--epochs 10] [--proposals]
+liveportrait_d9,liveportrait_d0,sadtalker_RD_Radio34_000 [--mode scale|displacement] [--epochs 10] [--lr 1e-3] \
+[--proposals]
 
 About 2 minutes a fold and 10 epochs on 2 cores. docs/real_dev.md ("GIM on real faces") has the figures.
 """
@@ -17,15 +22,18 @@ import time
 import numpy as np
 import torch
 
+from fes_live.models.baseline import BLENDSHAPE_DIM
+from fes_live.models.emotion import expression_level
 from fes_live.models.gim import GIM, GIMConfig
 from fes_live.models.proposals import GIMProposalConfig, gim_proposals
 from fes_live.stream.config import from_dict
 from fes_live.stream.engine import load_engine
-from fes_live.stream.features import flow_windows
+from fes_live.stream.features import ROI_MESH_INDEX, flow_windows
 from fes_live.train import real_eval, real_train
 from fes_live.train.train import TrainConfig, gim_step
 
 SYNTHETIC_FLOW = 0.07  # median ROI flow magnitude of the synthetic training videos (real clips: 0.1-0.6)
+DISPLACEMENT_SCALE = 10.0  # aligned-landmark deltas (0.01-0.04 over expressions) to the synthetic flow's scale
 
 
 def running_scale(flow: np.ndarray, face: np.ndarray, fps: float, seconds: float = 5.0) -> np.ndarray:
@@ -43,11 +51,21 @@ def running_scale(flow: np.ndarray, face: np.ndarray, fps: float, seconds: float
     return out
 
 
+def trailing_mean3(x: np.ndarray) -> np.ndarray:
+    """Each value averaged with the two before it (the spotter's smoothing of the expression level)."""
+    c = np.concatenate([[0.0], np.cumsum(x)])
+    i = np.arange(1, len(x) + 1)
+    return (c[i] - c[np.maximum(i - 3, 0)]) / np.minimum(i, 3)
+
+
 def prepare(clip, info: dict, mode: str):
     """Flow (scaled or not), face mask, frame kinds (0 background, 1 expression, 2 nuisance, 3 other facial
     action; an expression said while talking is an expression), point labels and kinds (macro 0 / micro 1)."""
     flow = np.asarray(clip.feats["roi_flow"], np.float32)
     face = np.asarray(clip.feats["face_present"], bool)
+    if mode == "displacement":
+        landmarks = clip.inputs[:, BLENDSHAPE_DIM:].reshape(len(flow), -1, 2)
+        flow = (landmarks[:, ROI_MESH_INDEX] * DISPLACEMENT_SCALE).astype(np.float32)
     if mode == "scale":
         scale = SYNTHETIC_FLOW / np.maximum(running_scale(flow, face, clip.fps), 0.02)
         flow = flow * scale[:, None, None].astype(np.float32)
@@ -99,7 +117,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--engine", default="stream/engines/default")
     p.add_argument("--folds", required=True, help="comma-separated identities to hold out, one fold each")
-    p.add_argument("--mode", choices=("raw", "scale"), default="raw")
+    p.add_argument("--mode", choices=("raw", "scale", "displacement"), default="raw")
     p.add_argument("--epochs", type=int, default=10, help="0: the engine's GIM as it is")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--proposals", action="store_true", help="also score GIM-only proposals")
@@ -111,6 +129,9 @@ def main() -> None:
     entry = engine.manifest["models"]["gim"]
     gcfg = from_dict(GIMConfig, entry["config"], where="gim")
     start = torch.load(engine.folder / entry["weights"], map_location="cpu", weights_only=True)
+    if args.mode == "displacement":  # another input: the flow-trained weights mean nothing for it
+        torch.manual_seed(0)
+        start = GIM(gcfg).state_dict()
     data = {c.name: prepare(c, labels[c.name], args.mode) for c in clips}
     curves = {}
     for ident in args.folds.split(","):
@@ -122,15 +143,18 @@ def main() -> None:
                 with torch.no_grad():
                     curves[c.name] = model(torch.from_numpy(flow_windows(flow, np.arange(len(flow))))).intensity.numpy()
         print(f"fold {ident}: {time.monotonic() - t0:.0f} s", flush=True)
-    frames = {k: [] for k in (1, 0, 2)}
-    for n, curve in curves.items():
-        _, face, kind, _, _ = data[n]
-        for k in frames:
-            frames[k] += list(curve[face & (kind == k)])
-    print(f"{args.mode}, {args.epochs} epochs: median I(t) on expression {np.median(frames[1]):.2f}, background "
-          f"{np.median(frames[0]):.2f}, nuisance {np.median(frames[2]):.2f} frames; AUROC expression against "
-          f"background {real_eval.auroc(frames[1], frames[0]):.3f}, against nuisance "
-          f"{real_eval.auroc(frames[1], frames[2]):.3f}")
+    by_name = {c.name: c for c in clips}
+    levels = {n: trailing_mean3(expression_level(by_name[n].inputs[:, :BLENDSHAPE_DIM])) for n in curves}
+    for what, source in ((f"{args.mode}, {args.epochs} epochs: I(t)", curves), ("expression level", levels)):
+        frames = {k: [] for k in (1, 0, 2)}
+        for n, curve in source.items():
+            _, face, kind, _, _ = data[n]
+            for k in frames:
+                frames[k] += list(curve[face & (kind == k)])
+        print(f"{what}: median on expression {np.median(frames[1]):.2f}, background {np.median(frames[0]):.2f}, "
+              f"nuisance {np.median(frames[2]):.2f} frames; AUROC expression against background "
+              f"{real_eval.auroc(frames[1], frames[0]):.3f}, against nuisance "
+              f"{real_eval.auroc(frames[1], frames[2]):.3f}")
     if args.proposals:
         for threshold in (0.3, 0.5, 0.7):
             cfg = GIMProposalConfig(apex_threshold=-1.0, score_threshold=(threshold, 10.0))
