@@ -30,10 +30,15 @@ def labels():
 
 
 @pytest.fixture(scope="module")
-def features(labels, tmp_path_factory):
+def feature_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("real_dev_features")
+
+
+@pytest.fixture(scope="module")
+def features(labels, feature_cache):
     """clip name -> its features, extracted once into a temporary cache."""
     face_model = need(FACE_MODEL)
-    cache = tmp_path_factory.mktemp("real_dev_features")
+    cache = feature_cache
     version = real_eval.feature_code_version(face_model)
 
     def go(name: str) -> dict:
@@ -228,3 +233,18 @@ def test_the_expression_level_rises_with_a_real_smile_and_rests_on_the_neutral_f
     (event,) = run["events"]
     span = (frames >= event["onset"]) & (frames <= event["offset"])
     assert event["peak_level"] == pytest.approx(level[span].max()) and event["peak_level"] >= 0.5, event
+
+
+def test_the_benchmark_report_says_which_per_frame_curve_reads_real_faces(features, feature_cache, tmp_path):
+    """`fes-eval real` on two clips (a smile between neutral stretches, calm talking): the report's per-frame curves
+    section, with the expression level ahead of GIM's I(t) against unlabelled frames, and a timeline per clip."""
+    for name in ("liveportrait_d0", "sadtalker_WDA_EdMarkey0_000"):
+        features(name)  # into the module's cache, which the benchmark then reads
+    report = real_eval.benchmark(data=REAL_DEV, out=tmp_path, cache=feature_cache, face_model=str(FACE_MODEL),
+                                 clips=["liveportrait_d0", "sadtalker_WDA_EdMarkey0_000"])
+    curves = report["curves"]
+    assert set(curves) == set(real_eval.CURVES)
+    assert curves["level"]["auroc_background"] > max(0.8, curves["gim"]["auroc_background"]), curves
+    text = (tmp_path / "report.md").read_text()
+    assert "## Per-frame curves" in text and "| engine: expression level |" in text
+    assert (tmp_path / "timelines" / "liveportrait_d0.png").stat().st_size > 10_000
