@@ -28,8 +28,8 @@ Each intensity also carries the frame's expression level (`models.emotion.expres
 sees, a 3-frame mean), and each event its top (`peak_level`): the intensity that reads real faces.
 
 Memory is bounded: rings of flow (17 + batch), curve (one longest piece + margins), FEDN input (W frames), recent
-blendshapes and levels (the longest expression + W) and a few recent intervals. Everything is numpy around the two callables, so the engine, an eager model or a test
-double can be plugged in.
+blendshapes and levels (the longest expression + W) and a few recent intervals. Everything is numpy around the two
+callables, so the engine, an eager model or a test double can be plugged in.
 
 The model work is explicit: `steps(...)` is `push(...)` as a generator that yields each model call it needs,
 `("gim", windows)` or `("fedn", x)`, and takes the result back through `send()`. `push` drives it with the

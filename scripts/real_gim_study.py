@@ -66,7 +66,7 @@ def prepare(clip, info: dict, mode: str):
     if mode == "displacement":
         landmarks = clip.inputs[:, BLENDSHAPE_DIM:].reshape(len(flow), -1, 2)
         flow = (landmarks[:, ROI_MESH_INDEX] * DISPLACEMENT_SCALE).astype(np.float32)
-    if mode == "scale":
+    elif mode == "scale":
         scale = SYNTHETIC_FLOW / np.maximum(running_scale(flow, face, clip.fps), 0.02)
         flow = flow * scale[:, None, None].astype(np.float32)
     n = len(flow)

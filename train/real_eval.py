@@ -374,10 +374,12 @@ def frame_kinds(info: dict, frames: int):
     for e in info["events"]:
         k = label_kind(e["type"])
         s, t = int(e["start"]), min(int(e["end"]), frames - 1)
-        if k == "nuisance":
+        if k == "expression":
+            kind[s:t + 1] = 1
+        elif k == "other":
+            kind[s:t + 1] = np.where(kind[s:t + 1] == 1, 1, 3)
+        elif k == "nuisance":
             kind[s:t + 1] = np.where(kind[s:t + 1] == 0, 2, kind[s:t + 1])
-        elif k in ("expression", "other"):
-            kind[s:t + 1] = np.where(kind[s:t + 1] == 1, 1, 1 if k == "expression" else 3)
     return kind
 
 
