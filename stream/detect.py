@@ -173,7 +173,7 @@ class Detector:
         sid = msg.header.stream_id
         if sid == PIPELINE_STREAM:
             raise wire.BadMessage(f"stream id {sid!r} is reserved")
-        s = self.streams.get(sid) or self.pending.get(sid) or self._admit(sid, "", "joined mid-stream")
+        s = self.streams.get(sid) or self.pending.get(sid) or self._join(sid)
         if s is None:
             return
         if f.frame_index <= s.last_frame:
@@ -238,6 +238,23 @@ class Detector:
         s = StreamState(sid, None, deque(maxlen=None if lossless else self.cfg.queue_frames), source, fps=fps,
                         message=message, lossless=lossless)
         self.pending[sid] = s
+        return s
+
+    def _join(self, sid: str) -> StreamState | None:
+        """A stream whose frames come without its `started` message, which went to a detector that has since died
+        (a restart): what that message said (source, fps, lossless) comes back from the stream's saved state when it
+        is recent, so a restarted worker goes by the stream's own frame rate and never drops a lossless stream's
+        frames."""
+        saved_s, state = self.publisher.saved_states.get(sid, (0.0, {}))
+        said = state.get("started") if time.time() - saved_s < STATE_MAX_AGE_S else None
+        if not isinstance(said, dict):
+            return self._admit(sid, "", "joined mid-stream")
+        fps = said.get("fps")
+        fps = float(fps) if type(fps) in (int, float) and math.isfinite(fps) and fps > 0 else None
+        source = said.get("source") if isinstance(said.get("source"), str) else ""
+        s = self._admit(sid, source, "joined mid-stream", fps=fps, lossless=said.get("lossless") is True)
+        if s is not None:
+            s.announced = True
         return s
 
     def _promote(self, s: StreamState) -> bool:
@@ -480,6 +497,8 @@ class Detector:
             return
         state = carry()
         self.next_tracks[s.stream_id] = max(self.next_tracks.get(s.stream_id, 0), int(state["next_track"]))
+        if s.announced:
+            state["started"] = {"source": s.source, "fps": s.fps, "lossless": s.lossless}
         self.publisher.save_state(s.stream_id, state)
 
     def _resume(self, s: StreamState, joined: bool) -> None:

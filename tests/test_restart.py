@@ -186,6 +186,10 @@ def test_sigkilled_detector_resumes_the_stream_with_the_same_answers(smile, engi
     assert [e["data"]["child"] for e in evs if e["type"] == "supervisor"] == ["ingest-x", "viewer"]
     assert len({e["publisher"] for e in evs}) == 2
     second = evs[0]["publisher"] != evs[-1]["publisher"] and evs[-1]["publisher"]
+    # the second detector never saw the `started` message: what it said comes back from the saved state
+    started = [(e["publisher"] == second, e["data"]["source"], e["data"].get("fps"), e["data"]["message"])
+               for e in evs if e["type"] == "stream" and e["data"]["status"] == "started"]
+    assert started == [(False, "smile.mp4", 30.0, ""), (True, "smile.mp4", 30.0, "joined mid-stream")], started
     onsets = [e for e in evs if e["type"] == "expression.onset"]
     closing = [e for e in evs if e["type"] in ("expression", "expression.cancel")]
     tracks = [e["data"]["track"] for e in onsets]

@@ -271,7 +271,7 @@ def kill_mid_run(pool: Pool, smile, sids: list[str], endpoint, kill, back) -> tu
     n_frames = 8 * T
     frames = {sid: stream_frames(smile, i, n_frames) for i, sid in enumerate(sids)}
     sub = Collector(pool)
-    feed = Feeder(endpoint, sids, lossless=False)
+    feed = Feeder(endpoint, sids, lossless=True)  # the reference is every frame scored, however loaded the host
     pos = dict.fromkeys(sids, 0)
     state, dead_ticks = "before", 0
     try:
@@ -319,6 +319,11 @@ def check_killed_run(pool: Pool, engine, evs: list[dict], sids: list[str], frame
         closing = [e for e in evs if e["type"] in ("expression", "expression.cancel") and e["stream_id"] == sid]
         tracks = [e["data"]["track"] for e in onsets]
         assert onsets and len(tracks) == len(set(tracks)), tracks
+        # the successor never saw the stream's `started`: its source, frame rate and losslessness are the saved ones
+        rejoined = [e["data"] for e in evs if e["type"] == "stream" and e["stream_id"] == sid
+                    and e["publisher"] == second and e["data"]["status"] == "started"]
+        assert [(d["source"], d.get("fps"), d["message"]) for d in rejoined] == [
+            ("smile.npz", FPS, "joined mid-stream")], rejoined
         for o in onsets:  # (an onset the dead worker left open is cancelled by its successor)
             assert any(c["data"]["track"] == o["data"]["track"] and c["seq"] > o["seq"] for c in closing), o
         # once the successor has a FEDN window of its own frames (the expression the crash cut is another matter),
