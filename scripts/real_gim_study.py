@@ -1,29 +1,32 @@
-"""Study (session 26, not kept): GIM on real faces. The engine's GIM (trained on synthetic ROI flow) fine-tuned on
-the real dev clips, point-supervised as PWES/GIM intend for cheaply labelled video (one point per expression: the
+"""Study (session 26, not kept): GIM on real faces. The engine's GIM (trained on synthetic ROI flow) fine-tuned on the
+real dev clips, point-supervised as PWES/GIM intend for cheaply labelled video (one point per expression: the
 label's `peak`, else its middle; train.train.gim_step's soft Gaussian pseudo-labels) with the labelled talking,
 blink and gaze frames as negatives too, leave one identity out on the named folds; optionally with the ROI flow
 divided by a causal running scale per face track (`--mode scale`: real flow is 4-7x the synthetic videos'), or
 (session 36, `--mode displacement`) with each ROI's displacement from the person's neutral instead of flow (the 12
 ROI landmarks of the geometry minus the causal baseline, what FEDN sees; a held smile keeps it, where its flow is
-0), GIM then trained from scratch. The held-out intensity curves are scored frame by frame (AUROC, expression
-frames against background and nuisance frames), next to the expression level on the same frames
-(`models.emotion.expression_level`, nothing learnt), and, with `--proposals`, as GIM-only proposals by the
-benchmark's rules.
+0), GIM then trained from scratch, or (session 37, `--mode blendshapes`) with the expression blendshapes' own
+deviations from that neutral (`BLENDSHAPE_NODES`), likewise from scratch. The held-out intensity curves are scored
+frame by frame (AUROC, expression frames against background and nuisance frames), next to the expression level on
+the same frames (`models.emotion.expression_level`, nothing learnt), and, with `--proposals`, as GIM-only proposals
+by the benchmark's rules.
 
     .venv/bin/python scripts/real_gim_study.py --folds edtalk_expression_source,liveportrait_d12,fomm_10,\
-liveportrait_d9,liveportrait_d0,sadtalker_RD_Radio34_000 [--mode scale|displacement] [--epochs 10] [--lr 1e-3] \
-[--proposals]
+liveportrait_d9,liveportrait_d0,sadtalker_RD_Radio34_000 [--mode scale|displacement|blendshapes] [--epochs 10] \
+[--lr 1e-3] [--proposals]
 
-About 2 minutes a fold and 10 epochs on 2 cores. docs/real_dev.md ("GIM on real faces") has the figures.
+About 2 minutes a fold and 10 epochs on 2 cores (blendshapes: 5). docs/real_dev.md ("GIM on real faces") has the
+figures.
 """
 import argparse
+import dataclasses
 import time
 
 import numpy as np
 import torch
 
 from fes_live.models.baseline import BLENDSHAPE_DIM
-from fes_live.models.emotion import expression_level
+from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES, expression_level
 from fes_live.models.gim import GIM, GIMConfig
 from fes_live.models.proposals import GIMProposalConfig, gim_proposals
 from fes_live.stream.config import from_dict
@@ -32,6 +35,20 @@ from fes_live.stream.features import ROI_MESH_INDEX, flow_windows
 from fes_live.train import real_eval, real_train
 from fes_live.train.train import TrainConfig, gim_step
 
+# `--mode blendshapes`: the expression blendshapes' deviations from neutral as GIM nodes of two values each (a
+# left/right twin, or two channels of one region), in region groups
+BLENDSHAPE_NODES = (
+    ("browDownLeft", "browDownRight"), ("browOuterUpLeft", "browOuterUpRight"), ("browInnerUp", "browInnerUp"),
+    ("cheekSquintLeft", "cheekSquintRight"), ("eyeSquintLeft", "eyeSquintRight"), ("eyeWideLeft", "eyeWideRight"),
+    ("noseSneerLeft", "noseSneerRight"),
+    ("mouthSmileLeft", "mouthSmileRight"), ("mouthFrownLeft", "mouthFrownRight"),
+    ("mouthDimpleLeft", "mouthDimpleRight"), ("mouthStretchLeft", "mouthStretchRight"),
+    ("mouthPressLeft", "mouthPressRight"), ("mouthUpperUpLeft", "mouthUpperUpRight"),
+    ("mouthLowerDownLeft", "mouthLowerDownRight"), ("mouthLeft", "mouthRight"), ("jawLeft", "jawRight"),
+    ("jawOpen", "jawForward"), ("mouthPucker", "mouthFunnel"), ("mouthRollLower", "mouthRollUpper"),
+    ("mouthShrugLower", "mouthShrugUpper"), ("mouthClose", "cheekPuff"),
+)
+BLENDSHAPE_GROUPS = ((0, 1, 2), (3, 4, 5, 6), tuple(range(7, len(BLENDSHAPE_NODES))))
 SYNTHETIC_FLOW = 0.07  # median ROI flow magnitude of the synthetic training videos (real clips: 0.1-0.6)
 DISPLACEMENT_SCALE = 10.0  # aligned-landmark deltas (0.01-0.04 over expressions) to the synthetic flow's scale
 
@@ -63,7 +80,10 @@ def prepare(clip, info: dict, mode: str):
     action; an expression said while talking is an expression), point labels and kinds (macro 0 / micro 1)."""
     flow = np.asarray(clip.feats["roi_flow"], np.float32)
     face = np.asarray(clip.feats["face_present"], bool)
-    if mode == "displacement":
+    if mode == "blendshapes":
+        index = [[MEDIAPIPE_BLENDSHAPES.index(c) for c in pair] for pair in BLENDSHAPE_NODES]
+        flow = clip.inputs[:, :BLENDSHAPE_DIM][:, index].astype(np.float32)
+    elif mode == "displacement":
         landmarks = clip.inputs[:, BLENDSHAPE_DIM:].reshape(len(flow), -1, 2)
         flow = (landmarks[:, ROI_MESH_INDEX] * DISPLACEMENT_SCALE).astype(np.float32)
     elif mode == "scale":
@@ -117,7 +137,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--engine", default="stream/engines/default")
     p.add_argument("--folds", required=True, help="comma-separated identities to hold out, one fold each")
-    p.add_argument("--mode", choices=("raw", "scale", "displacement"), default="raw")
+    p.add_argument("--mode", choices=("raw", "scale", "displacement", "blendshapes"), default="raw")
     p.add_argument("--epochs", type=int, default=10, help="0: the engine's GIM as it is")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--proposals", action="store_true", help="also score GIM-only proposals")
@@ -129,7 +149,10 @@ def main() -> None:
     entry = engine.manifest["models"]["gim"]
     gcfg = from_dict(GIMConfig, entry["config"], where="gim")
     start = torch.load(engine.folder / entry["weights"], map_location="cpu", weights_only=True)
-    if args.mode == "displacement":  # another input: the flow-trained weights mean nothing for it
+    if args.mode == "blendshapes":
+        gcfg = dataclasses.replace(gcfg, n_rois=len(BLENDSHAPE_NODES), rois=tuple(range(len(BLENDSHAPE_NODES))),
+                                   groups=BLENDSHAPE_GROUPS)
+    if args.mode in ("displacement", "blendshapes"):  # another input: the flow-trained weights mean nothing for it
         torch.manual_seed(0)
         start = GIM(gcfg).state_dict()
     data = {c.name: prepare(c, labels[c.name], args.mode) for c in clips}
