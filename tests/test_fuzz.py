@@ -244,3 +244,27 @@ def test_an_announced_stream_waits_for_its_first_frames(engine_dir, tmp_path):
         assert s.queue.maxlen is None and s.fps == 30.0 and s.source == "f.mp4"  # lossless: never drops
     finally:
         det.close()
+
+
+@pytest.mark.parametrize("age_s, said, want", [
+    (1.0, {"source": "cam.mp4", "fps": 60.0, "lossless": True}, ("cam.mp4", 60.0, True)),
+    (1.0, {"source": 3, "fps": "fast", "lossless": "yes"}, ("", None, False)),  # a damaged row: nothing of it
+    (1.0, {"source": "cam.mp4", "fps": math.inf, "lossless": False}, ("cam.mp4", None, False)),
+    (1.0, "started", ("", None, False)),
+    (3600.0, {"source": "cam.mp4", "fps": 60.0, "lossless": True}, ("", None, False)),  # too old to be this run
+])
+def test_a_stream_joining_mid_stream_takes_its_saved_started_message(engine_dir, tmp_path, age_s, said, want):
+    """A restarted detector never saw the stream's `started`: the saved one gives its source, frame rate and
+    losslessness back, and whatever the row holds, the stream runs."""
+    det = Detector(DetectConfig(endpoints=tcp_endpoints(tmp_path), admit_frames=3), load_engine(engine_dir))
+    try:
+        det.publisher.saved_states["cam"] = (time.time() - age_s, {"next_track": 4, "started": said})
+        for i in range(3):
+            det.handle(frame_msg("cam", i))
+        s = det.streams["cam"]
+        assert (s.source, s.fps, s.lossless) == want
+        assert s.queue.maxlen == (None if want[2] else det.cfg.queue_frames)
+        started = [e["data"] for e in det.publisher.memory if e["type"] == "stream"]
+        assert [(d["message"], d["source"], d.get("fps")) for d in started] == [("joined mid-stream", *want[:2])]
+    finally:
+        det.close()
