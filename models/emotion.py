@@ -60,6 +60,14 @@ NOT_EXPRESSION = _channels("_neutral", "eyeBlinkLeft", "eyeBlinkRight", "eyeLook
                            "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft",
                            "eyeLookUpRight")
 
+# what the mouth does to speak (jaw, lips closing, rounding, rolling, shrugging, moving sideways): the expression
+# level leaves them out, so that talking does not read as an expression. The mouth channels of emotions stay
+# (smile, frown, dimple, stretch, press, upper lip raised), and so do the brows, eyes, cheeks and nose.
+SPEECH = _channels("jawOpen", "jawForward", "jawLeft", "jawRight", "mouthClose", "mouthFunnel", "mouthPucker",
+                   "mouthRollLower", "mouthRollUpper", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthShrugLower",
+                   "mouthShrugUpper", "mouthLeft", "mouthRight")
+_NOT_LEVEL = np.union1d(NOT_EXPRESSION, SPEECH)
+
 
 def au_strength(delta: np.ndarray, emotion: str | None) -> np.ndarray | None:
     """(T, 52) deviations from the neutral baseline -> (T,) how strongly `emotion`'s action units show: their mean,
@@ -78,12 +86,13 @@ def channel_mean(frames: np.ndarray, channels: np.ndarray) -> np.ndarray:
 
 def expression_level(delta: np.ndarray) -> np.ndarray:
     """(T, 52) deviations from the person's neutral baseline -> (T,) in [0, 1]: the largest rise of any expression
-    channel above it (blinks, gaze and `_neutral` left out: they move with no expression). A class-agnostic intensity
-    that reads real faces, where GIM's I(t), learnt from synthetic frame-to-frame flow, sits near 1 whatever the face
-    does and a held smile has no flow (docs/events.md, "The expression level"). A fall below neutral is not an
-    expression (a baseline taken on one relaxes down to the face: models.baseline)."""
+    channel above it (blinks, gaze and `_neutral` left out: they move with no expression; so do the articulators of
+    speech, `SPEECH`). A class-agnostic intensity that reads real faces, where GIM's I(t), learnt from synthetic
+    frame-to-frame flow, sits near 1 whatever the face does and a held smile has no flow (docs/events.md, "The
+    expression level"). A fall below neutral is not an expression (a baseline taken on one relaxes down to the face:
+    models.baseline)."""
     d = np.asarray(delta, dtype=np.float64).reshape(-1, len(MEDIAPIPE_BLENDSHAPES))
-    return np.clip(np.delete(d, NOT_EXPRESSION, axis=1), 0.0, 1.0).max(axis=1, initial=0.0)
+    return np.clip(np.delete(d, _NOT_LEVEL, axis=1), 0.0, 1.0).max(axis=1, initial=0.0)
 
 
 def smooth3(x: np.ndarray) -> np.ndarray:

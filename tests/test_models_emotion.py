@@ -338,14 +338,18 @@ def test_an_expression_the_blendshapes_name_as_one_already_reported_is_not_repor
 
 
 def test_expression_level_is_the_largest_rise_of_an_expression_channel():
-    """Blinks and gaze move with no expression, and a channel below its neutral is not one either."""
+    """Blinks, gaze and the mouth's speech movements come with no expression, and a channel below its neutral is not
+    one either."""
     from fes_live.models.emotion import expression_level
-    delta = np.zeros((4, 52))
+    delta = np.zeros((5, 52))
     delta[0, MEDIAPIPE_BLENDSHAPES.index("eyeBlinkLeft")] = 0.9          # a blink
     delta[0, MEDIAPIPE_BLENDSHAPES.index("eyeLookDownRight")] = 0.7      # a look down
     delta[1, MEDIAPIPE_BLENDSHAPES.index("mouthSmileLeft")] = 0.6        # a smile ...
     delta[1, MEDIAPIPE_BLENDSHAPES.index("browInnerUp")] = 0.2
     delta[2, MEDIAPIPE_BLENDSHAPES.index("mouthSmileRight")] = -0.8      # a baseline taken on a smile
-    delta[3, MEDIAPIPE_BLENDSHAPES.index("jawOpen")] = 1.4              # beyond the activations' range
-    assert expression_level(delta).tolist() == [0.0, 0.6, 0.0, 1.0]
+    delta[3, MEDIAPIPE_BLENDSHAPES.index("mouthUpperUpLeft")] = 1.4     # beyond the activations' range
+    for name in ("jawOpen", "mouthClose", "mouthFunnel", "mouthLowerDownLeft", "mouthRollUpper"):  # a word
+        delta[4, MEDIAPIPE_BLENDSHAPES.index(name)] = 0.5
+    delta[4, MEDIAPIPE_BLENDSHAPES.index("mouthStretchRight")] = 0.1
+    assert expression_level(delta).tolist() == [0.0, 0.6, 0.0, 1.0, 0.1]
     assert expression_level(np.zeros((0, 52))).shape == (0,)
