@@ -19,10 +19,10 @@ import torch.nn as nn
 from fes_live.models.anchors import Anchors
 from fes_live.models.backbones import build_backbone
 from fes_live.models.blocks import Attention, ConvBlock1d
-from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES
+from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES, SPEECH
 
 GEOMETRY_DIM = 1008  # stream.features.GEOMETRY_DIM (models/ imports nothing from stream/)
-INPUT_SETS = ("all", "blendshapes", "expression")
+INPUT_SETS = ("all", "blendshapes", "expression", "no-speech")
 NOT_EXPRESSION = ("eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft",
                   "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight")
 
@@ -30,10 +30,12 @@ NOT_EXPRESSION = ("eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDo
 def input_mask(inputs: str, in_dim: int = GEOMETRY_DIM) -> torch.Tensor:
     """(in_dim,) 0/1 mask of the geometry columns FEDNConfig.inputs keeps (geometry = 52 blendshapes, landmarks)."""
     mask = torch.ones(in_dim)
-    if inputs in ("blendshapes", "expression"):
+    if inputs in ("blendshapes", "expression", "no-speech"):
         mask[len(MEDIAPIPE_BLENDSHAPES):] = 0
-    if inputs == "expression":
+    if inputs in ("expression", "no-speech"):
         mask[[MEDIAPIPE_BLENDSHAPES.index(n) for n in NOT_EXPRESSION]] = 0
+    if inputs == "no-speech":  # nor the mouth's speech movements (models.emotion.SPEECH)
+        mask[SPEECH] = 0
     return mask
 
 

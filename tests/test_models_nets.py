@@ -89,6 +89,25 @@ def test_fedn_shapes_and_export():
     assert torch.allclose(got[0], out.cls_logits, atol=1e-5) and torch.allclose(got[1], out.intervals, atol=1e-4)
 
 
+def test_fedn_input_sets_mask_the_columns_they_name():
+    """A masked column changes nothing FEDN says: landmarks for the blendshape sets, blinks and gaze for
+    "expression", and speech's mouth movements as well for "no-speech" (a smile still counts)."""
+    from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES as names
+    from fes_live.models.fedn import input_mask
+    col = names.index
+    for inputs, masked, seen in [("expression", ["eyeBlinkLeft", "eyeLookUpRight"], ["jawOpen", "mouthSmileLeft"]),
+                                 ("no-speech", ["eyeBlinkLeft", "jawOpen", "mouthFunnel", "mouthRollLower"],
+                                  ["mouthSmileLeft", "browInnerUp", "mouthFrownRight"])]:
+        mask = input_mask(inputs)
+        assert mask[len(names):].sum() == 0 and all(mask[col(n)] == 0 for n in masked), inputs
+        assert all(mask[col(n)] == 1 for n in seen), inputs
+        m = FEDN(FEDNConfig(**{**to_dict(SMALL_FEDN), "inputs": inputs})).eval()
+        x = torch.randn(1, 64, 1008)
+        y = x.clone()
+        y[..., [col(n) for n in masked]] += 1.0
+        assert torch.equal(m(x).cls_logits, m(y).cls_logits), inputs
+
+
 def test_fedn_trains_on_a_toy_target():
     """A few steps of BCE on one positive anchor move its score up: gradients reach every stage."""
     torch.manual_seed(0)
