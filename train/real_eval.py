@@ -629,7 +629,8 @@ def markdown(report: dict) -> str:
                   "talking, blink and gaze frames (AUROC: 0.5 is chance; a frame of an expression said while "
                   "talking counts as expression). GIM's I(t) is learnt from synthetic frame-to-frame ROI flow; the "
                   "expression level is the largest rise of an expression blendshape (speech's mouth movements left "
-                  "out) above the person's causal neutral (`models.emotion.expression_level`); the baseline's is its own deviation from a 5 s running mean.",
+                  "out) above the person's causal neutral (`models.emotion.expression_level`); the baseline's is "
+                  "its own deviation from a 5 s running mean.",
                   "", "| curve | median: expression / unlabelled / talking, blink, gaze | AUROC against unlabelled | "
                   "against talking, blink, gaze |", "|---|---|---|---|"]
         for c, label in CURVES.items():

@@ -265,14 +265,14 @@ def load_synth(engine, data: Path, features: Path, cfg: RealTrainConfig = RealTr
     from fes_live.train.datasets import load_native
     ds = load_native(data)
     emotions = list(engine.labels["emotions"])
+    unknown = sorted(set(cfg.synth_emotions) - set(emotions))
+    if unknown:
+        raise ValueError(f"synth_emotions: not emotions of the engine {emotions}: {unknown}")
     gt = ds.by_video()
     clips = []
     for v in ds.videos:
         feats, inputs = video_inputs(engine, features / f"{v.video_id}.npz", v.fps, cfg,
                                      f"synthetic video {v.video_id} (fes-live extract, or scripts/synth_sets.sh)")
-        unknown = sorted(set(cfg.synth_emotions) - set(emotions))
-        if unknown:
-            raise ValueError(f"synth_emotions: not emotions of the engine {emotions}: {unknown}")
         taught = [i for i in gt[v.video_id] if not cfg.synth_emotions or i.emotion in cfg.synth_emotions]
         left_out = [i for i in gt[v.video_id] if i not in taught]
         clips.append(Clip(v.video_id, f"synth:{v.subject}", v.fps, inputs,
