@@ -651,8 +651,9 @@ class OnlineSpotter:
         """An expression longer than what a window holds whole (W - 2 edges): FEDN reports it cut at the window's end
         while its onset is in view, then cut at both edges. It starts with a confident interval whose onset is in
         the window and which runs into the window's last 2 edges, goes on while each window has one of the same
-        emotion doing the same, and ends in the first window whose interval of that emotion ends before them: onset
-        of the first, offset of the last (so it goes out within a stride of its offset, inside `fedn_max_lag`)."""
+        emotion overlapping it, and ends in the first window whose interval of it ends before them: onset where the
+        last window that held it placed it, offset of the last (so it goes out within a stride of its offset, inside
+        `fedn_max_lag`)."""
         cfg = self.cfg
         margin = 2 * cfg.fedn_edge
         sure = [d for d in dets if d.score >= cfg.fedn_only_threshold]
@@ -661,8 +662,17 @@ class OnlineSpotter:
             starts = [d for d in sure if d.onset >= lo and d.offset > end - margin and not tail]
             self._long = max(starts, key=lambda d: d.score, default=None)
             return []
-        # the same expression: cut at the window's start, or starting where it did
-        same = [d for d in sure if d.emotion == run.emotion and (d.onset < lo or abs(d.onset - run.onset) <= margin)]
+        # the same expression: of its emotion and sharing half of the shorter with the span followed so far (an
+        # earlier expression cut at this window's start ended before it began and is not it)
+        span = (run.onset, run.offset)
+        same = [d for d in sure if d.emotion == run.emotion and shares((d.onset, d.offset), span, 0.5)]
+        if not same:
+            self._long = None
+            return []
+        # a window that has seen more of it places its start better, while the start is in view
+        seen = [d for d in same if d.onset >= lo]
+        onset = max(seen, key=lambda d: d.score).onset if seen else run.onset
+        run = dataclasses.replace(run, onset=onset, offset=max(d.offset for d in same))
         ends = [d for d in same if d.offset <= end - margin or tail]
         if not ends:
             going = any(d.offset > end - margin for d in same) and end - run.onset < self.max_segment
@@ -670,8 +680,8 @@ class OnlineSpotter:
             return []
         self._long = None
         last = max(ends, key=lambda d: d.score)
-        if last.offset - run.onset + 1 <= cfg.fedn_window - 2 * cfg.fedn_edge:
-            return []  # a window holds it whole: the ordinary path has it
+        if last.offset - run.onset + 1 <= cfg.fedn_window - 2 * cfg.fedn_edge - cfg.fedn_stride:
+            return []  # some window of the grid holds it whole: the ordinary path has it
         return [dataclasses.replace(run, offset=last.offset, apex=(run.onset + last.offset) // 2, kind=MACRO,
                                     score=min(run.score, last.score))]
 

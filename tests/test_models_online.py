@@ -492,6 +492,70 @@ def test_an_expression_longer_than_a_window_is_chained_across_windows():
     assert SpotterConfig().fedn_long
 
 
+def runs_fedn(window, emotion=2, n_classes=3):
+    """Test double FEDN: one interval per run of frames whose blendshape-0 delta is > 0.5 (up to 4)."""
+    def fn(x):
+        on = np.r_[0, (x[0, :, 0] > 0.5).astype(int), 0]
+        edges = np.flatnonzero(np.diff(on)).reshape(-1, 2)[:4]
+        logits = np.full((1, 4, n_classes), -9.0, np.float32)
+        iv = np.zeros((1, 4, 2), np.float32)
+        logits[0, :len(edges), emotion] = 4.0
+        iv[0, :len(edges)] = edges - (0, 1)
+        return logits, iv
+    return fn
+
+
+def test_a_long_expression_right_after_another_of_its_emotion_is_still_chained():
+    """A 131-frame smile that starts 2-6 frames after a 41-frame one (pyfeat's WolfgangLanger_Pexels.mp4: a smile,
+    then a laugh to the end of the clip). A window that holds the first cut at its start while the chain follows
+    the second used to take it for the second's end, and the second, whose start the next windows no longer hold,
+    was never reported. The chain now follows only intervals that share half of its span so far."""
+    T = 320
+    curve, apex = np.zeros(T, np.float32), np.zeros((T, 2), np.float32)
+    for first in (20, 32, 48):
+        for gap in (2, 4, 6):
+            a, b = (first, first + 40), (first + 40 + gap, first + 40 + gap + 130)
+            marker = np.zeros(T, bool)
+            marker[a[0]:a[1] + 1] = True
+            marker[b[0]:b[1] + 1] = True
+            sp = OnlineSpotter(curve_gim, runs_fedn(64), SpotterConfig(fedn_window=64, fedn_stride=16))
+            got = [(p.onset, p.offset) for p in spot_video(sp, video(curve, apex, marker=marker))]
+            assert got == [a, b], (a, b)
+
+
+def hesitant_fedn(emotion=2, n_classes=3):
+    """Test double FEDN: one interval over the frames whose blendshape-0 delta is > 0.5, its start placed late (by
+    half of what the window holds of it, up to 16 frames) while the window holds less than 32 frames of it, as real
+    FEDN places a start it has barely seen."""
+    def fn(x):
+        on = np.flatnonzero(x[0, :, 0] > 0.5)
+        logits = np.full((1, 4, n_classes), -9.0, np.float32)
+        iv = np.zeros((1, 4, 2), np.float32)
+        if len(on):
+            seen = on[-1] - on[0] + 1
+            logits[0, 0, emotion] = 4.0
+            iv[0, 0] = (on[0] + (min(16, seen // 2) if seen < 32 else 0), on[-1])
+        return logits, iv
+    return fn
+
+
+def test_a_chained_expression_takes_its_start_from_the_windows_that_saw_more_of_it():
+    """An expression of 106-118 frames, which no window of the 16-frame grid may hold whole between its edges (W 128
+    - 2 edges = 120): the window that starts the chain places its start late, later windows place it right. The
+    chain keeps the later start, and reports the expression whenever it is longer than the grid is sure to hold
+    whole (held-out synthetic deepface_img19_000 1409-1521, which a chain that kept the first start judged short
+    enough for the ordinary path, and nothing reported)."""
+    T = 400
+    curve, apex = np.zeros(T, np.float32), np.zeros((T, 2), np.float32)
+    for start in range(150, 182, 2):
+        for length in (106, 110, 114, 118):
+            marker = np.zeros(T, bool)
+            marker[start:start + length] = True
+            sp = OnlineSpotter(curve_gim, hesitant_fedn(), SpotterConfig())
+            got = spot_video(sp, video(curve, apex, marker=marker))
+            assert [(p.onset, p.offset) for p in got] == [(start, start + length - 1)], (start, length)
+
+
 def test_bounded_memory_on_an_endless_expression():
     T = 3000
     curve = np.full(T, 0.9)
