@@ -653,7 +653,7 @@ class OnlineSpotter:
         the window and which runs into the window's last 2 edges, goes on while each window has one of the same
         emotion overlapping it, and ends in the first window whose interval of it ends before them: onset where the
         last window that held it placed it, offset of the last (so it goes out within a stride of its offset, inside
-        `fedn_max_lag`)."""
+        `fedn_max_lag`). One held longer than `max_segment_seconds` goes out then, cut there, and nothing more of it."""
         cfg = self.cfg
         margin = 2 * cfg.fedn_edge
         sure = [d for d in dets if d.score >= cfg.fedn_only_threshold]
@@ -674,12 +674,12 @@ class OnlineSpotter:
         onset = max(seen, key=lambda d: d.score).onset if seen else run.onset
         run = dataclasses.replace(run, onset=onset, offset=max(d.offset for d in same))
         ends = [d for d in same if d.offset <= end - margin or tail]
-        if not ends:
-            going = any(d.offset > end - margin for d in same) and end - run.onset < self.max_segment
-            self._long = run if going else None
+        if not ends and end - run.onset < self.max_segment:
+            self._long = run  # going on
             return []
+        # ended, or held longer than `max_segment_seconds`: then reported as it stands, as GIM cuts its pieces there
         self._long = None
-        last = max(ends, key=lambda d: d.score)
+        last = max(ends or same, key=lambda d: d.score)
         if last.offset - run.onset + 1 <= cfg.fedn_window - 2 * cfg.fedn_edge - cfg.fedn_stride:
             return []  # some window of the grid holds it whole: the ordinary path has it
         return [dataclasses.replace(run, offset=last.offset, apex=(run.onset + last.offset) // 2, kind=MACRO,

@@ -556,6 +556,20 @@ def test_a_chained_expression_takes_its_start_from_the_windows_that_saw_more_of_
             assert [(p.onset, p.offset) for p in got] == [(start, start + length - 1)], (start, length)
 
 
+def test_an_expression_held_longer_than_a_piece_is_reported_once_cut_there():
+    """A smile held for 13-20 s: the chain used to give up at `max_segment_seconds` (10 s) and report nothing, its
+    announced onset cancelled. It goes out then, cut there, as GIM cuts its pieces, and once."""
+    T = 700
+    curve, apex = np.zeros(T, np.float32), np.zeros((T, 2), np.float32)
+    cap = int(SpotterConfig().max_segment_seconds * 30)
+    for length in (400, 600):
+        marker = np.zeros(T, bool)
+        marker[50:50 + length] = True
+        got = spot_video(OnlineSpotter(curve_gim, marker_fedn(128), SpotterConfig()), video(curve, apex, marker=marker))
+        assert len(got) == 1 and got[0].onset == 50 and got[0].kind == MACRO
+        assert 50 + cap - 1 <= got[0].offset <= 50 + cap + 16   # within a FEDN stride of the cap
+
+
 def test_bounded_memory_on_an_endless_expression():
     T = 3000
     curve = np.full(T, 0.9)
