@@ -651,7 +651,8 @@ class OnlineSpotter:
         """An expression longer than what a window holds whole (W - 2 edges): FEDN reports it cut at the window's end
         while its onset is in view, then cut at both edges. It starts with a confident interval whose onset is in
         the window and which runs into the window's last 2 edges, goes on while each window has one of the same
-        emotion overlapping it, and ends in the first window whose interval of it ends before them: onset where the
+        emotion overlapping it (or waits while one calls it another), and ends in the first window whose interval of
+        it ends before them: onset where the
         last window that held it placed it, offset of the last (so it goes out within a stride of its offset, inside
         `fedn_max_lag`). One held longer than `max_segment_seconds` goes out then, cut there, and nothing more of it."""
         cfg = self.cfg
@@ -662,12 +663,16 @@ class OnlineSpotter:
             starts = [d for d in sure if d.onset >= lo and d.offset > end - margin and not tail]
             self._long = max(starts, key=lambda d: d.score, default=None)
             return []
-        # the same expression: of its emotion and sharing half of the shorter with the span followed so far (an
-        # earlier expression cut at this window's start ended before it began and is not it)
+        # the same expression: sharing half of the shorter with the span followed so far (an earlier expression cut
+        # at this window's start ended before it began and is not it), and of its emotion
         span = (run.onset, run.offset)
-        same = [d for d in sure if d.emotion == run.emotion and shares((d.onset, d.offset), span, 0.5)]
+        overlapping = [d for d in sure if shares((d.onset, d.offset), span, 0.5)]
+        same = [d for d in overlapping if d.emotion == run.emotion]
         if not same:
-            self._long = None
+            # one window may call it something else (a laugh's raised upper lip read as disgust): the chain waits
+            # while that goes on, and is dropped once nothing of it is left
+            going = any(d.offset > end - margin for d in overlapping) and end - run.onset < self.max_segment
+            self._long = dataclasses.replace(run, offset=max(d.offset for d in overlapping)) if going else None
             return []
         # a window that has seen more of it places its start better, while the start is in view
         seen = [d for d in same if d.onset >= lo]
