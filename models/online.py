@@ -523,13 +523,14 @@ class OnlineSpotter:
         settled = self._settled()
         out = self._announce(dets, lo, settled, start + valid - 1) if self.fedn_onsets else []
         long = self._chain(dets, lo, start + valid - 1, tail) if cfg.fedn_long else []
-        dets = [d for d in dets if d.onset >= lo and d.offset <= hi] + long
+        whole = [d for d in dets if d.onset >= lo and d.offset <= hi]
         # across windows: an interval settled earlier suppresses new ones on it; NMS among the open ones
-        for d in dets:
+        for d, chained in [(d, False) for d in whole] + [(d, True) for d in long]:
             if len(settled) and iou_1d([(d.onset, d.offset)], settled).max() > cfg.fedn_decode.nms_iou:
                 continue
-            if cfg.fedn_max_lag > 0 and self._fedn_done - d.offset > cfg.fedn_max_lag:
-                self._resolved.append(d)  # too late to be news
+            # too late to be news, unless a chain followed it while it went on (its end can be seen a stride late)
+            if not chained and cfg.fedn_max_lag > 0 and self._fedn_done - d.offset > cfg.fedn_max_lag:
+                self._resolved.append(d)
             else:
                 self._pool.append(d)
         if self._pool:
@@ -648,13 +649,13 @@ class OnlineSpotter:
         return out
 
     def _chain(self, dets: list[Proposal], lo: int, end: int, tail: bool) -> list[Proposal]:
-        """An expression longer than what a window holds whole (W - 2 edges): FEDN reports it cut at the window's end
-        while its onset is in view, then cut at both edges. It starts with a confident interval whose onset is in
-        the window and which runs into the window's last 2 edges, goes on while each window has one of the same
+        """An expression longer than what a window holds whole (W - 2 edges): FEDN reports it cut at the window's
+        end while its onset is in view, then cut at both edges. It starts with a confident interval whose onset is
+        in the window and which runs into the window's last 2 edges, goes on while each window has one of the same
         emotion overlapping it (or waits while one calls it another), and ends in the first window whose interval of
-        it ends before them: onset where the
-        last window that held it placed it, offset of the last (so it goes out within a stride of its offset, inside
-        `fedn_max_lag`). One held longer than `max_segment_seconds` goes out then, cut there, and nothing more of it."""
+        it ends before them: onset where the last window that held it placed it, offset of the last (so it goes out
+        within a stride or two of its offset; `fedn_max_lag` does not apply to it). One held longer than
+        `max_segment_seconds` goes out then, cut there, and nothing more of it."""
         cfg = self.cfg
         margin = 2 * cfg.fedn_edge
         sure = [d for d in dets if d.score >= cfg.fedn_only_threshold]

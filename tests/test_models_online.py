@@ -591,6 +591,30 @@ def test_an_expression_held_longer_than_a_piece_is_reported_once_cut_there():
         assert 50 + cap - 1 <= got[0].offset <= 50 + cap + 16   # within a FEDN stride of the cap
 
 
+def test_a_chained_expression_whose_end_is_seen_a_stride_late_is_still_reported():
+    """FEDN's end of an expression can land a few frames late, inside the edge the chain waits past; the chain then
+    sees the end one window (16 frames) later, more than `fedn_max_lag` after it. A chain followed its expression
+    while it went on, so its end is news however late: it used to be dropped as a late find."""
+    def late_end_fedn(x):
+        on = np.flatnonzero(x[0, :, 0] > 0.5)
+        logits = np.full((1, 4, 3), -9.0, np.float32)
+        iv = np.zeros((1, 4, 2), np.float32)
+        if len(on):
+            last = x.shape[1] - 1
+            logits[0, 0, 2] = 4.0            # an end within 12 frames of the window's end is placed 6 frames late
+            iv[0, 0] = (on[0], min(on[-1] + 6, last) if last - on[-1] <= 12 else on[-1])
+        return logits, iv
+
+    T = 500
+    curve, apex = np.zeros(T, np.float32), np.zeros((T, 2), np.float32)
+    for start in range(150, 182, 2):
+        marker = np.zeros(T, bool)
+        marker[start:start + 200] = True
+        sp = OnlineSpotter(curve_gim, late_end_fedn, SpotterConfig())
+        got = [(p.onset, p.offset) for p in spot_video(sp, video(curve, apex, marker=marker))]
+        assert got == [(start, start + 199)], start
+
+
 def test_random_runs_of_expressions_each_come_out_once_with_their_own_bounds():
     """40 random streams of 2-12 expressions, 12-360 frames each (up to 12 s: a FEDN window holds 4.3 s), 2-80 frames
     apart: each comes out as one event, with its exact bounds when it lasts at most `max_segment_seconds`, from its
