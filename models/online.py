@@ -39,7 +39,7 @@ with one batched call per model (`stream.batching`). Either way the same code ru
 from __future__ import annotations
 
 import dataclasses
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator
 
@@ -222,6 +222,7 @@ class OnlineSpotter:
         self._adopted: deque[int] = deque(maxlen=64)          # onset tracks a FEDN interval finalised
         self._pending: list[_Pending] = []
         self._long: Proposal | None = None       # an expression running past the windows' ends (fedn_long)
+        self._long_views: list[Proposal] = []    # each window's best interval of it
         self._announced: list[list[int]] = []    # FEDN onsets not yet final: [track, onset, last offset seen,
                                                   # emotion]
         self._au_open: dict[int, list[int]] = {}  # emotion -> its action-unit onset in _announced while they are up
@@ -663,18 +664,16 @@ class OnlineSpotter:
         if run is None:
             starts = [d for d in sure if d.onset >= lo and d.offset > end - margin and not tail]
             self._long = max(starts, key=lambda d: d.score, default=None)
+            self._long_views = [self._long] if self._long is not None else []
             return []
         # the same expression: sharing half of the shorter with the span followed so far (an earlier expression cut
-        # at this window's start ended before it began and is not it), and of its emotion
+        # at this window's start ended before it began and is not it), whatever emotion this window calls it
         span = (run.onset, run.offset)
-        overlapping = [d for d in sure if shares((d.onset, d.offset), span, 0.5)]
-        same = [d for d in overlapping if d.emotion == run.emotion]
+        same = [d for d in sure if shares((d.onset, d.offset), span, 0.5)]
         if not same:
-            # one window may call it something else (a laugh's raised upper lip read as disgust): the chain waits
-            # while that goes on, and is dropped once nothing of it is left
-            going = any(d.offset > end - margin for d in overlapping) and end - run.onset < self.max_segment
-            self._long = dataclasses.replace(run, offset=max(d.offset for d in overlapping)) if going else None
+            self._long = None
             return []
+        self._long_views.append(max(same, key=lambda d: d.score))
         # a window that has seen more of it places its start better, while the start is in view
         seen = [d for d in same if d.onset >= lo]
         onset = max(seen, key=lambda d: d.score).onset if seen else run.onset
@@ -688,8 +687,12 @@ class OnlineSpotter:
         last = max(ends or same, key=lambda d: d.score)
         if last.offset - run.onset + 1 <= cfg.fedn_window - 2 * cfg.fedn_edge - cfg.fedn_stride:
             return []  # some window of the grid holds it whole: the ordinary path has it
+        # its emotion is the one most of its windows gave (one may call a laugh's raised upper lip disgust)
+        said = Counter(v.emotion for v in self._long_views)
+        best = max(self._long_views, key=lambda v: (said[v.emotion], v.score))
         return [dataclasses.replace(run, offset=last.offset, apex=(run.onset + last.offset) // 2, kind=MACRO,
-                                    score=min(run.score, last.score))]
+                                    score=min(run.score, last.score), emotion=best.emotion,
+                                    emotion_probs=best.emotion_probs)]
 
     def _fedn_tail(self) -> Steps:
         """Frames after the last FEDN window (end of stream, reconnect): one last, end-aligned window."""
