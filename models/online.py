@@ -652,10 +652,10 @@ class OnlineSpotter:
     def _chain(self, dets: list[Proposal], lo: int, end: int, tail: bool) -> list[Proposal]:
         """An expression longer than what a window holds whole (W - 2 edges): FEDN reports it cut at the window's
         end while its onset is in view, then cut at both edges. It starts with a confident interval whose onset is
-        in the window and which runs into the window's last 2 edges, goes on while each window has one of the same
-        emotion overlapping it (or waits while one calls it another), and ends in the first window whose interval of
-        it ends before them: onset where the last window that held it placed it, offset of the last (so it goes out
-        within a stride or two of its offset; `fedn_max_lag` does not apply to it). One held longer than
+        in the window and which runs into the window's last 2 edges, goes on while each window has one overlapping
+        it, whatever emotion that says, and ends in the first window whose interval of it ends before them: onset
+        where the last window that held it placed it, offset of the last (so it goes out within a stride or two of
+        its offset; `fedn_max_lag` does not apply to it), the emotion most of its windows gave. One held longer than
         `max_segment_seconds` goes out then, cut there, and nothing more of it."""
         cfg = self.cfg
         margin = 2 * cfg.fedn_edge
