@@ -55,10 +55,11 @@ APEX_CHANNELS = {
     "disgust": _channels("noseSneerLeft", "noseSneerRight", "mouthUpperUpLeft", "mouthUpperUpRight"),      # AU9+10
     "fear": _channels("browInnerUp", "eyeWideLeft", "eyeWideRight", "mouthStretchLeft", "mouthStretchRight"),
 }
-# what an apex is never read from: blinks and gaze (they move with no expression) and the `_neutral` score
-NOT_EXPRESSION = _channels("_neutral", "eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight",
-                           "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft",
-                           "eyeLookUpRight")
+# blinks and gaze: they move with no expression (FEDN's "expression" inputs leave them out too)
+BLINK_GAZE = _channels("eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft",
+                       "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight")
+# what an apex is never read from: blinks and gaze, and the `_neutral` score
+NOT_EXPRESSION = np.union1d(_channels("_neutral"), BLINK_GAZE)
 
 # what the mouth does to speak (jaw, lips closing, rounding, rolling, shrugging, moving sideways): the expression
 # level leaves them out, so that talking does not read as an expression. The mouth channels of emotions stay

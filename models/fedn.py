@@ -19,12 +19,10 @@ import torch.nn as nn
 from fes_live.models.anchors import Anchors
 from fes_live.models.backbones import build_backbone
 from fes_live.models.blocks import Attention, ConvBlock1d
-from fes_live.models.emotion import MEDIAPIPE_BLENDSHAPES, SPEECH
+from fes_live.models.emotion import BLINK_GAZE, MEDIAPIPE_BLENDSHAPES, SPEECH
 
 GEOMETRY_DIM = 1008  # stream.features.GEOMETRY_DIM (models/ imports nothing from stream/)
 INPUT_SETS = ("all", "blendshapes", "expression", "no-speech")
-NOT_EXPRESSION = ("eyeBlinkLeft", "eyeBlinkRight", "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft",
-                  "eyeLookInRight", "eyeLookOutLeft", "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight")
 
 
 def input_mask(inputs: str, in_dim: int = GEOMETRY_DIM) -> torch.Tensor:
@@ -33,7 +31,7 @@ def input_mask(inputs: str, in_dim: int = GEOMETRY_DIM) -> torch.Tensor:
     if inputs in ("blendshapes", "expression", "no-speech"):
         mask[len(MEDIAPIPE_BLENDSHAPES):] = 0
     if inputs in ("expression", "no-speech"):
-        mask[[MEDIAPIPE_BLENDSHAPES.index(n) for n in NOT_EXPRESSION]] = 0
+        mask[BLINK_GAZE] = 0
     if inputs == "no-speech":  # nor the mouth's speech movements (models.emotion.SPEECH)
         mask[SPEECH] = 0
     return mask
