@@ -97,6 +97,10 @@ class SpotterConfig:
     fedn_long: bool = True            # chain an expression longer than a window (no window sees it whole): an
                                       # interval running to its window's end, continued by the next windows,
                                       # ends in the first one whose interval ends before the window's last 2 edges
+    edge_confirm: bool = True         # an interval ending within 2 edges of its window's end while the face is
+                                      # still half as far from neutral as at its top waits for the next window: one
+                                      # there that holds the same expression further (FEDN placed the end a few
+                                      # frames early) takes its place; else it settles as usual
     fedn_decode: FEDNDecodeConfig = field(default_factory=FEDNDecodeConfig)
     match_iou: float = 0.3            # GIM proposal takes the emotion of a FEDN interval overlapping this much
     repeat_cover: float = 0.5         # a FEDN interval is the expression already reported (no second event, no
@@ -217,12 +221,15 @@ class OnlineSpotter:
         self._fedn_origin = 0                    # frame index where the current run of FEDN windows started
         self._fedn_done = -1                     # last frame covered by a FEDN window
         self._pool: list[Proposal] = []          # FEDN intervals still open to later windows
+        self._unsure: list[Proposal] = []        # those of the last window ending near its end (edge_confirm)
         self._resolved: deque[Proposal] = deque(maxlen=64)   # settled FEDN intervals
         self._emitted: deque[Proposal] = deque(maxlen=64)    # recent proposals sent out
         self._adopted: deque[int] = deque(maxlen=64)          # onset tracks a FEDN interval finalised
         self._pending: list[_Pending] = []
         self._long: Proposal | None = None       # an expression running past the windows' ends (fedn_long)
         self._long_views: list[Proposal] = []    # each window's best interval of it
+        self._long_rest = False                  # it is the rest of one cut at max_segment_seconds
+        self._cuts: deque[int] = deque(maxlen=16)  # last frames of the pieces cut there (`_grow` keeps to them)
         self._announced: list[list[int]] = []    # FEDN onsets not yet final: [track, onset, last offset seen,
                                                   # emotion]
         self._au_open: dict[int, list[int]] = {}  # emotion -> its action-unit onset in _announced while they are up
@@ -525,6 +532,7 @@ class OnlineSpotter:
         out = self._announce(dets, lo, settled, start + valid - 1) if self.fedn_onsets else []
         long = self._chain(dets, lo, start + valid - 1, tail) if cfg.fedn_long else []
         whole = [d for d in dets if d.onset >= lo and d.offset <= hi]
+        self._confirm(dets, lo)
         # across windows: an interval settled earlier suppresses new ones on it; NMS among the open ones
         for d, chained in [(d, False) for d in whole] + [(d, True) for d in long]:
             if len(settled) and iou_1d([(d.onset, d.offset)], settled).max() > cfg.fedn_decode.nms_iou:
@@ -534,11 +542,35 @@ class OnlineSpotter:
                 self._resolved.append(d)
             else:
                 self._pool.append(d)
+                if cfg.edge_confirm and not chained and not tail and d.offset > hi - cfg.fedn_edge \
+                        and self._still_up(d):
+                    self._unsure.append(d)
         if self._pool:
             iv = np.array([(p.onset, p.offset) for p in self._pool], dtype=np.float64)
             keep = nms_1d(iv, np.array([p.score for p in self._pool]), cfg.fedn_decode.nms_iou)
             self._pool = [self._pool[i] for i in sorted(keep)]
         return out
+
+    def _still_up(self, d: Proposal) -> bool:
+        """Whether the face, at the newest frame, is still as far from its neutral as half the top of the expression
+        level over `d`: the expression may go on past the end FEDN placed."""
+        top = max((value for t, value in self._levels if d.onset <= t <= d.offset), default=0.0)
+        return top > 0 and bool(self._levels) and self._levels[-1][0] == self._last and self._levels[-1][1] >= top / 2
+
+    def _confirm(self, dets: list[Proposal], lo: int) -> None:
+        """The last window's intervals that ended near its end (`edge_confirm`) against this window's: a confident
+        one of the same expression that runs at least an edge further, which this window holds from its start (`lo`)
+        or which a chain follows with it, has seen more of the expression: the first leaves the pool to it (whole) or
+        to the chain (still going on). The others may now settle."""
+        cfg = self.cfg
+        sure = [d for d in dets if d.score >= cfg.fedn_only_threshold]
+        chain = (self._long.onset, self._long.offset) if self._long is not None else None
+        for u in self._unsure:
+            followed = chain is not None and shares((u.onset, u.offset), chain, 0.5)
+            if any((d.onset >= lo or followed) and d.offset >= u.offset + cfg.fedn_edge
+                   and shares((u.onset, u.offset), (d.onset, d.offset), 0.5) for d in sure):
+                self._pool = [p for p in self._pool if p is not u]
+        self._unsure = []
 
     def _settled(self) -> np.ndarray:
         """The settled intervals that suppress later windows' intervals on them: those that scored the threshold.
@@ -656,7 +688,8 @@ class OnlineSpotter:
         it, whatever emotion that says, and ends in the first window whose interval of it ends before them: onset
         where the last window that held it placed it, offset of the last (so it goes out within a stride or two of
         its offset; `fedn_max_lag` does not apply to it), the emotion most of its windows gave. One held longer than
-        `max_segment_seconds` goes out then, cut there, and nothing more of it."""
+        `max_segment_seconds` goes out then, cut there, and its rest is followed from the next frame on as a piece of
+        its own, as GIM cuts its pieces (a rest under a second is not reported)."""
         cfg = self.cfg
         margin = 2 * cfg.fedn_edge
         sure = [d for d in dets if d.score >= cfg.fedn_only_threshold]
@@ -665,6 +698,7 @@ class OnlineSpotter:
             starts = [d for d in sure if d.onset >= lo and d.offset > end - margin and not tail]
             self._long = max(starts, key=lambda d: d.score, default=None)
             self._long_views = [self._long] if self._long is not None else []
+            self._long_rest = False
             return []
         # the same expression: sharing half of the shorter with the span followed so far (an earlier expression cut
         # at this window's start ended before it began and is not it), whatever emotion this window calls it
@@ -678,21 +712,32 @@ class OnlineSpotter:
         seen = [d for d in same if d.onset >= lo]
         onset = max(seen, key=lambda d: d.score).onset if seen else run.onset
         run = dataclasses.replace(run, onset=onset, offset=max(d.offset for d in same))
-        ends = [d for d in same if d.offset <= end - margin or tail]
-        if not ends and end - run.onset < self.max_segment:
-            self._long = run  # going on
+        # going on while an interval of it runs into the window's last 2 edges (an earlier one of this window that
+        # overlaps it may end before them)
+        going = not tail and any(d.offset > end - margin for d in same)
+        if going and end - run.onset < self.max_segment:
+            self._long = run
             return []
         # ended, or held longer than `max_segment_seconds`: then reported as it stands, as GIM cuts its pieces there
         self._long = None
-        last = max(ends or same, key=lambda d: d.score)
-        if last.offset - run.onset + 1 <= cfg.fedn_window - 2 * cfg.fedn_edge - cfg.fedn_stride:
+        last = max(same, key=lambda d: (going and d.offset > end - margin, d.score))
+        length = last.offset - run.onset + 1
+        if self._long_rest:  # no window holds a rest's start: only the chain can report it, if it lasts a second
+            if length < cfg.fps:
+                return []
+        elif length <= cfg.fedn_window - 2 * cfg.fedn_edge - cfg.fedn_stride:
             return []  # some window of the grid holds it whole: the ordinary path has it
         # its emotion is the one most of its windows gave (one may call a laugh's raised upper lip disgust)
         said = Counter(v.emotion for v in self._long_views)
         best = max(self._long_views, key=lambda v: (said[v.emotion], v.score))
-        return [dataclasses.replace(run, offset=last.offset, apex=(run.onset + last.offset) // 2, kind=MACRO,
+        piece = dataclasses.replace(run, offset=last.offset, apex=(run.onset + last.offset) // 2, kind=MACRO,
                                     score=min(run.score, last.score), emotion=best.emotion,
-                                    emotion_probs=best.emotion_probs)]
+                                    emotion_probs=best.emotion_probs)
+        if going:  # cut at the cap: the rest is followed as a piece of its own from the next frame on
+            self._cuts.append(piece.offset)
+            self._long = dataclasses.replace(run, onset=piece.offset + 1, offset=piece.offset + 1)
+            self._long_views, self._long_rest = [], True
+        return [piece]
 
     def _fedn_tail(self) -> Steps:
         """Frames after the last FEDN window (end of stream, reconnect): one last, end-aligned window."""
@@ -772,7 +817,7 @@ class OnlineSpotter:
         keep: list[Proposal] = []
         for d in self._pool:
             settled = final or (self._fedn_done >= d.offset + cfg.fedn_settle and curve_last >= d.offset
-                                and all(s > d.offset for s in open_from))
+                                and all(s > d.offset for s in open_from) and not any(d is u for u in self._unsure))
             if not settled:
                 keep.append(d)
                 continue
@@ -820,7 +865,10 @@ class OnlineSpotter:
             last += 1
         if not final and last == len(frames) - 1 and frames[last] == self._last and frames[last] < d.offset + reach:
             return None
-        return dataclasses.replace(d, onset=min(d.onset, int(frames[first])), offset=max(d.offset, int(frames[last])))
+        # not across a cut at `max_segment_seconds`: the piece on the other side has those frames
+        onset = max([min(d.onset, int(frames[first]))] + [c + 1 for c in self._cuts if c < d.onset])
+        offset = min([max(d.offset, int(frames[last]))] + [c for c in self._cuts if c >= d.offset])
+        return dataclasses.replace(d, onset=onset, offset=offset)
 
     def _reported(self, d: Proposal) -> bool:
         """Whether FEDN interval `d` is an expression already emitted (`repeat_cover`)."""
