@@ -2,7 +2,7 @@
 8-80 apart, after the neutral baseline's warm-up), each window's interval boundaries moved by up to JITTER frames
 either way (none at a window's own edge) and its class changed with probability FLIP. Printed: how many expressions
 come out as no event (none at IoU >= 0.5), as two, and how many events match none. docs/real_dev.md quotes it
-("A real clip from outside"); no model, no data: the spotter's own rules only.
+("A real clip from outside", "Long smiles in conversation"); no model, no data: the spotter's own rules only.
 
     .venv/bin/python scripts/spotter_jitter.py [--streams 40] [--jitter 4] [--flip 0.15]
 """
