@@ -555,7 +555,7 @@ class OnlineSpotter:
         """Whether the face, at the newest frame, is still as far from its neutral as half the top of the expression
         level over `d`: the expression may go on past the end FEDN placed."""
         top = max((value for t, value in self._levels if d.onset <= t <= d.offset), default=0.0)
-        return top > 0 and bool(self._levels) and self._levels[-1][0] == self._last and self._levels[-1][1] >= top / 2
+        return top > 0 and self._levels[-1][0] == self._last and self._levels[-1][1] >= top / 2
 
     def _confirm(self, dets: list[Proposal], lo: int) -> None:
         """The last window's intervals that ended near its end (`edge_confirm`) against this window's: a confident
