@@ -108,6 +108,11 @@ class SpotterConfig:
                                       # shorter of the two, or their IoU is match_iou: later windows re-find a
                                       # reported expression with other boundaries (docs/real_dev.md, "One event per
                                       # expression"). 0: IoU alone (before session 31)
+    no_overlap: bool = True           # an event keeps off the frames of the events of its emotion already sent out:
+                                      # it starts after the end of one it overlaps, ends before the start of one it
+                                      # runs into (a later window saw the expression end and start again; less than
+                                      # repeat_cover of it is theirs, or it would be that expression). Its kind
+                                      # stays: it is the rest of an expression of that length
     fedn_only_threshold: float = 0.6  # a FEDN interval no GIM proposal claims becomes one above this score
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     emotions: tuple[str, ...] = ()    # the engine's emotion label map (the index of Proposal.emotion); with it,
@@ -832,10 +837,10 @@ class OnlineSpotter:
             if judged is not None and judged[0].emotion != d.emotion \
                     and self._reported(dataclasses.replace(d, emotion=judged[0].emotion)):
                 judged = None  # the blendshapes name it as an expression already reported (FEDN named it otherwise)
-            if judged is not None:  # (an onset it would have adopted is cancelled in due course instead)
-                p, extras = judged
+            p = self._clear_of_emitted(judged[0]) if judged is not None else None
+            if p is not None:  # (an onset it would have adopted is cancelled in due course instead)
                 p = self._leveled(self._peak(p))
-                out.append(ExpressionUpdate(p, self._adopt_track(d), extras))
+                out.append(ExpressionUpdate(p, self._adopt_track(d), judged[1]))
                 self._emitted.append(p)
         self._pool = keep
         return out
@@ -880,6 +885,19 @@ class OnlineSpotter:
                                                                             cfg.repeat_cover):
                 return True
         return False
+
+    def _clear_of_emitted(self, p: Proposal) -> Proposal | None:
+        """`p` off the frames of the events of its emotion already sent out (`no_overlap`): a live subscriber has
+        been told about those frames, so a later find of the same emotion cannot claim them again. None when nothing
+        is left."""
+        if not self.cfg.no_overlap:
+            return p
+        same = [e for e in self._emitted if e.emotion == p.emotion]
+        onset = max([p.onset] + [e.offset + 1 for e in same if e.onset <= p.onset <= e.offset])
+        offset = min([p.offset] + [e.onset - 1 for e in same if p.onset < e.onset <= p.offset])
+        if onset > offset:
+            return None
+        return dataclasses.replace(p, onset=onset, offset=offset, apex=min(max(p.apex, onset), offset))
 
     def _peak(self, d: Proposal) -> Proposal:
         """A FEDN interval with its apex and peak intensity: FEDN regresses only the boundaries, so its own apex is
@@ -944,6 +962,9 @@ class OnlineSpotter:
             if judged is None:
                 continue
             p, extras = judged
+            p = self._clear_of_emitted(p)
+            if p is None:
+                continue
             p = self._leveled(p)
             self._emitted.append(p)
             out.append(ExpressionUpdate(p, track, extras))

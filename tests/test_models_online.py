@@ -294,10 +294,28 @@ def test_a_reported_expression_found_again_is_not_a_second_event():
         return ([(u.proposal.onset, u.proposal.offset) for u in ups if isinstance(u, ExpressionUpdate)],
                 [type(u).__name__ for u in ups].count("OnsetUpdate"))
     assert spotted((0, 0)) == ([(100, 129)], 1)
-    assert spotted((0, 0), repeat_cover=0.0) == ([(100, 129), (112, 170)], 2)
+    assert spotted((0, 0), repeat_cover=0.0, no_overlap=False) == ([(100, 129), (112, 170)], 2)
     assert spotted((0, 1)) == ([(100, 129), (112, 170)], 2)
     with pytest.raises(ValueError, match="repeat_cover"):
         SpotterConfig(repeat_cover=1.5)
+
+
+def test_an_event_keeps_off_the_frames_of_one_of_its_emotion_already_sent_out():
+    """A later window sees an expression end and start again: 100-129, then 120-170 (a third of the shorter in
+    common: a second expression by `repeat_cover`). A subscriber was told about 100-129 already, so the second
+    event of that emotion starts at 130; of another emotion, or with `no_overlap` off, it keeps its frames."""
+    T = 300
+    feats = video(np.zeros(T, np.float32), np.zeros((T, 2), np.float32))
+    feats["geometry"][100:130, 0] = 1.0
+    feats["geometry"][120:171, 3] = 1.0
+
+    def spotted(emotions, **cfg):
+        sp = OnlineSpotter(curve_gim, two_run_fedn(emotions), SpotterConfig(fedn_window=128, fedn_stride=16, **cfg))
+        return [(p.onset, p.apex, p.offset) for p in spot_video(sp, feats)]
+    got = spotted((0, 0))
+    assert [(on, off) for on, _, off in got] == [(100, 129), (130, 170)] and 130 <= got[1][1] <= 170
+    assert [(on, off) for on, _, off in spotted((0, 0), no_overlap=False)] == [(100, 129), (120, 170)]
+    assert [(on, off) for on, _, off in spotted((0, 1))] == [(100, 129), (120, 170)]
 
 
 def test_with_gim_proposals_off_fedn_finalises_the_open_onset_without_waiting():
