@@ -225,6 +225,7 @@ class OnlineSpotter:
         self._fedn_face: deque[bool] = deque(maxlen=cfg.fedn_window)
         self._fedn_origin = 0                    # frame index where the current run of FEDN windows started
         self._fedn_done = -1                     # last frame covered by a FEDN window
+        self._fedn_end_open = False              # that window's end was taken for an inner edge (not a tail)
         self._pool: list[Proposal] = []          # FEDN intervals still open to later windows
         self._unsure: list[Proposal] = []        # those of the last window ending near its end (edge_confirm)
         self._resolved: deque[Proposal] = deque(maxlen=64)   # settled FEDN intervals
@@ -528,6 +529,7 @@ class OnlineSpotter:
         """
         cfg = self.cfg
         self._fedn_done = start + valid - 1
+        self._fedn_end_open = not tail
         dets = yield from self._window(start, valid)
         if dets is None:
             return []
@@ -745,8 +747,12 @@ class OnlineSpotter:
         return [piece]
 
     def _fedn_tail(self) -> Steps:
-        """Frames after the last FEDN window (end of stream, reconnect): one last, end-aligned window."""
-        if self.fedn_fn is None or not self._fedn_x or self._last is None or self._fedn_done >= self._last:
+        """Frames after the last FEDN window (end of stream, reconnect): one last, end-aligned window. Also when
+        the grid's last window ended on the last frame: it took its end for an inner edge, and an expression still
+        going on there would be lost (its onset cancelled)."""
+        if self.fedn_fn is None or not self._fedn_x or self._last is None:
+            return []
+        if self._fedn_done >= self._last and not self._fedn_end_open:
             return []
         valid = min(len(self._fedn_x), self.cfg.fedn_window)
         return (yield from self._run_fedn(self._last - valid + 1, valid, tail=True))

@@ -617,6 +617,21 @@ def pieces(got: list[tuple[int, int]], cap: int) -> list[tuple[int, int]]:
     return out
 
 
+@pytest.mark.parametrize("T", [160, 161, 170])
+def test_an_expression_going_on_at_the_end_of_the_stream_is_reported(T):
+    """The stream ends while an expression goes on. When its last frame is also the last of a grid window (T = 160:
+    the window 96..159), that window took its end for an inner edge and dropped the interval there; the end of
+    the stream must still be seen as an end (before session 40 the expression was lost and its onset cancelled,
+    as on fer's woman2.mp4); one frame more or ten, an end-aligned last window sees it."""
+    curve, apex = np.zeros(T, np.float32), np.zeros((T, 2), np.float32)
+    marker = np.zeros(T, bool)
+    marker[140:] = True
+    sp = OnlineSpotter(curve_gim, marker_fedn(64), SpotterConfig(fedn_window=64, fedn_stride=16))
+    ups = push_all(sp, video(curve, apex, marker=marker))
+    assert [(u.proposal.onset, u.proposal.offset) for u in ups if isinstance(u, ExpressionUpdate)] == [(140, T - 1)]
+    assert not [u for u in ups if isinstance(u, CancelUpdate)]
+
+
 def test_an_expression_held_longer_than_a_piece_is_reported_in_pieces():
     """A smile held for 13-20 s: the chain used to give up at `max_segment_seconds` (10 s) and report nothing, its
     announced onset cancelled; then (session 38) it went out cut at the cap, and the rest of it never. Now it goes
