@@ -134,6 +134,11 @@ class SpotterConfig:
                                       # deviate most from the neutral baseline, models.emotion.apex_index) or "gim"
                                       # (the top of GIM's curve over it: on real faces the curve saturates, and its
                                       # apex was 0.6 s from the labelled peak on average; docs/real_dev.md)
+    warmup_confirm: bool = True       # while a face's neutral baseline is still being learnt (its first
+                                      # baseline.warmup_frames), its deviations are from the frames so far, not from
+                                      # a neutral face: an event starting then is reported only where the blendshapes
+                                      # can confirm it (a happiness, asked for its smile; a macro surprise, for its
+                                      # action units), not a micro surprise or an emotion MediaPipe does not read
     talking: TalkingConfig = field(default_factory=TalkingConfig)  # drop events that are speech (models.talking;
                                                                     # off by default)
     model_fps: float = 0.0            # the frame rate the models were trained at (the engine's). A stream k =
@@ -210,6 +215,7 @@ class OnlineSpotter:
         self._last: int | None = None            # last (model) frame index pushed
         # GIM input: flow of the current face track
         self._track_start: int | None = None     # first frame of the current face track (None: no face)
+        self._track_starts: deque[int] = deque(maxlen=16)  # and of the last ones (`warmup_confirm`)
         self._flow: deque[np.ndarray] = deque()  # at most 2 * radius + gim_batch frames (trimmed in _run_gim)
         self._flow_first = 0                     # frame index of self._flow[0]
         self._next_gim = 0                       # next frame whose intensity is due
@@ -363,6 +369,7 @@ class OnlineSpotter:
         if face_present:
             if self._track_start is None:
                 self._track_start = self._next_gim = self._flow_first = t
+                self._track_starts.append(t)
                 self._flow.clear()
                 self._level_run.clear()
             self._flow.append(roi_flow)  # _run_gim trims it to the frames future windows need
@@ -892,6 +899,10 @@ class OnlineSpotter:
                 return True
         return False
 
+    def _in_warmup(self, frame: int) -> bool:
+        """Whether `frame` is among the first `baseline.warmup_frames` of a face track."""
+        return any(s <= frame < s + self.cfg.baseline.warmup_frames for s in self._track_starts)
+
     def _clear_of_emitted(self, p: Proposal) -> Proposal | None:
         """`p` off the frames of the events of its emotion already sent out (`no_overlap`): a live subscriber has
         been told about those frames, so a later find of the same emotion cannot claim them again. None when nothing
@@ -998,6 +1009,9 @@ class OnlineSpotter:
         said = emotions[p.emotion] if 0 <= p.emotion < len(emotions) else None
         if said not in READ_WELL and eyes_close(delta, evidence) and not shows_smile(raw, evidence):
             return None  # a blink, not an expression MediaPipe cannot see (eyes closing on a smile: a laugh)
+        confirmable = said == "happiness" or (said == "surprise" and p.kind == MACRO)
+        if self.cfg.warmup_confirm and not confirmable and self._in_warmup(p.onset):
+            return None
         # a micro-expression is too brief and faint for its action units to be read: a happiness is asked only
         # whether the mouth smiles at all (`micro_smile`)
         if p.kind == MICRO:
