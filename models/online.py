@@ -136,9 +136,10 @@ class SpotterConfig:
                                       # apex was 0.6 s from the labelled peak on average; docs/real_dev.md)
     warmup_confirm: bool = True       # while a face's neutral baseline is still being learnt (its first
                                       # baseline.warmup_frames), its deviations are from the frames so far, not from
-                                      # a neutral face: an event starting then is reported only where the blendshapes
-                                      # can confirm it (a happiness, asked for its smile; a macro surprise, for its
-                                      # action units), not a micro surprise or an emotion MediaPipe does not read
+                                      # a neutral face: an event most of whose frames fall then is reported only where
+                                      # the blendshapes can confirm it (a happiness, asked for its smile; a macro
+                                      # surprise, for its action units), not a micro surprise or an emotion MediaPipe
+                                      # does not read
     talking: TalkingConfig = field(default_factory=TalkingConfig)  # drop events that are speech (models.talking;
                                                                     # off by default)
     model_fps: float = 0.0            # the frame rate the models were trained at (the engine's). A stream k =
@@ -899,9 +900,11 @@ class OnlineSpotter:
                 return True
         return False
 
-    def _in_warmup(self, frame: int) -> bool:
-        """Whether `frame` is among the first `baseline.warmup_frames` of a face track."""
-        return any(s <= frame < s + self.cfg.baseline.warmup_frames for s in self._track_starts)
+    def _in_warmup(self, p: Proposal) -> bool:
+        """Whether most frames of `p` are among the first `baseline.warmup_frames` of a face track."""
+        w = self.cfg.baseline.warmup_frames
+        inside = sum(max(0, min(p.offset + 1, s + w) - max(p.onset, s)) for s in self._track_starts)
+        return 2 * inside > p.offset - p.onset + 1
 
     def _clear_of_emitted(self, p: Proposal) -> Proposal | None:
         """`p` off the frames of the events of its emotion already sent out (`no_overlap`): a live subscriber has
@@ -1010,7 +1013,7 @@ class OnlineSpotter:
         if said not in READ_WELL and eyes_close(delta, evidence) and not shows_smile(raw, evidence):
             return None  # a blink, not an expression MediaPipe cannot see (eyes closing on a smile: a laugh)
         confirmable = said == "happiness" or (said == "surprise" and p.kind == MACRO)
-        if self.cfg.warmup_confirm and not confirmable and self._in_warmup(p.onset):
+        if self.cfg.warmup_confirm and not confirmable and self._in_warmup(p):
             return None
         # a micro-expression is too brief and faint for its action units to be read: a happiness is asked only
         # whether the mouth smiles at all (`micro_smile`)
