@@ -21,8 +21,10 @@ happiness or surprise grows to the span its action units move in (`_grow`, waiti
 smile or surprise pattern (models.emotion) sets the emotion when the engine's label map is known (`emotions`), a
 macro happiness or surprise whose action units never leave the person's neutral, or a happiness with no smile, is
 dropped (`models.emotion.supported`), so is any other emotion's event over which the eyes close and the mouth
-does not smile (a blink: `models.emotion.eyes_close`), and, when switched on, so is an event that is speech with no
-such pattern (models.talking) (`_evidence`).
+does not smile (a blink: `models.emotion.eyes_close`), so is one lying mostly in a face's first half second that
+they cannot confirm (`warmup_confirm`: the baseline is not yet a neutral face), and, when switched on, so is an
+event that is speech with no such pattern (models.talking) (`_evidence`). An event keeps off the frames of those of
+its emotion already sent out (`no_overlap`).
 
 Each intensity also carries the frame's expression level (`models.emotion.expression_level` of the deltas FEDN
 sees, a 3-frame mean), and each event its top (`peak_level`): the intensity that reads real faces.
