@@ -903,9 +903,12 @@ class OnlineSpotter:
         return False
 
     def _in_warmup(self, p: Proposal) -> bool:
-        """Whether most frames of `p` are among the first `baseline.warmup_frames` of a face track."""
+        """Whether most frames of `p` are among the first `baseline.warmup_frames` of a face track (a track that
+        ends sooner has its warm-up cut by the next one's start, so no frame counts twice)."""
         w = self.cfg.baseline.warmup_frames
-        inside = sum(max(0, min(p.offset + 1, s + w) - max(p.onset, s)) for s in self._track_starts)
+        starts = list(self._track_starts)
+        inside = sum(max(0, min(p.offset + 1, s + w, nxt) - max(p.onset, s))
+                     for s, nxt in zip(starts, starts[1:] + [p.offset + 1]))
         return 2 * inside > p.offset - p.onset + 1
 
     def _clear_of_emitted(self, p: Proposal) -> Proposal | None:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import DATA, FACE_MODEL, need
+from fes_live.models.online import SpotterConfig
 from fes_live.train import real_eval
 
 REAL_DEV = DATA / "real_dev"
@@ -149,7 +150,8 @@ def test_brow_raises_take_the_span_their_action_units_move_in(run, engine, featu
     raises = [(654, 733), (923, 1006)]
 
     def best(events, s):
-        opening = [e for e in events if s[0] - 15 <= e["onset"] <= (s[0] + s[1]) // 2]
+        reach = round(SpotterConfig().grow_seconds * 30)  # d6 is 30 fps
+        opening = [e for e in events if s[0] - reach <= e["onset"] <= (s[0] + s[1]) // 2]
         return max(real_eval.iou(s, (e["onset"], e["offset"])) for e in opening)
     grown, _ = run("liveportrait_d6")
     fedn = real_eval.run_engine(engine, features("liveportrait_d6"), spotter={"grow_below": 0.0})["events"]
