@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the bundled default engine (stream/engines/default) and its reports: engine 0.2.0 from synthetic videos
-# (reports/default_engine), then its FEDN fine-tuned on the real dev clips as the default engine 0.7.1
+# (reports/default_engine), then its FEDN fine-tuned on the real dev clips as the default engine 0.8.0
 # (reports/real_dev, scripts/real_loio.sh), and on those clips with synthetic videos of other people
 # (scripts/synth_sets.sh) as the bundled `lab` engine 0.4.1 (reports/real_dev/joint, reports/synthetic/heldout.md).
 #

@@ -112,8 +112,7 @@ class BatchRunner:
         from fes_live.stream.extract import _frame_count
         from fes_live.stream.face import FaceConfig, FaceTracker
         from fes_live.stream.features import FeatureConfig, FeatureExtractor
-        from fes_live.stream.ingest import on_source_clock
-        from fes_live.stream.sources import FolderSource, SourceConfig, open_source
+        from fes_live.stream.sources import FolderSource, SourceConfig, on_source_clock, open_source
         from fes_live.stream.table import FrameTable
 
         src_cfg = SourceConfig(realtime=False, folder_fps=folder_fps)

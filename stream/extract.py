@@ -21,7 +21,7 @@ from tqdm import tqdm
 from fes_live.stream.face import BLENDSHAPE_NAMES, N_LANDMARKS, FaceConfig, FaceTracker
 from fes_live.stream.face_model import FaceModelError
 from fes_live.stream.features import FeatureConfig, FeatureExtractor, FrameFeatures, save_features
-from fes_live.stream.sources import FolderSource, SourceConfig, SourceError, open_source
+from fes_live.stream.sources import FolderSource, SourceConfig, SourceError, on_source_clock, open_source
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ def extract(video: str, face_cfg: FaceConfig = FaceConfig(), feat_cfg: FeatureCo
         total = len(src) if isinstance(src, FolderSource) else _frame_count(src)
         feats = []
         for frame in tqdm(src, total=total, unit="frame", desc=Path(video).name, disable=not progress):
+            if not src.live:  # a file's own clock: the same features on every run, and as `batch` computes them
+                frame = on_source_clock(frame)
             faces = tracker.update(frame)
             feats.append(extractor.update(frame, faces))
             if on_frame is not None:

@@ -17,7 +17,6 @@ face pipeline: the benchmark's load generator, through the same socket and codec
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import re
 import signal
@@ -32,6 +31,7 @@ from fes_live.stream import auth, wire
 from fes_live.stream.config import from_dict, load_config, to_dict
 from fes_live.stream.pipeline_config import IngestConfig
 from fes_live.stream.record import new_run_folder
+from fes_live.stream.sources import on_source_clock
 from fes_live.stream.supervise import FATAL_EXIT
 
 log = logging.getLogger(__name__)
@@ -191,12 +191,6 @@ def run_ingest(cfg: IngestConfig, stop_event: threading.Event | None = None) -> 
              sender.sent, sender.dropped, "" if lossless else "; frames the detector itself dropped are in its "
              "stats events (dropped_detector)")
     return code
-
-
-def on_source_clock(frame):
-    """The frame with MediaPipe's clock (`mono_s`) set to its PTS. MediaPipe's landmark smoothing depends on the
-    timestamps it is given; the capture clock differs from run to run, a file's own timestamps do not."""
-    return dataclasses.replace(frame, mono_s=frame.pts_s)
 
 
 def open_ingest_source(cfg: IngestConfig):

@@ -10,6 +10,7 @@ URL raises `SourceError` within seconds. A network source may also be asked to k
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -44,9 +45,16 @@ class Frame:
     index: int         # 0-based, counts frames delivered by this source (gaps only on reconnect)
     pts_s: float       # source timestamp (PTS; VFR files included)
     wall_s: float      # capture wall-clock time, time.time()
-    mono_s: float      # capture time on time.monotonic(); recorded sources (files, folders): open time + PTS, so
-                       # MediaPipe's video mode, which smooths by timestamp, gives the same result on every run
+    mono_s: float      # capture time on time.monotonic(); recorded sources (files, folders): open time + PTS
     image: np.ndarray  # (H, W, 3) uint8 BGR
+
+
+def on_source_clock(frame: Frame) -> Frame:
+    """The frame with MediaPipe's clock (`mono_s`) set to its PTS. MediaPipe's landmark smoothing depends on the
+    timestamps it is given, in whole milliseconds: open time + PTS rounds differently on every run (33 or 34 ms
+    steps), a file's own timestamps do not, so every pass over a file (extract, batch, lossless ingest) gives the
+    same features."""
+    return dataclasses.replace(frame, mono_s=frame.pts_s)
 
 
 @dataclass(frozen=True)

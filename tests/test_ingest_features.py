@@ -1,6 +1,8 @@
 """Per-frame features: the ROI flow kernel on hand-made flow fields, windows, geometry, and `fes-live extract`."""
 from __future__ import annotations
 
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -141,6 +143,17 @@ def test_extract_cli_roundtrip(tmp_path, capsys):
     cut = int(np.argmin(present))  # first frame without the face
     assert 60 <= cut <= 110 and present[:cut].all() and not present[cut:].any()
     assert not d["geometry"][cut:].any() and not d["crops"][cut:].any()
+
+
+def test_extract_gives_the_same_features_on_every_run(smile_npz, tmp_path):
+    """MediaPipe smooths landmarks by the timestamps it is given; a file's own clock (not open time + PTS, whose
+    millisecond rounding changes with the open time) makes training features reproducible bit for bit."""
+    out = tmp_path / "again.npz"
+    time.sleep(0.0057)  # another sub-millisecond phase of the monotonic clock than the first run had
+    assert cli.main(["extract", str(VIDEO / "pyfeat_single_face.mp4"), "-o", str(out), "--no-progress"]) == 0
+    first, again = load_features(smile_npz), load_features(out)
+    for key in ("geometry", "roi_flow", "face_present", "new_face", "pts_s"):
+        assert np.array_equal(first[key], again[key]), key
 
 
 def test_extract_and_load_errors(tmp_path):

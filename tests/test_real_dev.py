@@ -105,21 +105,20 @@ def test_one_event_per_expression(run, name):
     assert score["duplicates"] == 0 and score["tp"] >= 3, events
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param("liveportrait_d13", marks=pytest.mark.xfail(
-        strict=True, reason="engine 0.7.1 reports a 1-3 frame mouthSmile spike (0.53 at frame 72) in the talking")),
-    "tpsmm_driving"])
+@pytest.mark.parametrize("name", ["liveportrait_d13", "tpsmm_driving"])
 def test_the_talking_around_them_is_not_reported(run, name):
+    """Engine 0.7.1 reported a 1-3 frame mouthSmile spike in d13's talking (0.53 at frame 72, marked xfail here
+    until session 41); 0.8.0 announces its onset and cancels it (test_onsets_announce_expressions_not_faces)."""
     events, score = run(name)
     assert score["fp"] == 0, events
 
 
 def test_a_higher_fedn_threshold_keeps_the_clear_smiles_and_drops_the_talking(run, labels, features):
-    """`--fedn-threshold 0.9` (docs/real_dev.md, "Operating points"): on d13 the xfail above passes, and every
-    smile the engine's own threshold found is still found."""
+    """`--fedn-threshold 0.9` (docs/real_dev.md, "Operating points"): every smile the engine's own threshold found
+    in d13 is still found, and its talking is still not reported."""
     from fes_live.stream.engine import load_engine
     events, score = run("liveportrait_d13")
-    assert score["fp"] >= 1                                   # the engine's own threshold: the spike is reported
+    assert score["tp"] >= 4, events
     strict = load_engine(fedn_threshold=0.9)
     assert strict.spotter_config().fedn_only_threshold == 0.9 and "FEDN threshold 0.9" in strict.describe()
     events09 = real_eval.run_engine(strict, features("liveportrait_d13"))["events"]
@@ -141,22 +140,24 @@ def test_a_surprise_whose_action_units_barely_move_is_not_reported(run, engine, 
 
 
 def test_brow_raises_take_the_span_their_action_units_move_in(run, engine, features):
-    """FEDN's boundaries fall inside a real movement: liveportrait_d6's brow raises 654-733 and 923-1006 get events
-    that start late and end early (IoU 0.50 and 0.31 with FEDN's own). Grown to where the brows stay up
-    (`grow_below`, docs/real_dev.md, "Boundaries from the action units") they match far better (0.69 and 0.46).
-    Judged on the event that opens each raise (its onset from `grow_seconds` before the raise to its middle): the
-    second raise runs to the clip's last frame, and the end-aligned last window reports its end as an event of its
-    own (session 40)."""
+    """FEDN's boundaries can fall inside a real movement: liveportrait_d6's brow raise 654-733 gets an event that
+    starts late and ends early (IoU 0.38 with engine 0.8.0's own FEDN interval, 667-696; 0.50 with 0.7.1's). Grown
+    to where the brows stay up (`grow_below`, docs/real_dev.md, "Boundaries from the action units") it matches
+    better (0.56; 0.7.1: 0.69). Where FEDN's own interval already fits (0.8.0 on 923-1006: 0.92), growing must not
+    spoil it. Judged on the event that opens each raise (its onset from `grow_seconds` before the raise to its
+    middle): the second raise runs to the clip's last frame, and the end-aligned last window may report its end as
+    an event of its own (session 40)."""
     raises = [(654, 733), (923, 1006)]
 
     def best(events, s):
         reach = round(SpotterConfig().grow_seconds * 30)  # d6 is 30 fps
         opening = [e for e in events if s[0] - reach <= e["onset"] <= (s[0] + s[1]) // 2]
-        return max(real_eval.iou(s, (e["onset"], e["offset"])) for e in opening)
+        return max([real_eval.iou(s, (e["onset"], e["offset"])) for e in opening], default=0.0)
     grown, _ = run("liveportrait_d6")
     fedn = real_eval.run_engine(engine, features("liveportrait_d6"), spotter={"grow_below": 0.0})["events"]
     for span in raises:
-        assert best(grown, span) >= best(fedn, span) + 0.1, (span, grown, fedn)
+        assert best(grown, span) >= min(best(fedn, span) + 0.1, 0.6), (span, grown, fedn)
+    assert min(best(fedn, span) for span in raises) < 0.5     # the case the rule is for is still there
 
 
 def test_blinks_are_not_reported(run):
@@ -171,11 +172,18 @@ def test_onsets_announce_expressions_not_faces(engine, labels, features, name):
     """Live onsets (`expression.onset`) come from the model that decides, FEDN for the bundled engine: every found
     expression was announced before its event and every announcement became an event, while a face that has just
     appeared, talks or blinks announces nothing. GIM's curve (the control, `onsets: gim`) announced at the first
-    frames of the blink and talking clips, onsets no event followed."""
+    frames of the blink and talking clips, onsets no event followed. The one exception: engine 0.8.0 announces
+    d13's mouthSmile spike in its talking (frame 67) and cancels it 12 frames later (0.7.1 reported it as an
+    event); an onset no event follows must lie in labelled talking."""
     done = real_eval.run_engine(engine, features(name))
     timing = real_eval.score_clip(labels[name], done["events"], "scored", done["onsets"])["timing"]
     assert all(r["announced"] for r in timing["found"]), (timing, done["onsets"], done["events"])
-    assert timing["onsets_to_events"] == timing["onsets"] == len(done["events"]), (done["onsets"], done["events"])
+    assert timing["onsets_to_events"] == len(done["events"]), (done["onsets"], done["events"])
+    talking = [(e["start"], e["end"]) for e in labels[name]["events"] if e["type"] == "talking"]
+    followed = {e["track"] for e in done["events"]}
+    unfollowed = [o for o in done["onsets"] if o["track"] not in followed]
+    assert len(unfollowed) <= 1 and all(any(s <= o["frame"] <= e for s, e in talking) for o in unfollowed), \
+        (done["onsets"], done["events"])
     if not done["events"]:
         gim = real_eval.run_engine(engine, features(name), spotter={"onsets": "gim"})
         assert gim["onsets"] and gim["onsets"][0]["frame"] < 10 and not gim["events"], gim["onsets"]

@@ -289,6 +289,10 @@ def test_loio_reuses_kept_folds_of_the_same_recipe_only(engine, monkeypatch, tmp
                                     clips[1].ignore, feats)]
     rt.loio(engine, relabelled, cfg, progress=False, reuse=tmp_path)
     assert trained == [1, 1, 1]                                 # a's fold learnt b's old label: trained again
+    reextracted = [clips[0], rt.Clip("b", "b", 30.0, clips[1].inputs + np.float32(1e-3), clips[1].gt,
+                                     clips[1].labels, clips[1].ignore, feats)]
+    rt.loio(engine, reextracted, cfg, progress=False, reuse=tmp_path)
+    assert trained == [1, 1, 1, 1]                              # a's fold learnt b's old features: trained again
 
 
 def test_synthetic_videos_train_in_every_fold_and_are_never_held_out(engine, monkeypatch):

@@ -515,12 +515,13 @@ def training_recipe(cfg: RealTrainConfig) -> dict:
 
 
 def targets_digest(clips: list[Clip]) -> str:
-    """What a fold learnt from, beyond the recipe: each training clip's name, labels and talking runs (a label
-    correction changes it)."""
+    """What a fold learnt from, beyond the recipe: each training clip's name, inputs, labels and talking runs (a
+    label correction or features extracted by other code change it)."""
     import hashlib
     h = hashlib.sha256()
     for c in sorted(clips, key=lambda c: c.name):
         h.update(c.name.encode())
+        h.update(np.ascontiguousarray(c.inputs, dtype=np.float32).tobytes())
         for a in (c.gt, c.labels, c.ignore, c.talking):
             h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
     return h.hexdigest()
