@@ -347,8 +347,15 @@ class OnlineSpotter:
         k, n = self.decimate, self.upsample
         if isinstance(u, ExpressionUpdate):
             p = u.proposal
-            return dataclasses.replace(u, proposal=dataclasses.replace(
-                p, onset=p.onset * k // n, apex=(p.apex * k + k // 2) // n, offset=(p.offset * k + k - 1) // n))
+            onset, offset = p.onset * k // n, (p.offset * k + k - 1) // n
+            if n > 1 and self.cfg.no_overlap:  # one stream frame holds n model frames, which two events may split
+                same = [e for e in self._emitted if e is not p and e.emotion == p.emotion]
+                if onset < offset and any(e.offset < p.onset and e.offset // n == onset for e in same):
+                    onset += 1
+                if onset < offset and any(e.onset > p.offset and e.onset // n == offset for e in same):
+                    offset -= 1
+            apex = min(max((p.apex * k + k // 2) // n, onset), offset)
+            return dataclasses.replace(u, proposal=dataclasses.replace(p, onset=onset, apex=apex, offset=offset))
         return dataclasses.replace(u, frame_index=u.frame_index * k // n)
 
     def _model_steps(self, t: int, face_present: bool, geometry: np.ndarray, roi_flow: np.ndarray,

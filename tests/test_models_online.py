@@ -318,6 +318,25 @@ def test_an_event_keeps_off_the_frames_of_one_of_its_emotion_already_sent_out():
     assert [(on, off) for on, _, off in spotted((0, 1))] == [(100, 129), (120, 170)]
 
 
+def test_two_events_of_one_emotion_share_no_frame_of_a_slow_stream():
+    """At 10 fps each stream frame reaches the models as three frames (30 fps). The first expression's last model
+    frame (132) and the second's first after `no_overlap` (133) both fall in stream frame 44, so mapped back the
+    two events shared it (xportrait, 12 fps: 13-37 and 37-44); the second now starts at 45. Of another emotion, or
+    with `no_overlap` off, it keeps its frames."""
+    T = 100
+    feats = {**video(np.zeros(T, np.float32), np.zeros((T, 2), np.float32)), "fps": 10.0}
+    feats["geometry"][34:44, 0] = 1.0
+    feats["geometry"][43:58, 3] = 1.0
+
+    def spotted(emotions, **cfg):
+        sp = OnlineSpotter(curve_gim, two_run_fedn(emotions),
+                           SpotterConfig(fps=10.0, model_fps=30.0, fedn_window=128, fedn_stride=16, **cfg))
+        return [(p.onset, p.offset) for p in spot_video(sp, feats)]
+    assert spotted((0, 0)) == [(34, 44), (45, 58)]
+    assert spotted((0, 0), no_overlap=False) == [(34, 44), (43, 58)]
+    assert spotted((0, 1)) == [(34, 44), (43, 58)]
+
+
 def test_while_a_faces_neutral_is_learnt_only_what_the_blendshapes_confirm_is_reported():
     """A face comes back at frame 105 (a new track: its baseline starts again) and FEDN finds an expression at
     108-117, inside the baseline's first 15 frames, and another at 200-209. Called sadness, an emotion MediaPipe
