@@ -4,7 +4,7 @@ only, nothing retrained): the figures at each FEDN-only threshold, and with the 
 
     .venv/bin/python scripts/real_loio_rescore.py [--folds runs/real_loio] [--spotter '{"fedn_stride": 8}']
         [--data DIR --cache DIR]    # the same folds on other copies of the clips (docs/real_dev.md, "Webcam quality")
-        [--soup runs/real_loio_s1 runs/real_loio_s2]   # each fold the average of its seeds' weights
+        [--soup runs/real_loio_s0 runs/real_loio_s2]   # each fold the average of its seeds' weights
 
 docs/real_dev.md quotes it for settings that do not change the weights (FEDN window stride). Choosing among such
 settings by these figures is selection on the reported folds.

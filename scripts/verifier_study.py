@@ -4,7 +4,7 @@ smile-jaw correlation), learnt from the held-out events of the kept LOIO folds a
 events are judged by a verifier, and at a probability threshold, chosen without k's labels (the threshold on
 out-of-fold probabilities of the other identities, each from a verifier that saw neither k nor that identity).
 
-    .venv/bin/python scripts/verifier_study.py [--folds runs/real_loio runs/real_loio_s1 runs/real_loio_s2]
+    .venv/bin/python scripts/verifier_study.py [--folds runs/real_loio runs/real_loio_s0 runs/real_loio_s2]
         [--pool] [--l2 10]     # every seed's events train the verifier; ridge weight
 
 The events (FEDN-only threshold 0.5, the lowest of the grid) are cached in --cache. "score only" is the same
@@ -184,7 +184,7 @@ def evaluate(data, seed, train_seeds, keys, l2, grid):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--folds", nargs="+", default=["runs/real_loio", "runs/real_loio_s1", "runs/real_loio_s2"])
+    ap.add_argument("--folds", nargs="+", default=["runs/real_loio", "runs/real_loio_s0", "runs/real_loio_s2"])
     ap.add_argument("--threshold", type=float, default=0.5)
     ap.add_argument("--cache", default="/tmp/verifier_events.pkl")
     ap.add_argument("--keys", default="")
