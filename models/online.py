@@ -24,7 +24,8 @@ dropped (`models.emotion.supported`), so is any other emotion's event over which
 does not smile (a blink: `models.emotion.eyes_close`), so is one lying mostly in a face's first half second that
 they cannot confirm (`warmup_confirm`: the baseline is not yet a neutral face), and, when switched on, so is an
 event that is speech with no such pattern (models.talking) (`_evidence`). An event keeps off the frames of those of
-its emotion already sent out (`no_overlap`).
+its emotion already sent out (`no_overlap`), and one that starts where such an event ended, with no rest of the face
+in between, is that expression still going and is not sent again (`rest_seconds`).
 
 Each intensity also carries the frame's expression level (`models.emotion.expression_level` of the deltas FEDN
 sees, a 3-frame mean), and each event its top (`peak_level`): the intensity that reads real faces.
@@ -115,6 +116,12 @@ class SpotterConfig:
                                       # runs into (a later window saw the expression end and start again; less than
                                       # repeat_cover of it is theirs, or it would be that expression). Its kind
                                       # stays: it is the rest of an expression of that length
+    rest_seconds: float = 0.2         # an event starting where an emitted one of its emotion ended, and no longer
+                                      # than it, is that expression still going, and is not sent, unless between
+                                      # their tops the face rested (its emotion's action units under half the lower
+                                      # top) this long: FEDN splits a smile where a blink or a MediaPipe dropout
+                                      # takes it down for a few frames (docs/real_dev.md, "An expression split at a
+                                      # dip"). A longer one is another expression (a smile, then a laugh). 0: off
     fedn_only_threshold: float = 0.6  # a FEDN interval no GIM proposal claims becomes one above this score
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     emotions: tuple[str, ...] = ()    # the engine's emotion label map (the index of Proposal.emotion); with it,
@@ -162,6 +169,8 @@ class SpotterConfig:
         if not 0.0 <= self.grow_below < 1.0 or self.grow_seconds < 0:
             raise ValueError(f"grow_below must be in [0, 1) (0: off) and grow_seconds >= 0, got {self.grow_below} and "
                              f"{self.grow_seconds}")
+        if self.rest_seconds < 0:
+            raise ValueError(f"rest_seconds must be >= 0 (0: off), got {self.rest_seconds}")
         if self.au_onset < 0 or self.au_onset_frames < 1:
             raise ValueError(f"au_onset must be >= 0 (0: off) and au_onset_frames >= 1, got {self.au_onset} and "
                              f"{self.au_onset_frames}")
@@ -861,6 +870,8 @@ class OnlineSpotter:
                     and self._reported(dataclasses.replace(d, emotion=judged[0].emotion)):
                 judged = None  # the blendshapes name it as an expression already reported (FEDN named it otherwise)
             p = self._clear_of_emitted(judged[0]) if judged is not None else None
+            if p is not None and self._continues(p):
+                p = None
             if p is not None:  # (an onset it would have adopted is cancelled in due course instead)
                 p = self._leveled(self._peak(p))
                 out.append(ExpressionUpdate(p, self._adopt_track(d), judged[1]))
@@ -930,6 +941,37 @@ class OnlineSpotter:
         if onset > offset:
             return None
         return dataclasses.replace(p, onset=onset, offset=offset, apex=min(max(p.apex, onset), offset))
+
+    def _continues(self, p: Proposal) -> bool:
+        """Whether FEDN interval `p` is the rest of an emitted expression of its emotion (`rest_seconds`): no longer
+        than that one, it starts within an edge of where that one ended (not at a cut of a held expression into
+        pieces), and between the two tops of their emotion's action units the face never rested, under half the
+        lower top, for `rest_seconds` (a frame with no face rests)."""
+        cfg = self.cfg
+        before = [e for e in self._emitted if e.emotion == p.emotion and 0 <= p.onset - e.offset - 1 <= cfg.fedn_edge
+                  and p.offset - p.onset <= e.offset - e.onset and e.offset not in self._cuts]
+        if cfg.rest_seconds <= 0 or not before:
+            return False
+        e = max(before, key=lambda x: x.offset)
+        rows = [(t, delta) for t, _, delta in self._shapes if e.onset <= t <= p.offset]
+        frames = np.array([t for t, _ in rows], dtype=np.int64)
+        if not np.any(frames <= e.offset) or not np.any(frames >= p.onset):
+            return False
+        deltas = np.array([x for _, x in rows])
+        name = cfg.emotions[p.emotion] if 0 <= p.emotion < len(cfg.emotions) else None
+        strength = au_strength(deltas, name)
+        if strength is None:
+            strength = smooth3(expression_level(deltas))
+        first, second = frames <= e.offset, frames >= p.onset
+        a, b = np.flatnonzero(first)[np.argmax(strength[first])], np.flatnonzero(second)[np.argmax(strength[second])]
+        low = min(strength[a], strength[b]) / 2
+        rest = longest = 0
+        for i in range(a, b + 1):
+            rest += frames[i] - frames[i - 1] - 1 if i > a else 0  # frames with no face between two rows
+            longest = max(longest, rest)
+            rest = rest + 1 if strength[i] < low else 0
+            longest = max(longest, rest)
+        return longest < cfg.rest_seconds * cfg.fps
 
     def _peak(self, d: Proposal) -> Proposal:
         """A FEDN interval with its apex and peak intensity: FEDN regresses only the boundaries, so its own apex is
