@@ -22,11 +22,12 @@ if [ -n "${JOINT:-}" ]; then
   SYNTH=(--synth "$SETS/train" --synth-features "$SETS/features/train")
   # configs/lab_engine.json is 0.4.0's recipe: the fixed threshold 0.5 (0.4.0 was made before the nested threshold
   # choice). 0.4.1 (session 29) is that recipe on today's labels (the d6 grimace and session 28's smiles corrected)
-  # with the smile ceiling at inference that every export now carries
+  # with the smile ceiling at inference that every export now carries; 0.4.2 (session 42) is 0.4.1's recipe trained
+  # again on features extracted on each file's own clock (session 41) and synthetic videos made afresh
   LAB=(--config configs/lab_engine.json)
   [ "$STAGE" = loio ] && train "${SYNTH[@]}" "${LAB[@]}" --loio reports/real_dev/joint --keep-folds runs/joint/folds \
     --reuse-folds runs/joint/folds --made-by "JOINT=1 scripts/real_loio.sh"
-  train "${SYNTH[@]}" "${LAB[@]}" --export stream/engines/lab --engine-version 0.4.1
+  train "${SYNTH[@]}" "${LAB[@]}" --export stream/engines/lab --engine-version 0.4.2
 else
   # one call: the folds (kept in runs/real_loio, and taken from there again while recipe, labels and features are
   # the same), each fold's threshold chosen on the other folds, then the engine trained on every clip at the
