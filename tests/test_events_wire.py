@@ -15,10 +15,19 @@ from fes_live.stream.events import EventError, EventPublisher, format_event, rea
 from fes_live.stream.features import GEOMETRY_DIM, FrameFeatures
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now, and never one this process was given before: two probes in a row (two
+    addresses in one f-string, bound only later) can get the same port back once the first probe's socket closes."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def features(i: int, crop: bool = False) -> FrameFeatures:

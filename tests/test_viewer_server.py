@@ -17,18 +17,13 @@ import pytest
 import zmq
 
 from conftest import Procs, scaled
+from test_events_wire import free_port
 from fes_live.stream import wire
 from fes_live.stream.config import ConfigError, from_dict
 from fes_live.stream.view import (BAND_H, TOKEN_MOD, ViewConfig, build_app, draw_band, loopback_candidates_only,
                                   prepare, read_band, rtc_configuration)
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def endpoints(tmp_path: Path) -> dict:
