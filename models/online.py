@@ -948,9 +948,11 @@ class OnlineSpotter:
         pieces), and between the two tops of their emotion's action units the face never rested, under half the
         lower top, for `rest_seconds` (a frame with no face rests)."""
         cfg = self.cfg
+        if cfg.rest_seconds <= 0:
+            return False
         before = [e for e in self._emitted if e.emotion == p.emotion and 0 <= p.onset - e.offset - 1 <= cfg.fedn_edge
                   and p.offset - p.onset <= e.offset - e.onset and e.offset not in self._cuts]
-        if cfg.rest_seconds <= 0 or not before:
+        if not before:
             return False
         e = max(before, key=lambda x: x.offset)
         rows = [(t, delta) for t, _, delta in self._shapes if e.onset <= t <= p.offset]
@@ -964,13 +966,10 @@ class OnlineSpotter:
             strength = smooth3(expression_level(deltas))
         first, second = frames <= e.offset, frames >= p.onset
         a, b = np.flatnonzero(first)[np.argmax(strength[first])], np.flatnonzero(second)[np.argmax(strength[second])]
-        low = min(strength[a], strength[b]) / 2
-        rest = longest = 0
-        for i in range(a, b + 1):
-            rest += frames[i] - frames[i - 1] - 1 if i > a else 0  # frames with no face between two rows
-            longest = max(longest, rest)
-            rest = rest + 1 if strength[i] < low else 0
-            longest = max(longest, rest)
+        resting = np.ones(frames[b] - frames[a] + 1, dtype=bool)  # a frame with no face rests
+        resting[frames[a:b + 1] - frames[a]] = strength[a:b + 1] < min(strength[a], strength[b]) / 2
+        edges = np.diff(np.r_[0, resting.astype(np.int8), 0])  # +1 where a rest starts, -1 after it ends
+        longest = (np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max(initial=0)
         return longest < cfg.rest_seconds * cfg.fps
 
     def _peak(self, d: Proposal) -> Proposal:
