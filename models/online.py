@@ -253,6 +253,7 @@ class OnlineSpotter:
         self._long: Proposal | None = None       # an expression running past the windows' ends (fedn_long)
         self._long_views: list[Proposal] = []    # each window's best interval of it
         self._long_rest = False                  # it is the rest of one cut at max_segment_seconds
+        self._long_ended: Proposal | None = None  # what the chain reported as ended in the last window
         self._cuts: deque[int] = deque(maxlen=16)  # last frames of the pieces cut there (`_grow` keeps to them)
         self._announced: list[list[int]] = []    # FEDN onsets not yet final: [track, onset, last offset seen,
                                                   # emotion]
@@ -378,7 +379,7 @@ class OnlineSpotter:
         if gap:  # dropped frames or a reconnect: windows must not span it (the person's baseline stays)
             out += yield from self._fedn_tail()
             self._fedn_x.clear()
-            self._long = None
+            self._long = self._long_ended = None
             self._fedn_face.clear()
         if not self._fedn_x:
             self._fedn_origin = t
@@ -728,10 +729,22 @@ class OnlineSpotter:
         sure = [d for d in dets if d.score >= cfg.fedn_only_threshold]
         run = self._long
         if run is None:
+            ended, self._long_ended = self._long_ended, None
             starts = [d for d in sure if d.onset >= lo and d.offset > end - margin and not tail]
             self._long = max(starts, key=lambda d: d.score, default=None)
             self._long_views = [self._long] if self._long is not None else []
             self._long_rest = False
+            # an expression the last window saw end just before its last edges, which this one holds going on from
+            # before its start into them: its rest is followed as a piece of its own, as after a cut at the cap
+            # (lab 0.4.2's FEDN on WolfgangLanger_Pexels.mp4 ended her laugh at 342 in the window ending at 351;
+            # every later window held it from edge to edge, and the 4 s to the end of the clip went unreported)
+            on = [d for d in sure if ended is not None and d.onset < lo and d.offset > end - margin and not tail
+                  and d.onset <= ended.offset < d.offset]
+            if self._long is None and on:  # from the end of its event, which `_grow` may have taken further
+                cut = max([ended.offset] + [e.offset for e in self._emitted if e.onset <= ended.offset <= e.offset])
+                self._cuts.append(cut)
+                self._long = dataclasses.replace(max(on, key=lambda d: d.score), onset=cut + 1)
+                self._long_rest = True
             return []
         # the same expression: sharing half of the shorter with the span followed so far (an earlier expression cut
         # at this window's start ended before it began and is not it), whatever emotion this window calls it
@@ -741,8 +754,10 @@ class OnlineSpotter:
             self._long = None
             return []
         self._long_views.append(max(same, key=lambda d: d.score))
-        # a window that has seen more of it places its start better, while the start is in view
-        seen = [d for d in same if d.onset >= lo]
+        # a window that has seen more of it places its start better, while the start is in view: not when one of its
+        # intervals of it runs from before its start (a weaker one inside the expression would move the start into
+        # it; WolfgangLanger's laugh with lab 0.4.2's FEDN went from 191 to 278, then ended as too short for a chain)
+        seen = [d for d in same if d.onset >= lo] if all(d.onset >= lo for d in same) else []
         onset = max(seen, key=lambda d: d.score).onset if seen else run.onset
         run = dataclasses.replace(run, onset=onset, offset=max(d.offset for d in same))
         # going on while an interval of it runs into the window's last 2 edges (an earlier one of this window that
@@ -770,6 +785,8 @@ class OnlineSpotter:
             self._cuts.append(piece.offset)
             self._long = dataclasses.replace(run, onset=piece.offset + 1, offset=piece.offset + 1)
             self._long_views, self._long_rest = [], True
+        else:
+            self._long_ended = piece
         return [piece]
 
     def _fedn_tail(self) -> Steps:

@@ -783,6 +783,64 @@ def test_a_chain_goes_on_while_an_interval_of_it_runs_on():
     assert [(p.onset, p.offset) for p in got] == [(150, 349)]
 
 
+def test_a_weaker_interval_inside_a_chained_expression_does_not_move_its_start():
+    """A window that holds a long expression from its start can also report a weaker interval inside it near its end
+    (lab 0.4.2's FEDN on WolfgangLanger_Pexels.mp4, the window ending at 319: 193-302 at 0.90 and 278-313 at 0.57). The
+    chain took its start from that one, as from a window that had seen the start better; the expression, now short
+    enough for a window of the grid to hold whole, which none did, was never reported. A window that holds the
+    expression running from before its start does not place the start."""
+    def inner_fedn(x):
+        on = np.flatnonzero(x[0, :, 0] > 0.5)
+        W = x.shape[1]
+        logits = np.full((1, 4, 3), -9.0, np.float32)
+        iv = np.zeros((1, 4, 2), np.float32)
+        if len(on):
+            logits[0, 0, 2] = 4.0
+            iv[0, 0] = (on[0], on[-1])
+            if on[0] == 0 and on[-1] == W - 1:               # held from edge to edge: a piece near the end too
+                logits[0, 1, 2] = 1.0
+                iv[0, 1] = (W - 45, W - 4)
+        return logits, iv
+
+    T = 500
+    curve, apex = np.zeros(T, np.float32), np.zeros((T, 2), np.float32)
+    for start, length in ((50, 200), (150, 160), (170, 140)):
+        marker = np.zeros(T, bool)
+        marker[start:start + length] = True
+        got = spot_video(OnlineSpotter(curve_gim, inner_fedn, SpotterConfig()), video(curve, apex, marker=marker))
+        assert [(p.onset, p.offset) for p in got] == [(start, start + length - 1)], (start, length, got)
+
+
+def test_an_expression_a_window_sees_end_early_goes_on_as_a_piece_of_its_own():
+    """One window can place the end of a long expression a few frames before its last edges while the expression goes
+    on (lab 0.4.2's FEDN on WolfgangLanger_Pexels.mp4: the laugh ended at 342 in the window ending at 351, then every
+    window held it from edge to edge to the end of the clip). The chain reports what it followed; the rest, which no
+    window holds the start of, used to go unreported. It is followed as a piece of its own, as after a cut at the cap,
+    and reported when it lasts a second."""
+    glitch = F_DIM - 1                                       # a frame the test double's window must not end on
+
+    def early_fedn(x):
+        on = np.flatnonzero(x[0, :, 0] > 0.5)
+        W = x.shape[1]
+        logits = np.full((1, 4, 3), -9.0, np.float32)
+        iv = np.zeros((1, 4, 2), np.float32)
+        if len(on):
+            logits[0, 0, 2] = 4.0
+            iv[0, 0] = (on[0], min(on[-1], W - 11) if x[0, -1, glitch] > 0.5 else on[-1])
+        return logits, iv
+
+    T = 400
+    curve, apex = np.zeros(T, np.float32), np.zeros((T, 2), np.float32)
+    for last in (299, 240, 205):
+        marker = np.zeros(T, bool)
+        marker[50:last + 1] = True
+        feats = video(curve, apex, marker=marker)
+        feats["geometry"][186:196, glitch] = 1.0             # the window ending at 191 ends it at 181
+        got = spot_video(OnlineSpotter(curve_gim, early_fedn, SpotterConfig()), feats)
+        rest = [(182, last)] if last - 181 >= 30 else []     # a rest under a second is not reported
+        assert [(p.onset, p.offset) for p in got] == [(50, 181)] + rest, (last, got)
+
+
 def test_random_runs_of_expressions_each_come_out_once_with_their_own_bounds():
     """40 random streams of 2-12 expressions, 12-360 frames each (up to 12 s: a FEDN window holds 4.3 s), 2-80 frames
     apart: each comes out as one event with its exact bounds when it lasts at most `max_segment_seconds`, in pieces
