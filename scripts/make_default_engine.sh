@@ -2,7 +2,7 @@
 # Reproduce the bundled default engine (stream/engines/default) and its reports: engine 0.2.0 from synthetic videos
 # (reports/default_engine), then its FEDN fine-tuned on the real dev clips as the default engine 0.8.0
 # (reports/real_dev, scripts/real_loio.sh), and on those clips with synthetic videos of other people
-# (scripts/synth_sets.sh) as the bundled `lab` engine 0.4.1 (reports/real_dev/joint, reports/synthetic/heldout.md).
+# (scripts/synth_sets.sh) as the bundled `lab` engine 0.4.2 (reports/real_dev/joint, reports/synthetic/heldout.md).
 #
 #   scripts/make_default_engine.sh            # everything: data, features, training, export, report
 #   STAGE=train scripts/make_default_engine.sh  # from training on (data and features already there)

@@ -21,10 +21,10 @@ train() { nice -n 5 "$PY/python" -m fes_live.train.train real --engine "$START" 
 if [ -n "${JOINT:-}" ]; then
   SYNTH=(--synth "$SETS/train" --synth-features "$SETS/features/train")
   # configs/lab_engine.json is 0.4.0's recipe: the fixed threshold 0.5 (0.4.0 was made before the nested threshold
-  # choice). 0.4.1 (session 29) is that recipe on today's labels (the d6 grimace and session 28's smiles corrected)
-  # with the smile ceiling at inference that every export now carries. Run today (features extracted on each file's
-  # own clock since session 41), the recipe gives other weights than the bundled 0.4.1 and exports them as 0.4.2,
-  # which is not bundled: it lost WolfgangLanger's laugh (docs/real_dev.md, "An expression split at a dip")
+  # choice). 0.4.1 (session 29) was that recipe on today's labels (the d6 grimace and session 28's smiles corrected)
+  # with the smile ceiling at inference that every export now carries. On features extracted on each file's own clock
+  # (session 41) the recipe gives other weights, bundled since session 43 as 0.4.2 (docs/real_dev.md, "A chain's
+  # start, and the rest of an expression whose end came early")
   LAB=(--config configs/lab_engine.json)
   [ "$STAGE" = loio ] && train "${SYNTH[@]}" "${LAB[@]}" --loio reports/real_dev/joint --keep-folds runs/joint/folds \
     --reuse-folds runs/joint/folds --made-by "JOINT=1 scripts/real_loio.sh"
