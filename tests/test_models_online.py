@@ -783,31 +783,38 @@ def test_a_chain_goes_on_while_an_interval_of_it_runs_on():
     assert [(p.onset, p.offset) for p in got] == [(150, 349)]
 
 
+def intervals_fedn(intervals):
+    """Test double FEDN of emotion 2: `intervals(on, x)` gives the (start, end, logit) it reports in window `x`, from
+    `on`, the window's frames whose blendshape-0 delta is > 0.5 (when there are any; up to 4 intervals)."""
+    def fn(x):
+        on = np.flatnonzero(x[0, :, 0] > 0.5)
+        logits = np.full((1, 4, 3), -9.0, np.float32)
+        iv = np.zeros((1, 4, 2), np.float32)
+        for i, (a, b, logit) in enumerate(intervals(on, x)[:4] if len(on) else []):
+            logits[0, i, 2] = logit
+            iv[0, i] = (a, b)
+        return logits, iv
+    return fn
+
+
 def test_a_weaker_interval_inside_a_chained_expression_does_not_move_its_start():
     """A window that holds a long expression from its start can also report a weaker interval inside it near its end
     (lab 0.4.2's FEDN on WolfgangLanger_Pexels.mp4, the window ending at 319: 193-302 at 0.90 and 278-313 at 0.57). The
     chain took its start from that one, as from a window that had seen the start better; the expression, now short
     enough for a window of the grid to hold whole, which none did, was never reported. A window that holds the
     expression running from before its start does not place the start."""
-    def inner_fedn(x):
-        on = np.flatnonzero(x[0, :, 0] > 0.5)
+    def inner(on, x):
         W = x.shape[1]
-        logits = np.full((1, 4, 3), -9.0, np.float32)
-        iv = np.zeros((1, 4, 2), np.float32)
-        if len(on):
-            logits[0, 0, 2] = 4.0
-            iv[0, 0] = (on[0], on[-1])
-            if on[0] == 0 and on[-1] == W - 1:               # held from edge to edge: a piece near the end too
-                logits[0, 1, 2] = 1.0
-                iv[0, 1] = (W - 45, W - 4)
-        return logits, iv
+        edge_to_edge = on[0] == 0 and on[-1] == W - 1        # then a weaker piece near the end too
+        return [(on[0], on[-1], 4.0)] + ([(W - 45, W - 4, 1.0)] if edge_to_edge else [])
 
     T = 500
     curve, apex = np.zeros(T, np.float32), np.zeros((T, 2), np.float32)
     for start, length in ((50, 200), (150, 160), (170, 140)):
         marker = np.zeros(T, bool)
         marker[start:start + length] = True
-        got = spot_video(OnlineSpotter(curve_gim, inner_fedn, SpotterConfig()), video(curve, apex, marker=marker))
+        got = spot_video(OnlineSpotter(curve_gim, intervals_fedn(inner), SpotterConfig()),
+                         video(curve, apex, marker=marker))
         assert [(p.onset, p.offset) for p in got] == [(start, start + length - 1)], (start, length, got)
 
 
@@ -819,15 +826,9 @@ def test_an_expression_a_window_sees_end_early_goes_on_as_a_piece_of_its_own():
     and reported when it lasts a second."""
     glitch = F_DIM - 1                                       # a frame the test double's window must not end on
 
-    def early_fedn(x):
-        on = np.flatnonzero(x[0, :, 0] > 0.5)
+    def early(on, x):
         W = x.shape[1]
-        logits = np.full((1, 4, 3), -9.0, np.float32)
-        iv = np.zeros((1, 4, 2), np.float32)
-        if len(on):
-            logits[0, 0, 2] = 4.0
-            iv[0, 0] = (on[0], min(on[-1], W - 11) if x[0, -1, glitch] > 0.5 else on[-1])
-        return logits, iv
+        return [(on[0], min(on[-1], W - 11) if x[0, -1, glitch] > 0.5 else on[-1], 4.0)]
 
     T = 400
     curve, apex = np.zeros(T, np.float32), np.zeros((T, 2), np.float32)
@@ -836,7 +837,7 @@ def test_an_expression_a_window_sees_end_early_goes_on_as_a_piece_of_its_own():
         marker[50:last + 1] = True
         feats = video(curve, apex, marker=marker)
         feats["geometry"][186:196, glitch] = 1.0             # the window ending at 191 ends it at 181
-        got = spot_video(OnlineSpotter(curve_gim, early_fedn, SpotterConfig()), feats)
+        got = spot_video(OnlineSpotter(curve_gim, intervals_fedn(early), SpotterConfig()), feats)
         rest = [(182, last)] if last - 181 >= 30 else []     # a rest under a second is not reported
         assert [(p.onset, p.offset) for p in got] == [(50, 181)] + rest, (last, got)
 
