@@ -738,13 +738,14 @@ class OnlineSpotter:
             # before its start into them: its rest is followed as a piece of its own, as after a cut at the cap
             # (lab 0.4.2's FEDN on WolfgangLanger_Pexels.mp4 ended her laugh at 342 in the window ending at 351;
             # every later window held it from edge to edge, and the 4 s to the end of the clip went unreported)
-            on = [d for d in sure if ended is not None and d.onset < lo and d.offset > end - margin and not tail
-                  and d.onset <= ended.offset < d.offset]
-            if self._long is None and on:  # from the end of its event, which `_grow` may have taken further
+            if self._long is None and ended is not None and not tail:
+                # from the end of its event, which `_grow` may have taken further
                 cut = max([ended.offset] + [e.offset for e in self._emitted if e.onset <= ended.offset <= e.offset])
-                self._cuts.append(cut)
-                self._long = dataclasses.replace(max(on, key=lambda d: d.score), onset=cut + 1)
-                self._long_rest = True
+                on = [d for d in sure if d.onset < lo and d.onset <= ended.offset and d.offset > max(end - margin, cut)]
+                if on:
+                    self._cuts.append(cut)
+                    self._long = dataclasses.replace(max(on, key=lambda d: d.score), onset=cut + 1)
+                    self._long_rest = True
             return []
         # the same expression: sharing half of the shorter with the span followed so far (an earlier expression cut
         # at this window's start ended before it began and is not it), whatever emotion this window calls it
