@@ -125,6 +125,10 @@ class EmotionEvidenceConfig:
     smile_min: float = 0.3       # ... and so is a macro happiness whose mouth never reads as smiling: mouthSmile
                                  # (3-frame mean) under this at every frame, as on 9 in 10 of a resting face's
                                  # frames (eyes closing on a faint smile, squinting). 0: off
+    smile_eyes_shut: float = 0.8  # ... and so is a macro happiness with the eyes shut (raw eyeBlink of both over 0.5)
+                                 # on this share of its frames or more: crying with the mouth stretched, which
+                                 # MediaPipe reads as a smile (WolfgangLanger_Pexels.mp4: 0.94). The dev clips'
+                                 # labelled smiles and laughs have them shut on 0.62 at most (edtalk). 0: off
     micro_smile: bool = True     # a micro happiness must show its smile too (smile_min; otherwise a micro-
                                  # expression is not asked: too brief and faint for its action units to be read)
     blink_veto: float = 0.3      # an event of an emotion MediaPipe does not read well (not READ_WELL), macro or
@@ -163,14 +167,24 @@ def supported(raw: np.ndarray, delta: np.ndarray, emotion: str | None,
               cfg: EmotionEvidenceConfig = EmotionEvidenceConfig()) -> bool:
     """Whether the blendshapes over an interval show any of `emotion`'s action units: a "happiness" with no smile
     at all (a blink, a pout, a turn of the head) is a false alarm whatever the model's score, and so is one whose
-    mouth never reads as smiling (`smile_min`: eyes closing on a faint resting smile, squinting).
-    Only the emotions MediaPipe reads well (`READ_WELL`) are judged."""
+    mouth never reads as smiling (`smile_min`: eyes closing on a faint resting smile, squinting), or whose eyes stay
+    shut (`smile_eyes_shut`: crying). Only the emotions MediaPipe reads well (`READ_WELL`) are judged."""
     strength = au_strength(delta, emotion) if emotion in READ_WELL else None
     if not cfg.enabled or cfg.min_rise <= 0 or strength is None or len(strength) == 0:
         return True
     if emotion != "happiness":
         return float(strength.max()) >= cfg.min_rise
+    if eyes_shut(raw, cfg):
+        return False
     return (float(strength.max()) >= cfg.min_rise and shows_smile(raw, cfg)) or shows_smile(raw, cfg, outright=True)
+
+
+def eyes_shut(raw: np.ndarray, cfg: EmotionEvidenceConfig = EmotionEvidenceConfig()) -> bool:
+    """Whether the eyes are shut (raw eyeBlink of both over 0.5) on `smile_eyes_shut` of the frames of (T, 52) raw
+    blendshapes or more; never when that is off."""
+    if cfg.smile_eyes_shut <= 0 or len(raw) == 0:
+        return False
+    return float((channel_mean(raw, BLINK) > 0.5).mean()) >= cfg.smile_eyes_shut
 
 
 def shows_smile(raw: np.ndarray, cfg: EmotionEvidenceConfig = EmotionEvidenceConfig(), outright: bool = False) -> bool:

@@ -147,6 +147,10 @@ def test_an_emotion_whose_action_units_never_move_is_not_supported():
     assert not supported(cheeks, cheeks, "happiness")  # squinting or puffed cheeks, mouth corners barely up
     smile = frames(mouthSmileLeft=0.35, mouthSmileRight=0.3)
     assert supported(smile, smile, "happiness")
+    shut = frames(mouthSmileLeft=0.6, mouthSmileRight=0.5, eyeBlinkLeft=0.8, eyeBlinkRight=0.8)
+    assert not supported(shut, shut, "happiness")     # eyes shut on every frame: crying, not a smile
+    shut[:5, [I["eyeBlinkLeft"], I["eyeBlinkRight"]]] = 0.1
+    assert supported(shut, shut, "happiness")         # open on a quarter of them: a laugh's squeezed eyes
     partly = frames(mouthSmileLeft=0.15, mouthSmileRight=0.15)  # a smile the baseline partly absorbed: it reads
     assert supported(smile, partly, "happiness")                # 0.33, 0.15 above the neutral
     assert supported(frames(mouthSmileLeft=0.6, mouthSmileRight=0.6), still, "happiness")  # absorbed by the baseline
@@ -170,11 +174,16 @@ def test_spotter_drops_an_event_whose_emotions_action_units_never_move():
     assert spot_marked(geometry, 0, emotion_evidence=EmotionEvidenceConfig(min_rise=0.0)) == [(60, 99, 0)]
     smiling = geometry.copy()
     smiling[70:90, SMILE] = 0.35
+    crying = smiling.copy()                           # the mouth stretched with the eyes shut throughout: MediaPipe
+    assert spot_marked(crying, 0) == []               # reads a smile (WolfgangLanger 8-134), `smile_eyes_shut`
+    assert spot_marked(crying, 0, emotion_evidence=EmotionEvidenceConfig(smile_eyes_shut=0.0)) == [(60, 99, 0)]
+    smiling[70:90, [I["eyeBlinkLeft"], I["eyeBlinkRight"]]] = 0.3  # a smile with the eyes open, closed around it
     assert spot_marked(smiling, 0) == [(60, 99, 0)]
     faint = geometry.copy()                           # eyes closing on a faint smile (fomm_10 106-120): the mouth
     faint[70:90, SMILE] = 0.2                         # moves, but never reads as smiling (smile_min)
     assert spot_marked(faint, 0) == []
-    assert spot_marked(faint, 0, emotion_evidence=EmotionEvidenceConfig(smile_min=0.0)) == [(60, 99, 0)]
+    no_smile_min = EmotionEvidenceConfig(smile_min=0.0, smile_eyes_shut=0.0)
+    assert spot_marked(faint, 0, emotion_evidence=no_smile_min) == [(60, 99, 0)]
     micro = np.zeros_like(geometry)                   # a micro-expression (< 0.5 s) is asked only for its smile
     micro[60:70, 0] = 1.0
     assert spot_marked(micro, 0) == []
