@@ -16,7 +16,6 @@ import argparse
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from fes_live import version_text
-from fes_live.stream.app import DETECTOR, wait_for_detector
+from fes_live.stream.app import DETECTOR, free_port, wait_for_detector
 from fes_live.stream.client import subscribe
 from fes_live.stream.config import from_dict
 from fes_live.stream.pipeline_config import DetectConfig, Endpoints, IngestConfig
@@ -36,12 +35,6 @@ from fes_live.stream.supervise import Supervisor
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = REPO.parent / "shared" / "data" / "video" / "pyfeat_single_face.mp4"
 FPS = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def features_file(video: Path, cache: Path) -> Path:

@@ -128,10 +128,22 @@ def check_ports_free(endpoints: list[str]) -> None:
                                 "(--port auto picks free ports)") from None
 
 
+_HANDED_OUT: set[int] = set()
+_HANDED_OUT_LOCK = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now, and never one this process was given before: two probes in a row (the events
+    and replay ports of `--port auto`, bound only later) can get the same port back once the first probe's socket
+    closes (seen in tests as 'Address already in use')."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with _HANDED_OUT_LOCK:
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
 
 
 def wait_for_child(sup: Supervisor, name: str, timeout_s: float, stop: threading.Event, ready: Callable):

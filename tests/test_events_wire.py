@@ -1,7 +1,6 @@
 """The wire codec, the event schema, the journal, replay and the gap-filling client, over real sockets."""
 import dataclasses
 import json
-import socket
 import threading
 import time
 
@@ -10,24 +9,10 @@ import pytest
 import zmq
 
 from fes_live.stream import wire
+from fes_live.stream.app import free_port  # noqa: F401 (the other tests import it from here)
 from fes_live.stream.client import fetch, subscribe
 from fes_live.stream.events import EventError, EventPublisher, format_event, read_journal, replay_request, validate
 from fes_live.stream.features import GEOMETRY_DIM, FrameFeatures
-
-
-_HANDED_OUT: set[int] = set()
-
-
-def free_port() -> int:
-    """A port nothing listens on now, and never one this process was given before: two probes in a row (two
-    addresses in one f-string, bound only later) can get the same port back once the first probe's socket closes."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
 
 
 def features(i: int, crop: bool = False) -> FrameFeatures:

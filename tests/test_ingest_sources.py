@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import DATA, VIDEO, need, need_tool
+from fes_live.stream.app import free_port
 from fes_live.stream.config import ConfigError, from_dict
 from fes_live.stream.sources import FolderSource, SourceConfig, SourceError, open_source
 
@@ -140,12 +141,6 @@ def _have_gi() -> bool:
     return subprocess.run(["/usr/bin/python3", "-c", probe], capture_output=True).returncode == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_server(clip: Path, port: int) -> subprocess.Popen:
     proc = subprocess.Popen(["/usr/bin/python3", str(SERVER), str(clip), str(port)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -168,7 +163,7 @@ def long_clip(tmp_path) -> Path:
 def test_rtsp_read_and_reconnect_after_server_restart(long_clip):
     if not _have_gi():
         pytest.skip("/usr/bin/python3 lacks gi + GstRtspServer (.ci/run installs them)")
-    port = _free_port()
+    port = free_port()
     server = _start_server(long_clip, port)
     cfg = SourceConfig(open_timeout_s=3.0, read_timeout_s=2.0, backoff_initial_s=0.2, give_up_after_s=20.0)
     src = open_source(f"rtsp://127.0.0.1:{port}/live", cfg, stream_id="cam-a")
@@ -202,7 +197,7 @@ def test_rtsp_frozen_server_hits_the_read_timeout_and_recovers(long_clip):
     """SIGSTOP keeps the TCP connection open but sends nothing: the read timeout, not a hang, must end the read."""
     if not _have_gi():
         pytest.skip("/usr/bin/python3 lacks gi + GstRtspServer")
-    port = _free_port()
+    port = free_port()
     server = _start_server(long_clip, port)
     cfg = SourceConfig(open_timeout_s=1.5, read_timeout_s=1.5, backoff_initial_s=0.2, give_up_after_s=20.0)
     src = open_source(f"rtsp://127.0.0.1:{port}/live", cfg)
@@ -227,7 +222,7 @@ def test_rtsp_frozen_server_hits_the_read_timeout_and_recovers(long_clip):
 def test_rtsp_gives_up_when_the_server_stays_down(long_clip):
     if not _have_gi():
         pytest.skip("/usr/bin/python3 lacks gi + GstRtspServer")
-    port = _free_port()
+    port = free_port()
     server = _start_server(long_clip, port)
     cfg = SourceConfig(open_timeout_s=2.0, read_timeout_s=1.0, backoff_initial_s=0.2, give_up_after_s=3.0)
     src = open_source(f"rtsp://127.0.0.1:{port}/live", cfg)
@@ -274,7 +269,7 @@ def test_rtsp_down_at_start_is_retried_and_reported(long_clip):
     """retry_open: a camera that is down when the pipeline starts is waited for, with one "down" and one "up"."""
     if not _have_gi():
         pytest.skip("/usr/bin/python3 lacks gi + GstRtspServer")
-    port = _free_port()
+    port = free_port()
     cfg = SourceConfig(open_timeout_s=1.0, read_timeout_s=2.0, backoff_initial_s=0.2, backoff_max_s=1.0,
                        give_up_after_s=0.0, retry_open=True)
     src = open_source(f"rtsp://127.0.0.1:{port}/live", cfg)  # nothing listens yet: no error, it will retry
