@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 import secrets
 import shutil
 import signal
@@ -132,18 +133,36 @@ _HANDED_OUT: set[int] = set()
 _HANDED_OUT_LOCK = threading.Lock()
 
 
+def _ephemeral_low() -> int:
+    """Where the OS starts picking ports for outgoing connections (Linux; 32768 where it cannot be read)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A port nothing listens on now, and never one this process was given before: two probes in a row (the events
-    and replay ports of `--port auto`, bound only later) can get the same port back once the first probe's socket
-    closes (seen in tests as 'Address already in use')."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+    """A port nothing listens on now, and never one this process was given before.
+
+    Probed at random below the OS's ephemeral range: a port from there (what bind(0) gives) can be taken before we
+    bind it by any process's outgoing connection, a ZeroMQ socket reconnecting to it included (seen in tests as
+    'Address already in use'). Two probes in a row never give the same port (`--port auto` probes the events and
+    replay ports, both bound only later). Falls back to bind(0) when the range below is taken or empty."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(20000, low) if low > 20000 else 0
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))
+                port = s.getsockname()[1]
+        except OSError:
+            continue
         with _HANDED_OUT_LOCK:
             if port not in _HANDED_OUT:
                 _HANDED_OUT.add(port)
                 return port
+    raise OSError("no free TCP port on 127.0.0.1")
 
 
 def wait_for_child(sup: Supervisor, name: str, timeout_s: float, stop: threading.Event, ready: Callable):

@@ -22,6 +22,25 @@ def features(i: int, crop: bool = False) -> FrameFeatures:
                          rng.integers(0, 255, (224, 224, 3), dtype=np.uint8) if crop else None)
 
 
+def test_free_port_is_below_the_ephemeral_range_free_and_never_given_twice():
+    """Ports from the ephemeral range can be taken by outgoing connections before we bind them (a flaky 'Address
+    already in use' across test workers); two probes in a row must not give one port to two endpoints."""
+    from fes_live.stream.app import _ephemeral_low
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == 50
+    low = _ephemeral_low()
+    assert low <= 20000 or max(ports) < low
+    ctx = zmq.Context()
+    try:
+        for p in ports[:5]:  # each can be bound now
+            s = ctx.socket(zmq.PUB)
+            s.setsockopt(zmq.LINGER, 0)
+            s.bind(f"tcp://127.0.0.1:{p}")
+            s.close()
+    finally:
+        ctx.destroy(linger=0)
+
+
 def test_features_round_trip_without_copy():
     ctx = zmq.Context()
     push, pull = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)

@@ -467,7 +467,9 @@ def test_a_subscriber_from_seq_0_started_before_the_publisher_misses_nothing(tmp
     0 when its first live event arrives (the events published before the SUB connected come from replay)."""
     from fes_live.stream.events import EventPublisher
     ctx = zmq.Context()
-    ctx.setsockopt(zmq.RECONNECT_IVL, 2000)  # the SUB socket tries again every 2 s: it misses the first events
+    # the SUB socket tries again 6 s after its first refused connect: the first events (published at 3.5 s) are
+    # surely missed, with 2.5 s to spare on a loaded machine (2 s, with 0.5 s to spare, once missed fewer)
+    ctx.setsockopt(zmq.RECONNECT_IVL, 6000)
     ev, rp = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     sub = Subscription(ev, rp, from_seq=0, ctx=ctx)
     got = []
