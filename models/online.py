@@ -133,6 +133,14 @@ class SpotterConfig:
                                       # either end: FEDN's boundaries fall inside the movement's (docs/real_dev.md,
                                       # "Boundaries from the action units"). The event waits for them to fall. 0: off
     grow_seconds: float = 0.5
+    chain_hold: float = 0.7           # FEDN ending an expression longer than a window (a chain) does not end it while
+                                      # it still shows plainly on every frame of the window's last 2 edges: their
+                                      # blendshapes name its emotion (happiness, surprise: evidence_emotion) and its
+                                      # action units stay at this share of their top in it. A window can end a held
+                                      # smile early, and it came out in pieces, or part of it not at all (FGNet's
+                                      # talking face). 0.5 (then without the evidence) held fading ones too: the
+                                      # lab folds' final p99 0.92 -> 1.26 s (docs/real_dev.md, "A held smile a
+                                      # window ends early"). 0: off
     au_onset: float = 0.0             # with FEDN announcing onsets: also announce one as soon as a happiness's or
                                       # surprise's action units (models.emotion.au_strength) rise this far above the
                                       # person's neutral, as `supported` would accept them, for au_onset_frames
@@ -166,6 +174,8 @@ class SpotterConfig:
             raise ValueError(f"onset_stride must be >= 0 (0: none), got {self.onset_stride}")
         if not 0.0 <= self.repeat_cover <= 1.0:
             raise ValueError(f"repeat_cover must be in [0, 1] (0: IoU alone), got {self.repeat_cover}")
+        if not 0.0 <= self.chain_hold <= 1.0:
+            raise ValueError(f"chain_hold must be in [0, 1] (0: off), got {self.chain_hold}")
         if not 0.0 <= self.grow_below < 1.0 or self.grow_seconds < 0:
             raise ValueError(f"grow_below must be in [0, 1) (0: off) and grow_seconds >= 0, got {self.grow_below} and "
                              f"{self.grow_seconds}")
@@ -254,6 +264,8 @@ class OnlineSpotter:
         self._long_views: list[Proposal] = []    # each window's best interval of it
         self._long_rest = False                  # it is the rest of one cut at max_segment_seconds
         self._long_ended: Proposal | None = None  # what the chain reported as ended in the last window
+        self._long_held = False                  # the last window kept it going by its action units (`chain_hold`)
+        self._for_chain: list[Proposal] = []      # intervals of it that wait for its piece (`_wait_for_chain`)
         self._cuts: deque[int] = deque(maxlen=16)  # last frames of the pieces cut there (`_grow` keeps to them)
         self._announced: list[list[int]] = []    # FEDN onsets not yet final: [track, onset, last offset seen,
                                                   # emotion]
@@ -380,6 +392,7 @@ class OnlineSpotter:
             out += yield from self._fedn_tail()
             self._fedn_x.clear()
             self._long = self._long_ended = None
+            self._long_held, self._for_chain = False, []
             self._fedn_face.clear()
         if not self._fedn_x:
             self._fedn_origin = t
@@ -565,6 +578,8 @@ class OnlineSpotter:
         settled = self._settled()
         out = self._announce(dets, lo, settled, start + valid - 1) if self.fedn_onsets else []
         long = self._chain(dets, lo, start + valid - 1, tail) if cfg.fedn_long else []
+        if long:  # the parts of it that waited for the chain leave the pool to it
+            self._pool = [p for p in self._pool if not any(p is u for u in self._for_chain)]
         whole = [d for d in dets if d.onset >= lo and d.offset <= hi]
         self._confirm(dets, lo)
         # across windows: an interval settled earlier suppresses new ones on it; NMS among the open ones
@@ -583,7 +598,21 @@ class OnlineSpotter:
             iv = np.array([(p.onset, p.offset) for p in self._pool], dtype=np.float64)
             keep = nms_1d(iv, np.array([p.score for p in self._pool]), cfg.fedn_decode.nms_iou)
             self._pool = [self._pool[i] for i in sorted(keep)]
+        self._wait_for_chain()
         return out
+
+    def _wait_for_chain(self) -> None:
+        """While the chain goes on by its action units alone (`chain_hold`: FEDN ended it early), the intervals of it
+        in the pool wait for the chain, which reports the whole; once it has ended or been dropped they settle as
+        any other (or have left the pool to its piece). A window that held a held smile's first part whole and ended
+        it early had that part reported, and the chain's piece then counted as that expression found again (FGNet's
+        talking face: 2529-2642 reported, the smile held on to 2880 unreported)."""
+        run = self._long
+        if run is None:
+            self._for_chain = []
+        elif self._long_held:
+            self._for_chain += [p for p in self._pool if shares((p.onset, p.offset), (run.onset, run.offset), 0.5)
+                                and not any(p is u for u in self._for_chain)]
 
     def _still_up(self, d: Proposal) -> bool:
         """Whether the face, at the newest frame, is still as far from its neutral as half the top of the expression
@@ -733,7 +762,7 @@ class OnlineSpotter:
             starts = [d for d in sure if d.onset >= lo and d.offset > end - margin and not tail]
             self._long = max(starts, key=lambda d: d.score, default=None)
             self._long_views = [self._long] if self._long is not None else []
-            self._long_rest = False
+            self._long_rest = self._long_held = False
             # an expression the last window saw end just before its last edges, which this one holds going on from
             # before its start into them: its rest is followed as a piece of its own, as after a cut at the cap
             # (lab 0.4.2's FEDN on WolfgangLanger_Pexels.mp4 ended her laugh at 342 in the window ending at 351;
@@ -751,10 +780,11 @@ class OnlineSpotter:
         # at this window's start ended before it began and is not it), whatever emotion this window calls it
         span = (run.onset, run.offset)
         same = [d for d in sure if shares((d.onset, d.offset), span, 0.5)]
+        held, self._long_held = self._long_held, False
         if not same:
             self._long = None
-            return []
-        self._long_views.append(max(same, key=lambda d: d.score))
+            # kept going by its action units alone, and no window sees it now: it ended where FEDN last placed it
+            return self._chain_piece(run, [run], False, end) if held else []
         # a window that has seen more of it places its start better, while the start is in view: not when one of its
         # intervals of it runs from before its start (a weaker one inside the expression would move the start into
         # it; WolfgangLanger's laugh with lab 0.4.2's FEDN went from 191 to 278, then ended as too short for a chain)
@@ -762,12 +792,49 @@ class OnlineSpotter:
         onset = max(seen, key=lambda d: d.score).onset if seen else run.onset
         run = dataclasses.replace(run, onset=onset, offset=max(d.offset for d in same))
         # going on while an interval of it runs into the window's last 2 edges (an earlier one of this window that
-        # overlaps it may end before them)
+        # overlaps it may end before them), or while its action units are still up there (`chain_hold`)
+        self._long_views.append(max(same, key=lambda d: d.score))
         going = not tail and any(d.offset > end - margin for d in same)
+        if not going and not tail and self._held(run, end):
+            going = self._long_held = True
         if going and end - run.onset < self.max_segment:
             self._long = run
             return []
         # ended, or held longer than `max_segment_seconds`: then reported as it stands, as GIM cuts its pieces there
+        return self._chain_piece(run, same, going, end)
+
+    def _chain_view(self) -> Proposal:
+        """The chain's emotion: the one most of its windows gave (one may call a laugh's raised upper lip disgust),
+        its most confident view of that."""
+        said = Counter(v.emotion for v in self._long_views)
+        return max(self._long_views, key=lambda v: (said[v.emotion], v.score))
+
+    def _held(self, run: Proposal, end: int) -> bool:
+        """Whether the chain's expression still shows plainly on every frame of the window's last 2 edges (ending at
+        `end`): the blendshapes there name its emotion (`evidence_emotion`: a broad smile, raised brows with the eyes
+        or jaw open), and its action units stay at `chain_hold` of their top over the chain, a face on each frame. A
+        resting face MediaPipe reads as smiling a little (a synthetic video's, mouthSmile 0.41 throughout) is not
+        held, however flat its action units."""
+        cfg = self.cfg
+        emotion = self._chain_view().emotion
+        name = cfg.emotions[emotion] if 0 <= emotion < len(cfg.emotions) else None
+        if cfg.chain_hold <= 0 or name not in READ_WELL:
+            return False
+        rows = [(t, raw, delta) for t, raw, delta in self._shapes if run.onset <= t <= end]
+        frames = np.array([t for t, _, _ in rows], dtype=np.int64)
+        last = frames > end - 2 * cfg.fedn_edge
+        if last.sum() < 2 * cfg.fedn_edge:
+            return False
+        raw, delta = np.array([r for _, r, _ in rows]), np.array([d for _, _, d in rows])
+        if evidence_emotion(raw[last], delta[last], cfg.emotion_evidence) != name:
+            return False
+        strength = au_strength(delta, name)
+        return bool((strength[last] >= cfg.chain_hold * strength.max()).all())
+
+    def _chain_piece(self, run: Proposal, same: list[Proposal], going: bool, end: int) -> list[Proposal]:
+        """The chain `run` reported: ended (its last interval `same` says where), or cut at the cap while `going`."""
+        cfg = self.cfg
+        margin = 2 * cfg.fedn_edge
         self._long = None
         last = max(same, key=lambda d: (going and d.offset > end - margin, d.score))
         length = last.offset - run.onset + 1
@@ -776,9 +843,7 @@ class OnlineSpotter:
                 return []
         elif length <= cfg.fedn_window - 2 * cfg.fedn_edge - cfg.fedn_stride:
             return []  # some window of the grid holds it whole: the ordinary path has it
-        # its emotion is the one most of its windows gave (one may call a laugh's raised upper lip disgust)
-        said = Counter(v.emotion for v in self._long_views)
-        best = max(self._long_views, key=lambda v: (said[v.emotion], v.score))
+        best = self._chain_view()
         piece = dataclasses.replace(run, offset=last.offset, apex=(run.onset + last.offset) // 2, kind=MACRO,
                                     score=min(run.score, last.score), emotion=best.emotion,
                                     emotion_probs=best.emotion_probs)
@@ -872,7 +937,8 @@ class OnlineSpotter:
         keep: list[Proposal] = []
         for d in self._pool:
             settled = final or (self._fedn_done >= d.offset + cfg.fedn_settle and curve_last >= d.offset
-                                and all(s > d.offset for s in open_from) and not any(d is u for u in self._unsure))
+                                and all(s > d.offset for s in open_from) and not any(d is u for u in self._unsure)
+                                and not any(d is u for u in self._for_chain))
             if not settled:
                 keep.append(d)
                 continue

@@ -797,6 +797,18 @@ def intervals_fedn(intervals):
     return fn
 
 
+GLITCH = F_DIM - 1  # a column no test reads: marked on a window's last frame, `early_end_fedn` ends early there
+
+
+def early_end_fedn():
+    """Test double FEDN (`intervals_fedn`): the marked run, but ended 10 frames before the window's end in a window
+    whose last frame has GLITCH set, as real FEDN sometimes ends a held expression."""
+    def early(on, x):
+        W = x.shape[1]
+        return [(on[0], min(on[-1], W - 11) if x[0, -1, GLITCH] > 0.5 else on[-1], 4.0)]
+    return intervals_fedn(early)
+
+
 def test_a_weaker_interval_inside_a_chained_expression_does_not_move_its_start():
     """A window that holds a long expression from its start can also report a weaker interval inside it near its end
     (lab 0.4.2's FEDN on WolfgangLanger_Pexels.mp4, the window ending at 319: 193-302 at 0.90 and 278-313 at 0.57). The
@@ -824,22 +836,62 @@ def test_an_expression_a_window_sees_end_early_goes_on_as_a_piece_of_its_own():
     window held it from edge to edge to the end of the clip). The chain reports what it followed; the rest, which no
     window holds the start of, used to go unreported. It is followed as a piece of its own, as after a cut at the cap,
     and reported when it lasts a second."""
-    glitch = F_DIM - 1                                       # a frame the test double's window must not end on
-
-    def early(on, x):
-        W = x.shape[1]
-        return [(on[0], min(on[-1], W - 11) if x[0, -1, glitch] > 0.5 else on[-1], 4.0)]
-
     T = 400
     curve, apex = np.zeros(T, np.float32), np.zeros((T, 2), np.float32)
     for last in (299, 240, 205):
         marker = np.zeros(T, bool)
         marker[50:last + 1] = True
         feats = video(curve, apex, marker=marker)
-        feats["geometry"][186:196, glitch] = 1.0             # the window ending at 191 ends it at 181
-        got = spot_video(OnlineSpotter(curve_gim, intervals_fedn(early), SpotterConfig()), feats)
+        feats["geometry"][186:196, GLITCH] = 1.0             # the window ending at 191 ends it at 181
+        got = spot_video(OnlineSpotter(curve_gim, early_end_fedn(), SpotterConfig()), feats)
         rest = [(182, last)] if last - 181 >= 30 else []     # a rest under a second is not reported
         assert [(p.onset, p.offset) for p in got] == [(50, 181)] + rest, (last, got)
+
+
+def smiling(feats, frames):
+    """`feats` with a broad smile (mouthSmile 0.9 both sides) on `frames`: what happiness's action units read."""
+    for name in ("mouthSmileLeft", "mouthSmileRight"):
+        feats["geometry"][frames, MEDIAPIPE_BLENDSHAPES.index(name)] = 0.9
+    return feats
+
+
+def test_a_held_smile_a_window_ends_early_goes_on_while_its_action_units_stay_up():
+    """A window can end a held smile a few frames before its last edges while the face still smiles (the default's
+    FEDN on FGNet's talking face ended a 35 s smile more than once, and it came out in pieces at those ends). While
+    the smile shows plainly on every frame of the window's last edges (a broad smile, its action units at
+    `chain_hold` of their top), the chain goes on: one event. When it has faded there, the window's end stands."""
+    T = 400
+    curve, apex = np.zeros(T, np.float32), np.zeros((T, 2), np.float32)
+    marker = np.zeros(T, bool)
+    marker[50:300] = True
+
+    def spotted(smile, **cfg):
+        feats = smiling(video(curve, apex, marker=marker), smile)
+        feats["geometry"][186:196, GLITCH] = 1.0             # the window ending at 191 ends it at 181
+        sp = OnlineSpotter(curve_gim, early_end_fedn(),
+                           SpotterConfig(emotions=("surprise", "sadness", "happiness"), **cfg))
+        return [(p.onset, p.offset, p.emotion) for p in spot_video(sp, feats)]
+
+    assert spotted(slice(50, 300)) == [(49, 300, 2)]  # (the bounds grown to the smile's, `grow_below`)
+    assert spotted(slice(50, 300), chain_hold=0.0) == [(49, 196, 2), (197, 300, 2)]
+    # the smile fades at 182 while the model's view of the expression goes on: the window's end stands (and the rest,
+    # with no smile, is no happiness)
+    assert spotted(slice(50, 182)) == [(49, 182, 2)]
+
+
+def test_a_held_smile_s_first_part_a_window_ends_early_waits_for_the_chain():
+    """The last window that holds a held smile's start can end it early, whole in view (FGNet's talking face:
+    2531-2630 in the window ending at 2639, the smile held on to 2880). That part used to go out as an event of its
+    own; the chain, going on while the smile did (`chain_hold`), then counted as that expression found again, and
+    the rest went unreported. The part now waits for the chain, which reports the whole: one event."""
+    T = 500
+    curve, apex = np.zeros(T, np.float32), np.zeros((T, 2), np.float32)
+    marker = np.zeros(T, bool)
+    marker[160:400] = True
+    feats = smiling(video(curve, apex, marker=marker), slice(160, 400))
+    feats["geometry"][266:276, GLITCH] = 1.0                 # the window ending at 271 (the last with 160 in view)
+    sp = OnlineSpotter(curve_gim, early_end_fedn(), SpotterConfig(emotions=("surprise", "sadness", "happiness")))
+    assert [(p.onset, p.offset) for p in spot_video(sp, feats)] == [(159, 400)]
 
 
 def test_random_runs_of_expressions_each_come_out_once_with_their_own_bounds():
