@@ -492,16 +492,9 @@ def test_an_interval_fedn_finds_only_long_after_its_offset_is_not_reported():
     marker[40:90] = True                                  # A
     marker[100:120] = True                                # B: a window that holds A's frames does not see it
 
-    def first_run_fedn(x):
-        """Test double: only the first run of marked frames in the window is an interval."""
-        on = np.flatnonzero(x[0, :, 0] > 0.5)
-        logits = np.full((1, 4, 3), -9.0, np.float32)
-        iv = np.zeros((1, 4, 2), np.float32)
-        if len(on):
-            end = on[0] + np.flatnonzero(np.diff(np.r_[on, -2]) != 1)[0]
-            logits[0, 0, 2] = 4.0
-            iv[0, 0] = (on[0], end)
-        return logits, iv
+    def first_run(on, x):  # only the first run of marked frames in the window is an interval
+        return [(on[0], on[0] + np.flatnonzero(np.diff(np.r_[on, -2]) != 1)[0], 4.0)]
+    first_run_fedn = intervals_fedn(first_run)
 
     def run(max_lag):
         cfg = SpotterConfig(fedn_window=64, fedn_stride=16, fedn_max_lag=max_lag)
@@ -603,20 +596,14 @@ def test_the_rest_of_a_reported_expression_after_a_brief_dip_is_not_a_second_one
         SpotterConfig(rest_seconds=-1)
 
 
-def hesitant_fedn(emotion=2, n_classes=3):
-    """Test double FEDN: one interval over the frames whose blendshape-0 delta is > 0.5, its start placed late (by
-    half of what the window holds of it, up to 16 frames) while the window holds less than 32 frames of it, as real
-    FEDN places a start it has barely seen."""
-    def fn(x):
-        on = np.flatnonzero(x[0, :, 0] > 0.5)
-        logits = np.full((1, 4, n_classes), -9.0, np.float32)
-        iv = np.zeros((1, 4, 2), np.float32)
-        if len(on):
-            seen = on[-1] - on[0] + 1
-            logits[0, 0, emotion] = 4.0
-            iv[0, 0] = (on[0] + (min(16, seen // 2) if seen < 32 else 0), on[-1])
-        return logits, iv
-    return fn
+def hesitant_fedn():
+    """Test double FEDN (`intervals_fedn`): one interval over the marked frames, its start placed late (by half of
+    what the window holds of it, up to 16 frames) while the window holds less than 32 frames of it, as real FEDN
+    places a start it has barely seen."""
+    def late_start(on, x):
+        seen = on[-1] - on[0] + 1
+        return [(on[0] + (min(16, seen // 2) if seen < 32 else 0), on[-1], 4.0)]
+    return intervals_fedn(late_start)
 
 
 def test_a_chained_expression_takes_its_start_from_the_windows_that_saw_more_of_it():
@@ -642,15 +629,7 @@ def test_a_chain_goes_through_windows_that_call_the_expression_something_else():
     first window was the odd one out, wait for an end of that emotion that never came. It now follows the expression
     whatever a window calls it, and says the emotion most of its windows gave."""
     def flickering_fedn(odd):
-        def fn(x):
-            on = np.flatnonzero(x[0, :, 0] > 0.5)
-            logits = np.full((1, 4, 3), -9.0, np.float32)
-            iv = np.zeros((1, 4, 2), np.float32)
-            if len(on):
-                logits[0, 0, 1 if odd(on, len(x[0])) else 2] = 4.0
-                iv[0, 0] = (on[0], on[-1])
-            return logits, iv
-        return fn
+        return intervals_fedn(lambda on, x: [(on[0], on[-1], 4.0, 1 if odd(on, x.shape[1]) else 2)])
 
     T = 400
     curve, apex = np.zeros(T, np.float32), np.zeros((T, 2), np.float32)
@@ -784,14 +763,14 @@ def test_a_chain_goes_on_while_an_interval_of_it_runs_on():
 
 
 def intervals_fedn(intervals):
-    """Test double FEDN of emotion 2: `intervals(on, x)` gives the (start, end, logit) it reports in window `x`, from
-    `on`, the window's frames whose blendshape-0 delta is > 0.5 (when there are any; up to 4 intervals)."""
+    """Test double FEDN of 3 emotions: `intervals(on, x)` gives the (start, end, logit[, emotion (2)]) it reports in
+    window `x`, from `on`, the window's frames whose blendshape-0 delta is > 0.5 (when there are any; up to 4)."""
     def fn(x):
         on = np.flatnonzero(x[0, :, 0] > 0.5)
         logits = np.full((1, 4, 3), -9.0, np.float32)
         iv = np.zeros((1, 4, 2), np.float32)
-        for i, (a, b, logit) in enumerate(intervals(on, x)[:4] if len(on) else []):
-            logits[0, i, 2] = logit
+        for i, (a, b, logit, *emotion) in enumerate(intervals(on, x)[:4] if len(on) else []):
+            logits[0, i, emotion[0] if emotion else 2] = logit
             iv[0, i] = (a, b)
         return logits, iv
     return fn
