@@ -148,7 +148,7 @@ def free_port() -> int:
     Probed at random below the OS's ephemeral range: a port from there (what bind(0) gives) can be taken before we
     bind it by any process's outgoing connection, a ZeroMQ socket reconnecting to it included (seen in tests as
     'Address already in use'). Two probes in a row never give the same port (`--port auto` probes the events and
-    replay ports, both bound only later). Falls back to bind(0) when the range below is taken or empty."""
+    replay ports, both bound only later). Where the OS's ephemeral range starts at 20000 or lower, bind(0) it is."""
     low = _ephemeral_low()
     for _ in range(200):
         port = random.randrange(20000, low) if low > 20000 else 0
