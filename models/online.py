@@ -803,6 +803,11 @@ class OnlineSpotter:
         # ended, or held longer than `max_segment_seconds`: then reported as it stands, as GIM cuts its pieces there
         return self._chain_piece(run, same, going, end)
 
+    def _emotion_name(self, emotion: int) -> str | None:
+        """The engine's name of emotion index `emotion`; None for none (-1) or with no label map."""
+        names = self.cfg.emotions
+        return names[emotion] if 0 <= emotion < len(names) else None
+
     def _chain_view(self) -> Proposal:
         """The chain's emotion: the one most of its windows gave (one may call a laugh's raised upper lip disgust),
         its most confident view of that."""
@@ -816,8 +821,7 @@ class OnlineSpotter:
         resting face MediaPipe reads as smiling a little (a synthetic video's, mouthSmile 0.41 throughout) is not
         held, however flat its action units."""
         cfg = self.cfg
-        emotion = self._chain_view().emotion
-        name = cfg.emotions[emotion] if 0 <= emotion < len(cfg.emotions) else None
+        name = self._emotion_name(self._chain_view().emotion)
         if cfg.chain_hold <= 0 or name not in READ_WELL:
             return False
         rows = [(t, raw, delta) for t, raw, delta in self._shapes if run.onset <= t <= end]
@@ -967,7 +971,7 @@ class OnlineSpotter:
         """FEDN interval `d` grown to the span of its emotion's action-unit movement around its peak (`grow_below`);
         None while they are still up at the newest frame and may still grow it: the interval waits."""
         cfg = self.cfg
-        name = cfg.emotions[d.emotion] if 0 <= d.emotion < len(cfg.emotions) else None
+        name = self._emotion_name(d.emotion)
         if cfg.grow_below <= 0 or d.kind == MICRO or name not in READ_WELL:
             return d
         reach = int(round(cfg.grow_seconds * cfg.fps))
@@ -1044,7 +1048,7 @@ class OnlineSpotter:
         if not np.any(frames <= e.offset) or not np.any(frames >= p.onset):
             return False
         deltas = np.array([x for _, x in rows])
-        name = cfg.emotions[p.emotion] if 0 <= p.emotion < len(cfg.emotions) else None
+        name = self._emotion_name(p.emotion)
         strength = au_strength(deltas, name)
         if strength is None:
             strength = smooth3(expression_level(deltas))
@@ -1067,7 +1071,7 @@ class OnlineSpotter:
         shapes = [(t, delta) for t, _, delta in self._shapes if d.onset <= t <= d.offset] \
             if self.cfg.apex_from == "blendshapes" else []
         if shapes:
-            name = self.cfg.emotions[d.emotion] if 0 <= d.emotion < len(self.cfg.emotions) else None
+            name = self._emotion_name(d.emotion)
             d = dataclasses.replace(d, apex=shapes[apex_index(np.array([x for _, x in shapes]), name)][0])
         return d
 
@@ -1146,7 +1150,7 @@ class OnlineSpotter:
         if name is not None and name in emotions and emotions.index(name) != p.emotion:
             extras = {**extras, "emotion_from": "blendshapes", "model_emotion": p.emotion}
             p = dataclasses.replace(p, emotion=emotions.index(name))
-        said = emotions[p.emotion] if 0 <= p.emotion < len(emotions) else None
+        said = self._emotion_name(p.emotion)
         if said not in READ_WELL and eyes_close(delta, evidence) and not shows_smile(raw, evidence):
             return None  # a blink, not an expression MediaPipe cannot see (eyes closing on a smile: a laugh)
         confirmable = said == "happiness" or (said == "surprise" and p.kind == MACRO)
