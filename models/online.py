@@ -21,11 +21,12 @@ happiness or surprise grows to the span its action units move in (`_grow`, waiti
 smile or surprise pattern (models.emotion) sets the emotion when the engine's label map is known (`emotions`), a
 macro happiness or surprise whose action units never leave the person's neutral, or a happiness with no smile, is
 dropped (`models.emotion.supported`), so is any other emotion's event over which the eyes close and the mouth
-does not smile (a blink: `models.emotion.eyes_close`), so is one lying mostly in a face's first half second that
-they cannot confirm (`warmup_confirm`: the baseline is not yet a neutral face), and, when switched on, so is an
-event that is speech with no such pattern (models.talking) (`_evidence`). An event keeps off the frames of those of
-its emotion already sent out (`no_overlap`), and one that starts where such an event ended, with no rest of the face
-in between, is that expression still going and is not sent again (`rest_seconds`).
+does not smile (a blink: `models.emotion.eyes_close`), so is a happiness said while the jaw moves like speech whose
+mouth never reads as a smile outright (`speech_smile`: lips spread by speech), so is one lying mostly in a face's
+first half second that they cannot confirm (`warmup_confirm`: the baseline is not yet a neutral face), and, when
+switched on, so is an event that is speech with no such pattern (models.talking) (`_evidence`). An event keeps off
+the frames of those of its emotion already sent out (`no_overlap`), and one that starts where such an event ended,
+with no rest of the face in between, is that expression still going and is not sent again (`rest_seconds`).
 
 Each intensity also carries the frame's expression level (`models.emotion.expression_level` of the deltas FEDN
 sees, a 3-frame mean), and each event its top (`peak_level`): the intensity that reads real faces.
@@ -55,7 +56,7 @@ from fes_live.models.proposals import (FEDNDecodeConfig, GIMProposalConfig, fedn
                               nms_1d)
 from fes_live.models.spotting import (MACRO, MICRO, CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate,
                                       Proposal, Update)
-from fes_live.models.talking import TalkingConfig, is_talking
+from fes_live.models.talking import TalkingConfig, is_talking, moves_like_speech
 
 GimFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # (B,17,R,2) -> (intensity (B,), apex_probs (B,2))
 FednFn = Callable[[np.ndarray], Any]                             # (1,W,F) -> (cls_logits (1,N,C), intervals (1,N,2), ..)
@@ -159,6 +160,11 @@ class SpotterConfig:
                                       # does not read
     talking: TalkingConfig = field(default_factory=TalkingConfig)  # drop events that are speech (models.talking;
                                                                     # off by default)
+    speech_smile: float = 1.0         # a happiness said while the jaw moves like speech (models.talking's cycle
+                                      # rate, over this many seconds before it and its own frames; whether or not
+                                      # `talking` is on) must read as a smile outright (emotion_evidence.smile_raw):
+                                      # speech spreads the lips, which MediaPipe reads as mouthSmile 0.3-0.45, and
+                                      # the dev clips' smiles said while talking read 0.5-0.9. 0: off
     model_fps: float = 0.0            # the frame rate the models were trained at (the engine's). A stream k =
                                       # round(fps / model_fps) >= 2 times faster (60, 200 fps) reaches the models
                                       # at fps / k, k frames made one (geometry averaged, flow summed), so that
@@ -179,8 +185,9 @@ class SpotterConfig:
         if not 0.0 <= self.grow_below < 1.0 or self.grow_seconds < 0:
             raise ValueError(f"grow_below must be in [0, 1) (0: off) and grow_seconds >= 0, got {self.grow_below} and "
                              f"{self.grow_seconds}")
-        if self.rest_seconds < 0:
-            raise ValueError(f"rest_seconds must be >= 0 (0: off), got {self.rest_seconds}")
+        if self.rest_seconds < 0 or self.speech_smile < 0:
+            raise ValueError(f"rest_seconds and speech_smile must be >= 0 (0: off), got {self.rest_seconds} and "
+                             f"{self.speech_smile}")
         if self.au_onset < 0 or self.au_onset_frames < 1:
             raise ValueError(f"au_onset must be >= 0 (0: off) and au_onset_frames >= 1, got {self.au_onset} and "
                              f"{self.au_onset_frames}")
@@ -1153,6 +1160,8 @@ class OnlineSpotter:
         said = self._emotion_name(p.emotion)
         if said not in READ_WELL and eyes_close(delta, evidence) and not shows_smile(raw, evidence):
             return None  # a blink, not an expression MediaPipe cannot see (eyes closing on a smile: a laugh)
+        if said == "happiness" and self._in_speech(p) and not shows_smile(raw, evidence, outright=True):
+            return None  # lips spread by speech, not a smile said with it (`speech_smile`)
         confirmable = said == "happiness" or (said == "surprise" and p.kind == MACRO)
         if self.cfg.warmup_confirm and not confirmable and self._in_warmup(p):
             return None
@@ -1163,6 +1172,15 @@ class OnlineSpotter:
             smiling = not asked or shows_smile(raw, evidence)
             return (p, extras) if smiling else None
         return (p, extras) if supported(raw, delta, said, evidence) else None
+
+    def _in_speech(self, p: Proposal) -> bool:
+        """Whether the jaw moves like speech over `speech_smile` seconds before `p` and its own frames (never when
+        that is off): the second before gives an event shorter than `talking.min_seconds` enough frames to judge."""
+        if self.cfg.speech_smile <= 0:
+            return False
+        lo = p.onset - int(round(self.cfg.speech_smile * self.cfg.fps))
+        raw = np.array([r for t, r, _ in self._shapes if lo <= t <= p.offset])
+        return len(raw) > 0 and moves_like_speech(raw, self.cfg.fps, self.cfg.talking)
 
 
 def shares(a: tuple[int, int], b: tuple[int, int], share: float) -> bool:

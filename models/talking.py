@@ -8,7 +8,8 @@ an interval of at least `min_seconds` is speech. The spotter drops such an event
 
 The thresholds are set a priori (speech rate, a jaw movement well above MediaPipe's jitter), not fitted. Measured
 once on real_dev it removed 3 false alarms and 2 loosely found expressions, so it ships switched off
-(`SpotterConfig.talking.enabled`); a trained talking detector should replace it.
+(`SpotterConfig.talking.enabled`); a trained talking detector should replace it. The same cycle count, always on,
+asks a happiness said while talking to read as a smile outright (`SpotterConfig.speech_smile`).
 """
 from __future__ import annotations
 
@@ -48,10 +49,16 @@ def jaw_cycles(jaw: np.ndarray, step: float) -> int:
     return cycles
 
 
-def is_talking(raw: np.ndarray, fps: float, cfg: TalkingConfig = TalkingConfig()) -> bool:
-    """(T, 52) raw blendshapes over an interval -> whether the jaw moves like speech."""
+def moves_like_speech(raw: np.ndarray, fps: float, cfg: TalkingConfig = TalkingConfig()) -> bool:
+    """(T, 52) raw blendshapes over an interval -> whether the jaw moves like speech, whether or not the gate is on
+    (the spotter's `speech_smile` asks this of a smile)."""
     raw = np.asarray(raw, dtype=np.float64)
     seconds = len(raw) / fps
-    if not cfg.enabled or seconds < cfg.min_seconds:
+    if seconds < cfg.min_seconds:
         return False
     return jaw_cycles(raw[:, JAW[0]], cfg.step) / seconds >= cfg.cycles_per_second
+
+
+def is_talking(raw: np.ndarray, fps: float, cfg: TalkingConfig = TalkingConfig()) -> bool:
+    """(T, 52) raw blendshapes over an interval -> whether the talking gate (when on) takes it for speech."""
+    return cfg.enabled and moves_like_speech(raw, fps, cfg)
