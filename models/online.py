@@ -1175,12 +1175,17 @@ class OnlineSpotter:
 
     def _in_speech(self, p: Proposal) -> bool:
         """Whether the jaw moves like speech over `speech_smile` seconds before `p` and its own frames (never when
-        that is off): the second before gives an event shorter than `talking.min_seconds` enough frames to judge."""
+        that is off): the second before gives an event shorter than `talking.min_seconds` enough frames to judge.
+        Where the face has less before it (its first second), the frames after it that are already in make up the
+        rest."""
         if self.cfg.speech_smile <= 0:
             return False
         lo = p.onset - int(round(self.cfg.speech_smile * self.cfg.fps))
-        raw = np.array([r for t, r, _ in self._shapes if lo <= t <= p.offset])
-        return len(raw) > 0 and moves_like_speech(raw, self.cfg.fps, self.cfg.talking)
+        seen = [(t, r) for t, r, _ in self._shapes if t >= lo]
+        if not seen:
+            return False
+        hi = max(p.offset, seen[0][0] + int(np.ceil(self.cfg.talking.min_seconds * self.cfg.fps)) - 1)
+        return moves_like_speech(np.array([r for t, r in seen if t <= hi]), self.cfg.fps, self.cfg.talking)
 
 
 def shares(a: tuple[int, int], b: tuple[int, int], share: float) -> bool:

@@ -122,19 +122,22 @@ def test_a_happiness_said_while_talking_must_read_as_a_smile_outright():
     edtalk's and retalking_4's talking: 0.42 and 0.41 at most); the dev clips' smiles said while talking read 0.5-0.9.
     A test-double FEDN reports frames 60-71 as a happiness while the jaw moves at 3 cycles a second from frame 30:
     with mouthSmile 0.4 it is lips spread by speech, with 0.6 a smile. The second before it is what says the jaw
-    moves like speech: its own 0.4 s is too short to judge (`talking.min_seconds`)."""
+    moves like speech: its own 0.4 s is too short to judge (`talking.min_seconds`). In a face's first second, with
+    less than that before it, the frames after it make up the second (liveportrait_d10's 13-24, 0.44 at most)."""
     jaw = 0.15 + 0.12 * np.sin(2 * np.pi * 3.0 * np.arange(200) / 30.0)
 
-    def spotted(smile, jaw_from=30, **cfg):
+    def spotted(smile, jaw_from=30, at=60, jaw_to=72, **cfg):
         geometry = np.zeros((200, 1008), np.float32)
-        geometry[60:72, 0] = 1.0
-        geometry[jaw_from:72, I["jawOpen"]] = jaw[jaw_from:72]
-        geometry[60:72, SMILE] = smile
+        geometry[at:at + 12, 0] = 1.0
+        geometry[jaw_from:jaw_to, I["jawOpen"]] = jaw[jaw_from:jaw_to]
+        geometry[at:at + 12, SMILE] = smile
         return spot_marked(geometry, 0, **cfg)
     assert spotted(0.4) == []
     assert spotted(0.6) == [(60, 71, 0)]
     assert spotted(0.4, jaw_from=60) == [(60, 71, 0)]     # the jaw moves in the event's own frames only
     assert spotted(0.4, speech_smile=0.0) == [(60, 71, 0)]
+    assert spotted(0.4, jaw_from=0, at=13, jaw_to=40) == []    # frames 0-29 judged: 13-24 and the frames after
+    assert spotted(0.4, jaw_from=13, at=13, jaw_to=19) == [(13, 24, 0)]  # one jaw cycle in that second
     with pytest.raises(ValueError, match="speech_smile"):
         SpotterConfig(speech_smile=-1.0)
 
