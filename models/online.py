@@ -1160,7 +1160,7 @@ class OnlineSpotter:
         said = self._emotion_name(p.emotion)
         if said not in READ_WELL and eyes_close(delta, evidence) and not shows_smile(raw, evidence):
             return None  # a blink, not an expression MediaPipe cannot see (eyes closing on a smile: a laugh)
-        if said == "happiness" and self._in_speech(p) and not shows_smile(raw, evidence, outright=True):
+        if said == "happiness" and not shows_smile(raw, evidence, outright=True) and self._in_speech(p):
             return None  # lips spread by speech, not a smile said with it (`speech_smile`)
         confirmable = said == "happiness" or (said == "surprise" and p.kind == MACRO)
         if self.cfg.warmup_confirm and not confirmable and self._in_warmup(p):
@@ -1176,8 +1176,8 @@ class OnlineSpotter:
     def _in_speech(self, p: Proposal) -> bool:
         """Whether the jaw moves like speech over `speech_smile` seconds before `p` and its own frames (never when
         that is off): the second before gives an event shorter than `talking.min_seconds` enough frames to judge.
-        Where the face has less before it (its first second), the frames after it that are already in make up the
-        rest."""
+        Where fewer face frames lie before it (a stream's first second, or the face just back), the frames after it
+        that are already in make up the rest. Asked only of a happiness that does not read as a smile outright."""
         if self.cfg.speech_smile <= 0:
             return False
         lo = p.onset - int(round(self.cfg.speech_smile * self.cfg.fps))
