@@ -1177,11 +1177,15 @@ class OnlineSpotter:
         """Whether the jaw moves like speech over `speech_smile` seconds before `p` and its own frames (never when
         that is off): the second before gives an event shorter than `talking.min_seconds` enough frames to judge.
         Where fewer face frames lie before it (a stream's first second, or the face just back), the frames after it
-        that are already in make up the rest. Asked only of a happiness that does not read as a smile outright."""
+        that are already in make up the rest. Only `p`'s own face track counts: after a shot cut, the jaw of the face
+        before it says nothing about this one. Asked only of a happiness that does not read as a smile outright."""
         if self.cfg.speech_smile <= 0:
             return False
-        lo = p.onset - int(round(self.cfg.speech_smile * self.cfg.fps))
-        seen = [(t, r) for t, r, _ in self._shapes if t >= lo]
+        starts = list(self._track_starts)
+        own = max([s for s in starts if s <= p.onset], default=p.onset)
+        after = min([s for s in starts if s > p.onset], default=float("inf"))
+        lo = max(own, p.onset - int(round(self.cfg.speech_smile * self.cfg.fps)))
+        seen = [(t, r) for t, r, _ in self._shapes if lo <= t < after]
         if not seen:
             return False
         hi = max(p.offset, seen[0][0] + int(np.ceil(self.cfg.talking.min_seconds * self.cfg.fps)) - 1)

@@ -33,14 +33,15 @@ def marked_fedn(emotion: int):
     return fedn
 
 
-def spot_marked(geometry: np.ndarray, emotion: int, timed: bool = False, **cfg) -> list[tuple[int, ...]]:
+def spot_marked(geometry: np.ndarray, emotion: int, timed: bool = False, cut: int | None = None,
+                **cfg) -> list[tuple[int, ...]]:
     """The spotter over `geometry` with a test-double FEDN that reports the frames marked in blendshape 0 as
     `emotion` (of happiness, surprise, anger): its events' (onset, offset, emotion); `timed`: (frame that made the
-    event known, onset, offset, emotion)."""
+    event known, onset, offset, emotion); `cut`: another face from that frame on (a shot cut)."""
     T = len(geometry)
     fedn = marked_fedn(emotion)
     feats = {"geometry": geometry, "roi_flow": np.zeros((T, 12, 2), np.float32), "face_present": np.ones(T, bool),
-             "frame_index": np.arange(T), "fps": 30.0}
+             "frame_index": np.arange(T), "fps": 30.0, "new_face": np.arange(T) == cut}
     sp = OnlineSpotter(lambda w: (np.zeros(len(w)), np.zeros((len(w), 2))), fedn,
                        SpotterConfig(fedn_window=64, emotions=("happiness", "surprise", "anger"), **cfg))
     if timed:
@@ -123,21 +124,24 @@ def test_a_happiness_said_while_talking_must_read_as_a_smile_outright():
     A test-double FEDN reports frames 60-71 as a happiness while the jaw moves at 3 cycles a second from frame 30:
     with mouthSmile 0.4 it is lips spread by speech, with 0.6 a smile. The second before it is what says the jaw
     moves like speech: its own 0.4 s is too short to judge (`talking.min_seconds`). In a face's first second, with
-    less than that before it, the frames after it make up the second (liveportrait_d10's 13-24, 0.44 at most)."""
+    less than that before it, the frames after it make up the second (liveportrait_d10's 13-24, 0.44 at most). After
+    a shot cut, the face before it does not count."""
     jaw = 0.15 + 0.12 * np.sin(2 * np.pi * 3.0 * np.arange(200) / 30.0)
 
-    def spotted(smile, jaw_from=30, at=60, jaw_to=72, **cfg):
+    def spotted(smile, jaw_from=30, at=60, jaw_to=72, cut=None, **cfg):
         geometry = np.zeros((200, 1008), np.float32)
         geometry[at:at + 12, 0] = 1.0
         geometry[jaw_from:jaw_to, I["jawOpen"]] = jaw[jaw_from:jaw_to]
         geometry[at:at + 12, SMILE] = smile
-        return spot_marked(geometry, 0, **cfg)
+        return spot_marked(geometry, 0, cut=cut, **cfg)
     assert spotted(0.4) == []
     assert spotted(0.6) == [(60, 71, 0)]
     assert spotted(0.4, jaw_from=60) == [(60, 71, 0)]     # the jaw moves in the event's own frames only
     assert spotted(0.4, speech_smile=0.0) == [(60, 71, 0)]
     assert spotted(0.4, jaw_from=0, at=13, jaw_to=40) == []    # frames 0-29 judged: 13-24 and the frames after
     assert spotted(0.4, jaw_from=13, at=13, jaw_to=19) == [(13, 24, 0)]  # one jaw cycle in that second
+    assert spotted(0.4, jaw_from=0, jaw_to=55) == []                    # one face talks, then smiles
+    assert spotted(0.4, jaw_from=0, jaw_to=55, cut=50) == [(60, 71, 0)]  # one talks, the next smiles
     with pytest.raises(ValueError, match="speech_smile"):
         SpotterConfig(speech_smile=-1.0)
 
