@@ -52,6 +52,7 @@ import numpy as np
 from fes_live.models.baseline import BaselineConfig, NeutralBaseline
 from fes_live.models.emotion import (READ_WELL, SMILE, EmotionEvidenceConfig, apex_index, au_strength,
                                      evidence_emotion, expression_level, eyes_close, shows_smile, smooth3, supported)
+from fes_live.models.frame_rate import Resampler, resampling_ratio
 from fes_live.models.proposals import (FEDNDecodeConfig, GIMProposalConfig, fedn_proposals, gim_proposals, iou_1d,
                               nms_1d)
 from fes_live.models.spotting import (MACRO, MICRO, CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate,
@@ -165,13 +166,11 @@ class SpotterConfig:
                                       # `talking` is on) must read as a smile outright (emotion_evidence.smile_raw):
                                       # speech spreads the lips, which MediaPipe reads as mouthSmile 0.3-0.45, and
                                       # the dev clips' smiles said while talking read 0.5-0.9. 0: off
-    model_fps: float = 0.0            # the frame rate the models were trained at (the engine's). A stream k =
-                                      # round(fps / model_fps) >= 2 times faster (60, 200 fps) reaches the models
-                                      # at fps / k, k frames made one (geometry averaged, flow summed), so that
-                                      # every window spans the time it was trained on; a stream u =
-                                      # round(model_fps / fps) >= 2 times slower (12, 10 fps) reaches them at
-                                      # fps * u, each frame made u (geometry interpolated from the frame before,
-                                      # flow split); 0: every frame as it comes
+    model_fps: float = 0.0            # the frame rate the models were trained at (the engine's). A stream more
+                                      # than 5 % faster or slower (25, 60, 200, 12 fps) is resampled to it
+                                      # (models.frame_rate: faster frames averaged, slower ones interpolated, flow
+                                      # shared out by time), so that every window spans the time it was trained
+                                      # on; 0: every frame as it comes
 
     def __post_init__(self) -> None:
         if self.onsets not in ("auto", "gim", "fedn"):
@@ -220,10 +219,10 @@ class _Pending:
 class OnlineSpotter:
     def __init__(self, gim_fn: GimFn, fedn_fn: FednFn | None = None, cfg: SpotterConfig = SpotterConfig()):
         self.stream_fps = cfg.fps
-        self.decimate = max(1, int(round(cfg.fps / cfg.model_fps))) if cfg.model_fps > 0 else 1
-        self.upsample = max(1, int(round(cfg.model_fps / cfg.fps))) if cfg.model_fps > 0 else 1
-        if self.decimate > 1 or self.upsample > 1:  # everything below runs at the models' rate; updates are mapped
-            fps = cfg.fps / self.decimate * self.upsample  # back (_to_stream)
+        self.ratio = resampling_ratio(cfg.fps, cfg.model_fps)  # stream frames a model frame
+        self.resampler = Resampler(self.ratio) if self.ratio != 1.0 else None
+        if self.resampler:  # everything below runs at the models' rate; updates are mapped back (_to_stream)
+            fps = cfg.model_fps
             cfg = dataclasses.replace(cfg, fps=fps, baseline=dataclasses.replace(cfg.baseline, fps=fps))
         self.gim_fn, self.fedn_fn, self.cfg = gim_fn, fedn_fn, cfg
         self.low = min(cfg.proposals.thresholds)
@@ -237,9 +236,8 @@ class OnlineSpotter:
     def reset(self) -> None:
         """Start a new stream (flush() does this at its end)."""
         cfg = self.cfg
-        self._group: list[tuple[bool, np.ndarray, np.ndarray, bool]] = []  # frames of the model frame being gathered
-        self._group_index = -1                   # its index (stream frame // decimate)
-        self._previous: tuple[int, bool, np.ndarray] | None = None  # (frame, face, geometry) before, when upsampling
+        if self.resampler:
+            self.resampler.reset()
         self._stream_last: int | None = None     # last stream frame index pushed
         self._last: int | None = None            # last (model) frame index pushed
         # GIM input: flow of the current face track
@@ -320,72 +318,41 @@ class OnlineSpotter:
         self._stream_last = t
         face_present = bool(face_present)
         new_face = bool(new_face) and face_present
-        if self.upsample > 1:
-            return (yield from self._push_upsampled(t, face_present, geometry, roi_flow, new_face))
-        if self.decimate == 1:
+        if not self.resampler:
             return (yield from self._model_steps(t, face_present, geometry, roi_flow, new_face))
-        out: list[Update] = []
-        if self._group and t // self.decimate != self._group_index:
-            out += yield from self._push_group()
-        self._group.append((face_present, geometry, roi_flow, new_face))
-        self._group_index = t // self.decimate
-        return out
+        return (yield from self._resampled(self.resampler.push(t, face_present, geometry, roi_flow, new_face)))
 
-    def _push_group(self) -> Steps:
-        """The gathered stream frames as one model frame: a face when most of them have one, their mean geometry
-        and their summed flow (flow is per stream frame: the sum is the motion over the model frame). A new face
-        inside the group makes it a new face's frame, of that face's stream frames only."""
-        group, self._group = self._group, []
-        start = max((i for i, g in enumerate(group) if g[3]), default=0)
-        faces = [g for g in group[start:] if g[0]]
-        face = 2 * sum(g[0] for g in group) >= len(group)
-        rows = faces or group
-        geometry = np.mean([g[1] for g in rows], axis=0).astype(np.float32)
-        flow = np.sum([g[2] for g in faces], axis=0).astype(np.float32) if faces else group[0][2] * 0
-        new_face = face and any(g[3] for g in group)
-        updates = yield from self._model_steps(self._group_index, face, geometry, flow, new_face)
-        return self._map(updates)
-
-    def _push_upsampled(self, t: int, face_present: bool, geometry: np.ndarray, roi_flow: np.ndarray,
-                        new_face: bool) -> Steps:
-        """One slow stream frame as u model frames t*u .. t*u + u - 1: geometry on the line from the frame before
-        (when both have the same face) to this one, which the last of them is; flow (motion since the frame before)
-        split evenly. No look-ahead, so no added latency."""
-        u = self.upsample
-        before = self._previous
-        self._previous = (t, face_present, geometry.copy())  # the caller may reuse its buffer
-        glide = before is not None and before[0] == t - 1 and before[1] and face_present and not new_face
-        change = geometry - before[2] if glide else None
-        flow = roi_flow / u
+    def _resampled(self, frames: list[tuple]) -> Steps:
+        """Model frames of the resampler through the models; their updates in stream frames, one intensity value a
+        stream frame."""
         out: list[Update] = []
-        for k in range(u):
-            g = (before[2] + (k + 1) / u * change).astype(np.float32) if glide else geometry
-            out += yield from self._model_steps(t * u + k, face_present, g, flow, new_face and k == 0)
+        for j, face_present, geometry, roi_flow, new_face in frames:
+            out += yield from self._model_steps(j, face_present, geometry, roi_flow, new_face)
         return self._map(out)
 
     def _map(self, updates: list[Update]) -> list[Update]:
-        """Model-rate updates in stream frames (`_to_stream`); upsampled, one intensity per stream frame."""
-        u = self.upsample
-        if u > 1:
-            updates = [x for x in updates if not isinstance(x, IntensityUpdate) or x.frame_index % u == u - 1]
-        return [self._to_stream(x) for x in updates]
+        """Model-rate updates in stream frames (`_to_stream`); a slower stream keeps one intensity a stream frame."""
+        keep = self.resampler.last_of_its_stream_frame
+        return [self._to_stream(x) for x in updates if not isinstance(x, IntensityUpdate) or keep(x.frame_index)]
 
     def _to_stream(self, u: Update) -> Update:
-        """A model-rate update in stream frames: model frame j covers stream frames j*k .. j*k + k - 1 (decimated by
-        k), or is part of stream frame j // n (upsampled by n); one of k, n is 1."""
-        k, n = self.decimate, self.upsample
+        """A model-rate update in stream frames: an event from the first stream frame its onset's model frame reaches
+        to the last its offset's reaches (models.frame_rate)."""
+        rs = self.resampler
         if isinstance(u, ExpressionUpdate):
             p = u.proposal
-            onset, offset = p.onset * k // n, (p.offset * k + k - 1) // n
-            if n > 1 and self.cfg.no_overlap:  # one stream frame holds n model frames, which two events may split
+            onset, offset = rs.first_stream_frame(p.onset), rs.last_stream_frame(p.offset)
+            if self.cfg.no_overlap:  # model frames of two events may reach one stream frame: it goes to the first
                 same = [e for e in self._emitted if e is not p and e.emotion == p.emotion]
-                if onset < offset and any(e.offset < p.onset and e.offset // n == onset for e in same):
+                if onset < offset and any(e.offset < p.onset and rs.last_stream_frame(e.offset) >= onset
+                                          for e in same):
                     onset += 1
-                if onset < offset and any(e.onset > p.offset and e.onset // n == offset for e in same):
+                if onset < offset and any(e.onset > p.offset and rs.first_stream_frame(e.onset) <= offset
+                                          for e in same):
                     offset -= 1
-            apex = min(max((p.apex * k + k // 2) // n, onset), offset)
+            apex = min(max(rs.middle_stream_frame(p.apex), onset), offset)
             return dataclasses.replace(u, proposal=dataclasses.replace(p, onset=onset, apex=apex, offset=offset))
-        return dataclasses.replace(u, frame_index=u.frame_index * k // n)
+        return dataclasses.replace(u, frame_index=rs.first_stream_frame(u.frame_index))
 
     def _model_steps(self, t: int, face_present: bool, geometry: np.ndarray, roi_flow: np.ndarray,
                      new_face: bool = False) -> Steps:
@@ -470,15 +437,15 @@ class OnlineSpotter:
     def flush_steps(self) -> Steps:
         """`flush` as a generator of model requests."""
         out: list[Update] = []
-        if self._group:
-            out += yield from self._push_group()
+        if self.resampler:
+            out += yield from self._resampled(self.resampler.flush())
         model: list[Update] = []
         if self._track_start is not None:
             model += yield from self._end_track()
         model += yield from self._fedn_tail()
         model += self._settle(final=True)
         self.reset()
-        return out + (model if self.decimate == 1 and self.upsample == 1 else self._map(model))
+        return out + (self._map(model) if self.resampler else model)
 
     # ------------------------------------------------------------------------------------------------ GIM
 

@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, VIDEO, need
+from conftest import REPO, VIDEO, need, need_tool
+from fes_live.models.frame_rate import Resampler, resampling_ratio
 from fes_live.models.online import OnlineSpotter, stream_updates
 from fes_live.models.spotting import ExpressionUpdate, IntensityUpdate, KIND_NAMES
 
@@ -49,7 +50,7 @@ def test_a_200_fps_stream_gives_the_30_fps_answer_in_its_own_frames(smile, engin
     k = 7  # 30 -> 210 fps (SAMM-LV and CAS(ME)^2 raw footage are 200 fps)
     fast = faster(smile, k)
     spotter = engine.new_spotter(fps=fast["fps"])
-    assert spotter.decimate == k and spotter.stream_fps == fast["fps"]
+    assert spotter.ratio == k and spotter.stream_fps == fast["fps"]
     got = events(spotter, fast)
     (on, off, kind, emo), = ref
     assert got == [(on * k, off * k + k - 1, kind, emo)], (got, ref)
@@ -69,7 +70,7 @@ def test_without_resampling_200_fps_breaks_the_answer(smile, engine):
     fast = faster(smile, 7)
     cfg = dataclasses.replace(engine.spotter_config(fast["fps"]), model_fps=0.0)
     plain = OnlineSpotter(engine.gim, engine.fedn, cfg)
-    assert plain.decimate == 1
+    assert plain.ratio == 1
     ref = events(engine.new_spotter(fps=fast["fps"]), fast)
     assert events(plain, fast) != ref
 
@@ -89,7 +90,7 @@ def test_without_upsampling_10_fps_moves_the_answer(smile, engine):
     slow = slower(smile, 3)
     cfg = dataclasses.replace(engine.spotter_config(slow["fps"]), model_fps=0.0)
     plain = OnlineSpotter(engine.gim, engine.fedn, cfg)
-    assert plain.upsample == 1
+    assert plain.ratio == 1
     (on3, off3, _, _), = events(plain, slow)
     assert abs(on3 - on // 3) + abs(off3 - off // 3) > 2
 
@@ -101,7 +102,7 @@ def test_a_slow_stream_gives_the_30_fps_answer_in_its_own_frames(smile, engine, 
     (on, off, kind, emo), = events(engine.new_spotter(fps=float(smile["fps"])), smile)
     slow = slower(smile, k)
     spotter = engine.new_spotter(fps=slow["fps"])
-    assert spotter.upsample == k and spotter.decimate == 1 and spotter.cfg.fps == float(smile["fps"])
+    assert spotter.ratio == 1 / k and spotter.cfg.fps == float(smile["fps"])
     (on2, off2, kind2, emo2), = events(spotter, slow)
     assert (kind2, emo2) == (kind, emo) and abs(on2 - on // k) <= 1 and abs(off2 - off // k) <= 1
     # one intensity value per stream frame, in stream frames
@@ -110,21 +111,86 @@ def test_a_slow_stream_gives_the_30_fps_answer_in_its_own_frames(smile, engine, 
     assert curve == list(range(len(slow["frame_index"])))
 
 
-def test_frame_rates_near_the_engines_are_left_alone(engine):
-    for fps, k in ((12.0, 1), (25.0, 1), (30.0, 1), (44.0, 1), (60.0, 2), (120.0, 4), (200.0, 7)):
-        assert engine.new_spotter(fps=fps).decimate == k, fps
-    for fps, u in ((8.0, 4), (10.0, 3), (12.0, 2), (15.0, 2), (20.0, 2), (21.0, 1), (25.0, 1), (60.0, 1)):
-        assert engine.new_spotter(fps=fps).upsample == u, fps
+@pytest.mark.parametrize("fps", [20, 25, 50])
+def test_a_camera_at_another_rate_gives_the_30_fps_answer_in_seconds(smile, engine, fps, tmp_path):
+    """The smile clip re-encoded by ffmpeg at 20, 25 (PAL cameras) and 50 fps, frames dropped or repeated as a
+    camera at that rate would give them, through the real decoder and MediaPipe: the same smile, starting and
+    ending within 0.1 s of where the 30 fps clip puts it, in the copy's own frames."""
+    (on, off, kind, emo), = events(engine.new_spotter(fps=float(smile["fps"])), smile)
+    copy, feats = tmp_path / f"smile{fps}.mp4", tmp_path / f"smile{fps}.npz"
+    subprocess.run([need_tool("ffmpeg"), "-v", "error", "-i", str(need(VIDEO / "pyfeat_single_face.mp4")), "-vf",
+                    f"fps={fps}", "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", str(copy)], check=True)
+    subprocess.run([sys.executable, "-m", "fes_live.stream.cli", "extract", str(copy), "-o", str(feats),
+                    "--no-progress"], check=True, cwd=REPO, capture_output=True)
+    f = dict(np.load(feats))
+    assert float(f["fps"]) == pytest.approx(fps, abs=0.01)
+    spotter = engine.new_spotter(fps=float(f["fps"]))
+    assert spotter.ratio == pytest.approx(fps / 30) and spotter.cfg.fps == 30.0
+    (on2, off2, kind2, emo2), = events(spotter, f)
+    assert (kind2, emo2) == (kind, emo)
+    assert on2 / fps == pytest.approx(on / 30, abs=0.1) and (off2 + 1) / fps == pytest.approx((off + 1) / 30, abs=0.1)
 
 
-def test_gaps_and_missing_faces_inside_a_model_frame(engine):
-    """Frames grouped k at a time: a gap skips groups, a group with mostly no face is a no-face frame, and the
-    ordering rule still holds for stream frames."""
-    s = engine.new_spotter(fps=90.0)  # k = 3
-    g, r = np.zeros(1008, np.float32), np.zeros((12, 2), np.float32)
-    for t in (0, 1, 2, 3, 4, 5, 9, 10, 30, 31, 32):
-        s.push(t, t not in (9, 10), g, r)
-    assert s._last == 3 and s._group_index == 10  # groups 0, 1, 3 (no face), then 10 (being gathered)
-    with pytest.raises(ValueError, match="increase"):
-        s.push(31, True, g, r)
-    s.flush()
+def test_frame_rates_within_5_percent_of_the_engines_are_left_alone(engine):
+    for fps, r in ((8.0, 8 / 30), (12.0, 0.4), (20.0, 2 / 3), (25.0, 25 / 30), (28.99, 1.0), (29.97, 1.0),
+                   (31.4, 1.0), (44.0, 44 / 30), (50.0, 50 / 30), (60.0, 2.0), (200.0, 200 / 30)):
+        assert engine.new_spotter(fps=fps).ratio == pytest.approx(r), fps
+
+
+RAMP = np.linspace(0.0, 1.0, 1008, dtype=np.float32)
+
+
+def resample(fps: float, frames, model_fps: float = 30.0) -> list[tuple]:
+    """(index, face, value, flow, new_face) stream frames through a Resampler: its model frames, geometry and flow
+    as one number each (every channel the same ramp)."""
+    rs = Resampler(resampling_ratio(fps, model_fps))
+    out = []
+    for i, face, value, flow, new in frames:
+        out += rs.push(i, face, np.full(1008, value, np.float32), np.full((12, 2), flow, np.float32), new)
+    out += rs.flush()
+    return [(j, face, float(g[0]), float(f[0, 0]), new) for j, face, g, f, new in out]
+
+
+@pytest.mark.parametrize("fps", [8.0, 12.0, 20.0, 25.0, 44.0, 50.0, 60.0, 200.0])
+def test_resampling_keeps_time_motion_and_the_line_a_face_moves_on(fps):
+    """A face whose geometry moves on a straight line in time, with the same motion every stream frame: the model
+    frames come every 1/30 s, the motion over the whole stream is the same, and the geometry is that line's value at
+    the model frame's end (slower streams, interpolated) or its middle (faster ones, averaged)."""
+    n = int(fps * 3)
+    frames = [(i, True, (i + 1) / fps, 1.0, i == 0) for i in range(n)]  # value: the time at the frame's end
+    out = resample(fps, frames)
+    assert [j for j, *_ in out] == list(range(len(out))) and len(out) == pytest.approx(90, abs=1)
+    assert sum(f for *_, f, _ in out) == pytest.approx(n, rel=1e-4)          # motion conserved
+    assert [new for *_, new in out] == [True] + [False] * (len(out) - 1)
+    for j, face, value, flow, _ in out[5:-5]:
+        if fps < 30:
+            assert value == pytest.approx((j + 1) / 30, abs=1e-5), j
+        else:  # the mean of the frames inside, each at its end (a frame partly inside counts for that part)
+            assert value == pytest.approx((j + 0.5) / 30 + 0.5 / fps, abs=0.5 / fps), j
+        assert flow == pytest.approx(fps / 30, rel=1e-4)  # each model frame's share of the motion
+
+
+def test_gaps_new_faces_and_missing_faces_inside_a_model_frame():
+    """90 fps (3 stream frames a model frame): a gap skips model frames (a jump of a billion frames at once), a
+    model frame with mostly no face is a no-face frame, and a new face inside one makes it that face's frame, of
+    its own stream frames only."""
+    frames = [(0, True, 1.0, 1.0, True), (1, True, 1.0, 1.0, False), (2, True, 1.0, 1.0, False),  # model frame 0
+              (3, True, 1.0, 1.0, False), (4, False, 0.0, 0.0, False), (5, False, 0.0, 0.0, False),  # 1: no face
+              (9, True, 1.0, 1.0, False), (10, True, 2.0, 1.0, True), (11, True, 2.0, 1.0, False),  # 3: new face
+              (3 * 10**9, True, 5.0, 1.0, False)]                                                  # 10**9
+    out = resample(90.0, frames)
+    assert [j for j, *_ in out] == [0, 1, 3, 10**9]
+    assert [face for _, face, *_ in out] == [True, False, True, True]
+    assert out[2][2:] == (2.0, 2.0, True)  # geometry and motion of the new face's frames 10 and 11 only
+    assert out[0][4] and not out[1][4] and not out[3][4]
+
+
+def test_a_frame_of_a_slower_stream_reaches_the_model_frames_inside_it_and_no_other():
+    rs = Resampler(25 / 30)   # a 25 fps frame is 1.2 model frames
+    for j in range(60):
+        assert rs.first_stream_frame(j) <= rs.middle_stream_frame(j) <= rs.last_stream_frame(j)
+        assert rs.first_stream_frame(j) == int(j * 25 / 30 + 1e-9)
+    assert sorted({rs.first_stream_frame(j) for j in range(60)}) == list(range(50))
+    assert sum(rs.last_of_its_stream_frame(j) for j in range(60)) == 50  # one intensity value a stream frame
+    with pytest.raises(ValueError, match="ratio"):
+        Resampler(0.0)
