@@ -70,18 +70,24 @@ class Collector(threading.Thread):
                     return
 
 
-def test_single_source_end_to_end_with_record(tmp_path, procs):
-    engine_ready()
-    ep = endpoints(tmp_path)
+def run_to_end(procs, ep, *args) -> list[dict]:
+    """`fes-live run ARGS` on one source to its end, a subscriber attached from the start: every event it got, each
+    checked against the schema."""
     col = Collector(ep, 1)
-    rec = tmp_path / "rec"
-    proc = fes_live(procs, ep, "--source", str(SMILE), "--fast", "--record", str(rec))
+    proc = fes_live(procs, ep, *args)
     out, _ = proc.communicate(timeout=scaled(240))
     assert proc.returncode == 0, out[-3000:]
     col.join(scaled(30))
-    evs = col.events
-    for ev in evs:
+    for ev in col.events:
         validate(ev)
+    return col.events
+
+
+def test_single_source_end_to_end_with_record(tmp_path, procs):
+    engine_ready()
+    ep = endpoints(tmp_path)
+    rec = tmp_path / "rec"
+    evs = run_to_end(procs, ep, "--source", str(SMILE), "--fast", "--record", str(rec))
     (rec,) = rec.iterdir()  # --record DIR: a fresh run folder inside DIR
     journal = read_journal(rec / "events.sqlite")
     assert [e["seq"] for e in journal] == list(range(len(journal)))  # gapless from 0
@@ -122,15 +128,7 @@ def test_a_25_fps_camera_gets_the_smile_in_its_own_frames_and_seconds(tmp_path, 
     copy = tmp_path / "smile25.mp4"
     subprocess.run([need_tool("ffmpeg"), "-v", "error", "-i", str(need(SMILE)), "-vf", "fps=25", "-c:v", "libx264",
                     "-crf", "18", "-pix_fmt", "yuv420p", str(copy)], check=True)
-    ep = endpoints(tmp_path)
-    col = Collector(ep, 1)
-    proc = fes_live(procs, ep, "--source", str(copy), "--fast")
-    out, _ = proc.communicate(timeout=scaled(240))
-    assert proc.returncode == 0, out[-3000:]
-    col.join(scaled(30))
-    evs = col.events
-    for ev in evs:
-        validate(ev)
+    evs = run_to_end(procs, endpoints(tmp_path), "--source", str(copy), "--fast")
     assert evs[-1]["type"] == "stream" and evs[-1]["data"]["frames"] == 60
     assert [f for e in evs if e["type"] == "intensity" for f in e["data"]["frames"]] == list(range(60))
     finals = [e["data"] for e in evs if e["type"] == "expression"]
