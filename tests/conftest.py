@@ -38,6 +38,13 @@ def need_tool(name: str) -> str:
     return found
 
 
+def at_frame_rate(clip: Path, fps: int, out: Path) -> Path:
+    """`clip` re-encoded by ffmpeg (x264) at `fps`, frames dropped or repeated as a camera at that rate gives them."""
+    subprocess.run([need_tool("ffmpeg"), "-v", "error", "-i", str(need(clip)), "-vf", f"fps={fps}", "-c:v", "libx264",
+                    "-crf", "18", "-pix_fmt", "yuv420p", str(out)], check=True)
+    return out
+
+
 @pytest.fixture
 def face_model() -> Path:
     return need(FACE_MODEL)

@@ -7,19 +7,22 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, VIDEO, need, need_tool
+from conftest import REPO, VIDEO, at_frame_rate, need
 from fes_live.models.frame_rate import Resampler, resampling_ratio
 from fes_live.models.online import OnlineSpotter, stream_updates
 from fes_live.models.spotting import ExpressionUpdate, IntensityUpdate, KIND_NAMES
 
 
-@pytest.fixture(scope="module")
-def smile(tmp_path_factory):
-    clip = need(VIDEO / "pyfeat_single_face.mp4")
-    out = tmp_path_factory.mktemp("smile") / "smile.npz"
+def extracted(clip, out) -> dict:
+    """`fes-live extract` of `clip`: its features dict."""
     subprocess.run([sys.executable, "-m", "fes_live.stream.cli", "extract", str(clip), "-o", str(out),
                     "--no-progress"], check=True, cwd=REPO, capture_output=True)
     return dict(np.load(out))
+
+
+@pytest.fixture(scope="module")
+def smile(tmp_path_factory):
+    return extracted(need(VIDEO / "pyfeat_single_face.mp4"), tmp_path_factory.mktemp("smile") / "smile.npz")
 
 
 @pytest.fixture(scope="module")
@@ -117,12 +120,8 @@ def test_a_camera_at_another_rate_gives_the_30_fps_answer_in_seconds(smile, engi
     camera at that rate would give them, through the real decoder and MediaPipe: the same smile, starting and
     ending within 0.1 s of where the 30 fps clip puts it, in the copy's own frames."""
     (on, off, kind, emo), = events(engine.new_spotter(fps=float(smile["fps"])), smile)
-    copy, feats = tmp_path / f"smile{fps}.mp4", tmp_path / f"smile{fps}.npz"
-    subprocess.run([need_tool("ffmpeg"), "-v", "error", "-i", str(need(VIDEO / "pyfeat_single_face.mp4")), "-vf",
-                    f"fps={fps}", "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", str(copy)], check=True)
-    subprocess.run([sys.executable, "-m", "fes_live.stream.cli", "extract", str(copy), "-o", str(feats),
-                    "--no-progress"], check=True, cwd=REPO, capture_output=True)
-    f = dict(np.load(feats))
+    copy = at_frame_rate(VIDEO / "pyfeat_single_face.mp4", fps, tmp_path / f"smile{fps}.mp4")
+    f = extracted(copy, tmp_path / f"smile{fps}.npz")
     assert float(f["fps"]) == pytest.approx(fps, abs=0.01)
     spotter = engine.new_spotter(fps=float(f["fps"]))
     assert spotter.ratio == pytest.approx(fps / 30) and spotter.cfg.fps == 30.0
@@ -137,12 +136,9 @@ def test_frame_rates_within_5_percent_of_the_engines_are_left_alone(engine):
         assert engine.new_spotter(fps=fps).ratio == pytest.approx(r), fps
 
 
-RAMP = np.linspace(0.0, 1.0, 1008, dtype=np.float32)
-
-
 def resample(fps: float, frames, model_fps: float = 30.0) -> list[tuple]:
     """(index, face, value, flow, new_face) stream frames through a Resampler: its model frames, geometry and flow
-    as one number each (every channel the same ramp)."""
+    as one number each (every channel of a frame holds the same value)."""
     rs = Resampler(resampling_ratio(fps, model_fps))
     out = []
     for i, face, value, flow, new in frames:

@@ -12,7 +12,7 @@ import cv2
 import pytest
 import zmq
 
-from conftest import FACE_MODEL, REPO, VIDEO, need, need_tool, scaled
+from conftest import FACE_MODEL, REPO, VIDEO, at_frame_rate, need, scaled
 from fes_live.stream.client import subscribe
 from fes_live.stream.events import read_journal, validate
 from test_events_wire import free_port
@@ -120,14 +120,13 @@ def test_single_source_end_to_end_with_record(tmp_path, procs):
     assert d["onset"]["frame"] <= d["apex"]["frame"] <= d["offset"]["frame"]
     assert abs(d["onset"]["pts_s"] - d["onset"]["frame"] / 30) < 0.01 and d["offset"]["wall_s"] is not None
 
+
 def test_a_25_fps_camera_gets_the_smile_in_its_own_frames_and_seconds(tmp_path, procs):
     """A PAL camera's 25 fps through the real processes: the ingest announces its rate, the detector resamples it to
     the engine's 30 fps, and every event comes back in the stream's own frames: one intensity value a frame, the
-    smile where the 30 fps clip has it (0.57-2.37 s), its timestamps the frames' own."""
+    smile where the 30 fps clip has it (frames 17-70: 0.57-2.33 s), its timestamps the frames' own."""
     engine_ready()
-    copy = tmp_path / "smile25.mp4"
-    subprocess.run([need_tool("ffmpeg"), "-v", "error", "-i", str(need(SMILE)), "-vf", "fps=25", "-c:v", "libx264",
-                    "-crf", "18", "-pix_fmt", "yuv420p", str(copy)], check=True)
+    copy = at_frame_rate(SMILE, 25, tmp_path / "smile25.mp4")
     evs = run_to_end(procs, endpoints(tmp_path), "--source", str(copy), "--fast")
     assert evs[-1]["type"] == "stream" and evs[-1]["data"]["frames"] == 60
     assert [f for e in evs if e["type"] == "intensity" for f in e["data"]["frames"]] == list(range(60))
