@@ -8,10 +8,15 @@ frame) with those shares; a slower stream's geometry is interpolated between the
 frame's end (each placed at the end of its span) and its flow split by the same shares, so the motion over any
 stretch of time is the same at every rate. With r a whole number (60, 210 fps) or its inverse (15, 10 fps) the
 shares are 1 or 1 / u and nothing is interpolated across frames of a group: k frames make one, or one makes u.
+
+A stream's rate may change on the way (`retime`: a webcam that slows down in the dark, a source that announced a
+rate its frames do not come at): from a given stream frame on, its frames take the new span, from where the last one
+ended, so model time runs on without a jump. `RateMeter` measures the rate the frames actually come at.
 """
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +42,16 @@ class _Frame:
     new_face: bool
 
 
+@dataclass(frozen=True)
+class _Rate:
+    first: int    # the first stream frame at this rate
+    at: float     # the model time its span starts at
+    r: float      # stream frames a model frame
+
+
+MAX_RATES = 64  # rate changes remembered for mapping model frames back; older ones are long past any open event
+
+
 class Resampler:
     """Stream frames in (`push`), model frames out: (model index, face present, geometry, roi_flow, new_face).
     Frame gaps stay gaps: a model frame no stream frame reaches is never made."""
@@ -44,20 +59,39 @@ class Resampler:
     def __init__(self, ratio: float):
         if not ratio > 0:
             raise ValueError(f"resampling ratio must be > 0, got {ratio}")
-        self.r = float(ratio)
+        self.r0 = float(ratio)
         self.reset()
 
     def reset(self) -> None:
+        self._rates: list[_Rate] = [_Rate(0, 0.0, self.r0)]
         self._frames: list[_Frame] = []  # stream frames that may still reach a model frame not yet made
         self._next = 0                   # the first model frame not yet made (or skipped)
 
+    @property
+    def r(self) -> float:
+        """The current rate: stream frames a model frame."""
+        return self._rates[-1].r
+
+    def retime(self, ratio: float, first: int) -> None:
+        """Stream frames from `first` on (no frame from there is pushed yet) come at `ratio`: frame `first`'s span
+        starts where frame first - 1's ended."""
+        if not ratio > 0:
+            raise ValueError(f"resampling ratio must be > 0, got {ratio}")
+        at = self.end(first - 1) if first > 0 else 0.0
+        self._rates = [x for x in self._rates if x.first < first][-(MAX_RATES - 1):] + [_Rate(first, at, float(ratio))]
+
     # ------------------------------------------------------------------------------------- stream -> model
 
+    def _rate_of_frame(self, i: int) -> _Rate:
+        return next((x for x in reversed(self._rates) if x.first <= i), self._rates[0])
+
     def start(self, i: int) -> float:
-        return i / self.r
+        x = self._rate_of_frame(i)
+        return x.at + (i - x.first) / x.r
 
     def end(self, i: int) -> float:
-        return (i + 1) / self.r
+        x = self._rate_of_frame(i)
+        return x.at + (i + 1 - x.first) / x.r
 
     def push(self, i: int, face: bool, geometry: np.ndarray, flow: np.ndarray, new_face: bool) -> list[tuple]:
         """Stream frame `i` in (indices increase; the caller checks); the model frames it completes out."""
@@ -66,11 +100,12 @@ class Resampler:
         return self._emit(until=self.end(i))
 
     def flush(self) -> list[tuple]:
-        """The model frames the last stream frames reach in part (a stream's end)."""
+        """The model frames the last stream frames reach in part (a stream's end: model frames still map back to
+        stream frames; `reset` before another stream)."""
         if not self._frames:
             return []
         out = self._emit(until=math.ceil(self.end(self._frames[-1].index) - EPS))
-        self.reset()
+        self._frames = []
         return out
 
     def _emit(self, until: float) -> list[tuple]:
@@ -95,8 +130,8 @@ class Resampler:
 
     def _share(self, i: int, j: int) -> float:
         """The fraction of stream frame i's span inside model frame j."""
-        inside = min(self.end(i), j + 1) - max(self.start(i), j)
-        return max(0.0, inside) * self.r
+        start, end = self.start(i), self.end(i)
+        return max(0.0, min(end, j + 1) - max(start, j)) / (end - start)
 
     def _make(self, j: int, parts: list[tuple[_Frame, float]]) -> tuple:
         """Model frame j of the stream frames that reach it (with their shares). A new face starting inside it makes
@@ -107,8 +142,8 @@ class Resampler:
         face = 2 * sum(w for f, w in parts if f.face) >= sum(w for _, w in parts) - EPS
         own = [(f, w) for f, w in parts[new_from:] if f.face]
         flow = sum((w * f.flow for f, w in own), np.zeros_like(parts[0][0].flow)).astype(np.float32)
-        if self.r < 1:  # slower: the geometry at the model frame's end, on the line between the frames around it
-            geometry = self._interpolated(j, parts[-1][0])
+        if self._rate_of_frame(parts[-1][0].index).r < 1:  # slower: the geometry at the model frame's end, on the
+            geometry = self._interpolated(j, parts[-1][0])  # line between the frames around it
         else:
             rows = own or parts[new_from:]
             geometry = (sum(w * f.geometry for f, w in rows) / sum(w for _, w in rows)).astype(np.float32)
@@ -120,24 +155,70 @@ class Resampler:
         before = next((b for b in self._frames if b.index == f.index - 1), None)
         if before is None or not (before.face and f.face) or f.new_face:
             return f.geometry
-        at = min(1.0, max(0.0, (j + 1 - self.end(before.index)) * self.r))
+        at = min(1.0, max(0.0, (j + 1 - self.end(before.index)) / (self.end(f.index) - self.end(before.index))))
         return (before.geometry + at * (f.geometry - before.geometry)).astype(np.float32)
 
     # ------------------------------------------------------------------------------------- model -> stream
 
+    def _rate_at(self, t: float) -> _Rate:
+        return next((x for x in reversed(self._rates) if x.at <= t + EPS), self._rates[0])
+
     def first_stream_frame(self, j: int) -> int:
         """The first stream frame model frame j reaches (an event's onset, an update's frame)."""
-        return math.floor(j * self.r + EPS)
+        x = self._rate_at(j)
+        return x.first + math.floor((j - x.at) * x.r + EPS)
 
     def last_stream_frame(self, j: int) -> int:
         """The last stream frame model frame j reaches (an event's offset)."""
-        return max(self.first_stream_frame(j), math.ceil((j + 1) * self.r - EPS) - 1)
+        x = next((x for x in reversed(self._rates) if x.at < j + 1 - EPS), self._rates[0])
+        return max(self.first_stream_frame(j), x.first + math.ceil((j + 1 - x.at) * x.r - EPS) - 1)
 
     def middle_stream_frame(self, j: int) -> int:
         """The stream frame at model frame j's middle (an apex)."""
-        return math.floor((j + 0.5) * self.r + EPS)
+        x = self._rate_at(j + 0.5)
+        return x.first + math.floor((j + 0.5 - x.at) * x.r + EPS)
 
     def last_of_its_stream_frame(self, j: int) -> bool:
         """Whether j is the last model frame of its first stream frame (a slower stream keeps one intensity value
         a stream frame)."""
         return self.first_stream_frame(j + 1) > self.first_stream_frame(j)
+
+
+class RateMeter:
+    """The rate a stream's frames come at, from their timestamps: the median interval over the last `seconds`, each
+    taken per frame-index step (frames dropped on the way are no slow frames), so that a burst of buffered frames or
+    a stall does not move it. None until `min_intervals` of them span half of `seconds`."""
+
+    def __init__(self, seconds: float = 3.0, min_intervals: int = 20, max_interval_s: float = 1.0,
+                 every_s: float = 0.25):
+        self.seconds, self.min_intervals, self.max_interval_s = seconds, min_intervals, max_interval_s
+        self.every_s = every_s  # the median is taken again at most this often (stream time): cheap per frame
+        self._last: tuple[int, float] | None = None
+        self._steps: deque[tuple[float, float]] = deque()  # (pts, seconds a frame) of each interval, oldest first
+        self._answer: tuple[float, float | None] | None = None  # (pts it was taken at, fps)
+
+    def clear(self) -> None:
+        self._steps.clear()
+        self._answer = None
+
+    def add(self, index: int, pts_s: float) -> None:
+        if not math.isfinite(pts_s):
+            return
+        if self._last is not None:
+            frames, seconds = index - self._last[0], pts_s - self._last[1]
+            if seconds < 0:  # the clock went back (a source restarted): measure afresh
+                self.clear()
+            elif frames > 0 and 0 < seconds <= self.max_interval_s:  # not an outage, nor a repeated stamp
+                self._steps.append((pts_s, seconds / frames))
+        self._last = (index, pts_s)
+        while self._steps and self._steps[0][0] < pts_s - self.seconds:
+            self._steps.popleft()
+
+    def fps(self) -> float | None:
+        if not self._steps:
+            return None
+        now = self._steps[-1][0]
+        if self._answer is None or not 0 <= now - self._answer[0] < self.every_s:
+            enough = len(self._steps) >= self.min_intervals and now - self._steps[0][0] >= self.seconds / 2
+            self._answer = (now, 1.0 / float(np.median([step for _, step in self._steps])) if enough else None)
+        return self._answer[1]

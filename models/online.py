@@ -43,6 +43,7 @@ with one batched call per model (`stream.batching`). Either way the same code ru
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator
@@ -220,8 +221,7 @@ class OnlineSpotter:
     def __init__(self, gim_fn: GimFn, fedn_fn: FednFn | None = None, cfg: SpotterConfig = SpotterConfig()):
         self.stream_fps = cfg.fps
         self.ratio = resampling_ratio(cfg.fps, cfg.model_fps)  # stream frames a model frame
-        self.resampler = Resampler(self.ratio) if self.ratio != 1.0 else None
-        if self.resampler:  # everything below runs at the models' rate; updates are mapped back (_to_stream)
+        if self.ratio != 1.0:  # everything below runs at the models' rate; updates are mapped back (_to_stream)
             fps = cfg.model_fps
             cfg = dataclasses.replace(cfg, fps=fps, baseline=dataclasses.replace(cfg.baseline, fps=fps))
         self.gim_fn, self.fedn_fn, self.cfg = gim_fn, fedn_fn, cfg
@@ -234,10 +234,9 @@ class OnlineSpotter:
         self.reset()
 
     def reset(self) -> None:
-        """Start a new stream (flush() does this at its end)."""
+        """Start a new stream (flush() does this at its end), at the stream rate last set."""
         cfg = self.cfg
-        if self.resampler:
-            self.resampler.reset()
+        self.resampler = Resampler(self.ratio) if self.ratio != 1.0 else None
         self._stream_last: int | None = None     # last stream frame index pushed
         self._last: int | None = None            # last (model) frame index pushed
         # GIM input: flow of the current face track
@@ -330,15 +329,16 @@ class OnlineSpotter:
             out += yield from self._model_steps(j, face_present, geometry, roi_flow, new_face)
         return self._map(out)
 
-    def _map(self, updates: list[Update]) -> list[Update]:
-        """Model-rate updates in stream frames (`_to_stream`); a slower stream keeps one intensity a stream frame."""
-        keep = self.resampler.last_of_its_stream_frame
-        return [self._to_stream(x) for x in updates if not isinstance(x, IntensityUpdate) or keep(x.frame_index)]
+    def _map(self, updates: list[Update], rs: Resampler | None = None) -> list[Update]:
+        """Model-rate updates in stream frames (`_to_stream`, by `rs`, default the stream's resampler); a slower
+        stream keeps one intensity a stream frame."""
+        rs = rs or self.resampler
+        keep = rs.last_of_its_stream_frame
+        return [self._to_stream(x, rs) for x in updates if not isinstance(x, IntensityUpdate) or keep(x.frame_index)]
 
-    def _to_stream(self, u: Update) -> Update:
+    def _to_stream(self, u: Update, rs: Resampler) -> Update:
         """A model-rate update in stream frames: an event from the first stream frame its onset's model frame reaches
         to the last its offset's reaches (models.frame_rate)."""
-        rs = self.resampler
         if isinstance(u, ExpressionUpdate):
             p = u.proposal
             onset, offset = rs.first_stream_frame(p.onset), rs.last_stream_frame(p.offset)
@@ -419,6 +419,21 @@ class OnlineSpotter:
         return self.push(features.frame_index, features.face_present, features.geometry, features.roi_flow,
                          getattr(features, "new_face", False))
 
+    def set_stream_fps(self, fps: float) -> None:
+        """The stream's frames come at `fps` from the next one on (a camera that slowed down in the dark, a source
+        that announced a rate its frames do not come at): they are resampled from there, model time running on; a
+        stream after this one (`reset`) starts at that rate too."""
+        if not (math.isfinite(fps) and fps > 0):
+            raise ValueError(f"frame rate must be > 0, got {fps}")
+        ratio = resampling_ratio(fps, self.cfg.model_fps)
+        self.stream_fps = float(fps)
+        if ratio == self.ratio:
+            return
+        self.ratio = ratio
+        if self.resampler is None:  # until now stream frames were model frames: they map back one to one
+            self.resampler = Resampler(1.0)
+        self.resampler.retime(ratio, 0 if self._stream_last is None else self._stream_last + 1)
+
     def carry_state(self) -> dict:
         """What a restarted detector needs to continue this stream the same way (JSON-able, small): the person's
         neutral baseline, the next onset track id and the last frame pushed."""
@@ -444,8 +459,9 @@ class OnlineSpotter:
             model += yield from self._end_track()
         model += yield from self._fedn_tail()
         model += self._settle(final=True)
+        resampler = self.resampler
         self.reset()
-        return out + (self._map(model) if self.resampler else model)
+        return out + (self._map(model, resampler) if resampler else model)
 
     # ------------------------------------------------------------------------------------------------ GIM
 

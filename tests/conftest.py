@@ -38,6 +38,26 @@ def need_tool(name: str) -> str:
     return found
 
 
+def have_rtsp_server() -> bool:
+    """Whether Debian's python3 has the GStreamer RTSP server bindings that tests/rtsp_server.py runs on."""
+    if not Path("/usr/bin/python3").exists():
+        return False
+    probe = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
+             "from gi.repository import GstRtspServer")
+    return subprocess.run(["/usr/bin/python3", "-c", probe], capture_output=True).returncode == 0
+
+
+def start_rtsp_server(clip: Path, port: int, popen=subprocess.Popen) -> subprocess.Popen:
+    """tests/rtsp_server.py serving `clip` at rtsp://127.0.0.1:PORT/live, once it listens."""
+    proc = popen(["/usr/bin/python3", str(REPO / "tests" / "rtsp_server.py"), str(clip), str(port)],
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()  # printed once it listens
+    if "serving" not in line:
+        proc.kill()
+        pytest.fail(f"RTSP server did not start: {line!r} {proc.stderr.read()}")
+    return proc
+
+
 def at_frame_rate(clip: Path, fps: int, out: Path) -> Path:
     """`clip` re-encoded by ffmpeg (x264) at `fps`, frames dropped or repeated as a camera at that rate gives them."""
     subprocess.run([need_tool("ffmpeg"), "-v", "error", "-i", str(need(clip)), "-vf", f"fps={fps}", "-c:v", "libx264",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, VIDEO, at_frame_rate, need
-from fes_live.models.frame_rate import Resampler, resampling_ratio
+from fes_live.models.frame_rate import RateMeter, Resampler, resampling_ratio
 from fes_live.models.online import OnlineSpotter, stream_updates
 from fes_live.models.spotting import ExpressionUpdate, IntensityUpdate, KIND_NAMES
 
@@ -190,3 +190,60 @@ def test_a_frame_of_a_slower_stream_reaches_the_model_frames_inside_it_and_no_ot
     assert sum(rs.last_of_its_stream_frame(j) for j in range(60)) == 50  # one intensity value a stream frame
     with pytest.raises(ValueError, match="ratio"):
         Resampler(0.0)
+
+
+def test_a_rate_that_changes_mid_stream_keeps_time_motion_and_the_line():
+    """30 fps for 2 s, then 12 fps, then 50 fps (`retime` at each change, as the detector does when a camera slows
+    down in the dark): model frames keep coming every 1/30 s, on the line the face moves on, with all the motion,
+    and each maps back to the stream frame that covers it."""
+    rs, out, span, i, t = Resampler(1.0), [], {}, 0, 0.0
+    for fps, n in ((30.0, 60), (12.0, 24), (50.0, 100)):
+        if i:
+            rs.retime(resampling_ratio(fps, 30.0), i)
+        for _ in range(n):
+            span[i] = (t, t + 1 / fps)
+            t += 1 / fps
+            out += rs.push(i, True, np.full(1008, t, np.float32), np.ones((12, 2), np.float32), i == 0)
+            i += 1
+    out += rs.flush()
+    assert [j for j, *_ in out] == list(range(180))  # 6 s, no jump and no repeat at a change
+    assert sum(float(f[0, 0]) for *_, f, _ in out) == pytest.approx(184, rel=1e-4)  # every frame's motion
+    for j, _, g, _, _ in out:
+        assert float(g[0]) == pytest.approx((j + 1) / 30, abs=0.6 / 30), j  # at most half a 30 fps frame off
+        for at, pick in ((j, rs.first_stream_frame), (j + 0.5, rs.middle_stream_frame)):
+            start, end = span[pick(j)]
+            assert start * 30 - 1e-6 <= at < end * 30 + 1e-6, (j, pick.__name__)
+        assert span[rs.last_stream_frame(j)][0] * 30 < j + 1 + 1e-6
+    assert sum(rs.last_of_its_stream_frame(j) for j in range(180)) == 184 - (100 - 60)  # 50 fps: 60 intensities
+
+
+def test_a_spotter_told_its_rate_before_the_first_frame_is_the_spotter_made_at_it(smile, engine):
+    slow = slower(smile, 3)
+    told = engine.new_spotter(fps=30.0)
+    told.set_stream_fps(slow["fps"])
+    assert told.ratio == pytest.approx(1 / 3) and told.stream_fps == slow["fps"]
+    made = engine.new_spotter(fps=slow["fps"])
+    assert stream_updates(told, slow) == stream_updates(made, slow)
+    with pytest.raises(ValueError, match="frame rate"):
+        told.set_stream_fps(float("nan"))
+
+
+def test_the_rate_frames_come_at_from_their_timestamps():
+    """A webcam read as the ingest takes its frames: eight buffered frames at once after the first, jitter, a stall
+    of 2 s, frames dropped on the way (index steps of 2): the meter's first answer, and every one after it, is 15
+    fps."""
+    rng = np.random.default_rng(0)
+    meter, t, i, answers = RateMeter(), 0.0, 0, []
+    meter.add(i, t)
+    for n in range(200):
+        dropped = n % 7 == 0  # a frame lost on the way: the index steps by 2 over two frames' time
+        t += (0.001 if n < 8 else 1 / 15 + rng.uniform(-0.005, 0.005)) + (1 / 15 if dropped else 0.0)
+        t += 2.0 if n == 100 else 0.0
+        i += 2 if dropped else 1
+        meter.add(i, t)
+        answers.append(meter.fps())
+    assert answers[:10] == [None] * 10  # too few frames, too short a time
+    assert all(a == pytest.approx(15.0, rel=0.05) for a in answers if a is not None) and answers[-1] is not None
+    assert meter.fps() == pytest.approx(15.0, rel=0.03)
+    meter.add(i + 1, 1.0)  # the clock went back (its source restarted): measured afresh
+    assert meter.fps() is None

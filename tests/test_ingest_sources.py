@@ -12,13 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import DATA, VIDEO, need, need_tool
+from conftest import DATA, VIDEO, have_rtsp_server, need, need_tool, start_rtsp_server
 from fes_live.stream.app import free_port
 from fes_live.stream.config import ConfigError, from_dict
 from fes_live.stream.sources import FolderSource, SourceConfig, SourceError, open_source
-
-SERVER = Path(__file__).with_name("rtsp_server.py")
-
 
 def test_file_source_frames_and_clocks():
     clip = need(VIDEO / "pyfeat_single_face.mp4")
@@ -150,24 +147,6 @@ def test_source_config_from_dict_rejects_unknown_keys():
 
 # -- RTSP, for real ------------------------------------------------------------------------------------------
 
-def _have_gi() -> bool:
-    if not Path("/usr/bin/python3").exists():
-        return False
-    probe = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
-             "from gi.repository import GstRtspServer")
-    return subprocess.run(["/usr/bin/python3", "-c", probe], capture_output=True).returncode == 0
-
-
-def _start_server(clip: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(["/usr/bin/python3", str(SERVER), str(clip), str(port)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()  # printed once it listens
-    if "serving" not in line:
-        proc.kill()
-        pytest.fail(f"RTSP server did not start: {line!r} {proc.stderr.read()}")
-    return proc
-
-
 @pytest.fixture
 def long_clip(tmp_path) -> Path:
     clip = need(VIDEO / "pyfeat_single_face.mp4")
@@ -178,10 +157,10 @@ def long_clip(tmp_path) -> Path:
 
 
 def test_rtsp_read_and_reconnect_after_server_restart(long_clip):
-    if not _have_gi():
+    if not have_rtsp_server():
         pytest.skip("/usr/bin/python3 lacks gi + GstRtspServer (.ci/run installs them)")
     port = free_port()
-    server = _start_server(long_clip, port)
+    server = start_rtsp_server(long_clip, port)
     cfg = SourceConfig(open_timeout_s=3.0, read_timeout_s=2.0, backoff_initial_s=0.2, give_up_after_s=20.0)
     src = open_source(f"rtsp://127.0.0.1:{port}/live", cfg, stream_id="cam-a")
     try:
@@ -192,7 +171,7 @@ def test_rtsp_read_and_reconnect_after_server_restart(long_clip):
         server.kill()  # crash, mid-stream
         server.wait()
         time.sleep(1.0)
-        server = _start_server(long_clip, port)
+        server = start_rtsp_server(long_clip, port)
         t0 = time.monotonic()
         after = [next(src) for _ in range(30)]
         assert time.monotonic() - t0 < 15.0
@@ -212,10 +191,10 @@ def test_rtsp_read_and_reconnect_after_server_restart(long_clip):
 
 def test_rtsp_frozen_server_hits_the_read_timeout_and_recovers(long_clip):
     """SIGSTOP keeps the TCP connection open but sends nothing: the read timeout, not a hang, must end the read."""
-    if not _have_gi():
+    if not have_rtsp_server():
         pytest.skip("/usr/bin/python3 lacks gi + GstRtspServer")
     port = free_port()
-    server = _start_server(long_clip, port)
+    server = start_rtsp_server(long_clip, port)
     cfg = SourceConfig(open_timeout_s=1.5, read_timeout_s=1.5, backoff_initial_s=0.2, give_up_after_s=20.0)
     src = open_source(f"rtsp://127.0.0.1:{port}/live", cfg)
     try:
@@ -237,10 +216,10 @@ def test_rtsp_frozen_server_hits_the_read_timeout_and_recovers(long_clip):
 
 
 def test_rtsp_gives_up_when_the_server_stays_down(long_clip):
-    if not _have_gi():
+    if not have_rtsp_server():
         pytest.skip("/usr/bin/python3 lacks gi + GstRtspServer")
     port = free_port()
-    server = _start_server(long_clip, port)
+    server = start_rtsp_server(long_clip, port)
     cfg = SourceConfig(open_timeout_s=2.0, read_timeout_s=1.0, backoff_initial_s=0.2, give_up_after_s=3.0)
     src = open_source(f"rtsp://127.0.0.1:{port}/live", cfg)
     try:
@@ -284,7 +263,7 @@ def test_probe_reads_a_first_frame_and_says_what_is_wrong(tmp_path):
 
 def test_rtsp_down_at_start_is_retried_and_reported(long_clip):
     """retry_open: a camera that is down when the pipeline starts is waited for, with one "down" and one "up"."""
-    if not _have_gi():
+    if not have_rtsp_server():
         pytest.skip("/usr/bin/python3 lacks gi + GstRtspServer")
     port = free_port()
     cfg = SourceConfig(open_timeout_s=1.0, read_timeout_s=2.0, backoff_initial_s=0.2, backoff_max_s=1.0,
@@ -295,7 +274,7 @@ def test_rtsp_down_at_start_is_retried_and_reported(long_clip):
     assert src.start_error.startswith("cannot connect") and src.fps == 0.0
     server = None
     try:
-        started = threading.Timer(2.0, lambda: changes.append(("server", _start_server(long_clip, port))))
+        started = threading.Timer(2.0, lambda: changes.append(("server", start_rtsp_server(long_clip, port))))
         started.start()
         frame = next(src)
         server = next(s for w, s in changes if w == "server")

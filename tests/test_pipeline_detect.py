@@ -7,6 +7,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import torch
 import zmq
 
@@ -202,3 +203,49 @@ def test_live_equals_offline_on_the_same_features(engine_dir, tmp_path, procs, s
     levels = [v for e in evs if e["type"] == "intensity" for v in e["data"]["levels"]]
     assert len(levels) == 72 and max(levels) > 0.5  # the expression level of every frame: the smile raises it
     assert all(0 < e["data"]["peak_level"] <= max(levels) for e in evs if e["type"] == "expression")
+
+
+def test_a_source_that_says_the_wrong_rate_is_spotted_at_the_rate_its_frames_come(tmp_path, smile_npz):
+    """A camera that says 30 fps and gives 10 (a webcam in the dark), or says nothing (the browser camera): the
+    detector measures the rate from the frames' timestamps and spots them at it, so the smile comes out where it is,
+    as for a source that said 10; told to trust the source instead, it starts 0.27 s early. Here the person holds still
+    for 3 s, then smiles (the smile clip's 0.57-2.33 s: 3.57-5.33 s)."""
+    torch.set_num_threads(1)
+    engine = load_engine(None)
+    f = dict(np.load(smile_npz))
+    k, hold, fps = 3, 30, 10.0
+    T = len(f["frame_index"]) // k * k
+    geometry = np.concatenate([np.repeat(f["geometry"][:1], hold, 0), f["geometry"][k - 1:T:k]])
+    flow = np.concatenate([np.zeros((hold, 12, 2), np.float32), f["roi_flow"][:T].reshape(T // k, k, 12, 2).sum(1)])
+
+    def run(said: float, follow: bool = True) -> tuple[list, list]:
+        det = Detector(DetectConfig(endpoints=tcp_endpoints(tmp_path), queue_frames=1000, follow_frame_rate=follow,
+                                    stats_interval_s=0.0), engine)
+        det.handle(wire.control_message("cam", "started", source="test", fps=said))
+        for i in range(len(geometry)):
+            x = FrameFeatures(i, i / fps, time.time(), True, geometry[i], flow[i], None)
+            det.handle([bytes(b) for b in wire.features_message("cam", x, "found" if i == 0 else "tracked")])
+            det.step(budget_s=10.0)
+            det.housekeeping()
+        det.handle(wire.control_message("cam", "ended"))
+        evs = list(det.publisher.memory)
+        det.close()
+        for e in evs:
+            validate(e)
+        spotted = [e["data"]["spot_fps"] for e in evs if e["type"] == "stats" and e["stream_id"] == "cam"]
+        return [(e["data"]["onset"]["pts_s"], e["data"]["offset"]["pts_s"], e["data"]["kind"], e["data"]["emotion"])
+                for e in evs if e["type"] == "expression"], spotted
+
+    def where(events: list) -> tuple[float, float]:
+        (on, off, kind, emotion), = events
+        assert (kind, emotion) == ("macro", "happiness")
+        return on, off + 1 / fps
+
+    said_right, spotted = run(fps)
+    assert where(said_right) == pytest.approx((3.57, 5.33), abs=0.1) and set(spotted) == {fps}
+    for said in (30.0, 0.0):
+        events, spotted = run(said)
+        assert where(events) == pytest.approx((3.57, 5.33), abs=0.1), said
+        assert spotted[0] == 30.0 and spotted[-1] == pytest.approx(fps, rel=0.01)
+    trusted, spotted = run(30.0, follow=False)
+    assert set(spotted) == {30.0} and where(trusted)[0] < 3.57 - 0.2

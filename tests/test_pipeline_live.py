@@ -12,9 +12,11 @@ import cv2
 import pytest
 import zmq
 
-from conftest import FACE_MODEL, REPO, VIDEO, at_frame_rate, need, scaled
+from conftest import (FACE_MODEL, REPO, VIDEO, at_frame_rate, have_rtsp_server, need, need_tool, scaled,
+                      start_rtsp_server)
 from fes_live.stream.client import subscribe
 from fes_live.stream.events import read_journal, validate
+from fes_live.stream.sources import default_stream_id
 from test_events_wire import free_port
 
 SMILE = VIDEO / "pyfeat_single_face.mp4"  # smile: onset ~18, offset ~70 (72 frames, 30 fps)
@@ -47,13 +49,12 @@ def fes_live(procs, ep, *args, engine=ENGINE, **kw):
 class Collector(threading.Thread):
     """A subscriber attached before the pipeline starts."""
 
-    def __init__(self, ep, streams: int, done=None):
+    def __init__(self, ep, streams: int, done=None, types=("expression.onset", "expression.cancel", "expression",
+                                                          "intensity", "face", "stream", "supervisor")):
         super().__init__(daemon=True)
         self.streams = streams  # stop once this many streams have ended for good
         self.done = done  # or once done(events) says so
-        self.sub = subscribe(ep["events"], ep["replay"], from_seq=0, idle_timeout_s=90,
-                             types=["expression.onset", "expression.cancel", "expression", "intensity", "face",
-                                    "stream", "supervisor"])
+        self.sub = subscribe(ep["events"], ep["replay"], from_seq=0, idle_timeout_s=90, types=list(types))
         self.events = []
         self.start()
 
@@ -135,6 +136,62 @@ def test_a_25_fps_camera_gets_the_smile_in_its_own_frames_and_seconds(tmp_path, 
     d = finals[0]
     assert abs(d["onset"]["pts_s"] - 0.57) < 0.1 and abs(d["offset"]["pts_s"] - 2.33) < 0.1, d
     assert abs(d["onset"]["pts_s"] - d["onset"]["frame"] / 25) < 0.01
+
+
+def camera_that_says_30_fps(fps: int, out) -> str:
+    """The smile clip looped four times (9.6 s) as an IP camera at `fps` whose H.264 stream says 30 fps (so FFmpeg,
+    and OpenCV with it, report 30), as cameras do that lower their rate in the dark: the frames of a camera at
+    `fps`, coded as a 30 fps stream, then given `fps` timestamps by the container."""
+    ffmpeg, coded = need_tool("ffmpeg"), out.with_suffix(".30.mp4")
+    subprocess.run([ffmpeg, "-v", "error", "-stream_loop", "3", "-i", str(SMILE), "-an", "-vf",
+                    f"fps={fps},setpts=N/30/TB", "-r", "30", "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p",
+                    str(coded)], check=True)
+    subprocess.run([ffmpeg, "-v", "error", "-itsscale", str(30 / fps), "-i", str(coded), "-c", "copy", str(out)],
+                   check=True)
+    return str(out)
+
+
+def test_an_rtsp_camera_that_says_30_fps_and_sends_10_is_spotted_at_10(tmp_path, procs):
+    """A real RTSP server (GStreamer) sends the looped smile at 10 fps in a stream that says 30: the ingest opens it
+    through OpenCV, which reports 30, and announces 30; the detector measures 10 from the frames' timestamps within
+    3 s and spots from there on at 10, so every smile after that comes out where the clip has it (0.57-2.33 s into
+    each loop), macro, in the stream's own frames and seconds (one intensity value a frame)."""
+    engine_ready()
+    if not have_rtsp_server():
+        pytest.skip("/usr/bin/python3 lacks gi + GstRtspServer (.ci/run installs them)")
+    clip = camera_that_says_30_fps(10, tmp_path / "camera10.mp4")
+    assert cv2.VideoCapture(clip).get(cv2.CAP_PROP_FPS) == pytest.approx(10, abs=0.1)  # the file knows it
+    port = free_port()
+    start_rtsp_server(clip, port, popen=procs.popen)
+    ep = endpoints(tmp_path)
+    col = Collector(ep, 1, types=["expression", "intensity", "stream", "stats"])
+    url = f"rtsp://127.0.0.1:{port}/live"
+    app = fes_live(procs, ep, "--source", url)
+    deadline = time.monotonic() + scaled(90)
+    while not any(e["type"] == "intensity" and e["data"]["pts_s"][-1] >= 9.4 for e in col.events):
+        assert time.monotonic() < deadline and app.poll() is None, [e for e in col.events if e["type"] == "stream"]
+        time.sleep(0.1)
+    app.send_signal(signal.SIGINT)  # the camera's stream would go on (the ingest reconnects): stop it here
+    out, _ = app.communicate(timeout=scaled(60))
+    col.join(scaled(30))
+    for ev in col.events:
+        validate(ev)
+    said = [e["data"].get("fps") for e in col.events if e["type"] == "stream" and e["data"]["status"] == "started"]
+    assert said == [30.0]
+    spotted = [e["data"]["spot_fps"] for e in col.events
+               if e["type"] == "stats" and e["stream_id"] == default_stream_id(url)]
+    assert {round(x) for x in spotted} <= {30, 10} and spotted[-1] == pytest.approx(10.0, rel=0.02), spotted
+    assert re.search(r"frames come at 10\.\d fps \(its source said 30\); spotted at that rate from frame \d+", out), out
+    frames = [f for e in col.events if e["type"] == "intensity" for f in e["data"]["frames"]]
+    assert frames == list(range(len(frames))) and len(frames) >= 94
+    finals = [e["data"] for e in col.events if e["type"] == "expression"]
+    assert all((d["kind"], d["emotion"]) == ("macro", "happiness") for d in finals), finals
+    later = [d for d in finals if d["onset"]["pts_s"] > 2.4]
+    assert len(later) == 3, finals
+    for k, d in enumerate(later, start=1):
+        on, off = d["onset"]["pts_s"], d["offset"]["pts_s"]
+        assert abs(on - (2.4 * k + 0.57)) < 0.2 and abs(off - (2.4 * k + 2.33)) < 0.2, later
+        assert abs(d["onset"]["frame"] / 10 - on) < 0.15  # its frames are the stream's own, at 10 fps
 
 
 @pytest.mark.slow
