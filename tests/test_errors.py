@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import FACE_MODEL, REPO, VIDEO, Lines, need, scaled
+from conftest import FACE_MODEL, REPO, VIDEO, Lines, have_rtsp_server, need, scaled, start_rtsp_server
 from test_events_wire import free_port
 
 SMILE = VIDEO / "pyfeat_single_face.mp4"
@@ -142,8 +142,7 @@ def test_rtsp_down_at_start_and_a_40_s_outage_are_survived(tmp_path, procs):
     import threading
 
     from fes_live.stream.client import subscribe
-    from test_ingest_sources import _have_gi, _start_server
-    if not _have_gi():
+    if not have_rtsp_server():
         pytest.skip("/usr/bin/python3 lacks gi + GstRtspServer (.ci/run installs them)")
     need(FACE_MODEL)
     ffmpeg = shutil.which("ffmpeg") or pytest.skip("ffmpeg not installed")
@@ -169,7 +168,7 @@ def test_rtsp_down_at_start_and_a_40_s_outage_are_survived(tmp_path, procs):
 
     wait_status(["error"], 120)  # down at start, said once the detector is up
     assert "retrying" in next(e for e in seen if e["type"] == "stream")["data"]["message"]
-    server = _start_server(clip, port)
+    server = start_rtsp_server(clip, port)
     try:
         wait_status(["error", "started"], 60)
         assert out.wait_for("connected after", 5)
@@ -180,7 +179,7 @@ def test_rtsp_down_at_start_and_a_40_s_outage_are_survived(tmp_path, procs):
         time.sleep(OUTAGE_S)  # the outage
         assert proc.poll() is None, out.text[-3000:]
         assert status() == ["error", "started", "error"]  # one event per change, none while it stays down
-        server = _start_server(clip, port)
+        server = start_rtsp_server(clip, port)
         wait_status(["error", "started", "error", "started"], 90)
     finally:
         server.kill()
