@@ -53,7 +53,7 @@ import numpy as np
 from fes_live.models.baseline import BaselineConfig, NeutralBaseline
 from fes_live.models.emotion import (READ_WELL, SMILE, EmotionEvidenceConfig, apex_index, au_strength,
                                      evidence_emotion, expression_level, eyes_close, shows_smile, smooth3, supported)
-from fes_live.models.frame_rate import Resampler, resampling_ratio
+from fes_live.models.frame_rate import RateMeter, Resampler, resampling_ratio
 from fes_live.models.proposals import (FEDNDecodeConfig, GIMProposalConfig, fedn_proposals, gim_proposals, iou_1d,
                               nms_1d)
 from fes_live.models.spotting import (MACRO, MICRO, CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate,
@@ -172,6 +172,11 @@ class SpotterConfig:
                                       # (models.frame_rate: faster frames averaged, slower ones interpolated, flow
                                       # shared out by time), so that every window spans the time it was trained
                                       # on; 0: every frame as it comes
+    follow_rate: float = 0.15         # frames pushed with their timestamps (pts_s) are spotted at the rate those
+                                      # show (models.frame_rate.RateMeter: the median interval over 3 s) once it is
+                                      # this far off the rate the stream is spotted at: a webcam that says 30 fps
+                                      # and gives 15 in the dark, a phone video whose rate changes, a camera whose
+                                      # stream says the wrong rate (`set_stream_fps`). 0: off
 
     def __post_init__(self) -> None:
         if self.onsets not in ("auto", "gim", "fedn"):
@@ -191,6 +196,8 @@ class SpotterConfig:
         if self.au_onset < 0 or self.au_onset_frames < 1:
             raise ValueError(f"au_onset must be >= 0 (0: off) and au_onset_frames >= 1, got {self.au_onset} and "
                              f"{self.au_onset_frames}")
+        if not 0.0 <= self.follow_rate < 1.0:
+            raise ValueError(f"follow_rate must be in [0, 1) (0: off), got {self.follow_rate}")
         if self.apex_from not in ("blendshapes", "gim"):
             raise ValueError(f"apex_from must be 'blendshapes' or 'gim', got {self.apex_from!r}")
 
@@ -219,9 +226,9 @@ class _Pending:
 
 class OnlineSpotter:
     def __init__(self, gim_fn: GimFn, fedn_fn: FednFn | None = None, cfg: SpotterConfig = SpotterConfig()):
-        self.stream_fps = cfg.fps
-        self.ratio = resampling_ratio(cfg.fps, cfg.model_fps)  # stream frames a model frame
-        if self.ratio != 1.0:  # everything below runs at the models' rate; updates are mapped back (_to_stream)
+        self._fps0 = cfg.fps
+        self._ratio0 = resampling_ratio(cfg.fps, cfg.model_fps)  # stream frames a model frame
+        if self._ratio0 != 1.0:  # everything below runs at the models' rate; updates are mapped back (_to_stream)
             fps = cfg.model_fps
             cfg = dataclasses.replace(cfg, fps=fps, baseline=dataclasses.replace(cfg.baseline, fps=fps))
         self.gim_fn, self.fedn_fn, self.cfg = gim_fn, fedn_fn, cfg
@@ -234,9 +241,11 @@ class OnlineSpotter:
         self.reset()
 
     def reset(self) -> None:
-        """Start a new stream (flush() does this at its end), at the stream rate last set."""
+        """Start a new stream (flush() does this at its end), at the configured rate."""
         cfg = self.cfg
+        self.stream_fps, self.ratio = self._fps0, self._ratio0
         self.resampler = Resampler(self.ratio) if self.ratio != 1.0 else None
+        self.meter = RateMeter()                 # the rate the frames' timestamps show (`follow_rate`)
         self._stream_last: int | None = None     # last stream frame index pushed
         self._last: int | None = None            # last (model) frame index pushed
         # GIM input: flow of the current face track
@@ -285,10 +294,11 @@ class OnlineSpotter:
     # ------------------------------------------------------------------------------------------------ input
 
     def push(self, frame_index: int, face_present: bool, geometry: np.ndarray, roi_flow: np.ndarray,
-             new_face: bool = False) -> list[Update]:
+             new_face: bool = False, pts_s: float | None = None) -> list[Update]:
         """Feed one frame (stream.features.FrameFeatures fields); returns the updates it made known. `new_face`:
-        the face is not the previous frame's (a shot cut, another person): its track and baseline start here."""
-        return self.run(self.steps(frame_index, face_present, geometry, roi_flow, new_face))
+        the face is not the previous frame's (a shot cut, another person): its track and baseline start here.
+        `pts_s`, its timestamp, lets the spotter follow the rate the frames come at (`follow_rate`)."""
+        return self.run(self.steps(frame_index, face_present, geometry, roi_flow, new_face, pts_s))
 
     def run(self, steps: Steps) -> list[Update]:
         """Drive a `steps()` / `flush_steps()` generator to its end with this spotter's own model callables."""
@@ -301,7 +311,7 @@ class OnlineSpotter:
             return done.value
 
     def steps(self, frame_index: int, face_present: bool, geometry: np.ndarray, roi_flow: np.ndarray,
-              new_face: bool = False) -> Steps:
+              new_face: bool = False, pts_s: float | None = None) -> Steps:
         """`push` as a generator of model requests (see the module docstring)."""
         cfg = self.cfg
         t = int(frame_index)
@@ -314,6 +324,8 @@ class OnlineSpotter:
                              f"got {geometry.shape} and {roi_flow.shape}")
         if not (np.isfinite(geometry).all() and np.isfinite(roi_flow).all()):
             raise ValueError(f"frame {t}: geometry or roi_flow holds NaN/inf")  # would poison the baseline
+        if pts_s is not None and cfg.follow_rate > 0:
+            self._follow_rate(t, float(pts_s))
         self._stream_last = t
         face_present = bool(face_present)
         new_face = bool(new_face) and face_present
@@ -417,12 +429,20 @@ class OnlineSpotter:
     def push_features(self, features: Any) -> list[Update]:
         """`push` for a `stream.features.FrameFeatures` (or anything with those fields; `new_face` optional)."""
         return self.push(features.frame_index, features.face_present, features.geometry, features.roi_flow,
-                         getattr(features, "new_face", False))
+                         getattr(features, "new_face", False), getattr(features, "pts_s", None))
+
+    def _follow_rate(self, t: int, pts_s: float) -> None:
+        """Frame t and those after it at the rate the timestamps show, once it is `follow_rate` off the stream's."""
+        self.meter.add(t, pts_s)
+        measured = self.meter.fps()
+        if measured is not None and abs(measured / self.stream_fps - 1.0) > self.cfg.follow_rate:
+            self.set_stream_fps(measured)
+            self.meter.clear()  # the new rate is judged on frames that come after it
 
     def set_stream_fps(self, fps: float) -> None:
         """The stream's frames come at `fps` from the next one on (a camera that slowed down in the dark, a source
-        that announced a rate its frames do not come at): they are resampled from there, model time running on; a
-        stream after this one (`reset`) starts at that rate too."""
+        that announced a rate its frames do not come at): they are resampled from there, model time running on,
+        until the stream's end (`reset` goes back to the configured rate)."""
         if not (math.isfinite(fps) and fps > 0):
             raise ValueError(f"frame rate must be > 0, got {fps}")
         ratio = resampling_ratio(fps, self.cfg.model_fps)
@@ -1207,11 +1227,12 @@ def timed_updates(spotter: OnlineSpotter, features: dict) -> list[tuple[int, Upd
     geometry, flow = features["geometry"], features["roi_flow"]
     face, index = np.asarray(features["face_present"], dtype=bool), np.asarray(features["frame_index"])
     new_face = np.asarray(features.get("new_face", np.zeros(len(index), bool)), dtype=bool)
+    pts = features.get("pts_s")  # the rate is followed where the frames' timestamps are known
     spotter.reset()
     updates: list[tuple[int, Update]] = []
     for t in range(len(index)):
         updates += [(int(index[t]), u) for u in spotter.push(int(index[t]), bool(face[t]), geometry[t], flow[t],
-                                                            bool(new_face[t]))]
+                                                            bool(new_face[t]), None if pts is None else pts[t])]
     end = int(index[-1]) if len(index) else -1
     return updates + [(end, u) for u in spotter.flush()]
 

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
-from fes_live.models.frame_rate import RateMeter
 from fes_live.models.spotting import KIND_NAMES, CancelUpdate, ExpressionUpdate, IntensityUpdate, OnsetUpdate
 from fes_live.stream import auth, wire
 from fes_live.stream.batching import StepBatcher
@@ -87,7 +86,8 @@ class StreamState:
     latencies_ms: list = field(default_factory=list)
     csv: object = None
     lossless: bool = False  # its ingest blocks instead of dropping: never drop its frames (see drain)
-    meter: RateMeter = field(default_factory=RateMeter)  # the rate its frames come at (`follow_frame_rate`)
+    spot_fps: float | None = None  # the rate its spotter goes by (announced, or as its frames come: `_retimed`)
+    retimes: int = 0  # times its spotter took the rate its frames come at (SpotterConfig.follow_rate)
 
     def remember(self, f) -> None:
         self.times[f.frame_index] = (f.pts_s, f.wall_s)
@@ -269,6 +269,7 @@ class Detector:
             return False
         del self.pending[s.stream_id]
         s.spotter = self.engine.new_spotter(fps=s.rate(self.fps))
+        s.spot_fps = getattr(s.spotter, "stream_fps", None)
         self._resume(s, joined=s.message == "joined mid-stream")
         if self.cfg.record_dir:
             from fes_live.stream.record import IntensityCsv
@@ -325,12 +326,13 @@ class Detector:
         out = []
         while s.queue and (limit is None or len(out) < limit):
             f, face_state = s.queue.popleft()
-            self._follow_rate(s, f)
+            was = getattr(s.spotter, "stream_fps", None)
             try:
                 out.append((f, face_state, s.spotter.push(f.frame_index, f.face_present, f.geometry, f.roi_flow,
-                                                                  f.new_face)))
+                                                          f.new_face, self._pts(f))))
             except Exception as e:  # e.g. a frame the model rejects: drop the frame, keep the stream (counted)
                 out.append((f, face_state, e))
+            self._retimed(s, f, was)
         return out
 
     def _spot_batched(self, busy: list[StreamState], frames: int) -> list[list]:
@@ -341,31 +343,29 @@ class Detector:
             if not live:
                 break
             taken = [busy[i].queue.popleft() for i in live]
-            for i, (f, _) in zip(live, taken):
-                self._follow_rate(busy[i], f)
-            jobs = [busy[i].spotter.steps(f.frame_index, f.face_present, f.geometry, f.roi_flow, f.new_face)
-                    for i, (f, _) in zip(live, taken)]
-            for i, (f, face_state), updates in zip(live, taken, self.batcher.run(jobs)):
+            was = [getattr(busy[i].spotter, "stream_fps", None) for i in live]
+            jobs = [busy[i].spotter.steps(f.frame_index, f.face_present, f.geometry, f.roi_flow, f.new_face,
+                                          self._pts(f)) for i, (f, _) in zip(live, taken)]
+            for i, (f, face_state), updates, rate in zip(live, taken, self.batcher.run(jobs), was):
                 results[i].append((f, face_state, updates))
+                self._retimed(busy[i], f, rate)
         return results
 
-    def _follow_rate(self, s: StreamState, f) -> None:
-        """Spot a stream at the rate its frames come at, by their timestamps, from the next frame on, when that is
-        more than `rate_tolerance` off the rate it is spotted at: a webcam that says 30 fps and gives 15 in the dark,
-        a browser camera's frames as fast as the ingest takes them, a network camera whose rate FFmpeg guessed. Its
-        windows then span the time the engine was trained on. A lossless stream (a file, every frame) keeps the
-        file's rate, so that it gives what `fes-live batch` gives."""
-        if s.lossless or not self.cfg.follow_frame_rate or not hasattr(s.spotter, "set_stream_fps"):
+    def _pts(self, f) -> float | None:
+        """The frame's timestamp for its spotter to follow the rate the frames come at (`follow_frame_rate`)."""
+        return f.pts_s if self.cfg.follow_frame_rate else None
+
+    def _retimed(self, s: StreamState, f, was: float) -> None:
+        """Say when a stream's spotter took the rate its frames come at (SpotterConfig.follow_rate)."""
+        now = getattr(s.spotter, "stream_fps", was)
+        if now == was:
             return
-        s.meter.add(f.frame_index, f.pts_s)
-        measured = s.meter.fps()
-        if measured is None or abs(measured / s.spotter.stream_fps - 1.0) <= self.cfg.rate_tolerance:
-            return
-        said = f"its source said {s.fps:g}" if s.fps else "its source did not say"
-        log.warning("%s: frames come at %.1f fps (%s); spotted at that rate from frame %d on (was %.1f)",
-                    s.stream_id, measured, said, f.frame_index, s.spotter.stream_fps)
-        s.spotter.set_stream_fps(measured)
-        s.meter.clear()  # a new rate is judged on frames that came after this one
+        s.spot_fps = now
+        s.retimes += 1
+        if _due(s.retimes):  # a browser camera on a busy machine may change its rate often
+            said = f"its source said {s.fps:g}" if s.fps else "its source did not say"
+            log.warning("%s: frames come at %.1f fps (%s); spotted at that rate from frame %d on (was %.1f)",
+                        s.stream_id, now, said, f.frame_index, was)
 
     def _publish(self, s: StreamState, results: list) -> None:
         """Events of spotted frames, in frame order (main thread only: it owns the PUB socket and the numbering)."""
@@ -457,9 +457,8 @@ class Detector:
                 "dropped_detector": s.dropped_detector,
                 "latency_ms_p50": None if lat is None else float(np.percentile(lat, 50)),
                 "latency_ms_p99": None if lat is None else float(np.percentile(lat, 99)), "queue": len(s.queue)}
-        spot_fps = getattr(s.spotter, "stream_fps", None)
-        if spot_fps is not None:
-            data["spot_fps"] = float(spot_fps)
+        if s.spot_fps is not None:
+            data["spot_fps"] = float(s.spot_fps)
         s.interval_in = s.interval_out = 0
         s.latencies_ms = []
         return data

@@ -162,8 +162,8 @@ class DetectConfig:
     max_streams: int = 256  # streams with a spotter; frames of further streams are refused and counted
     max_pending_streams: int = 64  # streams not yet proven real (cheap: a short queue, no spotter)
     admit_frames: int = 10  # valid feature frames, in increasing order, before a stream gets its spotter
-    follow_frame_rate: bool = True  # spot a stream at the rate its frames' timestamps say (median over 3 s) when it is
-    rate_tolerance: float = 0.15    # more than this off the rate it is spotted at (first: as its source announced)
+    follow_frame_rate: bool = True  # the spotters get each frame's timestamp, so that a stream is spotted at the rate
+                                    # its frames come at (the engine's SpotterConfig.follow_rate); False: as announced
     pending_idle_s: float = 3.0  # a stream that has not proven real and is silent this long is forgotten (one its
                                  # ingest announced with `started`: idle_stream_s)
     recv_hwm: int = 1000  # messages ZeroMQ queues per connected ingest before it stops reading that peer
@@ -176,8 +176,6 @@ class DetectConfig:
 
     def __post_init__(self) -> None:
         check_threshold(self.fedn_threshold)
-        if not 0 < self.rate_tolerance < 1:
-            raise ValueError(f"rate_tolerance must be in (0, 1), got {self.rate_tolerance}")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import pytest
 import torch
 import zmq
 
-from conftest import FACE_MODEL, REPO, VIDEO, need, scaled
+from conftest import FACE_MODEL, REPO, VIDEO, held_then_smiling, need, scaled
 from fes_live.stream import wire
 from fes_live.stream.client import ReplayError, fetch
 from fes_live.stream.detect import Detector, emotion_names
@@ -207,16 +207,14 @@ def test_live_equals_offline_on_the_same_features(engine_dir, tmp_path, procs, s
 
 def test_a_source_that_says_the_wrong_rate_is_spotted_at_the_rate_its_frames_come(tmp_path, smile_npz):
     """A camera that says 30 fps and gives 10 (a webcam in the dark), or says nothing (the browser camera): the
-    detector measures the rate from the frames' timestamps and spots them at it, so the smile comes out where it is,
-    as for a source that said 10; told to trust the source instead, it starts 0.27 s early. Here the person holds still
-    for 3 s, then smiles (the smile clip's 0.57-2.33 s: 3.57-5.33 s)."""
+    spotters get the frames' timestamps and go by the rate they show, so the smile comes out where it is, as for a
+    source that said 10; told to trust the source instead, it starts 0.27 s early. Here the person holds still for
+    3 s, then smiles (the smile clip's 0.57-2.33 s: 3.57-5.33 s)."""
     torch.set_num_threads(1)
     engine = load_engine(None)
-    f = dict(np.load(smile_npz))
-    k, hold, fps = 3, 30, 10.0
-    T = len(f["frame_index"]) // k * k
-    geometry = np.concatenate([np.repeat(f["geometry"][:1], hold, 0), f["geometry"][k - 1:T:k]])
-    flow = np.concatenate([np.zeros((hold, 12, 2), np.float32), f["roi_flow"][:T].reshape(T // k, k, 12, 2).sum(1)])
+    fps = 10.0
+    camera = held_then_smiling(dict(np.load(smile_npz)), 10)
+    geometry, flow = camera["geometry"], camera["roi_flow"]
 
     def run(said: float, follow: bool = True) -> tuple[list, list]:
         det = Detector(DetectConfig(endpoints=tcp_endpoints(tmp_path), queue_frames=1000, follow_frame_rate=follow,
