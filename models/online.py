@@ -172,7 +172,7 @@ class SpotterConfig:
                                       # (models.frame_rate: faster frames averaged, slower ones interpolated, flow
                                       # shared out by time), so that every window spans the time it was trained
                                       # on; 0: every frame as it comes
-    follow_rate: float = 0.15         # frames pushed with their timestamps (pts_s) are spotted at the rate those
+    follow_rate: float = 0.1          # frames pushed with their timestamps (pts_s) are spotted at the rate those
                                       # show (models.frame_rate.RateMeter: the median interval over 3 s) once it is
                                       # this far off the rate the stream is spotted at: a webcam that says 30 fps
                                       # and gives 15 in the dark, a phone video whose rate changes, a camera whose

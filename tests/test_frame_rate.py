@@ -250,6 +250,21 @@ def test_a_video_whose_header_says_the_wrong_rate_is_spotted_at_the_rate_of_its_
     assert where({k: v for k, v in camera.items() if k != "pts_s"})[0] < 3.57 - 0.2
 
 
+def test_a_phone_video_whose_rate_changes_is_spotted_at_each_part_s_rate(engine, tmp_path):
+    """pyfeat_face_noface.mov records at 30 fps, then 24 after its cut to a cartoon, and its header says 26.4 (a
+    variable frame rate, as phones record): through the real decoder and MediaPipe, the spotter goes to 30 within
+    its first 2 s, then to 24."""
+    f = extracted(need(VIDEO / "pyfeat_face_noface.mov"), tmp_path / "vfr.npz")
+    spotter = engine.new_spotter(fps=float(f["fps"]))
+    rates = []
+    for t in range(len(f["frame_index"])):
+        spotter.push(t, bool(f["face_present"][t]), f["geometry"][t], f["roi_flow"][t], bool(f["new_face"][t]),
+                     float(f["pts_s"][t]))
+        rates.append(spotter.stream_fps)
+    assert rates[0] == pytest.approx(26.4, abs=0.1)
+    assert rates[60] == pytest.approx(30.0, rel=0.01) and rates[-1] == pytest.approx(24.0, rel=0.01)
+
+
 def test_the_rate_frames_come_at_from_their_timestamps():
     """A webcam read as the ingest takes its frames: eight buffered frames at once after the first, jitter, a stall
     of 2 s, frames dropped on the way (index steps of 2): the meter's first answer, and every one after it, is 15
