@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -288,6 +289,7 @@ def test_live_pipeline_in_the_browser(pw, tmp_path, face_model, capsys):
         assert probe["levelPoints"] >= 30, probe  # the expression level is drawn as well
         assert probe["thresholds"] == [], probe["thresholds"]  # FEDN decides: no line on GIM's curve
         assert probe["byType"].get("frame", 0) > 20
+        assert re.search(r"spotted at\s+30\.0 fps", page.inner_text("#stats")), page.inner_text("#stats")
         # a viewer attached later gets the recent past from the detector's replay endpoint
         late = Viewer(tmp_path / "late", {**ep, "preview": f"ipc://{tmp_path}/preview-late"})
         try:

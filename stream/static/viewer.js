@@ -295,6 +295,7 @@ function renderStats() {
   const rows = [
     ['stream', `${currentId() || '–'} (${s.status}, face ${s.face})`],
     ['detector fps in / out', st ? `${fmt(st.fps_in)} / ${fmt(st.fps_out)}` : '–'],
+    ['spotted at', st && st.spot_fps ? `${fmt(st.spot_fps)} fps` : '–'],  // the rate its frames' timestamps show
     ['capture → event p50 / p99', st ? `${fmt(st.latency_ms_p50, 0)} / ${fmt(st.latency_ms_p99, 0)} ms` : '–'],
     ['drops ingest / detector', st ? `${st.dropped_ingest} / ${st.dropped_detector}` : '–'],
     ['detector queue', st ? st.queue : '–'],
