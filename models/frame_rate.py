@@ -187,11 +187,13 @@ class Resampler:
 class RateMeter:
     """The rate a stream's frames come at, from their timestamps: the median interval over the last `seconds`, each
     taken per frame-index step (frames dropped on the way are no slow frames), so that a burst of buffered frames or
-    a stall does not move it. None until `min_intervals` of them span half of `seconds`."""
+    a stall does not move it. None until `min_intervals` of them span half of `seconds`, and for a rate outside
+    `fps_range` (timestamps a peer or a broken driver made up: 10^6 fps would make a model frame of 33 000 frames)."""
 
     def __init__(self, seconds: float = 3.0, min_intervals: int = 20, max_interval_s: float = 1.0,
-                 every_s: float = 0.25):
+                 every_s: float = 0.25, fps_range: tuple[float, float] = (1.0, 1000.0)):
         self.seconds, self.min_intervals, self.max_interval_s = seconds, min_intervals, max_interval_s
+        self.fps_range = fps_range
         self.every_s = every_s  # the median is taken again at most this often (stream time): cheap per frame
         self._last: tuple[int, float] | None = None
         self._steps: deque[tuple[float, float]] = deque()  # (pts, seconds a frame) of each interval, oldest first
@@ -219,6 +221,8 @@ class RateMeter:
             return None
         now = self._steps[-1][0]
         if self._answer is None or not 0 <= now - self._answer[0] < self.every_s:
-            enough = len(self._steps) >= self.min_intervals and now - self._steps[0][0] >= self.seconds / 2
-            self._answer = (now, 1.0 / float(np.median([step for _, step in self._steps])) if enough else None)
+            fps = None
+            if len(self._steps) >= self.min_intervals and now - self._steps[0][0] >= self.seconds / 2:
+                fps = 1.0 / float(np.median([step for _, step in self._steps]))
+            self._answer = (now, fps if fps is not None and self.fps_range[0] <= fps <= self.fps_range[1] else None)
         return self._answer[1]

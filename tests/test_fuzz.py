@@ -131,6 +131,27 @@ def test_detector_counts_every_bad_class_and_raises_nothing(engine_dir, tmp_path
         det.close()
 
 
+def test_made_up_timestamps_do_not_retime_a_stream(engine_dir, tmp_path):
+    """A peer whose frames come in bursts a microsecond apart (a million frames a second: followed, a model frame
+    would wait for 33 000 of them) or a minute apart: the stream stays at its announced rate and every frame is
+    scored."""
+    det = Detector(DetectConfig(endpoints=tcp_endpoints(tmp_path), stats_interval_s=0.0), load_engine(engine_dir))
+    try:
+        for sid, pts in (("bursts", lambda i: i // 20 * 0.25 + i % 20 * 1e-6), ("slow", lambda i: i * 60.0)):
+            det.handle(wire.control_message(sid, "started", source="test", fps=30.0))
+            for i in range(150):
+                f = FrameFeatures(i, pts(i), time.time(), True, np.zeros(GEOMETRY_DIM, np.float32),
+                                  np.zeros((12, 2), np.float32), None)
+                det.turn.clear()  # as each drain turn does
+                det.handle([bytes(x) for x in wire.features_message(sid, f, "tracked")])
+                det.step(budget_s=10.0)
+            det.housekeeping()
+            assert det.streams[sid].spot_fps == 30.0 and det.streams[sid].spotter.stream_fps == 30.0
+            assert det.streams[sid].frames_out == 150
+    finally:
+        det.close()
+
+
 def test_stream_admission_caps_eviction_and_aggregated_stats(engine_dir, tmp_path):
     cfg = DetectConfig(endpoints=tcp_endpoints(tmp_path), max_streams=2, max_pending_streams=3, admit_frames=3,
                        pending_idle_s=0.2, stats_streams=1, stats_interval_s=0.0, batch_streams=False)
