@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 RING_SECONDS = 20.0  # frames kept for clips: the longest expression + both pads must fit
 CLIP_WIDTH = 640
+EPS_S = 1e-6  # timestamps compared with this slack (i / 30 - 0.2 against (i - 6) / 30)
 
 
 def new_run_folder(base: str | Path) -> Path:
@@ -130,18 +131,22 @@ class EventTap:
 
 
 class ClipRecorder:
-    """Ring of recent frames (JPEG) + the stream's `expression` events -> one H.264 mp4 per expression."""
+    """Ring of recent frames (JPEG) + the stream's `expression` events -> one H.264 mp4 per expression.
+
+    Clips go by the frames' timestamps, not by the stream's announced rate: a webcam that says 30 fps and gives 15,
+    or a phone video whose rate changes, still plays at the speed it was filmed, padded by `pad_s` seconds."""
 
     def __init__(self, folder: str | Path, stream_id: str, fps: float, pad_s: float = 1.0):
         self.folder = Path(folder) / "clips"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.stream_id = stream_id
         self.fps = fps if fps and fps > 0 else 30.0
-        self.pad = max(0, round(pad_s * self.fps))
-        self.ring: deque[tuple[int, np.ndarray]] = deque(maxlen=max(1, round(RING_SECONDS * self.fps)))
+        self.pad_s = max(0.0, pad_s)
+        # (index, pts_s, jpeg), as many as RING_SECONDS take at the announced rate (a bound on memory)
+        self.ring: deque[tuple[int, float, np.ndarray]] = deque(maxlen=max(1, round(RING_SECONDS * self.fps)))
         self.pending: list[dict] = []
         self.written: list[Path] = []
-        self.last_index: int | None = None
+        self.last_pts: float | None = None
 
     def add(self, frame, faces=None) -> None:
         img = frame.image
@@ -150,20 +155,21 @@ class ClipRecorder:
             img = cv2.resize(img, (CLIP_WIDTH, round(img.shape[0] * s) // 2 * 2), interpolation=cv2.INTER_AREA)
         ok, jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
         if ok:
-            self.ring.append((frame.index, jpeg))
-        self.last_index = frame.index
-        self._write_due(frame.index)
+            self.ring.append((frame.index, frame.pts_s, jpeg))
+        self.last_pts = frame.pts_s
+        self._write_due(frame.pts_s)
 
     def on_event(self, ev: dict) -> None:
         if ev.get("type") == "expression":
             self.pending.append(ev)
-            if self.last_index is not None:
-                self._write_due(self.last_index)
+            if self.last_pts is not None:
+                self._write_due(self.last_pts)
 
-    def _write_due(self, last_index: int | None) -> None:
+    def _write_due(self, last_pts: float | None) -> None:
+        """Write the clips whose padded end the stream has reached (None: every one, with the frames there are)."""
         keep = []
         for ev in self.pending:
-            if last_index is None or last_index >= ev["data"]["offset"]["frame"] + self.pad:
+            if last_pts is None or last_pts >= ev["data"]["offset"]["pts_s"] + self.pad_s - EPS_S:
                 self._write(ev)
             else:
                 keep.append(ev)
@@ -173,17 +179,18 @@ class ClipRecorder:
         from fes_live.stream.video_writer import VideoWriter
 
         d = ev["data"]
-        first, last = d["onset"]["frame"] - self.pad, d["offset"]["frame"] + self.pad
-        frames = [(i, j) for i, j in self.ring if first <= i <= last]
+        first, last = d["onset"]["pts_s"] - self.pad_s - EPS_S, d["offset"]["pts_s"] + self.pad_s + EPS_S
+        frames = [(t, j) for _, t, j in self.ring if first <= t <= last]
         if not frames:
-            log.warning("clip for %s frames %d-%d: frames no longer in memory", self.stream_id, first, last)
+            log.warning("clip for %s frames %d-%d: frames no longer in memory", self.stream_id,
+                        d["onset"]["frame"], d["offset"]["frame"])
             return
         path = free_path(self.folder / f"{self.stream_id}_{d['onset']['frame']}-{d['offset']['frame']}_{d['kind']}.mp4")
         # ultrafast: 1.0 ms a 640x360 frame against 3.5 at veryfast, for files ~1.7x larger; back-to-back
         # expressions share their padded frames, so a recording encodes more frames than the stream has
         with VideoWriter(path, self.fps, preset="ultrafast") as writer:
-            for _, jpeg in frames:
-                writer.write(cv2.imdecode(jpeg, cv2.IMREAD_COLOR))
+            for pts, jpeg in frames:
+                writer.write(cv2.imdecode(jpeg, cv2.IMREAD_COLOR), pts_s=pts)
         self.written.append(path)
         log.info("clip %s (%d frames)", path, len(frames))
 

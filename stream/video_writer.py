@@ -12,6 +12,9 @@ import cv2
 import numpy as np
 
 
+TICKS = 90000  # time base of a file written at the frames' own timestamps (MPEG's 90 kHz)
+
+
 class VideoWriter:
     """`write(bgr_frame)` ... `close()`; frames of one size (odd sizes are cropped to even: yuv420p needs it).
 
@@ -38,9 +41,12 @@ class VideoWriter:
         self._stream.options = {"crf": str(crf), "preset": preset, "threads": "1", "x264-params": "mbtree=0:aq-mode=0"}
         self._size: tuple[int, int] | None = None
         self.frames = 0
+        self._stamps: bool | None = None  # frames written at their own timestamps (pts_s), or at n / fps
+        self._origin, self._tick = 0, -1  # with timestamps: the first frame's, in ticks; the last frame's tick
 
-    def write(self, image: np.ndarray) -> None:
-        """One (H, W, 3) uint8 BGR frame."""
+    def write(self, image: np.ndarray, pts_s: float | None = None) -> None:
+        """One (H, W, 3) uint8 BGR frame, at `pts_s` seconds (the first frame's is the file's 0; a recording from a
+        camera whose frames do not come at its rate) or, without it, at n / fps. One or the other for a whole file."""
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) uint8 BGR frame, got {image.dtype} {image.shape}")
@@ -50,11 +56,22 @@ class VideoWriter:
                 raise ValueError(f"frame of {image.shape[1]}x{image.shape[0]} is too small for H.264")
             self._size = (w, h)
             self._stream.width, self._stream.height = w, h
+            self._stamps = pts_s is not None
+            if self._stamps:
+                self._time_base = Fraction(1, TICKS)
+                self._stream.codec_context.time_base = self._time_base
+                self._origin = round(pts_s * TICKS)
         elif self._size != (w, h):
             raise ValueError(f"frame size {w}x{h} differs from the first frame's {self._size[0]}x{self._size[1]}")
+        if (pts_s is not None) != self._stamps:
+            raise ValueError("give every frame of a file its pts_s, or none")
         yuv = cv2.cvtColor(np.ascontiguousarray(image[:h, :w]), cv2.COLOR_BGR2YUV_I420)
         frame = self._av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-        frame.pts, frame.time_base = self.frames, self._time_base  # frame n at n / fps
+        if self._stamps:  # at its own time (ticks always increase: a repeated stamp goes one tick later)
+            self._tick = frame.pts = max(self._tick + 1, round(pts_s * TICKS) - self._origin)
+        else:
+            frame.pts = self.frames  # frame n at n / fps
+        frame.time_base = self._time_base
         self._container.mux(self._stream.encode(frame))
         self.frames += 1
 

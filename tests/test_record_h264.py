@@ -61,6 +61,31 @@ def test_clips_and_synth_videos_are_h264(tmp_path):
             w.write(np.zeros((32, 32, 3), np.uint8))
 
 
+def test_a_clip_plays_at_the_speed_it_was_filmed(tmp_path):
+    """A camera that says 30 fps and gives 15 (a webcam in the dark): the clip holds the expression and 0.2 s on
+    each side by the frames' timestamps, each frame at its own time, so it lasts as long as it did."""
+    import time
+
+    from fes_live.stream.sources import Frame
+    rec = ClipRecorder(tmp_path, "cam0", 30.0, pad_s=0.2)
+    pt = lambda f: {"frame": f, "pts_s": f / 15, "wall_s": None}  # noqa: E731
+    for i in range(45):  # 3 s at 15 fps
+        rec.add(Frame("cam0", i, i / 15, time.time(), time.monotonic(), np.full((64, 96, 3), 5 * i, np.uint8)))
+        if i == 40:  # the expression 1.0-2.0 s
+            rec.on_event({"type": "expression", "stream_id": "cam0", "data": {
+                "onset": pt(15), "apex": pt(20), "offset": pt(30), "kind": "macro"}})
+    rec.close()
+    (clip,) = rec.written
+    with av.open(str(clip)) as c:
+        times = [float(f.pts * f.time_base) for f in c.decode(video=0)]
+    assert len(times) == (30 - 15 + 1) + 2 * 3  # 0.2 s is 3 frames at 15 fps
+    assert times == pytest.approx([k / 15 for k in range(len(times))], abs=1e-3)
+    with pytest.raises(ValueError, match="pts_s"):
+        with VideoWriter(tmp_path / "mixed.mp4", 30.0) as w:
+            w.write(np.zeros((64, 64, 3), np.uint8))
+            w.write(np.zeros((64, 64, 3), np.uint8), pts_s=0.1)
+
+
 @pytest.mark.browser
 def test_chromium_plays_a_recorded_clip(tmp_path):
     from test_viewer_browser import CHROMIUM, launch
