@@ -96,8 +96,11 @@ class StreamState:
             self.times.pop(self.order.popleft(), None)
 
     def rate(self, default: float) -> float:
-        """The frame rate its spotter and its timestamps go by: as announced, else `default` (the engine's) when
-        the source did not know it (0) or gave less than 1 fps."""
+        """The frame rate its spotter and its timestamps go by: the one its spotter took from the frames'
+        timestamps, else as announced, else `default` (the engine's) when the source did not know it (0) or gave
+        less than 1 fps."""
+        if self.spot_fps:
+            return self.spot_fps
         return self.fps if self.fps and self.fps >= 1.0 else default
 
     def point(self, frame: int, fps: float) -> dict:
