@@ -192,6 +192,7 @@ def test_an_rtsp_camera_that_says_30_fps_and_sends_10_is_spotted_at_10(tmp_path,
         on, off = d["onset"]["pts_s"], d["offset"]["pts_s"]
         assert abs(on - (2.4 * k + 0.57)) < 0.2 and abs(off - (2.4 * k + 2.33)) < 0.2, later
         assert abs(d["onset"]["frame"] / 10 - on) < 0.15  # its frames are the stream's own, at 10 fps
+        assert d["duration_s"] == pytest.approx(off - on + 0.1)  # its last frame lasts 0.1 s, not 1/30
 
 
 @pytest.mark.slow
