@@ -83,7 +83,10 @@ class Resampler:
     # ------------------------------------------------------------------------------------- stream -> model
 
     def _rate_of_frame(self, i: int) -> _Rate:
-        return next((x for x in reversed(self._rates) if x.first <= i), self._rates[0])
+        rates = self._rates
+        if len(rates) == 1 or rates[-1].first <= i:  # nearly always: one rate, or the newest frames
+            return rates[-1]
+        return next((x for x in reversed(rates) if x.first <= i), rates[0])
 
     def start(self, i: int) -> float:
         x = self._rate_of_frame(i)
@@ -161,7 +164,10 @@ class Resampler:
     # ------------------------------------------------------------------------------------- model -> stream
 
     def _rate_at(self, t: float) -> _Rate:
-        return next((x for x in reversed(self._rates) if x.at <= t + EPS), self._rates[0])
+        rates = self._rates
+        if len(rates) == 1 or rates[-1].at <= t + EPS:
+            return rates[-1]
+        return next((x for x in reversed(rates) if x.at <= t + EPS), rates[0])
 
     def first_stream_frame(self, j: int) -> int:
         """The first stream frame model frame j reaches (an event's onset, an update's frame)."""
