@@ -640,7 +640,8 @@ def format_event(ev: dict) -> str:
         return f"{head} {d['status']} {d.get('source', '')} {d['message']}".rstrip()
     if t == "stats":
         lat = "-" if d["latency_ms_p50"] is None else f"{d['latency_ms_p50']:.0f}/{d['latency_ms_p99']:.0f} ms"
-        return (f"{head} in {d['fps_in']:.1f} fps out {d['fps_out']:.1f} fps latency p50/p99 {lat} "
+        spotted = f" spotted at {d['spot_fps']:.1f} fps" if "spot_fps" in d else ""
+        return (f"{head} in {d['fps_in']:.1f} fps out {d['fps_out']:.1f} fps{spotted} latency p50/p99 {lat} "
                 f"drops {d['dropped_ingest']}+{d['dropped_detector']} queue {d['queue']}")
     if t == "supervisor":
         return f"{head} {d['child']} {d['status']} (exit {d['exitcode']}, restarts {d['restarts']})"

@@ -123,6 +123,14 @@ def test_schema_accepts_and_rejects():
           "data": expression_data()}
     validate(ev)
     assert "macro happiness frames 18-40-70" in format_event(ev)
+    stats = {"schema": 1, "seq": 1, "type": "stats", "stream_id": "cam0", "wall_s": 1.0, "publisher": "ab",
+             "data": {"fps_in": 15.0, "fps_out": 15.0, "frames_in": 90, "frames_out": 90, "dropped_ingest": 0,
+                      "dropped_detector": 0, "latency_ms_p50": 20.0, "latency_ms_p99": 40.0, "queue": 0,
+                      "spot_fps": 15.0}}
+    validate(stats)
+    assert "in 15.0 fps out 15.0 fps spotted at 15.0 fps latency" in format_event(stats)
+    with pytest.raises(EventError, match="spot_fps"):
+        validate(dict(stats, data=dict(stats["data"], spot_fps=0.0)))
     bad = json.loads(json.dumps(ev))
     bad["data"]["kind"] = "mega"
     with pytest.raises(EventError, match="data/kind"):
