@@ -153,9 +153,9 @@ def camera_that_says_30_fps(fps: int, out) -> str:
 
 def test_an_rtsp_camera_that_says_30_fps_and_sends_10_is_spotted_at_10(tmp_path, procs):
     """A real RTSP server (GStreamer) sends the looped smile at 10 fps in a stream that says 30: the ingest opens it
-    through OpenCV, which reports 30, and announces 30; the detector measures 10 from the frames' timestamps within
-    3 s and spots from there on at 10, so every smile after that comes out where the clip has it (0.57-2.33 s into
-    each loop), macro, in the stream's own frames and seconds (one intensity value a frame)."""
+    through OpenCV, which reports 30, and announces 30; the stream's spotter measures 10 from the frames' timestamps
+    within 3 s and spots from there on at 10, so every smile after that comes out where the clip has it (0.57-2.33 s
+    into each loop), macro, in the stream's own frames and seconds (one intensity value a frame)."""
     engine_ready()
     if not have_rtsp_server():
         pytest.skip("/usr/bin/python3 lacks gi + GstRtspServer (.ci/run installs them)")
