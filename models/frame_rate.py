@@ -67,11 +67,6 @@ class Resampler:
         self._frames: list[_Frame] = []  # stream frames that may still reach a model frame not yet made
         self._next = 0                   # the first model frame not yet made (or skipped)
 
-    @property
-    def r(self) -> float:
-        """The current rate: stream frames a model frame."""
-        return self._rates[-1].r
-
     def retime(self, ratio: float, first: int) -> None:
         """Stream frames from `first` on (no frame from there is pushed yet) come at `ratio`: frame `first`'s span
         starts where frame first - 1's ended."""

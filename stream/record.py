@@ -142,8 +142,8 @@ class ClipRecorder:
         self.stream_id = stream_id
         self.fps = fps if fps and fps > 0 else 30.0
         self.pad_s = max(0.0, pad_s)
-        # (index, pts_s, jpeg), as many as RING_SECONDS take at the announced rate (a bound on memory)
-        self.ring: deque[tuple[int, float, np.ndarray]] = deque(maxlen=max(1, round(RING_SECONDS * self.fps)))
+        # (pts_s, jpeg), as many as RING_SECONDS take at the announced rate (a bound on memory)
+        self.ring: deque[tuple[float, np.ndarray]] = deque(maxlen=max(1, round(RING_SECONDS * self.fps)))
         self.pending: list[dict] = []
         self.written: list[Path] = []
         self.last_pts: float | None = None
@@ -155,7 +155,7 @@ class ClipRecorder:
             img = cv2.resize(img, (CLIP_WIDTH, round(img.shape[0] * s) // 2 * 2), interpolation=cv2.INTER_AREA)
         ok, jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
         if ok:
-            self.ring.append((frame.index, frame.pts_s, jpeg))
+            self.ring.append((frame.pts_s, jpeg))
         self.last_pts = frame.pts_s
         self._write_due(frame.pts_s)
 
@@ -180,7 +180,7 @@ class ClipRecorder:
 
         d = ev["data"]
         first, last = d["onset"]["pts_s"] - self.pad_s - EPS_S, d["offset"]["pts_s"] + self.pad_s + EPS_S
-        frames = [(t, j) for _, t, j in self.ring if first <= t <= last]
+        frames = [(t, j) for t, j in self.ring if first <= t <= last]
         if not frames:
             log.warning("clip for %s frames %d-%d: frames no longer in memory", self.stream_id,
                         d["onset"]["frame"], d["offset"]["frame"])

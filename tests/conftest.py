@@ -58,16 +58,23 @@ def start_rtsp_server(clip: Path, port: int, popen=subprocess.Popen) -> subproce
     return proc
 
 
+def slower(f: dict, k: int) -> dict:
+    """Features as a camera k times slower would see them: every k-th frame, flow summed over the k frames."""
+    import numpy as np
+    T = len(f["frame_index"]) // k * k
+    return {"geometry": f["geometry"][k - 1:T:k], "roi_flow": f["roi_flow"][:T].reshape(T // k, k, 12, 2).sum(1),
+            "face_present": f["face_present"][k - 1:T:k], "frame_index": np.arange(T // k),
+            "fps": float(f["fps"]) / k}
+
+
 def held_then_smiling(smile: dict, fps: int, hold_s: float = 3.0) -> dict:
     """Features of the smile clip (`fes-live extract`, 30 fps) as a camera at `fps` (30 / k) sees a person who holds
-    still for `hold_s`, then smiles (the clip's 0.57-2.33 s: 3.57-5.33 s with the default hold): every k-th frame,
-    flow summed over the k, timestamps at `fps`."""
+    still for `hold_s`, then smiles (the clip's 0.57-2.33 s: 3.57-5.33 s with the default hold): its first frame
+    held, then `slower`, timestamps at `fps`."""
     import numpy as np
-    k = round(30 / fps)
-    hold, T = round(hold_s * fps), len(smile["frame_index"]) // k * k
-    geometry = np.concatenate([np.repeat(smile["geometry"][:1], hold, 0), smile["geometry"][k - 1:T:k]])
-    flow = np.concatenate([np.zeros((hold, 12, 2), np.float32),
-                           smile["roi_flow"][:T].reshape(T // k, k, 12, 2).sum(1)])
+    slow, hold = slower(smile, round(30 / fps)), round(hold_s * fps)
+    geometry = np.concatenate([np.repeat(smile["geometry"][:1], hold, 0), slow["geometry"]])
+    flow = np.concatenate([np.zeros((hold, 12, 2), np.float32), slow["roi_flow"]])
     n = len(geometry)
     return {"geometry": geometry, "roi_flow": flow, "face_present": np.ones(n, bool), "frame_index": np.arange(n),
             "pts_s": np.arange(n) / fps, "fps": float(fps)}

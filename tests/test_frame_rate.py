@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, VIDEO, at_frame_rate, held_then_smiling, need
+from conftest import REPO, VIDEO, at_frame_rate, held_then_smiling, need, slower
 from fes_live.models.frame_rate import RateMeter, Resampler, resampling_ratio
 from fes_live.models.online import OnlineSpotter, stream_updates
 from fes_live.models.spotting import ExpressionUpdate, IntensityUpdate, KIND_NAMES
@@ -76,14 +76,6 @@ def test_without_resampling_200_fps_breaks_the_answer(smile, engine):
     assert plain.ratio == 1
     ref = events(engine.new_spotter(fps=fast["fps"]), fast)
     assert events(plain, fast) != ref
-
-
-def slower(f: dict, k: int) -> dict:
-    """The clip as a camera k times slower would see it: every k-th frame, flow summed over the k frames."""
-    T = len(f["frame_index"]) // k * k
-    return {"geometry": f["geometry"][k - 1:T:k], "roi_flow": f["roi_flow"][:T].reshape(T // k, k, 12, 2).sum(1),
-            "face_present": f["face_present"][k - 1:T:k], "frame_index": np.arange(T // k),
-            "fps": float(f["fps"]) / k}
 
 
 def test_without_upsampling_10_fps_moves_the_answer(smile, engine):
